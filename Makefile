@@ -1,0 +1,63 @@
+# pyproxy: `make run` starts the lab and the proxy; `make test` is what CI runs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LAB_DIR ?= lab
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian packages the lab and the tests need; installed only when missing.
+APT_PACKAGES := mariadb-server mariadb-client python3-venv
+
+.PHONY: deps venv test lint typecheck unit integration run lab-up lab-down lab-status clean
+
+deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+lint: venv
+	$(BIN)/ruff check proxy tests bench
+
+typecheck: venv
+	$(BIN)/mypy proxy
+
+unit: venv
+	$(BIN)/python -m pytest tests/unit -q
+
+integration: deps venv
+	$(BIN)/python -m pytest tests/integration -q
+
+test: deps venv lint typecheck
+	$(BIN)/python -m pytest tests -q -ra
+
+lab-up: deps venv
+	$(BIN)/pyproxy lab up --dir $(LAB_DIR)
+
+lab-down: venv
+	$(BIN)/pyproxy lab down --dir $(LAB_DIR)
+
+lab-status: venv
+	$(BIN)/pyproxy lab status --dir $(LAB_DIR)
+
+run: deps venv
+	$(BIN)/pyproxy lab up --dir $(LAB_DIR)
+	@echo
+	@echo "The lab is running (2 masters + 1 replica). The proxy itself is not built yet;"
+	@echo "connect to the servers directly with the ports above. Stop with: make lab-down"
+
+clean:
+	-$(BIN)/pyproxy lab destroy --dir $(LAB_DIR)
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info

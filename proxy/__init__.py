@@ -1,0 +1,1 @@
+"""pyproxy: a MySQL read/write-splitting proxy."""

@@ -1,0 +1,1 @@
+"""Backend side: we are the MySQL client (connections, pools)."""

@@ -1,0 +1,96 @@
+"""Command-line entry point: argument parsing and wiring only."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from proxy.config import ConfigError, load_config
+from proxy.lab.lab import Lab
+from proxy.lab.servers import LabError
+
+DEFAULT_LAB_DIR = os.environ.get("PYPROXY_LAB_DIR", "lab")
+
+
+def _lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    lab = sub.add_parser("lab", help="a local replicated MariaDB/MySQL topology")
+    lab_sub = lab.add_subparsers(dest="lab_cmd", required=True)
+    for name, text in [
+        ("up", "start (or restart) the lab and set up replication"),
+        ("down", "stop every server process the lab started"),
+        ("status", "show each node's role, read_only, replication threads, lag and GTID"),
+        ("destroy", "stop the lab and remove its data"),
+        ("kill", "SIGKILL one node (for failure drills)"),
+    ]:
+        p = lab_sub.add_parser(name, help=text, description=text)
+        p.add_argument("--dir", default=DEFAULT_LAB_DIR, help="lab directory (default: ./lab)")
+        if name == "up":
+            p.add_argument("--masters", type=int, default=2)
+            p.add_argument("--replicas", type=int, default=1)
+            p.add_argument("--semisync", action="store_true", help="semi-sync between masters")
+        if name == "kill":
+            p.add_argument("node", help="node name, e.g. master1")
+
+
+def _run_lab(args: argparse.Namespace) -> int:
+    lab = Lab(args.dir)
+    if args.lab_cmd == "up":
+        state = lab.up(masters=args.masters, replicas=args.replicas, semisync=args.semisync)
+        print(f"lab is up in {lab.root}: {state.masters} masters, {state.replicas} replicas")
+        print("\n".join(lab.status_lines()))
+        print(f"proxy config: {lab.config_path}")
+    elif args.lab_cmd == "status":
+        print("\n".join(lab.status_lines()))
+    elif args.lab_cmd == "down":
+        stopped = lab.down()
+        print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    elif args.lab_cmd == "destroy":
+        stopped = lab.destroy()
+        print(f"stopped: {', '.join(stopped) or 'nothing was running'}; removed {lab.root}")
+    elif args.lab_cmd == "kill":
+        pid = lab.kill(args.node)
+        print(f"{args.node}: " + (f"killed pid {pid}" if pid else "was not running"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyproxy", description="MySQL/MariaDB read/write-splitting proxy"
+    )
+    parser.add_argument("--config", help="path to pyproxy.yaml")
+    parser.add_argument("--check", action="store_true", help="validate the config and exit")
+    sub = parser.add_subparsers(dest="command")
+    _lab_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if args.command == "lab":
+            return _run_lab(args)
+        if not args.config:
+            build_parser().print_usage(sys.stderr)
+            print("pyproxy: error: --config FILE is required to run the proxy", file=sys.stderr)
+            return 2
+        config = load_config(args.config)
+        if args.check:
+            print(f"{args.config}: OK ({len(config.servers)} servers, {len(config.users)} users)")
+            return 0
+        print("pyproxy: the proxy data path is not built yet", file=sys.stderr)
+        return 1
+    except (LabError, ConfigError) as exc:
+        print(f"pyproxy: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

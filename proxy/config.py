@@ -1,0 +1,195 @@
+"""Configuration: the YAML schema, validation with key-naming errors, ${ENV} substitution."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """The config could not be loaded; str() is one line naming the key and the reason."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Listen(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(6033, ge=0, le=65535)
+
+
+class Listeners(_Model):
+    mysql: Listen = Listen(host="127.0.0.1", port=6033)
+    admin: Listen = Listen(host="127.0.0.1", port=6032)
+    http: Listen = Listen(host="127.0.0.1", port=6070)
+
+
+class TLSFiles(_Model):
+    cert: str
+    key: str
+    ca: str | None = None
+
+
+class BackendTLS(_Model):
+    enabled: bool = False
+    ca: str | None = None
+    verify: bool = False
+
+
+class Server(_Model):
+    name: str
+    host: str
+    port: int = Field(3306, ge=1, le=65535)
+    role: Literal["master", "replica"]
+    priority: int = 1  # masters: lower is preferred as writer
+    weight: int = Field(1, ge=0)
+    max_connections: int = Field(200, ge=1)
+    tls: BackendTLS = BackendTLS()
+
+
+class User(_Model):
+    username: str
+    password: str
+    default_schema: str | None = None
+    max_connections: int = Field(10_000, ge=1)
+
+
+class Account(_Model):
+    username: str
+    password: str = ""
+
+
+class Pool(_Model):
+    max_idle_per_server: int = Field(64, ge=0)
+    idle_timeout_s: float = Field(300.0, gt=0)
+    connect_timeout_ms: int = Field(3000, ge=1)
+
+
+class Limits(_Model):
+    max_client_connections: int = Field(10_000, ge=1)
+    max_allowed_packet: int = Field(64 * 1024 * 1024, ge=1024)
+    client_idle_timeout_s: float = Field(28_800.0, gt=0)
+
+
+class Health(_Model):
+    check_interval_ms: int = Field(500, ge=10)
+    check_timeout_ms: int = Field(300, ge=10)
+    failure_threshold: int = Field(3, ge=1)
+    max_replication_lag_s: float = Field(10.0, ge=0)
+    failover_hold_ms: int = Field(5000, ge=0)
+    failback: Literal["none", "after_catchup"] = "none"
+
+
+class Config(_Model):
+    listeners: Listeners = Listeners()
+    servers: list[Server]
+    users: list[User]
+    monitor: Account = Account(username="monitor")
+    backend_admin: Account | None = None  # flips read_only on failover
+    admin: Account = Account(username="admin", password="admin")  # the 6032 interface
+    frontend_tls: TLSFiles | None = None
+    auth_plugin: Literal["mysql_native_password", "caching_sha2_password"] = "mysql_native_password"
+    server_version: str = "8.0.36-pyproxy"
+    pool: Pool = Pool()
+    limits: Limits = Limits()
+    health: Health = Health()
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("servers")
+    @classmethod
+    def _servers_named_once(cls, servers: list[Server]) -> list[Server]:
+        names = [s.name for s in servers]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"server name {name!r} is used more than once")
+        return servers
+
+    @model_validator(mode="after")
+    def _one_master_at_least(self) -> Config:
+        if not any(s.role == "master" for s in self.servers):
+            raise ValueError("servers: at least one server must have role: master")
+        return self
+
+    def user(self, name: str) -> User | None:
+        for u in self.users:
+            if u.username == name:
+                return u
+        return None
+
+    @property
+    def masters(self) -> list[Server]:
+        return sorted((s for s in self.servers if s.role == "master"), key=lambda s: s.priority)
+
+    @property
+    def replicas(self) -> list[Server]:
+        return [s for s in self.servers if s.role == "replica"]
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _substitute(value: Any, path: str) -> Any:
+    if isinstance(value, str):
+
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{path}: environment variable {name} is not set")
+
+        return _ENV.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _substitute(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def parse_config(data: Any) -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError("(top level): must be a mapping of keys to values")
+    data = _substitute(data, "")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "is required"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{_key(tuple(err['loc']))}: {msg}{more}") from None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(
+            f"{p}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}"
+        ) from None
+    return parse_config(data)

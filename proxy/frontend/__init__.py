@@ -1,0 +1,1 @@
+"""Client-facing side: we are the MySQL server."""

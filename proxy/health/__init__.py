@@ -1,0 +1,1 @@
+"""Health checking and writer election."""

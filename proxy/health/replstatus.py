@@ -1,0 +1,65 @@
+"""Normalize replica status rows from MariaDB and MySQL into one shape."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatus:
+    """One replication channel as seen on the replica, whatever the server flavor."""
+
+    source_host: str
+    source_port: int
+    io_running: str  # "Yes" / "No" / "Connecting"
+    sql_running: str
+    seconds_behind: int | None
+    last_io_error: str
+    last_sql_error: str
+    last_io_errno: int
+    last_sql_errno: int
+    gtid_position: str  # MariaDB Gtid_IO_Pos, MySQL Executed_Gtid_Set
+
+    @property
+    def healthy(self) -> bool:
+        return self.io_running == "Yes" and self.sql_running == "Yes"
+
+    @property
+    def last_error(self) -> str:
+        return self.last_sql_error or self.last_io_error
+
+
+def _pick(row: Mapping[str, Any], *names: str, default: Any = None) -> Any:
+    # MySQL 8.4 renamed Master_*/Slave_* columns to Source_*/Replica_*; MariaDB kept the old ones.
+    for name in names:
+        if name in row:
+            return row[name]
+    return default
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes | bytearray):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def normalize_replica_status(row: Mapping[str, Any]) -> ReplicaStatus:
+    """Build a ReplicaStatus from one row of SHOW SLAVE STATUS or SHOW REPLICA STATUS."""
+    behind = _pick(row, "Seconds_Behind_Source", "Seconds_Behind_Master")
+    gtid = _pick(row, "Gtid_IO_Pos", "Executed_Gtid_Set", default="")
+    return ReplicaStatus(
+        source_host=_text(_pick(row, "Source_Host", "Master_Host", default="")),
+        source_port=int(_pick(row, "Source_Port", "Master_Port", default=0) or 0),
+        io_running=_text(_pick(row, "Replica_IO_Running", "Slave_IO_Running", default="No")),
+        sql_running=_text(_pick(row, "Replica_SQL_Running", "Slave_SQL_Running", default="No")),
+        seconds_behind=None if behind is None or behind == "" else int(behind),
+        last_io_error=_text(_pick(row, "Last_IO_Error", default="")),
+        last_sql_error=_text(_pick(row, "Last_SQL_Error", default="")),
+        last_io_errno=int(_pick(row, "Last_IO_Errno", default=0) or 0),
+        last_sql_errno=int(_pick(row, "Last_SQL_Errno", default=0) or 0),
+        gtid_position=_text(gtid).replace("\n", ""),
+    )

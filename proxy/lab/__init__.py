@@ -1,0 +1,1 @@
+"""Local replication lab and topology bootstrap."""

@@ -1,0 +1,1 @@
+"""MySQL wire protocol, sans-IO: bytes in, events out."""

@@ -1,0 +1,1 @@
+"""Statement classification and routing, pure and I/O-free."""

@@ -1,0 +1,63 @@
+"""Config validation: errors name the key and the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy.config import ConfigError, load_config, parse_config
+
+BASE = {
+    "servers": [{"name": "m1", "host": "127.0.0.1", "port": 3306, "role": "master"}],
+    "users": [{"username": "app", "password": "${APP_PW:-secret}"}],
+}
+
+
+def test_minimal_config_and_env_default() -> None:
+    cfg = parse_config(BASE)
+    assert cfg.users[0].password == "secret"
+    assert cfg.listeners.mysql.port == 6033
+
+
+def test_env_substitution(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_PW", "from-env")
+    assert parse_config(BASE).users[0].password == "from-env"
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        (
+            {"servers": [{"name": "m1", "host": "h", "port": 70000, "role": "master"}]},
+            "servers[0].port: Input should be less than or equal to 65535",
+        ),
+        ({"servers": [{"name": "m1", "host": "h", "role": "boss"}]}, "servers[0].role:"),
+        ({"surprise": 1}, "surprise: unknown key"),
+        ({"users": [{"username": "app"}]}, "users[0].password: is required"),
+        (
+            {"servers": [{"name": "r", "host": "h", "role": "replica"}]},
+            "at least one server must have role: master",
+        ),
+    ],
+)
+def test_errors_name_the_key(patch: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({**BASE, **patch})
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unset_env_var_is_named() -> None:
+    data = {**BASE, "users": [{"username": "app", "password": "${NOPE_NOT_SET_X}"}]}
+    with pytest.raises(ConfigError, match=r"users\[0\].password: environment variable NOPE"):
+        parse_config(data)
+
+
+def test_file_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("servers: [\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_config(bad)
