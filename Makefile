@@ -29,7 +29,7 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 lint: venv
-	$(BIN)/ruff check proxy tests bench
+	$(BIN)/ruff check proxy tests $(wildcard bench)
 
 typecheck: venv
 	$(BIN)/mypy proxy
