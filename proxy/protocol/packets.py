@@ -1,0 +1,862 @@
+"""Packet framing, length-encoded values and the generic OK/ERR/EOF/result-set packets."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+from proxy.protocol.constants import (
+    DEFAULT_COLLATION,
+    MAX_PACKET_PAYLOAD,
+    Capability,
+    ColumnType,
+    CursorType,
+    LenencPrefix,
+    PacketHeader,
+    ServerStatus,
+    SessionTrackType,
+    sqlstate_for,
+)
+
+_OK_HEADER: Final = int(PacketHeader.OK)
+_EOF_HEADER: Final = int(PacketHeader.EOF)
+_ERR_HEADER: Final = int(PacketHeader.ERR)
+_LENENC_NULL: Final = int(LenencPrefix.NULL)
+_LENENC_2: Final = int(LenencPrefix.INT2)
+_LENENC_3: Final = int(LenencPrefix.INT3)
+_LENENC_8: Final = int(LenencPrefix.INT8)
+
+Buffer: TypeAlias = bytes | bytearray | memoryview
+
+# Largest max_allowed_packet MySQL/MariaDB accept; a sane default ceiling for one payload.
+DEFAULT_MAX_PAYLOAD: Final = 1 << 30
+
+# Offset of the 4-byte statement id inside COM_STMT_* payloads and the prepare-OK payload.
+STMT_ID_OFFSET: Final = 1
+
+# MariaDB sends progress reports as ERR packets with this code; they never end a response.
+PROGRESS_REPORT_CODE: Final = 0xFFFF
+
+_HEADER = struct.Struct("<I")  # 3-byte length and 1-byte sequence id read as one integer
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_STATUS_WARNINGS = struct.Struct("<HH")
+_EOF = struct.Struct("<BHH")
+_ERR_HEAD = struct.Struct("<BH")
+_PREPARE_OK = struct.Struct("<BIHHBH")
+_COLDEF_FIXED = struct.Struct("<HIBHB")  # charset, length, type, flags, decimals
+
+_CURSOR_FLAGS: Final = int(CursorType.READ_ONLY | CursorType.FOR_UPDATE | CursorType.SCROLLABLE)
+
+_P41 = Capability.CLIENT_PROTOCOL_41
+_TRANSACTIONS = Capability.CLIENT_TRANSACTIONS
+_SESSION_TRACK = Capability.CLIENT_SESSION_TRACK
+_DEPRECATE_EOF = Capability.CLIENT_DEPRECATE_EOF
+
+
+class ProtocolError(Exception):
+    """The peer sent bytes that do not follow the MySQL protocol."""
+
+
+class MalformedPacket(ProtocolError):
+    """A payload is truncated or has an impossible field."""
+
+
+class PacketTooLarge(ProtocolError):
+    """A logical packet exceeds the configured maximum payload size."""
+
+
+class PacketOutOfOrder(ProtocolError):
+    """A packet arrived with an unexpected sequence id."""
+
+
+# --------------------------------------------------------------------------- text helpers
+
+
+def decode_text(data: Buffer) -> str:
+    """Bytes to str without ever failing; surrogateescape keeps the round trip lossless."""
+    return bytes(data).decode("utf-8", "surrogateescape")
+
+
+def encode_text(text: str) -> bytes:
+    """Inverse of decode_text."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+# --------------------------------------------------------------------------- primitives
+
+
+def read_lenenc_int_or_null(buf: Buffer, pos: int) -> tuple[int | None, int]:
+    """Read a length-encoded integer at *pos*; the NULL marker 0xFB gives None."""
+    try:
+        first = buf[pos]
+    except IndexError:
+        raise MalformedPacket("truncated length-encoded integer") from None
+    if first < _LENENC_NULL:
+        return first, pos + 1
+    if first == _LENENC_NULL:
+        return None, pos + 1
+    if first == _LENENC_2:
+        size = 2
+    elif first == _LENENC_3:
+        size = 3
+    elif first == _LENENC_8:
+        size = 8
+    else:
+        raise MalformedPacket(f"invalid length-encoded integer prefix 0x{first:02X}")
+    end = pos + 1 + size
+    if end > len(buf):
+        raise MalformedPacket("truncated length-encoded integer")
+    return int.from_bytes(buf[pos + 1 : end], "little"), end
+
+
+def read_lenenc_int(buf: Buffer, pos: int) -> tuple[int, int]:
+    """Read a length-encoded integer at *pos*, returning (value, offset after it)."""
+    value, end = read_lenenc_int_or_null(buf, pos)
+    if value is None:
+        raise MalformedPacket("unexpected NULL where an integer was expected")
+    return value, end
+
+
+def encode_lenenc_int(value: int) -> bytes:
+    """Length-encoded integer (1, 3, 4 or 9 bytes)."""
+    if not 0 <= value < 1 << 64:
+        raise ValueError(f"{value} does not fit a length-encoded integer")
+    if value < _LENENC_NULL:
+        return bytes((value,))
+    if value <= 0xFFFF:
+        return b"\xfc" + _U16.pack(value)
+    if value <= 0xFFFFFF:
+        return b"\xfd" + value.to_bytes(3, "little")
+    return b"\xfe" + _U64.pack(value)
+
+
+def read_lenenc_bytes_or_null(buf: Buffer, pos: int) -> tuple[bytes | None, int]:
+    """Read a length-encoded string (None for the NULL marker)."""
+    length, pos = read_lenenc_int_or_null(buf, pos)
+    if length is None:
+        return None, pos
+    end = pos + length
+    if end > len(buf):
+        raise MalformedPacket("truncated length-encoded string")
+    return bytes(buf[pos:end]), end
+
+
+def read_lenenc_bytes(buf: Buffer, pos: int) -> tuple[bytes, int]:
+    """Read a length-encoded string at *pos*, returning (bytes, offset after it)."""
+    value, end = read_lenenc_bytes_or_null(buf, pos)
+    if value is None:
+        raise MalformedPacket("unexpected NULL where a string was expected")
+    return value, end
+
+
+def encode_lenenc_bytes(data: Buffer) -> bytes:
+    """Length-encoded string."""
+    return encode_lenenc_int(len(data)) + data
+
+
+def read_nul_bytes(buf: Buffer, pos: int) -> tuple[bytes, int]:
+    """Read a NUL-terminated string; returns the bytes without the NUL and the offset after it."""
+    data = buf.tobytes() if isinstance(buf, memoryview) else buf
+    end = data.find(b"\0", pos)
+    if end < 0:
+        raise MalformedPacket("missing NUL terminator")
+    return bytes(data[pos:end]), end + 1
+
+
+def encode_nul_bytes(data: bytes) -> bytes:
+    """NUL-terminated string; the value itself must not contain NUL."""
+    if b"\0" in data:
+        raise ValueError("NUL-terminated string contains a NUL byte")
+    return data + b"\0"
+
+
+def read_u16(buf: Buffer, pos: int) -> int:
+    """Little-endian 2-byte integer."""
+    try:
+        return int(_U16.unpack_from(buf, pos)[0])
+    except struct.error:
+        raise MalformedPacket("truncated 2-byte integer") from None
+
+
+def read_u32(buf: Buffer, pos: int) -> int:
+    """Little-endian 4-byte integer."""
+    try:
+        return int(_U32.unpack_from(buf, pos)[0])
+    except struct.error:
+        raise MalformedPacket("truncated 4-byte integer") from None
+
+
+# --------------------------------------------------------------------------- framing
+
+
+def packet_count(payload_len: int) -> int:
+    """Number of wire packets (sequence ids) a payload of this length occupies."""
+    # An exact multiple of 0xFFFFFF needs a trailing empty packet to mark the end.
+    return payload_len // MAX_PACKET_PAYLOAD + 1
+
+
+def wire_size(payload_len: int) -> int:
+    """Bytes on the wire for a payload of this length, headers included."""
+    return payload_len + 4 * packet_count(payload_len)
+
+
+def next_seq(seq: int, payload_len: int) -> int:
+    """Sequence id following a payload of this length sent starting at *seq*."""
+    return (seq + packet_count(payload_len)) & 0xFF
+
+
+def build_packet(seq: int, payload: Buffer) -> bytes:
+    """Frame *payload* with headers, splitting it into 16 MiB fragments when needed."""
+    size = len(payload)
+    if size < MAX_PACKET_PAYLOAD:
+        return _HEADER.pack(size | (seq & 0xFF) << 24) + payload
+    view = memoryview(payload)
+    parts: list[Buffer] = []
+    pos = 0
+    while True:
+        chunk = view[pos : pos + MAX_PACKET_PAYLOAD]
+        parts.append(_HEADER.pack(len(chunk) | (seq & 0xFF) << 24))
+        parts.append(chunk)
+        seq += 1
+        pos += MAX_PACKET_PAYLOAD
+        if len(chunk) < MAX_PACKET_PAYLOAD:
+            return b"".join(parts)
+
+
+def parse_header(buf: Buffer, pos: int = 0) -> tuple[int, int]:
+    """(payload length, sequence id) of the packet header at *pos*."""
+    try:
+        value = _HEADER.unpack_from(buf, pos)[0]
+    except struct.error:
+        raise MalformedPacket("truncated packet header") from None
+    return value & MAX_PACKET_PAYLOAD, value >> 24
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """One logical packet: its payload joined from all fragments."""
+
+    seq: int
+    payload: bytes
+    last_seq: int  # sequence id of the last fragment (== seq unless the payload was split)
+
+    @property
+    def next_seq(self) -> int:
+        """Sequence id the peer's next packet must carry."""
+        return (self.last_seq + 1) & 0xFF
+
+
+class PacketReader:
+    """Reassembles logical packets from a byte stream fed in arbitrary pieces."""
+
+    __slots__ = ("_buf", "_first_seq", "_last_seq", "_parts", "_split_len", "max_payload")
+
+    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self.max_payload = max_payload
+        self._buf = bytearray()
+        self._parts: list[bytes] = []
+        self._split_len = 0
+        self._first_seq = 0
+        self._last_seq = 0
+
+    def feed(self, data: Buffer) -> None:
+        """Append received bytes."""
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as part of a packet."""
+        return len(self._buf) + self._split_len
+
+    def read(self) -> Packet | None:
+        """Next complete logical packet, or None until more bytes arrive."""
+        buf = self._buf
+        while len(buf) >= 4:
+            header = _HEADER.unpack_from(buf, 0)[0]
+            length = header & MAX_PACKET_PAYLOAD
+            seq = header >> 24
+            in_split = bool(self._parts)
+            if in_split and seq != (self._last_seq + 1) & 0xFF:
+                raise PacketOutOfOrder(
+                    f"fragment seq {seq} after {self._last_seq} inside a split payload"
+                )
+            if self._split_len + length > self.max_payload:
+                raise PacketTooLarge(
+                    f"payload of at least {self._split_len + length} bytes exceeds "
+                    f"{self.max_payload}"
+                )
+            end = 4 + length
+            if len(buf) < end:
+                return None
+            with memoryview(buf) as view:
+                chunk = view[4:end].tobytes()
+            del buf[:end]  # bytearray drops a prefix without moving the rest
+            if not in_split:
+                self._first_seq = seq
+            self._last_seq = seq
+            if length == MAX_PACKET_PAYLOAD:
+                self._parts.append(chunk)
+                self._split_len += length
+                continue
+            if in_split:
+                self._parts.append(chunk)
+                chunk = b"".join(self._parts)
+                self._parts = []
+                self._split_len = 0
+            return Packet(self._first_seq, chunk, seq)
+        return None
+
+    def __iter__(self) -> Iterator[Packet]:
+        while (packet := self.read()) is not None:
+            yield packet
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def encode_command(command: int, body: Buffer = b"") -> bytes:
+    """Command payload: the command byte followed by its argument bytes."""
+    return bytes((command,)) + body
+
+
+def build_command(command: int, body: Buffer = b"", seq: int = 0) -> bytes:
+    """Framed command packet (commands start a new exchange at seq 0)."""
+    return build_packet(seq, encode_command(command, body))
+
+
+# --------------------------------------------------------------------------- OK / ERR / EOF
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStateChange:
+    """One entry of an OK packet's session-state block.
+
+    For SYSTEM_VARIABLES *name* is the variable; for the other kinds only *value* is set
+    (schema name, "1" for STATE_CHANGE, GTID set, transaction characteristics/state).
+    Unknown kinds keep their raw data in *value*.
+    """
+
+    kind: int
+    value: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OkPacket:
+    """OK packet (also the 0xFE-headed end-of-result marker under CLIENT_DEPRECATE_EOF)."""
+
+    affected_rows: int = 0
+    last_insert_id: int = 0
+    status: int = ServerStatus.AUTOCOMMIT
+    warnings: int = 0
+    info: str = ""
+    session_state: tuple[SessionStateChange, ...] = ()
+
+    @property
+    def system_variables(self) -> dict[str, str]:
+        """Tracked system variables changed by the statement."""
+        return {
+            c.name: c.value
+            for c in self.session_state
+            if c.kind == SessionTrackType.SYSTEM_VARIABLES
+        }
+
+    @property
+    def schema(self) -> str | None:
+        """New default schema, if the statement changed it."""
+        for change in self.session_state:
+            if change.kind == SessionTrackType.SCHEMA:
+                return change.value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrPacket:
+    """ERR packet."""
+
+    code: int
+    message: str
+    sqlstate: str = "HY000"
+
+
+@dataclass(frozen=True, slots=True)
+class EofPacket:
+    """Classic EOF packet."""
+
+    warnings: int = 0
+    status: int = ServerStatus.AUTOCOMMIT
+
+
+def _decode_session_entry(kind: int, data: bytes, out: list[SessionStateChange]) -> None:
+    if kind == SessionTrackType.SYSTEM_VARIABLES:
+        pos = 0
+        while pos < len(data):  # tolerate several name/value pairs in one entry
+            name, pos = read_lenenc_bytes(data, pos)
+            value, pos = read_lenenc_bytes(data, pos)
+            out.append(SessionStateChange(kind, decode_text(value), decode_text(name)))
+    elif kind == SessionTrackType.GTIDS:
+        # First byte is the encoding specification (0 = plain GTID set text).
+        value, _ = read_lenenc_bytes(data, 1)
+        out.append(SessionStateChange(kind, decode_text(value)))
+    elif kind in (
+        SessionTrackType.SCHEMA,
+        SessionTrackType.STATE_CHANGE,
+        SessionTrackType.TRANSACTION_CHARACTERISTICS,
+        SessionTrackType.TRANSACTION_STATE,
+    ):
+        value, _ = read_lenenc_bytes(data, 0)
+        out.append(SessionStateChange(kind, decode_text(value)))
+    else:
+        out.append(SessionStateChange(kind, decode_text(data)))
+
+
+def parse_session_state(block: Buffer) -> tuple[SessionStateChange, ...]:
+    """Decode the session-state-change block (without its outer length prefix)."""
+    out: list[SessionStateChange] = []
+    pos = 0
+    while pos < len(block):
+        kind = block[pos]
+        data, pos = read_lenenc_bytes(block, pos + 1)
+        _decode_session_entry(kind, data, out)
+    return tuple(out)
+
+
+def encode_session_state(changes: Iterable[SessionStateChange]) -> bytes:
+    """Encode session-state entries (without the outer length prefix)."""
+    parts: list[bytes] = []
+    for change in changes:
+        value = encode_text(change.value)
+        if change.kind == SessionTrackType.SYSTEM_VARIABLES:
+            data = encode_lenenc_bytes(encode_text(change.name)) + encode_lenenc_bytes(value)
+        elif change.kind == SessionTrackType.GTIDS:
+            data = b"\x00" + encode_lenenc_bytes(value)
+        elif change.kind in (
+            SessionTrackType.SCHEMA,
+            SessionTrackType.STATE_CHANGE,
+            SessionTrackType.TRANSACTION_CHARACTERISTICS,
+            SessionTrackType.TRANSACTION_STATE,
+        ):
+            data = encode_lenenc_bytes(value)
+        else:
+            data = value
+        parts.append(bytes((change.kind,)) + encode_lenenc_bytes(data))
+    return b"".join(parts)
+
+
+def parse_ok(payload: Buffer, caps: int) -> OkPacket:
+    """Parse an OK packet (header 0x00, or 0xFE when it ends a result set)."""
+    data = bytes(payload)
+    if not data or data[0] not in (_OK_HEADER, _EOF_HEADER):
+        raise MalformedPacket("not an OK packet")
+    affected, pos = read_lenenc_int(data, 1)
+    insert_id, pos = read_lenenc_int(data, pos)
+    status = warnings = 0
+    # Be lenient with short packets: old servers omit trailing fields.
+    if caps & _P41:
+        if pos + 4 <= len(data):
+            status, warnings = _STATUS_WARNINGS.unpack_from(data, pos)
+            pos += 4
+    elif caps & _TRANSACTIONS and pos + 2 <= len(data):
+        status = _U16.unpack_from(data, pos)[0]
+        pos += 2
+    info = b""
+    changes: tuple[SessionStateChange, ...] = ()
+    if caps & _SESSION_TRACK:
+        if pos < len(data):
+            info, pos = read_lenenc_bytes(data, pos)
+            if status & ServerStatus.SESSION_STATE_CHANGED and pos < len(data):
+                block, pos = read_lenenc_bytes(data, pos)
+                changes = parse_session_state(block)
+    else:
+        info = data[pos:]
+    return OkPacket(affected, insert_id, status, warnings, decode_text(info), changes)
+
+
+def encode_ok(ok: OkPacket, caps: int, *, eof_header: bool = False) -> bytes:
+    """OK packet payload; *eof_header* gives the 0xFE form that ends a result set."""
+    parts = [
+        b"\xfe" if eof_header else b"\x00",
+        encode_lenenc_int(ok.affected_rows),
+        encode_lenenc_int(ok.last_insert_id),
+    ]
+    status = ok.status
+    track = bool(caps & _SESSION_TRACK) and bool(ok.session_state)
+    if track:
+        status |= ServerStatus.SESSION_STATE_CHANGED
+    if caps & _P41:
+        parts.append(_STATUS_WARNINGS.pack(status, ok.warnings))
+    elif caps & _TRANSACTIONS:
+        parts.append(_U16.pack(status))
+    info = encode_text(ok.info)
+    if caps & _SESSION_TRACK:
+        if info or track:
+            parts.append(encode_lenenc_bytes(info))
+        if track:
+            parts.append(encode_lenenc_bytes(encode_session_state(ok.session_state)))
+    else:
+        parts.append(info)
+    return b"".join(parts)
+
+
+def build_ok(
+    seq: int,
+    caps: int,
+    *,
+    affected_rows: int = 0,
+    last_insert_id: int = 0,
+    status: int = ServerStatus.AUTOCOMMIT,
+    warnings: int = 0,
+    info: str = "",
+    session_state: Sequence[SessionStateChange] = (),
+    eof_header: bool = False,
+) -> bytes:
+    """Framed OK packet."""
+    ok = OkPacket(affected_rows, last_insert_id, status, warnings, info, tuple(session_state))
+    return build_packet(seq, encode_ok(ok, caps, eof_header=eof_header))
+
+
+def parse_err(payload: Buffer) -> ErrPacket:
+    """Parse an ERR packet; the SQLSTATE marker is optional (absent before 4.1 handshakes)."""
+    data = bytes(payload)
+    if len(data) < 3 or data[0] != _ERR_HEADER:
+        raise MalformedPacket("not an ERR packet")
+    code = _U16.unpack_from(data, 1)[0]
+    if len(data) >= 9 and data[3] == 0x23:  # '#'
+        return ErrPacket(code, decode_text(data[9:]), data[4:9].decode("ascii", "replace"))
+    return ErrPacket(code, decode_text(data[3:]), "HY000")
+
+
+def encode_err(
+    code: int, message: str, sqlstate: str | None = None, *, with_sqlstate: bool = True
+) -> bytes:
+    """ERR packet payload; SQLSTATE defaults to the one MySQL uses for *code*."""
+    head = _ERR_HEAD.pack(_ERR_HEADER, code)
+    if not with_sqlstate:
+        return head + encode_text(message)
+    state = sqlstate_for(code) if sqlstate is None else sqlstate
+    if len(state) != 5 or not state.isascii():
+        raise ValueError(f"invalid SQLSTATE {state!r}")
+    return head + b"#" + state.encode("ascii") + encode_text(message)
+
+
+def build_err(
+    seq: int,
+    code: int,
+    message: str,
+    sqlstate: str | None = None,
+    *,
+    with_sqlstate: bool = True,
+) -> bytes:
+    """Framed ERR packet."""
+    return build_packet(seq, encode_err(code, message, sqlstate, with_sqlstate=with_sqlstate))
+
+
+def parse_eof(payload: Buffer) -> EofPacket:
+    """Parse a classic EOF packet (5 bytes; a bare 0xFE from pre-4.1 servers is accepted)."""
+    if not payload or payload[0] != _EOF_HEADER or len(payload) >= 9:
+        raise MalformedPacket("not an EOF packet")
+    if len(payload) < 5:
+        return EofPacket(0, 0)
+    _, warnings, status = _EOF.unpack_from(payload, 0)
+    return EofPacket(warnings, status)
+
+
+def encode_eof(warnings: int = 0, status: int = ServerStatus.AUTOCOMMIT) -> bytes:
+    """Classic EOF packet payload."""
+    return _EOF.pack(_EOF_HEADER, warnings, status)
+
+
+def build_eof(seq: int, warnings: int = 0, status: int = ServerStatus.AUTOCOMMIT) -> bytes:
+    """Framed classic EOF packet."""
+    return build_packet(seq, encode_eof(warnings, status))
+
+
+def is_ok(payload: Buffer) -> bool:
+    """Payload is an OK packet (0x00 header)."""
+    return len(payload) > 0 and payload[0] == _OK_HEADER
+
+
+def is_err(payload: Buffer) -> bool:
+    """Payload is an ERR packet."""
+    return len(payload) > 0 and payload[0] == _ERR_HEADER
+
+
+def is_eof(payload: Buffer, caps: int = 0) -> bool:
+    """Payload ends a result set (classic EOF, or OK-as-EOF under CLIENT_DEPRECATE_EOF).
+
+    A text row may also start with 0xFE (an 8-byte length prefix), but such a row is
+    always longer than any terminator: >= 9 bytes, and >= 0xFFFFFF bytes in total.
+    """
+    if not payload or payload[0] != _EOF_HEADER:
+        return False
+    limit = MAX_PACKET_PAYLOAD if caps & _DEPRECATE_EOF else 9
+    return len(payload) < limit
+
+
+def parse_end_of_result(payload: Buffer, caps: int) -> OkPacket:
+    """Parse the packet that ends a result set, EOF or OK-as-EOF depending on *caps*."""
+    if caps & _DEPRECATE_EOF:
+        return parse_ok(payload, caps)
+    eof = parse_eof(payload)
+    return OkPacket(status=eof.status, warnings=eof.warnings)
+
+
+def encode_end_of_result(
+    caps: int, status: int = ServerStatus.AUTOCOMMIT, warnings: int = 0
+) -> bytes:
+    """Payload that ends a result set for a peer with *caps*."""
+    if caps & _DEPRECATE_EOF:
+        return encode_ok(OkPacket(status=status, warnings=warnings), caps, eof_header=True)
+    return encode_eof(warnings, status)
+
+
+# --------------------------------------------------------------------------- columns & rows
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnDefinition:
+    """ColumnDefinition41."""
+
+    name: str
+    column_type: int = ColumnType.VAR_STRING
+    schema: str = ""
+    table: str = ""
+    org_table: str = ""
+    org_name: str = ""
+    catalog: str = "def"
+    charset: int = DEFAULT_COLLATION
+    column_length: int = 0
+    flags: int = 0
+    decimals: int = 0
+    default_value: bytes | None = None  # only in COM_FIELD_LIST responses
+
+
+def parse_column_definition(payload: Buffer, *, field_list: bool = False) -> ColumnDefinition:
+    """Parse a ColumnDefinition41 payload (*field_list*: it answers COM_FIELD_LIST)."""
+    data = bytes(payload)
+    names: list[str] = []
+    pos = 0
+    for _ in range(6):
+        raw, pos = read_lenenc_bytes(data, pos)
+        names.append(decode_text(raw))
+    fixed_len, pos = read_lenenc_int(data, pos)
+    if fixed_len < _COLDEF_FIXED.size or pos + fixed_len > len(data):
+        raise MalformedPacket("bad fixed-length block in column definition")
+    charset, length, col_type, flags, decimals = _COLDEF_FIXED.unpack_from(data, pos)
+    pos += fixed_len  # the length prefix is authoritative; skips the 2-byte filler
+    default: bytes | None = None
+    if field_list and pos < len(data):
+        default, pos = read_lenenc_bytes_or_null(data, pos)
+    catalog, schema, table, org_table, name, org_name = names
+    return ColumnDefinition(
+        name=name,
+        column_type=col_type,
+        schema=schema,
+        table=table,
+        org_table=org_table,
+        org_name=org_name,
+        catalog=catalog,
+        charset=charset,
+        column_length=length,
+        flags=flags,
+        decimals=decimals,
+        default_value=default,
+    )
+
+
+def encode_column_definition(col: ColumnDefinition, *, field_list: bool = False) -> bytes:
+    """ColumnDefinition41 payload."""
+    parts = [
+        encode_lenenc_bytes(encode_text(text))
+        for text in (col.catalog, col.schema, col.table, col.org_table, col.name, col.org_name)
+    ]
+    parts.append(b"\x0c")
+    parts.append(
+        _COLDEF_FIXED.pack(col.charset, col.column_length, col.column_type, col.flags, col.decimals)
+    )
+    parts.append(b"\x00\x00")
+    if field_list:
+        parts.append(
+            b"\xfb" if col.default_value is None else encode_lenenc_bytes(col.default_value)
+        )
+    return b"".join(parts)
+
+
+def encode_text_value(value: object) -> bytes:
+    """One text-protocol cell: None is NULL, bytes go verbatim, bool is 1/0, else str()."""
+    if value is None:
+        return b"\xfb"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return encode_lenenc_bytes(value)
+    if isinstance(value, bool):
+        return b"\x011" if value else b"\x010"
+    if isinstance(value, str):
+        return encode_lenenc_bytes(encode_text(value))
+    return encode_lenenc_bytes(str(value).encode("utf-8"))
+
+
+def encode_text_row(values: Iterable[object]) -> bytes:
+    """Text-protocol row payload."""
+    return b"".join(encode_text_value(v) for v in values)
+
+
+def parse_text_row(payload: Buffer, column_count: int) -> list[bytes | None]:
+    """Split a text-protocol row into its cells (None for NULL)."""
+    out: list[bytes | None] = []
+    pos = 0
+    for _ in range(column_count):
+        cell, pos = read_lenenc_bytes_or_null(payload, pos)
+        out.append(cell)
+    if pos != len(payload):
+        raise MalformedPacket("trailing bytes after the last column of a row")
+    return out
+
+
+def _as_column(col: ColumnDefinition | str) -> ColumnDefinition:
+    return ColumnDefinition(name=col, org_name=col) if isinstance(col, str) else col
+
+
+def encode_column_count(count: int, caps: int) -> bytes:
+    """Result-set header payload (column count, plus 'metadata follows' when negotiated)."""
+    out = encode_lenenc_int(count)
+    if caps & Capability.CLIENT_OPTIONAL_RESULTSET_METADATA:
+        out += b"\x01"  # RESULTSET_METADATA_FULL: we always send column definitions
+    return out
+
+
+def encode_result_set(
+    columns: Sequence[ColumnDefinition | str],
+    rows: Iterable[Sequence[object]],
+    caps: int,
+    *,
+    status: int = ServerStatus.AUTOCOMMIT,
+    warnings: int = 0,
+) -> list[bytes]:
+    """Payloads of a complete text result set, one per logical packet."""
+    if not columns:
+        raise ValueError("a result set needs at least one column")
+    payloads = [encode_column_count(len(columns), caps)]
+    payloads.extend(encode_column_definition(_as_column(c)) for c in columns)
+    if not caps & _DEPRECATE_EOF:
+        payloads.append(encode_eof(0, status))
+    width = len(columns)
+    for row in rows:
+        if len(row) != width:
+            raise ValueError(f"row has {len(row)} values, expected {width}")
+        payloads.append(encode_text_row(row))
+    payloads.append(encode_end_of_result(caps, status, warnings))
+    return payloads
+
+
+def build_payloads(start_seq: int, payloads: Iterable[Buffer]) -> bytes:
+    """Frame consecutive payloads with consecutive sequence ids."""
+    parts: list[bytes] = []
+    seq = start_seq
+    for payload in payloads:
+        parts.append(build_packet(seq, payload))
+        seq = next_seq(seq, len(payload))
+    return b"".join(parts)
+
+
+def build_result_set(
+    columns: Sequence[ColumnDefinition | str],
+    rows: Iterable[Sequence[object]],
+    caps: int,
+    start_seq: int = 1,
+    *,
+    status: int = ServerStatus.AUTOCOMMIT,
+    warnings: int = 0,
+) -> bytes:
+    """Framed text result set; a column given as a plain name becomes a utf8mb4 VARCHAR."""
+    payloads = encode_result_set(columns, rows, caps, status=status, warnings=warnings)
+    return build_payloads(start_seq, payloads)
+
+
+# --------------------------------------------------------------------------- prepared statements
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareOk:
+    """COM_STMT_PREPARE_OK."""
+
+    stmt_id: int
+    num_columns: int
+    num_params: int
+    warnings: int = 0
+
+
+def parse_prepare_ok(payload: Buffer) -> PrepareOk:
+    """Parse the first packet of a successful COM_STMT_PREPARE response."""
+    if len(payload) < 9 or payload[0] != _OK_HEADER:
+        raise MalformedPacket("not a COM_STMT_PREPARE_OK packet")
+    stmt_id = read_u32(payload, 1)
+    num_columns = read_u16(payload, 5)
+    num_params = read_u16(payload, 7)
+    warnings = read_u16(payload, 10) if len(payload) >= 12 else 0
+    return PrepareOk(stmt_id, num_columns, num_params, warnings)
+
+
+def encode_prepare_ok(prep: PrepareOk) -> bytes:
+    """COM_STMT_PREPARE_OK payload."""
+    return _PREPARE_OK.pack(
+        _OK_HEADER, prep.stmt_id, prep.num_columns, prep.num_params, 0, prep.warnings
+    )
+
+
+def build_prepare_ok(seq: int, prep: PrepareOk) -> bytes:
+    """Framed COM_STMT_PREPARE_OK packet."""
+    return build_packet(seq, encode_prepare_ok(prep))
+
+
+def encode_prepare_response(
+    prep: PrepareOk,
+    params: Sequence[ColumnDefinition],
+    columns: Sequence[ColumnDefinition],
+    caps: int,
+    status: int = ServerStatus.AUTOCOMMIT,
+) -> list[bytes]:
+    """Payloads of a full COM_STMT_PREPARE response (e.g. to replay a cached prepare)."""
+    if len(params) != prep.num_params or len(columns) != prep.num_columns:
+        raise ValueError("definition counts disagree with the prepare-OK packet")
+    payloads = [encode_prepare_ok(prep)]
+    for defs in (params, columns):
+        if defs:
+            payloads.extend(encode_column_definition(d) for d in defs)
+            if not caps & _DEPRECATE_EOF:
+                payloads.append(encode_eof(0, status))
+    return payloads
+
+
+def read_stmt_id(payload: Buffer, offset: int = 0) -> int:
+    """Statement id of a COM_STMT_* (or prepare-OK) payload starting at *offset*."""
+    return read_u32(payload, offset + STMT_ID_OFFSET)
+
+
+def write_stmt_id(buf: bytearray | memoryview, stmt_id: int, offset: int = 0) -> None:
+    """Overwrite the statement id in place (*offset*: where the payload starts in *buf*)."""
+    if offset + STMT_ID_OFFSET + 4 > len(buf):
+        raise MalformedPacket("payload too short to hold a statement id")
+    _U32.pack_into(buf, offset + STMT_ID_OFFSET, stmt_id)
+
+
+def replace_stmt_id(payload: Buffer, stmt_id: int) -> bytearray:
+    """Copy of *payload* with another statement id (one copy of the payload, no more)."""
+    out = bytearray(payload)
+    write_stmt_id(out, stmt_id)
+    return out
+
+
+def execute_flags(payload: Buffer) -> int:
+    """Flags byte of a COM_STMT_EXECUTE payload (see CursorType)."""
+    if len(payload) < 6:
+        raise MalformedPacket("COM_STMT_EXECUTE payload too short")
+    return payload[5]
+
+
+def execute_opens_cursor(payload: Buffer) -> bool:
+    """The COM_STMT_EXECUTE asks for a cursor (PARAMETER_COUNT_AVAILABLE is not one)."""
+    return bool(execute_flags(payload) & _CURSOR_FLAGS)

@@ -1,0 +1,519 @@
+"""Hot-path response framing: where a backend's reply to one command ends, rows undecoded."""
+
+from __future__ import annotations
+
+import struct
+from enum import IntEnum
+from typing import Final
+
+from proxy.protocol.constants import (
+    MAX_PACKET_PAYLOAD,
+    Capability,
+    Command,
+    MariaDBCapability,
+    PacketHeader,
+    ServerStatus,
+)
+from proxy.protocol.packets import (
+    PROGRESS_REPORT_CODE,
+    STMT_ID_OFFSET,
+    Buffer,
+    ErrPacket,
+    MalformedPacket,
+    PacketOutOfOrder,
+    PrepareOk,
+    parse_eof,
+    parse_err,
+    parse_prepare_ok,
+    read_lenenc_int,
+)
+
+_OK_HEADER: Final = int(PacketHeader.OK)
+_LOCAL_INFILE_HEADER: Final = int(PacketHeader.LOCAL_INFILE)
+_EOF_HEADER: Final = int(PacketHeader.EOF)
+_ERR_HEADER: Final = int(PacketHeader.ERR)
+
+
+class ScanState(IntEnum):
+    """What the scanner expects next."""
+
+    FIRST = 0  # first packet of a (further) result: OK, ERR, LOCAL INFILE or column count
+    COLUMNS = 1  # column definitions of a result set
+    COLUMNS_EOF = 2  # EOF closing the column definitions (no CLIENT_DEPRECATE_EOF)
+    ROWS = 3  # rows until EOF / OK-as-EOF / ERR
+    PREPARE_FIRST = 4  # COM_STMT_PREPARE_OK or ERR
+    PREPARE_PARAMS = 5
+    PREPARE_PARAMS_EOF = 6
+    PREPARE_COLUMNS = 7
+    PREPARE_COLUMNS_EOF = 8
+    FIELD_LIST = 9  # column definitions until EOF (COM_FIELD_LIST)
+    SINGLE = 10  # exactly one OK / EOF / ERR
+    STATISTICS = 11  # one human-readable string packet
+    DONE = 12
+
+
+_FIRST: Final = int(ScanState.FIRST)
+_COLUMNS: Final = int(ScanState.COLUMNS)
+_COLUMNS_EOF: Final = int(ScanState.COLUMNS_EOF)
+_ROWS: Final = int(ScanState.ROWS)
+_PREPARE_FIRST: Final = int(ScanState.PREPARE_FIRST)
+_PREPARE_PARAMS: Final = int(ScanState.PREPARE_PARAMS)
+_PREPARE_PARAMS_EOF: Final = int(ScanState.PREPARE_PARAMS_EOF)
+_PREPARE_COLUMNS: Final = int(ScanState.PREPARE_COLUMNS)
+_PREPARE_COLUMNS_EOF: Final = int(ScanState.PREPARE_COLUMNS_EOF)
+_FIELD_LIST: Final = int(ScanState.FIELD_LIST)
+_SINGLE: Final = int(ScanState.SINGLE)
+_STATISTICS: Final = int(ScanState.STATISTICS)
+_DONE: Final = int(ScanState.DONE)
+
+# What to do with the payload of the current logical packet.
+_SKIP: Final = 0  # forward blindly (rows, column definitions)
+_CAPTURE: Final = 1  # small control packet: keep its bytes and decode it at the end
+_FINAL: Final = 2  # forward blindly; the response is complete once it ends
+
+_MAX: Final = MAX_PACKET_PAYLOAD
+_MORE_RESULTS: Final = int(ServerStatus.MORE_RESULTS_EXISTS)
+_CURSOR_EXISTS: Final = int(ServerStatus.CURSOR_EXISTS)
+_HEADER = struct.Struct("<I")  # 3-byte length and sequence id as one integer
+_STATUS_WARNINGS = struct.Struct("<HH")
+
+# Commands whose reply may hold result sets, several of them with MORE_RESULTS_EXISTS.
+_QUERY_LIKE: Final = frozenset(
+    (
+        Command.COM_QUERY,
+        Command.COM_STMT_EXECUTE,
+        Command.COM_PROCESS_INFO,
+        Command.COM_STMT_BULK_EXECUTE,
+    )
+)
+_NO_RESPONSE: Final = frozenset(
+    (Command.COM_QUIT, Command.COM_STMT_CLOSE, Command.COM_STMT_SEND_LONG_DATA)
+)
+# Replies that are streams or authentication exchanges, not one framed response.
+_UNSCANNABLE: Final = frozenset(
+    (
+        Command.COM_BINLOG_DUMP,
+        Command.COM_BINLOG_DUMP_GTID,
+        Command.COM_CHANGE_USER,
+        Command.COM_CLONE,
+        Command.COM_SUBSCRIBE_GROUP_REPLICATION_STREAM,
+    )
+)
+
+
+class ResponseScanner:
+    """Splits a backend byte stream into 'this command's response' and what follows.
+
+    Feed raw chunks as they arrive; ``feed`` returns how many leading bytes belong to the
+    response (all of them until the response ends). Only packet headers and the first
+    byte of each packet are inspected; the small control packets (OK, ERR, EOF, column
+    count, prepare-OK) are copied and decoded. Rows are counted, never decoded or copied.
+
+    *caps* are the capabilities negotiated on the backend connection (and *mariadb_caps*
+    its MariaDB extended ones); *cursor* says the COM_STMT_EXECUTE asked for a cursor
+    (``execute_opens_cursor(payload)``); *first_seq*, if given, is the sequence id the
+    first response packet must carry (1 unless the command itself was split).
+
+    After LOCAL INFILE (``infile`` is True) the client must send the file and an empty
+    packet; keep feeding the server's bytes afterwards, the answer is OK/ERR.
+    """
+
+    __slots__ = (
+        "_cache_metadata",
+        "_capture",
+        "_cont",
+        "_count",
+        "_cursor",
+        "_deprecate_eof",
+        "_eof_limit",
+        "_expect_seq",
+        "_frag_full",
+        "_hdr_len",
+        "_kind",
+        "_multi",
+        "_optional_metadata",
+        "_pending",
+        "_remaining",
+        "_state",
+        "affected_rows",
+        "columns",
+        "command",
+        "consumed",
+        "error",
+        "infile",
+        "infile_filename",
+        "last_insert_id",
+        "last_seq",
+        "ok_payload",
+        "packets",
+        "prepare",
+        "result_sets",
+        "rows",
+        "status",
+        "stmt_id_offset",
+        "warnings",
+    )
+
+    def __init__(
+        self,
+        command: int,
+        caps: int,
+        *,
+        cursor: bool = False,
+        mariadb_caps: int = 0,
+        first_seq: int | None = None,
+    ) -> None:
+        if command in _UNSCANNABLE:
+            raise ValueError(f"the reply to command 0x{command:02X} is not a single response")
+        self.command = command
+        self._deprecate_eof = bool(caps & Capability.CLIENT_DEPRECATE_EOF)
+        # 0xFE packets shorter than this end a result set; longer ones are rows whose first
+        # cell has an 8-byte length prefix.
+        self._eof_limit = _MAX if self._deprecate_eof else 9
+        self._optional_metadata = bool(caps & Capability.CLIENT_OPTIONAL_RESULTSET_METADATA)
+        self._cache_metadata = bool(mariadb_caps & MariaDBCapability.MARIADB_CLIENT_CACHE_METADATA)
+        self._cursor = cursor and command == Command.COM_STMT_EXECUTE
+        self._multi = command in _QUERY_LIKE
+        # Framing state.
+        self._pending = bytearray()  # a header split across chunks
+        self._hdr_len = -1  # header read, first payload byte not yet seen
+        self._remaining = 0  # payload bytes of the current fragment still to come
+        self._frag_full = False  # current fragment is 0xFFFFFF long: a continuation follows
+        self._cont = False  # next fragment continues the current logical packet
+        self._kind = _SKIP
+        self._capture: bytearray | None = None
+        self._expect_seq = first_seq
+        self._count = 0  # definitions still expected in a counted state
+        # Results.
+        self.last_seq = -1
+        self.consumed = 0
+        self.packets = 0
+        self.rows = 0
+        self.columns = 0
+        self.result_sets = 0
+        self.status: int | None = None
+        self.warnings = 0
+        self.affected_rows = 0
+        self.last_insert_id = 0
+        self.ok_payload: bytes | None = None
+        self.error: ErrPacket | None = None
+        self.infile = False
+        self.infile_filename: bytes | None = None
+        self.prepare: PrepareOk | None = None
+        self.stmt_id_offset: int | None = None
+        if command in _NO_RESPONSE:
+            self._state = _DONE
+        elif self._multi:
+            self._state = _FIRST
+        elif command == Command.COM_STMT_PREPARE:
+            self._state = _PREPARE_FIRST
+        elif command == Command.COM_STMT_FETCH:
+            self._state = _ROWS
+        elif command == Command.COM_FIELD_LIST:
+            self._state = _FIELD_LIST
+        elif command == Command.COM_STATISTICS:
+            self._state = _STATISTICS
+        else:
+            self._state = _SINGLE
+
+    # ------------------------------------------------------------------ results
+
+    @property
+    def done(self) -> bool:
+        """The whole response has been seen."""
+        return self._state == _DONE
+
+    @property
+    def state(self) -> ScanState:
+        """What the scanner expects next."""
+        return ScanState(self._state)
+
+    @property
+    def is_result_set(self) -> bool:
+        """At least one result set (column count + definitions) was returned."""
+        return self.result_sets > 0
+
+    @property
+    def stmt_id(self) -> int | None:
+        """Statement id from the prepare-OK packet."""
+        return self.prepare.stmt_id if self.prepare else None
+
+    @property
+    def num_params(self) -> int | None:
+        """Parameter count from the prepare-OK packet."""
+        return self.prepare.num_params if self.prepare else None
+
+    @property
+    def num_columns(self) -> int | None:
+        """Column count from the prepare-OK packet."""
+        return self.prepare.num_columns if self.prepare else None
+
+    # ------------------------------------------------------------------ feeding
+
+    def feed(self, data: Buffer) -> int:
+        """Scan a chunk; returns how many leading bytes belong to this response."""
+        if self._state == _DONE:
+            return 0
+        if isinstance(data, memoryview) and data.format != "B":
+            data = data.cast("B")
+        n = len(data)
+        pos = 0
+        while pos < n and self._state != _DONE:
+            rem = self._remaining
+            if rem:
+                take = n - pos
+                if take > rem:
+                    take = rem
+                if self._capture is not None:
+                    self._capture += data[pos : pos + take]
+                pos += take
+                rem -= take
+                self._remaining = rem
+                if not rem:
+                    self._fragment_done()
+                continue
+            if self._hdr_len >= 0:
+                length = self._hdr_len
+                self._hdr_len = -1
+                self._begin(length, data[pos])
+                continue
+            if not self._pending:
+                if self._state == _ROWS and not self._cont and n - pos >= 5:
+                    pos = self._scan_rows(data, pos, n)
+                    if self._remaining or pos >= n:
+                        continue
+                if n - pos >= 4:
+                    header = _HEADER.unpack_from(data, pos)[0]
+                    pos += 4
+                    self._header(header, data, pos, n)
+                    continue
+            # A header split across chunks.
+            need = 4 - len(self._pending)
+            piece = data[pos : pos + need]
+            self._pending += piece
+            pos += len(piece)
+            if len(self._pending) == 4:
+                header = int.from_bytes(self._pending, "little")
+                self._pending.clear()
+                self._header(header, data, pos, n)
+        self.consumed += pos
+        return pos
+
+    def _header(self, header: int, data: Buffer, pos: int, n: int) -> None:
+        """A header was read; *pos* is where its payload starts in *data*."""
+        length = header & _MAX
+        seq = header >> 24
+        expect = self._expect_seq
+        if expect is not None and seq != expect:
+            raise PacketOutOfOrder(f"response packet seq {seq}, expected {expect}")
+        self._expect_seq = (seq + 1) & 0xFF
+        self.last_seq = seq
+        if self._cont or length == 0:
+            self._begin(length, -1)
+        elif pos < n:
+            self._begin(length, data[pos])
+        else:
+            self._hdr_len = length  # classify once the first payload byte arrives
+
+    def _scan_rows(self, data: Buffer, pos: int, n: int) -> int:
+        """Tight loop over ordinary rows; stops at anything that needs a closer look."""
+        unpack = _HEADER.unpack_from
+        expect = self._expect_seq
+        limit = self._eof_limit
+        rows = 0
+        last = -1
+        while n - pos >= 5:
+            header = unpack(data, pos)[0]
+            length = header & 0xFFFFFF
+            seq = header >> 24
+            if expect is not None and seq != expect:
+                break  # let the general path raise
+            first = data[pos + 4]
+            if first == 0xFF or (first == 0xFE and length < limit) or length == 0xFFFFFF:
+                break
+            expect = (seq + 1) & 0xFF
+            last = seq
+            rows += 1
+            pos += 4 + length
+            if pos > n:  # the row continues in later chunks
+                self._remaining = pos - n
+                self._frag_full = False
+                self._kind = _SKIP
+                pos = n
+                break
+        if rows:
+            self.rows += rows
+            self.packets += rows
+            self._expect_seq = expect
+            self.last_seq = last
+        return pos
+
+    def _begin(self, length: int, first: int) -> None:
+        """A fragment starts; classify it if it starts a logical packet."""
+        self._frag_full = length == _MAX
+        self._remaining = length
+        if not self._cont:
+            self.packets += 1
+            self._classify(length, first)
+        if length == 0:
+            self._fragment_done()
+
+    def _classify(self, length: int, first: int) -> None:
+        state = self._state
+        self._kind = _SKIP
+        if self.infile:
+            self.infile = False  # the server answers after the client's file data
+        if state == _ROWS:
+            if first == _ERR_HEADER or (first == _EOF_HEADER and length < self._eof_limit):
+                self._start_capture()
+            else:
+                self.rows += 1
+        elif state in (_COLUMNS, _PREPARE_PARAMS, _PREPARE_COLUMNS):
+            if first == _ERR_HEADER:
+                self._start_capture()
+                return
+            self._count -= 1
+            if self._count > 0:
+                return
+            if state == _COLUMNS:
+                self._state = _ROWS if self._deprecate_eof else _COLUMNS_EOF
+            elif not self._deprecate_eof:
+                self._state = (
+                    _PREPARE_PARAMS_EOF if state == _PREPARE_PARAMS else (_PREPARE_COLUMNS_EOF)
+                )
+            elif state == _PREPARE_PARAMS and self.prepare and self.prepare.num_columns:
+                self._state = _PREPARE_COLUMNS
+                self._count = self.prepare.num_columns
+            else:
+                self._kind = _FINAL
+        elif state == _FIELD_LIST:
+            if first == _ERR_HEADER or (first == _EOF_HEADER and length < self._eof_limit):
+                self._start_capture()
+            else:
+                self.columns += 1
+        elif state == _STATISTICS:
+            if first == _ERR_HEADER:
+                self._start_capture()
+            else:
+                self._kind = _FINAL
+        else:
+            self._start_capture()
+
+    def _start_capture(self) -> None:
+        self._kind = _CAPTURE
+        self._capture = bytearray()
+
+    def _fragment_done(self) -> None:
+        if self._frag_full:
+            self._cont = True
+            return
+        self._cont = False
+        if self._kind == _CAPTURE:
+            payload = bytes(self._capture or b"")
+            self._capture = None
+            self._process(payload)
+        elif self._kind == _FINAL:
+            self._state = _DONE
+
+    # ------------------------------------------------------------------ control packets
+
+    def _process(self, p: bytes) -> None:
+        if not p:
+            raise MalformedPacket(f"empty packet in state {ScanState(self._state).name}")
+        first = p[0]
+        if first == _ERR_HEADER:
+            if len(p) >= 3 and p[1] | p[2] << 8 == PROGRESS_REPORT_CODE:
+                return  # MariaDB progress report, the response goes on
+            self.error = parse_err(p)
+            self._state = _DONE
+            return
+        state = self._state
+        if state == _FIRST:
+            if first in (_OK_HEADER, _EOF_HEADER):
+                self._end_of_result(p)
+            elif first == _LOCAL_INFILE_HEADER:
+                self.infile = True
+                self.infile_filename = p[1:]
+                self._expect_seq = None  # the client's file packets advance the sequence
+            else:
+                self._column_count(p)
+        elif state in (_ROWS, _FIELD_LIST, _SINGLE):
+            self._end_of_result(p)
+        elif state == _COLUMNS_EOF:
+            eof = parse_eof(p)
+            self.status = eof.status
+            self.warnings = eof.warnings
+            if self._cursor and eof.status & _CURSOR_EXISTS:
+                self._state = _DONE  # rows come later, through COM_STMT_FETCH
+            else:
+                self._state = _ROWS
+        elif state == _PREPARE_FIRST:
+            self._prepare_ok(p)
+        elif state == _PREPARE_PARAMS_EOF:
+            self.status = parse_eof(p).status
+            self._prepare_columns()
+        elif state == _PREPARE_COLUMNS_EOF:
+            self.status = parse_eof(p).status
+            self._state = _DONE
+        else:
+            raise MalformedPacket(f"unexpected packet in state {ScanState(state).name}")
+
+    def _column_count(self, p: bytes) -> None:
+        count, pos = read_lenenc_int(p, 0)
+        if count == 0:
+            raise MalformedPacket("result set with zero columns")
+        self.result_sets += 1
+        self.columns = count
+        metadata = True
+        if (self._optional_metadata or self._cache_metadata) and pos < len(p):
+            metadata = p[pos] != 0  # 0: definitions omitted
+        if metadata:
+            self._count = count
+            self._state = _COLUMNS
+        else:
+            self._state = _ROWS if self._deprecate_eof else _COLUMNS_EOF
+
+    def _end_of_result(self, p: bytes) -> None:
+        if p[0] not in (_OK_HEADER, _EOF_HEADER):
+            raise MalformedPacket(f"expected OK or EOF, got 0x{p[0]:02X}")
+        if p[0] == _OK_HEADER or self._deprecate_eof:
+            affected, pos = read_lenenc_int(p, 1)
+            insert_id, pos = read_lenenc_int(p, pos)
+            status = warnings = 0
+            if pos + 4 <= len(p):
+                status, warnings = _STATUS_WARNINGS.unpack_from(p, pos)
+            self.affected_rows = affected
+            self.last_insert_id = insert_id
+            self.ok_payload = p
+        else:
+            eof = parse_eof(p)
+            status, warnings = eof.status, eof.warnings
+        self.status = status
+        self.warnings = warnings
+        if self._multi and status & _MORE_RESULTS:
+            self._state = _FIRST
+        else:
+            self._state = _DONE
+
+    def _prepare_ok(self, p: bytes) -> None:
+        if p[0] != _OK_HEADER:
+            raise MalformedPacket("expected COM_STMT_PREPARE_OK")
+        prep = parse_prepare_ok(p)
+        self.prepare = prep
+        self.stmt_id_offset = 4 + STMT_ID_OFFSET  # prepare-OK is always the first packet
+        self.warnings = prep.warnings
+        if self._optional_metadata and len(p) > 12 and p[12] == 0:
+            self._state = _DONE  # metadata suppressed: no definitions follow
+        elif prep.num_params:
+            self._count = prep.num_params
+            self._state = _PREPARE_PARAMS
+        else:
+            self._prepare_columns()
+
+    def _prepare_columns(self) -> None:
+        prep = self.prepare
+        if prep is not None and prep.num_columns:
+            self._count = prep.num_columns
+            self._state = _PREPARE_COLUMNS
+        else:
+            self._state = _DONE

@@ -1,0 +1,499 @@
+"""Tests of framing, length-encoded values and the generic packets."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from proxy.protocol.constants import (
+    MAX_PACKET_PAYLOAD,
+    Capability,
+    ColumnFlag,
+    ColumnType,
+    Command,
+    ErrorCode,
+    ServerStatus,
+    SessionTrackType,
+    sqlstate_for,
+)
+from proxy.protocol.packets import (
+    ColumnDefinition,
+    EofPacket,
+    ErrPacket,
+    MalformedPacket,
+    OkPacket,
+    Packet,
+    PacketOutOfOrder,
+    PacketReader,
+    PacketTooLarge,
+    PrepareOk,
+    SessionStateChange,
+    build_command,
+    build_eof,
+    build_err,
+    build_ok,
+    build_packet,
+    build_payloads,
+    build_prepare_ok,
+    build_result_set,
+    encode_column_definition,
+    encode_err,
+    encode_lenenc_bytes,
+    encode_lenenc_int,
+    encode_nul_bytes,
+    encode_ok,
+    encode_prepare_response,
+    encode_session_state,
+    encode_text_row,
+    execute_flags,
+    is_eof,
+    is_err,
+    is_ok,
+    next_seq,
+    packet_count,
+    parse_column_definition,
+    parse_end_of_result,
+    parse_eof,
+    parse_err,
+    parse_header,
+    parse_ok,
+    parse_prepare_ok,
+    parse_session_state,
+    parse_text_row,
+    read_lenenc_bytes,
+    read_lenenc_bytes_or_null,
+    read_lenenc_int,
+    read_lenenc_int_or_null,
+    read_nul_bytes,
+    read_stmt_id,
+    replace_stmt_id,
+    wire_size,
+    write_stmt_id,
+)
+from tests.unit.protocol.wire import byte_chunks, header_offsets, random_chunks
+
+P41 = Capability.CLIENT_PROTOCOL_41 | Capability.CLIENT_TRANSACTIONS
+TRACK = P41 | Capability.CLIENT_SESSION_TRACK
+DEPRECATE = P41 | Capability.CLIENT_DEPRECATE_EOF
+
+
+# --------------------------------------------------------------------------- lenenc
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        (0, "00"),
+        (1, "01"),
+        (250, "fa"),
+        (251, "fcfb00"),
+        (252, "fcfc00"),
+        (0xFFFF, "fcffff"),
+        (0x10000, "fd000001"),
+        (0xFFFFFF, "fdffffff"),
+        (0x1000000, "fe0000000100000000"),
+        (2**64 - 1, "feffffffffffffffff"),
+    ],
+)
+def test_lenenc_int_boundaries(value: int, encoded: str) -> None:
+    raw = bytes.fromhex(encoded)
+    assert encode_lenenc_int(value) == raw
+    # Read at an offset, from bytes and from a memoryview.
+    buf = b"\xaa\xbb" + raw + b"\xcc"
+    assert read_lenenc_int(buf, 2) == (value, 2 + len(raw))
+    assert read_lenenc_int(memoryview(buf), 2) == (value, 2 + len(raw))
+
+
+def test_lenenc_int_special_prefixes() -> None:
+    assert read_lenenc_int_or_null(b"\xfb", 0) == (None, 1)
+    with pytest.raises(MalformedPacket):
+        read_lenenc_int(b"\xfb", 0)
+    with pytest.raises(MalformedPacket):
+        read_lenenc_int(b"\xff", 0)
+    for truncated in (b"", b"\xfc\x01", b"\xfd\x01\x02", b"\xfe\x01\x02\x03\x04"):
+        with pytest.raises(MalformedPacket):
+            read_lenenc_int(truncated, 0)
+    with pytest.raises(ValueError):
+        encode_lenenc_int(-1)
+    with pytest.raises(ValueError):
+        encode_lenenc_int(2**64)
+
+
+@pytest.mark.parametrize("size", [0, 1, 250, 251, 0xFFFF, 0x10000])
+def test_lenenc_bytes_round_trip(size: int) -> None:
+    data = bytes(i & 0xFF for i in range(size))
+    raw = encode_lenenc_bytes(data)
+    assert read_lenenc_bytes(b"x" + raw, 1) == (data, 1 + len(raw))
+    assert read_lenenc_bytes(memoryview(raw), 0) == (data, len(raw))
+
+
+def test_lenenc_bytes_null_and_truncation() -> None:
+    assert read_lenenc_bytes_or_null(b"\xfb", 0) == (None, 1)
+    with pytest.raises(MalformedPacket):
+        read_lenenc_bytes(b"\xfb", 0)
+    with pytest.raises(MalformedPacket):
+        read_lenenc_bytes(b"\x05abc", 0)
+
+
+def test_nul_strings() -> None:
+    assert read_nul_bytes(b"ab\0cd\0", 0) == (b"ab", 3)
+    assert read_nul_bytes(memoryview(b"ab\0cd\0"), 3) == (b"cd", 6)
+    assert encode_nul_bytes(b"root") == b"root\0"
+    with pytest.raises(MalformedPacket):
+        read_nul_bytes(b"abc", 0)
+    with pytest.raises(ValueError):
+        encode_nul_bytes(b"a\0b")
+
+
+# --------------------------------------------------------------------------- framing
+
+
+def test_build_small_packet() -> None:
+    assert build_packet(3, b"\x0e") == bytes.fromhex("010000030e")
+    assert build_packet(0, b"") == bytes.fromhex("00000000")
+    assert build_packet(256 + 7, b"x")[3] == 7
+    assert parse_header(bytes.fromhex("2a000005")) == (42, 5)
+    assert (
+        build_command(Command.COM_QUERY, b"SELECT 1") == bytes.fromhex("0900000003") + b"SELECT 1"
+    )
+
+
+def _fragments(wire: bytes) -> list[tuple[int, int]]:
+    return [(int.from_bytes(wire[o : o + 3], "little"), wire[o + 3]) for o in header_offsets(wire)]
+
+
+def test_split_exactly_max_payload() -> None:
+    payload = b"\x03" + b"a" * (MAX_PACKET_PAYLOAD - 1)
+    wire = build_packet(0, payload)
+    # A payload of exactly 0xFFFFFF needs a trailing empty packet.
+    assert _fragments(wire) == [(MAX_PACKET_PAYLOAD, 0), (0, 1)]
+    assert len(wire) == wire_size(len(payload)) == MAX_PACKET_PAYLOAD + 8
+    assert packet_count(len(payload)) == 2
+    assert next_seq(0, len(payload)) == 2
+
+    reader = PacketReader()
+    for chunk in random_chunks(wire, seed=1):
+        reader.feed(chunk)
+    packet = reader.read()
+    assert packet is not None
+    assert (packet.seq, packet.last_seq, packet.next_seq) == (0, 1, 2)
+    assert packet.payload == payload
+    assert reader.read() is None
+    assert reader.buffered == 0
+
+
+def test_split_two_max_plus_five() -> None:
+    size = MAX_PACKET_PAYLOAD * 2 + 5
+    payload = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+    wire = build_packet(254, payload)
+    # Sequence ids wrap from 255 to 0.
+    assert _fragments(wire) == [(MAX_PACKET_PAYLOAD, 254), (MAX_PACKET_PAYLOAD, 255), (5, 0)]
+    assert len(wire) == wire_size(size) == size + 12
+    assert next_seq(254, size) == 1
+
+    reader = PacketReader()
+    # Feed so that every header straddles two chunks, followed by a small packet.
+    small = build_packet(7, b"ping")
+    stream = wire + small
+    cuts = [0] + [o + 2 for o in header_offsets(wire)] + [len(wire) + 1, len(stream)]
+    got: list[Packet] = []
+    for start, end in itertools.pairwise(cuts):
+        reader.feed(stream[start:end])
+        got.extend(reader)
+    assert [(p.seq, p.last_seq, len(p.payload)) for p in got] == [(254, 0, size), (7, 7, 4)]
+    assert got[0].payload == payload
+    assert got[1].payload == b"ping"
+
+
+def test_reader_byte_by_byte() -> None:
+    payloads = [b"", b"\x00\x00\x00\x02\x00\x00\x00", b"x" * 300, b"\xfe\x00\x00\x02\x00"]
+    wire = b"".join(build_packet(i + 1, p) for i, p in enumerate(payloads))
+    reader = PacketReader()
+    got: list[Packet] = []
+    for byte in byte_chunks(wire):
+        reader.feed(byte)
+        got.extend(reader)
+    assert [p.payload for p in got] == payloads
+    assert [p.seq for p in got] == [1, 2, 3, 4]
+
+
+def test_reader_max_payload() -> None:
+    reader = PacketReader(max_payload=100)
+    reader.feed(build_packet(0, b"x" * 100))
+    assert reader.read() is not None
+    # Rejected as soon as the header is seen, before the payload arrives.
+    reader.feed(bytes.fromhex("65000001"))
+    with pytest.raises(PacketTooLarge):
+        reader.read()
+
+
+def test_reader_max_payload_counts_all_fragments() -> None:
+    reader = PacketReader(max_payload=MAX_PACKET_PAYLOAD + 10)
+    reader.feed(build_packet(0, b"y" * (MAX_PACKET_PAYLOAD + 10)))
+    packet = reader.read()
+    assert packet is not None and len(packet.payload) == MAX_PACKET_PAYLOAD + 10
+    reader.feed(build_packet(0, b"y" * (MAX_PACKET_PAYLOAD + 11))[: MAX_PACKET_PAYLOAD + 8])
+    with pytest.raises(PacketTooLarge):
+        reader.read()
+
+
+def test_reader_rejects_out_of_order_fragment() -> None:
+    wire = bytearray(build_packet(0, b"q" * (MAX_PACKET_PAYLOAD + 3)))
+    wire[MAX_PACKET_PAYLOAD + 4 + 3] = 2  # continuation should be seq 1
+    reader = PacketReader()
+    reader.feed(wire)
+    with pytest.raises(PacketOutOfOrder):
+        reader.read()
+
+
+# --------------------------------------------------------------------------- OK / ERR / EOF
+
+
+def test_parse_ok_classic() -> None:
+    ok = parse_ok(bytes.fromhex("00 01 2a 02 00 03 00"), P41)
+    assert ok == OkPacket(affected_rows=1, last_insert_id=42, status=2, warnings=3)
+    # Info string as the rest of the packet without CLIENT_SESSION_TRACK.
+    info = b"Rows matched: 1  Changed: 1  Warnings: 0"
+    ok = parse_ok(bytes.fromhex("00 01 00 02 00 00 00") + info, P41)
+    assert ok.info == info.decode()
+    assert is_ok(bytes.fromhex("00 00 00 02 00 00 00"))
+    # Large lenenc values.
+    ok = parse_ok(bytes.fromhex("00 fd 00 00 01 fe 00 00 00 00 01 00 00 00 02 00 00 00"), P41)
+    assert (ok.affected_rows, ok.last_insert_id) == (0x10000, 1 << 32)
+
+
+def test_parse_ok_session_track() -> None:
+    entries = (
+        # SYSTEM_VARIABLES: autocommit=OFF
+        "00 0f 0a 61 75 74 6f 63 6f 6d 6d 69 74 03 4f 46 46"
+        # SCHEMA: shop
+        " 01 05 04 73 68 6f 70"
+        # STATE_CHANGE: "1"
+        " 02 02 01 31"
+        # GTIDS: spec 0, "0-1-42"
+        " 03 08 00 06 30 2d 31 2d 34 32"
+        # TRANSACTION_STATE: "T_______"
+        " 05 09 08 54 5f 5f 5f 5f 5f 5f 5f"
+    )
+    block = bytes.fromhex(entries)
+    payload = (
+        bytes.fromhex("00 00 00 02 40 00 00")  # status AUTOCOMMIT | SESSION_STATE_CHANGED
+        + b"\x00"  # empty info
+        + encode_lenenc_int(len(block))
+        + block
+    )
+    ok = parse_ok(payload, TRACK)
+    assert ok.status == ServerStatus.AUTOCOMMIT | ServerStatus.SESSION_STATE_CHANGED
+    assert ok.info == ""
+    assert ok.session_state == (
+        SessionStateChange(SessionTrackType.SYSTEM_VARIABLES, "OFF", "autocommit"),
+        SessionStateChange(SessionTrackType.SCHEMA, "shop"),
+        SessionStateChange(SessionTrackType.STATE_CHANGE, "1"),
+        SessionStateChange(SessionTrackType.GTIDS, "0-1-42"),
+        SessionStateChange(SessionTrackType.TRANSACTION_STATE, "T_______"),
+    )
+    assert ok.system_variables == {"autocommit": "OFF"}
+    assert ok.schema == "shop"
+    assert encode_session_state(ok.session_state) == block
+    assert encode_ok(ok, TRACK) == payload
+    assert parse_session_state(block) == ok.session_state
+
+
+def test_session_track_several_variables_in_one_entry_and_unknown_kind() -> None:
+    pair = encode_lenenc_bytes(b"a") + encode_lenenc_bytes(b"1")
+    pair2 = encode_lenenc_bytes(b"b") + encode_lenenc_bytes(b"2")
+    block = b"\x00" + encode_lenenc_bytes(pair + pair2) + b"\x63" + encode_lenenc_bytes(b"raw")
+    changes = parse_session_state(block)
+    assert [(c.kind, c.name, c.value) for c in changes] == [
+        (0, "a", "1"),
+        (0, "b", "2"),
+        (99, "", "raw"),
+    ]
+
+
+def test_ok_session_track_without_info() -> None:
+    # With CLIENT_SESSION_TRACK a plain OK may end right after the warnings.
+    ok = parse_ok(bytes.fromhex("00 00 00 02 00 00 00"), TRACK)
+    assert ok == OkPacket()
+    assert (
+        encode_ok(OkPacket(info="hello"), TRACK)
+        == bytes.fromhex("00 00 00 02 00 00 00 05") + b"hello"
+    )
+    assert parse_ok(encode_ok(OkPacket(info="hello"), TRACK), TRACK).info == "hello"
+
+
+def test_build_ok_and_ok_as_eof() -> None:
+    wire = build_ok(2, DEPRECATE, affected_rows=3, status=ServerStatus.IN_TRANS, eof_header=True)
+    assert wire == bytes.fromhex("07000002 fe 03 00 01 00 00 00")
+    payload = wire[4:]
+    assert is_eof(payload, DEPRECATE)
+    assert parse_ok(payload, DEPRECATE).affected_rows == 3
+    assert parse_end_of_result(payload, DEPRECATE).status == ServerStatus.IN_TRANS
+    # An OK-as-EOF longer than 9 bytes is still a terminator under DEPRECATE_EOF ...
+    long_ok = encode_ok(
+        OkPacket(info="x" * 20), DEPRECATE | Capability.CLIENT_SESSION_TRACK, eof_header=True
+    )
+    assert is_eof(long_ok, DEPRECATE)
+    # ... but not for a classic client, where it must be a row with a 0xFE-prefixed cell.
+    assert not is_eof(long_ok, P41)
+    assert not is_eof(b"\xfe" + bytes(MAX_PACKET_PAYLOAD - 1), DEPRECATE)
+
+
+def test_err_packets() -> None:
+    raw = bytes.fromhex("ff 15 04 23 32 38 30 30 30") + b"Access denied for user 'x'@'h'"
+    err = parse_err(raw)
+    assert err == ErrPacket(1045, "Access denied for user 'x'@'h'", "28000")
+    assert is_err(raw)
+    assert encode_err(1045, "Access denied for user 'x'@'h'") == raw
+    # Before the handshake completes servers omit the SQLSTATE marker.
+    pre = bytes.fromhex("ff 69 04") + b"Host 'h' is not allowed to connect"
+    assert parse_err(pre) == ErrPacket(1129, "Host 'h' is not allowed to connect", "HY000")
+    assert encode_err(1129, "Host 'h' is not allowed to connect", with_sqlstate=False) == pre
+    wire = build_err(1, ErrorCode.ER_UNKNOWN_STMT_HANDLER, "Unknown prepared statement handler")
+    assert parse_header(wire) == (len(wire) - 4, 1)
+    assert parse_err(wire[4:]).sqlstate == "HY000"
+    assert parse_err(build_err(1, 1064, "syntax", "42000")[4:]).sqlstate == "42000"
+    with pytest.raises(ValueError):
+        encode_err(1045, "x", "2800")
+    with pytest.raises(MalformedPacket):
+        parse_err(b"\x00\x00")
+
+
+def test_sqlstate_table() -> None:
+    assert sqlstate_for(ErrorCode.ER_ACCESS_DENIED_ERROR) == "28000"
+    assert sqlstate_for(ErrorCode.ER_CON_COUNT_ERROR) == "08004"
+    assert sqlstate_for(ErrorCode.ER_QUERY_INTERRUPTED) == "70100"
+    assert sqlstate_for(ErrorCode.ER_BAD_DB_ERROR) == "42000"
+    assert sqlstate_for(ErrorCode.CR_SERVER_LOST) == "HY000"
+    assert sqlstate_for(424242) == "HY000"
+
+
+def test_eof_packets() -> None:
+    raw = bytes.fromhex("fe 01 00 22 00")
+    assert parse_eof(raw) == EofPacket(warnings=1, status=0x22)
+    assert build_eof(5, 1, 0x22) == bytes.fromhex("05000005") + raw
+    assert is_eof(raw) and is_eof(raw, DEPRECATE)
+    assert parse_eof(b"\xfe") == EofPacket(0, 0)
+    # A 9-byte payload starting with 0xFE is a row (8-byte length prefix), not an EOF.
+    assert not is_eof(b"\xfe" + bytes(8))
+    with pytest.raises(MalformedPacket):
+        parse_eof(b"\xfe" + bytes(8))
+    assert parse_end_of_result(raw, P41) == OkPacket(status=0x22, warnings=1)
+
+
+# --------------------------------------------------------------------------- columns & rows
+
+
+def test_column_definition_hex_and_round_trip() -> None:
+    raw = bytes.fromhex(
+        "03 64 65 66"  # catalog def
+        " 04 73 68 6f 70"  # schema shop
+        " 01 75"  # table alias u
+        " 05 75 73 65 72 73"  # table users
+        " 02 69 64"  # name id
+        " 02 69 64"  # org name id
+        " 0c 3f 00 0b 00 00 00 03 03 82 00 00 00"
+    )
+    col = parse_column_definition(raw)
+    assert col == ColumnDefinition(
+        name="id",
+        column_type=ColumnType.LONG,
+        schema="shop",
+        table="u",
+        org_table="users",
+        org_name="id",
+        charset=63,
+        column_length=11,
+        flags=ColumnFlag.NOT_NULL | ColumnFlag.PRI_KEY | ColumnFlag.AUTO_INCREMENT | ColumnFlag.NUM,
+        decimals=0,
+    )
+    assert encode_column_definition(col) == raw
+    listed = ColumnDefinition("c", default_value=b"dflt")
+    assert (
+        parse_column_definition(encode_column_definition(listed, field_list=True), field_list=True)
+        == listed
+    )
+    with pytest.raises(MalformedPacket):
+        parse_column_definition(raw[:-5])
+
+
+def test_text_rows() -> None:
+    row = encode_text_row([None, b"\x00bin", "é", 42, 1.5, True])
+    assert row == b"\xfb\x04\x00bin\x02\xc3\xa9\x0242\x031.5\x011"
+    assert parse_text_row(row, 6) == [None, b"\x00bin", "é".encode(), b"42", b"1.5", b"1"]
+    with pytest.raises(MalformedPacket):
+        parse_text_row(row + b"\x00", 6)
+
+
+@pytest.mark.parametrize("caps", [P41, DEPRECATE])
+def test_build_result_set(caps: int) -> None:
+    cols: list[ColumnDefinition | str] = ["id", ColumnDefinition("name", charset=45)]
+    rows = [(1, "alice"), (2, None)]
+    wire = build_result_set(cols, rows, caps, 1, status=ServerStatus.AUTOCOMMIT)
+    reader = PacketReader()
+    reader.feed(wire)
+    packets = list(reader)
+    assert [p.seq for p in packets] == list(range(1, len(packets) + 1))
+    payloads = [p.payload for p in packets]
+    assert payloads[0] == b"\x02"
+    assert parse_column_definition(payloads[1]).name == "id"
+    assert parse_column_definition(payloads[2]).name == "name"
+    body = payloads[3:]
+    if not caps & Capability.CLIENT_DEPRECATE_EOF:
+        assert parse_eof(body[0]) == EofPacket(0, ServerStatus.AUTOCOMMIT)
+        body = body[1:]
+    assert [parse_text_row(p, 2) for p in body[:-1]] == [[b"1", b"alice"], [b"2", None]]
+    assert is_eof(body[-1], caps)
+    assert parse_end_of_result(body[-1], caps).status == ServerStatus.AUTOCOMMIT
+    with pytest.raises(ValueError):
+        build_result_set(cols, [(1,)], caps)
+    with pytest.raises(ValueError):
+        build_result_set([], [], caps)
+
+
+# --------------------------------------------------------------------------- prepared statements
+
+
+def test_prepare_ok() -> None:
+    raw = bytes.fromhex("00 07 00 00 00 02 00 01 00 00 03 00")
+    prep = parse_prepare_ok(raw)
+    assert prep == PrepareOk(stmt_id=7, num_columns=2, num_params=1, warnings=3)
+    assert build_prepare_ok(1, prep) == bytes.fromhex("0c000001") + raw
+    assert parse_prepare_ok(raw[:9]) == PrepareOk(7, 2, 1, 0)
+    with pytest.raises(MalformedPacket):
+        parse_prepare_ok(b"\xff\x00")
+    payloads = encode_prepare_response(
+        prep, [ColumnDefinition("?")], [ColumnDefinition("a"), ColumnDefinition("b")], P41
+    )
+    assert len(payloads) == 1 + 1 + 1 + 2 + 1
+    assert (
+        len(
+            encode_prepare_response(
+                prep,
+                [ColumnDefinition("?")],
+                [ColumnDefinition("a"), ColumnDefinition("b")],
+                DEPRECATE,
+            )
+        )
+        == 4
+    )
+    assert build_payloads(1, payloads).startswith(bytes.fromhex("0c000001"))
+
+
+def test_stmt_id_helpers() -> None:
+    execute = bytes.fromhex("17 2a 00 00 00 01 01 00 00 00") + b"params"
+    assert read_stmt_id(execute) == 42
+    assert execute_flags(execute) == 1
+    replaced = replace_stmt_id(execute, 0x01020304)
+    assert bytes(replaced) == bytes.fromhex("17 04 03 02 01 01 01 00 00 00") + b"params"
+    assert read_stmt_id(execute) == 42  # original untouched
+    # In place, inside a framed packet (payload starts at offset 4).
+    wire = bytearray(build_packet(0, bytes.fromhex("19 05 00 00 00")))
+    write_stmt_id(wire, 9, offset=4)
+    assert wire == bytearray(bytes.fromhex("05000000 19 09 00 00 00"))
+    assert read_stmt_id(wire, 4) == 9
+    with pytest.raises(MalformedPacket):
+        read_stmt_id(b"\x19\x01")
+    with pytest.raises(MalformedPacket):
+        write_stmt_id(bytearray(b"\x19\x01"), 3)
