@@ -7,13 +7,18 @@ LAB_DIR ?= lab
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages the lab and the tests need; installed only when missing.
-APT_PACKAGES := mariadb-server mariadb-client python3-venv
+APT_PACKAGES := mariadb-server mariadb-client python3-venv sysbench \
+	libmariadb-java libdbd-mariadb-perl php-cli php-mysql
+# Tools that may already come from elsewhere (e.g. Node from NodeSource): command -> package.
+APT_COMMANDS := npm:npm javac:default-jdk-headless
+NODE_DIR := tests/integration/clients/node
 
-.PHONY: deps venv test lint typecheck unit integration run lab-up lab-down lab-status clean
+.PHONY: deps venv node-deps test lint typecheck unit integration run lab-up lab-down lab-status clean
 
 deps:
 	@missing=""; \
 	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	for cp in $(APT_COMMANDS); do command -v $${cp%%:*} >/dev/null || missing="$$missing $${cp#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
@@ -28,6 +33,13 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
+# Node's mysql2 driver for the client tests, from the npm registry.
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json
+	cd $(NODE_DIR) && npm install --no-audit --no-fund --silent
+	touch $@
+
+node-deps: $(NODE_DIR)/node_modules/.installed
+
 lint: venv
 	$(BIN)/ruff check proxy tests $(wildcard bench)
 
@@ -37,10 +49,10 @@ typecheck: venv
 unit: venv
 	$(BIN)/python -m pytest tests/unit -q
 
-integration: deps venv
+integration: deps venv node-deps
 	$(BIN)/python -m pytest tests/integration -q
 
-test: deps venv lint typecheck
+test: deps venv node-deps lint typecheck
 	$(BIN)/python -m pytest tests -q -ra
 
 lab-up: deps venv

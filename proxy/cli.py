@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
-from proxy.config import ConfigError, load_config
+from proxy.config import Config, ConfigError, load_config
 from proxy.lab.lab import Lab
 from proxy.lab.servers import LabError
 
@@ -56,6 +59,40 @@ def _run_lab(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_proxy(config: Config) -> int:
+    """Run the proxy in the foreground until SIGINT/SIGTERM."""
+    try:
+        import uvloop
+
+        runner: Callable[[Coroutine[Any, Any, None]], None] = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency; stdlib asyncio still works
+        runner = asyncio.run
+    runner(_serve(config))
+    return 0
+
+
+async def _serve(config: Config) -> None:
+    from proxy.frontend.listener import ProxyServer
+
+    server = ProxyServer(config)
+    try:
+        await server.start()
+    except OSError as exc:
+        listen = config.listeners.mysql
+        raise ConfigError(
+            f"listeners.mysql: cannot listen on {listen.host}:{listen.port}: {exc.strerror}"
+        ) from None
+    log = logging.getLogger("pyproxy")
+    log.info("pyproxy listening on %s:%d", config.listeners.mysql.host, server.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("pyproxy shutting down")
+    await server.stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyproxy", description="MySQL/MariaDB read/write-splitting proxy"
@@ -83,8 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.check:
             print(f"{args.config}: OK ({len(config.servers)} servers, {len(config.users)} users)")
             return 0
-        print("pyproxy: the proxy data path is not built yet", file=sys.stderr)
-        return 1
+        return run_proxy(config)
     except (LabError, ConfigError) as exc:
         print(f"pyproxy: {exc}", file=sys.stderr)
         return 1

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from proxy.config import Config, parse_config
 from proxy.lab.lab import Lab
+from proxy.testing import ProxyThread
 
 LAB_ENV = "PYPROXY_TEST_LAB"
 
@@ -47,3 +50,40 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(str(item.fspath)).parent.name == "integration":
             item.add_marker(pytest.mark.integration)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a MySQL client connects, and as whom."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+
+def proxy_config(lab: Lab, **overrides: object) -> Config:
+    """A proxy config for the lab, listening on free ports."""
+    data = lab.proxy_config()
+    for listener in data["listeners"].values():
+        listener["port"] = 0
+    data.update(overrides)
+    return parse_config(data)
+
+
+@pytest.fixture(scope="session")
+def proxy(lab: Lab) -> Iterator[ProxyThread]:
+    """pyproxy in front of the lab, serving from a background thread of this process."""
+    thread = ProxyThread(proxy_config(lab)).start()
+    try:
+        yield thread
+    finally:
+        thread.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy_endpoint(proxy: ProxyThread, lab: Lab) -> Endpoint:
+    """The proxy's MySQL port for the app user."""
+    acct = lab.accounts.app
+    return Endpoint("127.0.0.1", proxy.port, acct.username, acct.password, "demo_db")

@@ -1,0 +1,350 @@
+"""Handling of server connections: connect, authenticate, run commands, relay responses."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import ssl
+import time
+from typing import cast
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from proxy.backend.sync import SessionState, Step, StepKind
+from proxy.protocol.auth import (
+    AuthAction,
+    AuthDone,
+    AuthFailed,
+    AuthSend,
+    AuthStartTLS,
+    ClientAuth,
+)
+from proxy.protocol.constants import Capability, Command, ServerStatus
+from proxy.protocol.handshake import HandshakeV10, parse_handshake_v10
+from proxy.protocol.packets import (
+    ErrPacket,
+    Packet,
+    PacketReader,
+    ProtocolError,
+    build_command,
+    is_err,
+    parse_err,
+)
+from proxy.protocol.response import ResponseScanner
+
+log = logging.getLogger(__name__)
+
+# Capabilities a backend connection may use; the rest (compression, SSL unless configured,
+# connect attrs forwarding...) stay off. The client's own flags are intersected with this.
+BACKEND_CAPS = (
+    Capability.CLIENT_LONG_PASSWORD
+    | Capability.CLIENT_FOUND_ROWS
+    | Capability.CLIENT_LONG_FLAG
+    | Capability.CLIENT_CONNECT_WITH_DB
+    | Capability.CLIENT_LOCAL_FILES
+    | Capability.CLIENT_PROTOCOL_41
+    | Capability.CLIENT_TRANSACTIONS
+    | Capability.CLIENT_SECURE_CONNECTION
+    | Capability.CLIENT_MULTI_STATEMENTS
+    | Capability.CLIENT_MULTI_RESULTS
+    | Capability.CLIENT_PS_MULTI_RESULTS
+    | Capability.CLIENT_PLUGIN_AUTH
+    | Capability.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | Capability.CLIENT_SESSION_TRACK
+    | Capability.CLIENT_DEPRECATE_EOF
+)
+
+# Flags that change what responses look like or mean: connections are pooled per value.
+PROFILE_CAPS = (
+    Capability.CLIENT_FOUND_ROWS
+    | Capability.CLIENT_LOCAL_FILES
+    | Capability.CLIENT_MULTI_RESULTS
+    | Capability.CLIENT_PS_MULTI_RESULTS
+    | Capability.CLIENT_SESSION_TRACK
+    | Capability.CLIENT_DEPRECATE_EOF
+)
+
+
+class BackendError(Exception):
+    """The backend connection failed (network, protocol or auth); the connection is unusable."""
+
+    def __init__(self, message: str, err: ErrPacket | None = None) -> None:
+        super().__init__(message)
+        self.err = err
+
+
+class ConnState(enum.Enum):
+    CONNECTING = "connecting"
+    IDLE = "idle"  # ready for a command
+    BUSY = "busy"  # a command is in flight and we read its response packet by packet
+    RELAYING = "relaying"  # a response is being forwarded to a client
+    CLOSED = "closed"
+
+
+@dataclass
+class BackendStmt:
+    """A statement prepared on this connection."""
+
+    stmt_id: int
+    num_params: int
+    num_columns: int
+    bound_types: bytes | None = None  # parameter types the server holds for it
+
+
+class Sink:
+    """Where relayed bytes go: a client transport, or nowhere once the client is gone."""
+
+    __slots__ = ("bytes_out", "write")
+
+    def __init__(self, write: Callable[[bytes], object] | None) -> None:
+        self.write = write
+        self.bytes_out = 0
+
+
+class BackendConnection(asyncio.Protocol):
+    """One connection to a backend server, used by one session at a time."""
+
+    def __init__(self, server_name: str, profile: int, user: str) -> None:
+        self.server_name = server_name
+        self.profile = profile
+        self.user = user
+        self.state = ConnState.CONNECTING
+        self.transport: asyncio.Transport | None = None
+        self.greeting: HandshakeV10 | None = None
+        self.thread_id = 0
+        self.caps = 0
+        self.mariadb = True
+        self.session = SessionState()
+        self.status = int(ServerStatus.AUTOCOMMIT)
+        self.stmts: OrderedDict[str, BackendStmt] = OrderedDict()
+        self.last_used = time.monotonic()
+        self.broken = False
+        self.counted = False  # holds one of the pool's per-server slots
+        self._reader = PacketReader(max_payload=1 << 30)
+        self._waiter: asyncio.Future[None] | None = None
+        self._relay: tuple[ResponseScanner, Sink, asyncio.Future[None]] | None = None
+        self._lost: Exception | None = None
+
+    # -- state ---------------------------------------------------------------------------------
+    def change_state(self, new: ConnState) -> None:
+        self.state = new
+
+    @property
+    def in_transaction(self) -> bool:
+        return bool(self.status & ServerStatus.IN_TRANS)
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        relay = self._relay
+        if relay is not None:
+            scanner, sink, fut = relay
+            try:
+                used = scanner.feed(data)
+            except ProtocolError as exc:
+                self._fail(BackendError(f"malformed response from {self.server_name}: {exc}"))
+                return
+            if sink.write is not None:
+                sink.write(data if used == len(data) else data[:used])
+            sink.bytes_out += used
+            if scanner.done or scanner.infile:
+                # infile: the server asked for the client's file; the session sends it and
+                # resumes the relay for the server's final answer.
+                self._relay = None
+                if scanner.status is not None:
+                    self.status = scanner.status
+                if used < len(data):
+                    self._reader.feed(data[used:])
+                if not fut.done():
+                    fut.set_result(None)
+            return
+        self._reader.feed(data)
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        detail = f": {exc}" if exc else ""
+        self._fail(BackendError(f"connection to {self.server_name} lost{detail}"))
+
+    def _fail(self, exc: BackendError) -> None:
+        self.broken = True
+        self._lost = exc
+        self.change_state(ConnState.CLOSED)
+        if self.transport is not None:
+            self.transport.abort()
+        if self._relay is not None:
+            fut = self._relay[2]
+            self._relay = None
+            if not fut.done():
+                fut.set_exception(exc)
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # -- packet mode ---------------------------------------------------------------------------
+    async def read_packet(self) -> Packet:
+        while True:
+            try:
+                packet = self._reader.read()
+            except ProtocolError as exc:
+                self._fail(BackendError(f"malformed packet from {self.server_name}: {exc}"))
+                raise self._lost from None  # type: ignore[misc]
+            if packet is not None:
+                return packet
+            if self._lost is not None:
+                raise self._lost
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def write(self, data: bytes) -> None:
+        if self._lost is not None:
+            raise self._lost
+        assert self.transport is not None
+        self.transport.write(data)
+
+    # -- connecting ----------------------------------------------------------------------------
+    async def handshake(
+        self,
+        password: str,
+        client_caps: int,
+        collation: int,
+        database: str | None,
+        tls: ssl.SSLContext | None,
+    ) -> None:
+        first = await self.read_packet()
+        if is_err(first.payload):
+            err = parse_err(first.payload)
+            raise BackendError(f"{self.server_name} refused the connection: {err.message}", err)
+        self.greeting = greeting = parse_handshake_v10(first.payload)
+        self.thread_id = greeting.connection_id
+        self.mariadb = greeting.is_mariadb
+        # Responses are forwarded untouched, so the backend must speak the client's dialect.
+        caps = client_caps & BACKEND_CAPS
+        auth = ClientAuth(
+            greeting,
+            self.user,
+            password,
+            database=database,
+            capabilities=caps,
+            charset=collation,
+            tls=tls is not None,
+        )
+        action: AuthAction = auth.start()
+        while True:
+            if isinstance(action, AuthStartTLS):
+                self.write(action.data)
+                loop = asyncio.get_running_loop()
+                assert self.transport is not None
+                new = await loop.start_tls(self.transport, self, tls)  # type: ignore[arg-type]
+                assert new is not None
+                self.transport = new
+                action = auth.tls_established()
+                continue
+            if isinstance(action, AuthFailed):
+                raise BackendError(
+                    f"{self.server_name} refused user {self.user!r}: {action.error.message}",
+                    action.error,
+                )
+            if isinstance(action, AuthDone):
+                break
+            if isinstance(action, AuthSend):
+                self.write(action.data)
+            packet = await self.read_packet()
+            action = auth.feed(packet.payload, packet.seq)
+        self.caps = auth.capabilities
+        self.session = SessionState(schema=database, collation=collation)
+        self.change_state(ConnState.IDLE)
+
+    # -- commands ------------------------------------------------------------------------------
+    def relay(self, command: bytes, scanner: ResponseScanner, sink: Sink) -> asyncio.Future[None]:
+        """Send a framed command and forward its response to sink; the future ends with it."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._lost is not None:
+            fut.set_exception(self._lost)
+            return fut
+        if self._reader.buffered:
+            # The server spoke out of turn (e.g. an idle-timeout ERR before closing).
+            self._fail(BackendError(f"{self.server_name} sent data between commands"))
+            assert self._lost is not None
+            fut.set_exception(self._lost)
+            return fut
+        self.change_state(ConnState.RELAYING)
+        self._relay = (scanner, sink, fut)
+        self.write(command)
+        return fut
+
+    def resume_relay(self, scanner: ResponseScanner, sink: Sink) -> asyncio.Future[None]:
+        """Continue relaying a response after the client sent LOCAL INFILE data."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._lost is not None:
+            fut.set_exception(self._lost)
+            return fut
+        if self._reader.buffered:
+            # The server cannot answer before it has the whole file.
+            self._fail(BackendError(f"{self.server_name} answered before the file was sent"))
+            assert self._lost is not None
+            fut.set_exception(self._lost)
+            return fut
+        self._relay = (scanner, sink, fut)
+        return fut
+
+    async def run(self, command: bytes, scanner: ResponseScanner) -> ResponseScanner:
+        """Run a command whose response the proxy itself consumes (state sync, probes)."""
+        await self.relay(command, scanner, Sink(None))
+        self.change_state(ConnState.IDLE)
+        return scanner
+
+    async def query(self, sql: str) -> ResponseScanner:
+        scanner = ResponseScanner(Command.COM_QUERY, self.caps)
+        return await self.run(build_command(Command.COM_QUERY, sql.encode()), scanner)
+
+    async def apply(self, steps: list[Step], want: SessionState) -> ErrPacket | None:
+        """Bring this connection to the session state; the first server error is returned."""
+        for step in steps:
+            if step.kind is StepKind.RESET:
+                sc = await self.run(
+                    build_command(Command.COM_RESET_CONNECTION),
+                    ResponseScanner(Command.COM_RESET_CONNECTION, self.caps),
+                )
+                self.stmts.clear()
+                self.session = SessionState(
+                    schema=self.session.schema,
+                    multi_statements=self.session.multi_statements,
+                    collation=-1,
+                )
+            elif step.kind is StepKind.INIT_DB:
+                sc = await self.run(
+                    build_command(Command.COM_INIT_DB, step.arg.encode()),
+                    ResponseScanner(Command.COM_INIT_DB, self.caps),
+                )
+            elif step.kind is StepKind.SET_OPTION:
+                opt = b"\x00\x00" if step.arg == "on" else b"\x01\x00"
+                sc = await self.run(
+                    build_command(Command.COM_SET_OPTION, opt),
+                    ResponseScanner(Command.COM_SET_OPTION, self.caps),
+                )
+            else:
+                sc = await self.query(step.arg)
+            if sc.error is not None:
+                return sc.error
+        self.session = want.copy()
+        self.session.autocommit = bool(self.status & ServerStatus.AUTOCOMMIT)
+        return None
+
+    def close(self) -> None:
+        if self.state is ConnState.CLOSED:
+            return
+        if self.transport is not None and not self.transport.is_closing():
+            if not self.broken and self.state is ConnState.IDLE:
+                self.transport.write(build_command(Command.COM_QUIT))
+            self.transport.close()
+        self.change_state(ConnState.CLOSED)

@@ -1,0 +1,150 @@
+"""Per-command handling of the text protocol: what each COM_* does in the proxy."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+
+from proxy.backend.sync import SessionState
+from proxy.frontend import prepared
+from proxy.frontend.session import Session
+from proxy.protocol.constants import Command, ErrorCode, ServerStatus
+from proxy.protocol.handshake import parse_change_user
+from proxy.protocol.packets import Packet, ProtocolError, build_command, build_packet
+
+Handler = Callable[[Session, Packet], Awaitable[bool]]
+
+_KILL = re.compile(r"^\s*KILL\s+(?:(QUERY|CONNECTION)\s+)?(\d+)\s*;?\s*$", re.IGNORECASE)
+
+
+async def dispatch(session: Session, packet: Packet) -> bool:
+    """Run one client command; False ends the session."""
+    payload = packet.payload
+    if not payload:
+        raise ProtocolError("empty command packet")
+    handler = HANDLERS.get(payload[0])
+    if handler is None:
+        session.send_error(ErrorCode.ER_UNKNOWN_COM_ERROR, "Unknown command")
+        return True
+    return await handler(session, packet)
+
+
+async def com_quit(session: Session, packet: Packet) -> bool:
+    return False
+
+
+async def com_ping(session: Session, packet: Packet) -> bool:
+    session.send_ok()
+    return True
+
+
+async def com_query(session: Session, packet: Packet) -> bool:
+    sql = packet.payload[1:].decode("utf-8", "replace")
+    if sql[:4].upper() == "KILL" and (m := _KILL.match(sql)):
+        await session.server.kill(session, int(m.group(2)), (m.group(1) or "").upper() == "QUERY")
+        return True
+    stmt = session.server.classify(sql)
+    target = session.route(stmt)
+    if target is None:
+        return True
+    scanner = await session.forward(target, Command.COM_QUERY, _frame(packet))
+    if scanner is not None:
+        session.after_statement(stmt, sql, scanner)
+    return True
+
+
+async def com_init_db(session: Session, packet: Packet) -> bool:
+    schema = packet.payload[1:].decode("utf-8", "replace")
+    target = session.sticky_target()
+    scanner = await session.forward(target, Command.COM_INIT_DB, _frame(packet))
+    if scanner is not None and scanner.error is None:
+        session.state.schema = schema
+        conn = session.attached.get(target.name)
+        if conn is not None:
+            conn.session.schema = schema
+    return True
+
+
+async def com_forward_to_sticky(session: Session, packet: Packet) -> bool:
+    """Commands any server can answer for the session (field lists, statistics)."""
+    await session.forward(session.sticky_target(), packet.payload[0], _frame(packet))
+    return True
+
+
+async def com_set_option(session: Session, packet: Packet) -> bool:
+    if len(packet.payload) < 3:
+        raise ProtocolError("COM_SET_OPTION without an option")
+    option = int.from_bytes(packet.payload[1:3], "little")
+    if option not in (0, 1):
+        session.send_error(ErrorCode.ER_UNKNOWN_COM_ERROR, "Unknown command")
+        return True
+    # Applied lazily to whichever backend runs the next statement (see sync_steps).
+    session.state.multi_statements = option == 0
+    session.send_eof_or_ok()
+    return True
+
+
+async def com_reset_connection(session: Session, packet: Packet) -> bool:
+    session.reset(SessionState(
+        schema=session.state.schema,
+        collation=session.state.collation,
+        multi_statements=session.state.multi_statements,
+    ))  # fmt: skip
+    session.status = int(ServerStatus.AUTOCOMMIT)
+    session.send_ok()
+    return True
+
+
+async def com_change_user(session: Session, packet: Packet) -> bool:
+    try:
+        request = parse_change_user(packet.payload, session.caps)
+    except ProtocolError:
+        session.send_error(ErrorCode.ER_MALFORMED_PACKET, "Malformed communication packet")
+        return True
+    return await session.change_user(request)
+
+
+async def com_process_kill(session: Session, packet: Packet) -> bool:
+    if len(packet.payload) < 5:
+        raise ProtocolError("COM_PROCESS_KILL without an id")
+    await session.server.kill(session, int.from_bytes(packet.payload[1:5], "little"), False)
+    return True
+
+
+def _frame(packet: Packet) -> bytes:
+    # Commands start a new exchange: sequence 0, re-split when over 16 MiB.
+    return build_packet(0, packet.payload)
+
+
+def _unsupported(name: str) -> Handler:
+    async def refuse(session: Session, packet: Packet) -> bool:
+        session.send_error(ErrorCode.ER_NOT_SUPPORTED_YET,
+                           f"pyproxy does not support {name}")  # fmt: skip
+        return True
+
+    return refuse
+
+
+HANDLERS: dict[int, Handler] = {
+    Command.COM_QUIT: com_quit,
+    Command.COM_PING: com_ping,
+    Command.COM_QUERY: com_query,
+    Command.COM_INIT_DB: com_init_db,
+    Command.COM_FIELD_LIST: com_forward_to_sticky,
+    Command.COM_STATISTICS: com_forward_to_sticky,
+    Command.COM_SET_OPTION: com_set_option,
+    Command.COM_RESET_CONNECTION: com_reset_connection,
+    Command.COM_CHANGE_USER: com_change_user,
+    Command.COM_PROCESS_KILL: com_process_kill,
+    Command.COM_STMT_PREPARE: prepared.com_stmt_prepare,
+    Command.COM_STMT_EXECUTE: prepared.com_stmt_execute,
+    Command.COM_STMT_SEND_LONG_DATA: prepared.com_stmt_send_long_data,
+    Command.COM_STMT_RESET: prepared.com_stmt_reset,
+    Command.COM_STMT_CLOSE: prepared.com_stmt_close,
+    Command.COM_STMT_FETCH: prepared.com_stmt_fetch,
+    Command.COM_BINLOG_DUMP: _unsupported("COM_BINLOG_DUMP (replication through a proxy)"),
+    Command.COM_BINLOG_DUMP_GTID: _unsupported("COM_BINLOG_DUMP_GTID"),
+    Command.COM_REGISTER_SLAVE: _unsupported("COM_REGISTER_SLAVE"),
+}
+
+__all__ = ["HANDLERS", "build_command", "dispatch"]

@@ -1,0 +1,194 @@
+"""Accepting client connections: limits, the session registry, KILL, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from dataclasses import dataclass
+
+from proxy.backend.connection import BackendError
+from proxy.backend.pool import BackendPool
+from proxy.cluster import Cluster, ServerState
+from proxy.config import Config
+from proxy.frontend import commands
+from proxy.frontend.client import ClientConnection
+from proxy.frontend.session import Session, SessionPhase
+from proxy.protocol.auth import RsaKeyPair, generate_rsa_key_pair
+from proxy.protocol.constants import ErrorCode
+from proxy.protocol.packets import build_err
+from proxy.routing.classifier import Classification, Classifier
+from proxy.routing.router import Router
+
+log = logging.getLogger(__name__)
+
+# A session idle this long gives back backend connections it does not need (multiplexing).
+RELEASE_IDLE_S = 1.0
+
+
+@dataclass
+class ProxyStats:
+    connections_accepted: int = 0
+    connections_refused: int = 0
+    auth_failures: int = 0
+    backend_errors: int = 0
+
+
+class ProxyServer:
+    """The MySQL-facing server: owns sessions, the pool, the cluster view and the classifier."""
+
+    def __init__(self, config: Config, cluster: Cluster | None = None) -> None:
+        self.config = config
+        self.cluster = cluster or Cluster.from_config(config)
+        self.pool = BackendPool(config.pool)
+        self.classifier = Classifier()
+        self.router = Router(self.cluster)
+        self.sessions: dict[int, Session] = {}
+        self.stats = ProxyStats()
+        self.tls = _frontend_tls(config)
+        # caching_sha2_password clients without TLS may ask for our RSA key (full auth).
+        self.rsa_key: RsaKeyPair = generate_rsa_key_pair()
+        self._next_id = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        listen = self.config.listeners.mysql
+        self._server = await loop.create_server(
+            self._new_client, listen.host, listen.port, reuse_address=True, backlog=1024
+        )
+        self.pool.start()
+        self._sweeper = loop.create_task(self._sweep())
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        if self._server is not None:
+            self._server.close()
+        deadline = time.monotonic() + grace_s
+        while any(s.phase is SessionPhase.EXECUTING for s in self.sessions.values()):
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        for session in list(self.sessions.values()):
+            session.client.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.pool.close()
+
+    # -- clients ---------------------------------------------------------------------------------
+    def _new_client(self) -> ClientConnection:
+        client = ClientConnection(self.config.limits.max_allowed_packet)
+        client.on_connected = self._on_connected
+        return client
+
+    def _on_connected(self, client: ClientConnection) -> None:
+        if len(self.sessions) >= self.config.limits.max_client_connections:
+            self.stats.connections_refused += 1
+            client.write(build_err(0, ErrorCode.ER_CON_COUNT_ERROR, "Too many connections"))
+            client.close()
+            return
+        self.stats.connections_accepted += 1
+        self._next_id = self._next_id % 0xFFFFFFFF + 1
+        session = Session(self, client, self._next_id)
+        self.sessions[session.id] = session
+        task = asyncio.get_running_loop().create_task(session.run(commands.dispatch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def session_closed(self, session: Session) -> None:
+        self.sessions.pop(session.id, None)
+
+    async def _sweep(self) -> None:
+        """Once a second: idle timeouts, and giving back idle sessions' backend connections."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            limit = self.config.limits.client_idle_timeout_s
+            for session in list(self.sessions.values()):
+                if session.phase is not SessionPhase.IDLE:
+                    continue
+                idle = now - session.client.last_active
+                if idle > limit:
+                    log.info("session %d: idle for %.0fs, closing", session.id, idle)
+                    session.client.close()
+                elif idle > RELEASE_IDLE_S and session.attached:
+                    session.release_unpinned()
+
+    # -- services for sessions ---------------------------------------------------------------------
+    def classify(self, sql: str) -> Classification:
+        return self.classifier.classify(sql)[1]
+
+    def writer(self) -> ServerState | None:
+        return self.router.writer()
+
+    def note_backend_error(self, target: ServerState, exc: BackendError) -> None:
+        self.stats.backend_errors += 1
+        target.last_error = str(exc)
+        log.warning("backend %s: %s", target.name, exc)
+
+    async def kill(self, session: Session, target_id: int, query_only: bool) -> None:
+        """KILL [QUERY] id: ids are the proxy's own; the matching backend query is killed."""
+        target = self.sessions.get(target_id)
+        if target is None:
+            session.send_error(ErrorCode.ER_NO_SUCH_THREAD, f"Unknown thread id: {target_id}")
+            return
+        if target.username != session.username:
+            session.send_error(ErrorCode.ER_KILL_DENIED_ERROR,
+                               f"You are not owner of thread {target_id}")  # fmt: skip
+            return
+        running = target.current
+        if running is not None and target is not session:
+            await self._kill_backend_query(session, running.server_name, running.thread_id)
+        if query_only:
+            session.send_ok()
+            return
+        if target is session:
+            session.send_error(ErrorCode.ER_CONNECTION_KILLED, "Connection was killed")
+        else:
+            session.send_ok()
+        target.killed = True
+        target.client.close()
+
+    async def _kill_backend_query(self, session: Session, server: str, thread_id: int) -> None:
+        state = self.cluster.server(server)
+        assert session.user is not None
+        try:
+            conn = await self.pool.acquire(state.config, session.user, session.caps,
+                                           session.state.collation, None)  # fmt: skip
+        except BackendError as exc:
+            log.warning("KILL QUERY on %s failed: %s", server, exc)
+            return
+        try:
+            await conn.query(f"KILL QUERY {thread_id}")
+        except BackendError:
+            self.pool.discard(conn)
+            return
+        self.pool.release(conn)
+
+
+def _frontend_tls(config: Config) -> ssl.SSLContext | None:
+    if config.frontend_tls is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(config.frontend_tls.cert, config.frontend_tls.key)
+    if config.frontend_tls.ca:
+        ctx.load_verify_locations(config.frontend_tls.ca)
+    return ctx
+
+
+async def serve_forever(server: ProxyServer) -> None:
+    await server.start()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.Event().wait()

@@ -1,0 +1,275 @@
+"""Binary-protocol prepared statements: stable client ids over lazily prepared backend ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from proxy.backend.connection import (
+    BackendConnection,
+    BackendError,
+    BackendStmt,
+    ConnState,
+    Sink,
+)
+from proxy.protocol.constants import Command, ErrorCode, ServerStatus
+from proxy.protocol.packets import (
+    Packet,
+    ProtocolError,
+    build_command,
+    build_packet,
+    read_stmt_id,
+)
+from proxy.protocol.response import ResponseScanner
+
+if TYPE_CHECKING:
+    from proxy.cluster import ServerState
+    from proxy.frontend.session import Session
+    from proxy.routing.classifier import Classification
+
+# Backend statements kept per connection; the least recently used are closed beyond this.
+MAX_BACKEND_STMTS = 256
+_CURSOR_FLAGS = 0x07  # CURSOR_TYPE_READ_ONLY | FOR_UPDATE | SCROLLABLE
+
+
+@dataclass
+class ClientStmt:
+    """What the client prepared, independent of any backend connection."""
+
+    sql: str
+    stmt: Classification
+    num_params: int
+    num_columns: int
+    param_types: bytes | None = None  # the last types the client bound (2 bytes per param)
+    pinned_conn: BackendConnection | None = None  # long data sent or a cursor open there
+
+
+def _unknown(session: Session, stmt_id: int, seq: int = 1) -> None:
+    session.send_error(ErrorCode.ER_UNKNOWN_STMT_HANDLER,
+                       f"Unknown prepared statement handler ({stmt_id}) given to "
+                       "mysqld_stmt_execute")  # fmt: skip
+
+
+def _stmt_id(packet: Packet) -> int:
+    if len(packet.payload) < 5:
+        raise ProtocolError("statement command without a statement id")
+    return read_stmt_id(packet.payload, 1)
+
+
+async def com_stmt_prepare(session: Session, packet: Packet) -> bool:
+    sql = packet.payload[1:].decode("utf-8", "replace")
+    stmt = session.server.classify(sql)
+    target = session.route(stmt)
+    if target is None:
+        return True
+    try:
+        conn = await session.backend_for(target)
+    except BackendError as exc:
+        session.report_backend_failure(target, exc)
+        return True
+    # The response is small: collect it, put the client's statement id in, then send it.
+    buf = bytearray()
+    scanner = ResponseScanner(Command.COM_STMT_PREPARE, conn.caps)
+    try:
+        await conn.relay(build_packet(0, packet.payload), scanner, Sink(buf.extend))
+    except BackendError as exc:
+        session.detach(conn, broken=True)
+        session.report_backend_failure(target, exc)
+        return True
+    conn.change_state(ConnState.IDLE)
+    if scanner.error is not None or scanner.prepare is None:
+        session.client.write(bytes(buf))
+        return True
+    _remember(conn, sql, scanner)
+    client_id = session.next_stmt_id
+    session.next_stmt_id += 1
+    offset = scanner.stmt_id_offset if scanner.stmt_id_offset is not None else 5
+    buf[offset : offset + 4] = client_id.to_bytes(4, "little")
+    session.stmts[client_id] = ClientStmt(
+        sql, stmt, scanner.prepare.num_params, scanner.prepare.num_columns
+    )
+    session.client.write(bytes(buf))
+    return True
+
+
+def _remember(conn: BackendConnection, sql: str, scanner: ResponseScanner) -> BackendStmt:
+    assert scanner.prepare is not None
+    old = conn.stmts.pop(sql, None)
+    if old is not None:
+        conn.write(build_command(Command.COM_STMT_CLOSE, old.stmt_id.to_bytes(4, "little")))
+    bs = BackendStmt(scanner.prepare.stmt_id, scanner.prepare.num_params,
+                     scanner.prepare.num_columns)  # fmt: skip
+    conn.stmts[sql] = bs
+    while len(conn.stmts) > MAX_BACKEND_STMTS:
+        _, evicted = conn.stmts.popitem(last=False)
+        conn.write(build_command(Command.COM_STMT_CLOSE, evicted.stmt_id.to_bytes(4, "little")))
+    return bs
+
+
+async def _backend_stmt(
+    session: Session, cs: ClientStmt, target: ServerState
+) -> tuple[BackendConnection, BackendStmt] | None:
+    """The connection to run cs on, with cs prepared there (prepared now if needed)."""
+    if cs.pinned_conn is not None and not cs.pinned_conn.broken:
+        conn = cs.pinned_conn
+    else:
+        try:
+            conn = await session.backend_for(target)
+        except BackendError as exc:
+            session.report_backend_failure(target, exc)
+            return None
+    bs = conn.stmts.get(cs.sql)
+    if bs is not None:
+        conn.stmts.move_to_end(cs.sql)
+        return conn, bs
+    scanner = ResponseScanner(Command.COM_STMT_PREPARE, conn.caps)
+    try:
+        await conn.run(build_command(Command.COM_STMT_PREPARE, cs.sql.encode()), scanner)
+    except BackendError as exc:
+        session.detach(conn, broken=True)
+        session.report_backend_failure(target, exc)
+        return None
+    if scanner.error is not None:
+        session.send_error(scanner.error.code, scanner.error.message)
+        return None
+    return conn, _remember(conn, cs.sql, scanner)
+
+
+def _rewrite_execute(payload: bytes, cs: ClientStmt, bs: BackendStmt) -> bytes:
+    """The client's COM_STMT_EXECUTE addressed to the backend statement, with types bound.
+
+    A client sends parameter types only when they change (new_params_bound_flag); a backend
+    statement that got other types, or none, needs them again, so they are put back in.
+    """
+    body = bytearray(payload)
+    body[1:5] = bs.stmt_id.to_bytes(4, "little")
+    n = cs.num_params
+    if n == 0:
+        return bytes(body)
+    flag_pos = 10 + (n + 7) // 8  # cmd(1) id(4) flags(1) iterations(4) null bitmap
+    if len(body) <= flag_pos:
+        return bytes(body)  # malformed: let the server say so
+    if body[flag_pos] == 1:
+        types = bytes(body[flag_pos + 1 : flag_pos + 1 + 2 * n])
+        cs.param_types = types
+        bs.bound_types = types
+    elif cs.param_types is not None and bs.bound_types != cs.param_types:
+        body[flag_pos] = 1
+        body[flag_pos + 1 : flag_pos + 1] = cs.param_types
+        bs.bound_types = cs.param_types
+    return bytes(body)
+
+
+async def com_stmt_execute(session: Session, packet: Packet) -> bool:
+    client_id = _stmt_id(packet)
+    cs = session.stmts.get(client_id)
+    if cs is None:
+        _unknown(session, client_id)
+        return True
+    target = session.route(cs.stmt) if cs.pinned_conn is None else session.target_of(cs.pinned_conn)
+    if target is None:
+        return True
+    found = await _backend_stmt(session, cs, target)
+    if found is None:
+        return True
+    conn, bs = found
+    flags = packet.payload[5] if len(packet.payload) > 5 else 0
+    body = _rewrite_execute(packet.payload, cs, bs)
+    cursor = bool(flags & _CURSOR_FLAGS)
+    scanner = await session.forward(target, Command.COM_STMT_EXECUTE, build_packet(0, body),
+                                    cursor=cursor, conn=conn)  # fmt: skip
+    if scanner is None:
+        cs.pinned_conn = None
+        return True
+    if cursor and scanner.status is not None and scanner.status & ServerStatus.CURSOR_EXISTS:
+        cs.pinned_conn = conn
+        session.pins.reasons.add(f"cursor:{client_id}")
+    else:
+        _unpin(session, client_id, cs)
+    session.after_statement(cs.stmt, cs.sql, scanner)
+    return True
+
+
+def _unpin(session: Session, client_id: int, cs: ClientStmt) -> None:
+    cs.pinned_conn = None
+    session.pins.reasons.discard(f"cursor:{client_id}")
+    session.pins.reasons.discard(f"longdata:{client_id}")
+
+
+async def com_stmt_send_long_data(session: Session, packet: Packet) -> bool:
+    # No response, ever: errors surface at the following COM_STMT_EXECUTE.
+    client_id = _stmt_id(packet)
+    cs = session.stmts.get(client_id)
+    if cs is None:
+        return True
+    target = session.route(cs.stmt, quiet=True) if cs.pinned_conn is None else (
+        session.target_of(cs.pinned_conn)
+    )
+    if target is None:
+        return True
+    found = await _backend_stmt(session, cs, target)
+    if found is None:
+        return True
+    conn, bs = found
+    cs.pinned_conn = conn
+    session.pins.reasons.add(f"longdata:{client_id}")
+    body = bytearray(packet.payload)
+    body[1:5] = bs.stmt_id.to_bytes(4, "little")
+    try:
+        conn.write(build_packet(0, body))
+    except BackendError:
+        session.detach(conn, broken=True)
+    return True
+
+
+async def com_stmt_reset(session: Session, packet: Packet) -> bool:
+    client_id = _stmt_id(packet)
+    cs = session.stmts.get(client_id)
+    if cs is None:
+        session.send_error(ErrorCode.ER_UNKNOWN_STMT_HANDLER,
+                           f"Unknown prepared statement handler ({client_id}) given to "
+                           "mysqld_stmt_reset")  # fmt: skip
+        return True
+    conn = cs.pinned_conn
+    _unpin(session, client_id, cs)
+    if conn is None or conn.broken or cs.sql not in conn.stmts:
+        session.send_ok()  # nothing is buffered or open on any backend
+        return True
+    body = bytearray(packet.payload)
+    body[1:5] = conn.stmts[cs.sql].stmt_id.to_bytes(4, "little")
+    await session.forward(session.target_of(conn), Command.COM_STMT_RESET,
+                          build_packet(0, body), conn=conn)  # fmt: skip
+    return True
+
+
+async def com_stmt_close(session: Session, packet: Packet) -> bool:
+    client_id = _stmt_id(packet)
+    cs = session.stmts.pop(client_id, None)
+    if cs is not None:
+        conn = cs.pinned_conn
+        _unpin(session, client_id, cs)
+        if conn is not None and not conn.broken and cs.sql in conn.stmts:
+            # A cursor may be open on it: close that backend statement for real.
+            bs = conn.stmts.pop(cs.sql)
+            conn.write(build_command(Command.COM_STMT_CLOSE, bs.stmt_id.to_bytes(4, "little")))
+    return True
+
+
+async def com_stmt_fetch(session: Session, packet: Packet) -> bool:
+    client_id = _stmt_id(packet)
+    cs = session.stmts.get(client_id)
+    conn = cs.pinned_conn if cs is not None else None
+    if cs is None or conn is None or cs.sql not in conn.stmts:
+        session.send_error(ErrorCode.ER_UNKNOWN_STMT_HANDLER,
+                           f"Unknown prepared statement handler ({client_id}) given to "
+                           "mysqld_stmt_fetch")  # fmt: skip
+        return True
+    body = bytearray(packet.payload)
+    body[1:5] = conn.stmts[cs.sql].stmt_id.to_bytes(4, "little")
+    scanner = await session.forward(session.target_of(conn), Command.COM_STMT_FETCH,
+                                    build_packet(0, body), conn=conn)  # fmt: skip
+    if scanner is not None and scanner.status is not None and (
+        scanner.status & ServerStatus.LAST_ROW_SENT
+    ):
+        _unpin(session, client_id, cs)
+    return True

@@ -1,0 +1,487 @@
+"""One client session: authentication, the command loop, and forwarding to backends."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from proxy.backend.connection import BackendConnection, BackendError, ConnState, Sink
+from proxy.backend.sync import SessionState, sync_steps
+from proxy.cluster import ServerState
+from proxy.config import User
+from proxy.frontend.client import ClientConnection, ClientGone
+from proxy.protocol.auth import (
+    AuthAction,
+    AuthDone,
+    AuthFailed,
+    AuthSend,
+    AuthStartTLS,
+    ServerAuth,
+    generate_scramble,
+    verify_native_password,
+)
+from proxy.protocol.constants import Capability, ErrorCode, ServerStatus
+from proxy.protocol.handshake import AuthSwitchRequest, ChangeUser, encode_auth_switch_request
+from proxy.protocol.packets import (
+    ErrPacket,
+    Packet,
+    PacketTooLarge,
+    ProtocolError,
+    build_err,
+    build_ok,
+    build_packet,
+    encode_end_of_result,
+    parse_ok,
+)
+from proxy.protocol.response import ResponseScanner
+
+if TYPE_CHECKING:
+    from proxy.frontend.listener import ProxyServer
+    from proxy.frontend.prepared import ClientStmt
+    from proxy.routing.classifier import Classification
+
+log = logging.getLogger(__name__)
+
+
+
+class SessionPhase(enum.Enum):
+    HANDSHAKE = "handshake"
+    IDLE = "idle"  # waiting for the client's next command
+    EXECUTING = "executing"
+    CLOSED = "closed"
+
+
+@dataclass
+class Pins:
+    """Why the session must keep using the backend connection it has."""
+
+    reasons: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.reasons)
+
+
+class Session:
+    """Everything about one client: who it is, its state, the backends it currently holds."""
+
+    def __init__(self, server: ProxyServer, client: ClientConnection, session_id: int) -> None:
+        self.server = server
+        self.client = client
+        self.id = session_id
+        self.phase = SessionPhase.HANDSHAKE
+        self.user: User | None = None
+        self.caps = 0
+        self.state = SessionState()
+        self.status = int(ServerStatus.AUTOCOMMIT)
+        self.attached: dict[str, BackendConnection] = {}  # server name -> connection
+        self.current: BackendConnection | None = None  # the one a statement runs on now
+        self.last_server: str | None = None  # where the last statement ran
+        self.pins = Pins()
+        self.stmts: dict[int, ClientStmt] = {}
+        self.next_stmt_id = 1
+        self.sink = Sink(client.write)
+        self.killed = False
+        client.on_pause = self._pause_backend
+        client.on_resume = self._resume_backend
+
+    # -- state changes in one place ------------------------------------------------------------
+    def change_phase(self, phase: SessionPhase) -> None:
+        self.phase = phase
+
+    @property
+    def username(self) -> str:
+        return self.user.username if self.user else ""
+
+    # -- the loop ------------------------------------------------------------------------------
+    async def run(self, dispatch: Callable[[Session, Packet], Awaitable[bool]]) -> None:
+        try:
+            if await self.authenticate():
+                self.change_phase(SessionPhase.IDLE)
+                while await dispatch(self, await self.client.read_packet()):
+                    self.change_phase(SessionPhase.IDLE)
+        except ClientGone:
+            pass
+        except PacketTooLarge:
+            self.send_error(ErrorCode.ER_NET_PACKET_TOO_LARGE, "Got a packet bigger than "
+                            "'max_allowed_packet' bytes", seq=1)  # fmt: skip
+        except ProtocolError as exc:
+            log.info("session %d (%s): malformed packet: %s", self.id, self.client.peer[0], exc)
+            self.send_error(ErrorCode.ER_MALFORMED_PACKET, "Malformed communication packet", 1)
+        except BackendError as exc:
+            log.warning("session %d: backend failed mid-result: %s", self.id, exc)
+        except Exception:
+            log.exception("session %d: internal error", self.id)
+            self.send_error(ErrorCode.ER_UNKNOWN_ERROR, "pyproxy internal error", 1)
+        finally:
+            self.close()
+
+    # -- authentication ------------------------------------------------------------------------
+    async def authenticate(self) -> bool:
+        cfg = self.server.config
+        auth = ServerAuth(
+            lambda name: (u.password if (u := cfg.user(name)) else None),
+            connection_id=self.id,
+            server_version=cfg.server_version,
+            default_plugin=cfg.auth_plugin,
+            tls_available=self.server.tls is not None,
+            rsa_key=self.server.rsa_key,
+            client_host=self.client.peer[0],
+        )
+        self.scramble = auth.scramble
+        action: AuthAction = auth.start()
+        while True:
+            if isinstance(action, AuthSend):
+                self.client.write(action.data)
+            elif isinstance(action, AuthStartTLS):
+                if action.data:
+                    self.client.write(action.data)
+                await self._start_tls()
+            elif isinstance(action, AuthFailed):
+                if action.data:
+                    self.client.write(action.data)
+                self.server.stats.auth_failures += 1
+                log.info("session %d: %s from %s", self.id, action.error.message,
+                         self.client.peer[0])  # fmt: skip
+                return False
+            elif isinstance(action, AuthDone):
+                break
+            packet = await self.client.read_packet()
+            action = auth.feed(packet.payload, packet.seq)
+        user = cfg.user(auth.username)
+        assert user is not None
+        self.user = user
+        self.caps = auth.capabilities
+        assert auth.response is not None
+        self.state = SessionState(
+            schema=auth.database or user.default_schema,
+            collation=auth.response.charset,
+            multi_statements=bool(self.caps & Capability.CLIENT_MULTI_STATEMENTS),
+        )
+        if auth.database:
+            # MySQL refuses the login when the schema does not exist; check it on a backend.
+            err = await self._check_schema(auth.database)
+            if err is not None:
+                self.client.write(build_packet(auth_seq(action), _encode_err(err)))
+                return False
+        if action.data:
+            self.client.write(action.data)
+        return True
+
+    async def _check_schema(self, schema: str) -> ErrPacket | None:
+        """Does the schema exist for this user? Asked of the writer, like a direct login."""
+        writer = self.server.writer()
+        if writer is None:
+            return ErrPacket(ErrorCode.CR_CONN_HOST_ERROR, "pyproxy: no writer available", "HY000")
+        try:
+            await self.backend_for(writer)
+        except StateSyncError as exc:
+            return exc.err
+        except BackendError as exc:
+            self.server.note_backend_error(writer, exc)
+            if exc.err is not None:
+                return exc.err
+            return ErrPacket(ErrorCode.CR_CONN_HOST_ERROR, f"pyproxy: {exc}", "HY000")
+        self.release_unpinned()  # an idle login holds no backend connection
+        return None
+
+    async def _start_tls(self) -> None:
+        loop = asyncio.get_running_loop()
+        transport = self.client.transport
+        assert transport is not None and self.server.tls is not None
+        new = await loop.start_tls(transport, self.client, self.server.tls, server_side=True)
+        assert new is not None
+        self.client.transport = new
+
+    # -- backends --------------------------------------------------------------------------------
+    async def backend_for(self, target: ServerState) -> BackendConnection:
+        """A connection to target in this session's state: the attached one, or from the pool."""
+        conn = self.attached.get(target.name)
+        if conn is None or conn.broken:
+            if conn is not None:
+                self.detach(conn, broken=True)
+            assert self.user is not None
+            conn = await self.server.pool.acquire(
+                target.config, self.user, self.caps, self.state.collation, self.state.schema
+            )
+            self.attached[target.name] = conn
+        steps = sync_steps(self.state, conn.session, conn.mariadb)
+        if steps:
+            err = await conn.apply(steps, self.state)
+            if err is not None:
+                # The session's own state is refused by the server (e.g. a dropped schema):
+                # say so to the client rather than run its statement elsewhere.
+                raise StateSyncError(err)
+        return conn
+
+    def detach(self, conn: BackendConnection, broken: bool = False) -> None:
+        if self.attached.get(conn.server_name) is conn:
+            del self.attached[conn.server_name]
+        if broken or conn.broken:
+            self.server.pool.discard(conn)
+        else:
+            self.server.pool.release(conn)
+
+    def release_unpinned(self) -> None:
+        """Give back connections the session does not need between statements."""
+        if self.pins:
+            return
+        for conn in list(self.attached.values()):
+            if not conn.in_transaction:
+                self.detach(conn)
+
+    def _pause_backend(self) -> None:
+        if self.current is not None and self.current.transport is not None:
+            self.current.transport.pause_reading()
+
+    def _resume_backend(self) -> None:
+        if self.current is not None and self.current.transport is not None:
+            self.current.transport.resume_reading()
+
+    # -- running one command on a backend --------------------------------------------------------
+    async def forward(
+        self,
+        target: ServerState,
+        command: int,
+        packet: bytes,
+        *,
+        cursor: bool = False,
+        conn: BackendConnection | None = None,
+    ) -> ResponseScanner | None:
+        """Send a framed client command to target and relay the response to the client.
+
+        Returns the finished scanner, or None when the client already got an error.
+        """
+        if conn is None:
+            try:
+                conn = await self.backend_for(target)
+            except StateSyncError as exc:
+                self.client.write(build_packet(1, _encode_err(exc.err)))
+                return None
+            except BackendError as exc:
+                self.server.note_backend_error(target, exc)
+                self.send_error(ErrorCode.CR_CONN_HOST_ERROR, f"pyproxy: {exc}", 1)
+                return None
+        scanner = ResponseScanner(command, conn.caps, cursor=cursor)
+        self.current = conn
+        self.last_server = conn.server_name
+        target.outstanding += 1
+        self.change_phase(SessionPhase.EXECUTING)
+        if self.client.paused and conn.transport is not None:
+            conn.transport.pause_reading()
+        try:
+            await conn.relay(packet, scanner, self.sink)
+            while scanner.infile:
+                await self._relay_infile(conn, scanner)
+        except BackendError as exc:
+            self.detach(conn, broken=True)
+            self.server.note_backend_error(target, exc)
+            if scanner.consumed:
+                # Part of the result already reached the client: end the session cleanly.
+                self.send_error(ErrorCode.CR_SERVER_LOST,
+                                f"pyproxy: lost backend {target.name} during the query",
+                                (scanner.last_seq + 1) & 0xFF)  # fmt: skip
+                raise
+            self.send_error(ErrorCode.CR_SERVER_LOST,
+                            f"pyproxy: lost connection to backend {target.name}: {exc}", 1)
+            return None
+        finally:
+            target.outstanding -= 1
+            self.current = None
+        conn.change_state(ConnState.IDLE)
+        self._after_response(conn, scanner)
+        return scanner
+
+    async def _relay_infile(self, conn: BackendConnection, scanner: ResponseScanner) -> None:
+        """LOAD DATA LOCAL INFILE: the client sends the file, then the server answers."""
+        while True:
+            packet = await self.client.read_packet()
+            conn.write(build_packet(packet.seq, packet.payload))
+            if not packet.payload:
+                break
+        await conn.resume_relay(scanner, self.sink)
+
+    def _after_response(self, conn: BackendConnection, scanner: ResponseScanner) -> None:
+        if scanner.status is not None:
+            self.status = scanner.status
+            conn.status = scanner.status
+            self.state.autocommit = bool(scanner.status & ServerStatus.AUTOCOMMIT)
+            conn.session.autocommit = self.state.autocommit
+            if scanner.status & ServerStatus.SESSION_STATE_CHANGED and scanner.ok_payload:
+                self._learn_session_state(conn, scanner.ok_payload)
+
+    def _learn_session_state(self, conn: BackendConnection, ok_payload: bytes) -> None:
+        try:
+            ok = parse_ok(ok_payload, conn.caps)
+        except ProtocolError:
+            return
+        if ok.schema is not None:
+            self.state.schema = conn.session.schema = ok.schema
+
+    # -- routing ---------------------------------------------------------------------------------
+    def route(self, stmt: Classification, quiet: bool = False) -> ServerState | None:
+        """The server a statement runs on; None (after an ERR to the client) when none can."""
+        for conn in self.attached.values():
+            # A transaction, a cursor or session-bound state keeps everything on its server.
+            if conn.in_transaction or self.pins:
+                return self.target_of(conn)
+        if stmt.needs_previous_backend and self.last_server in self.attached:
+            return self.server.cluster.server(self.last_server)
+        target = self.server.router.choose(stmt, self)
+        if target is None and not quiet:
+            self.send_error(ErrorCode.CR_CONN_HOST_ERROR,
+                            "pyproxy: no backend server is available for this statement")
+        return target
+
+    def sticky_target(self) -> ServerState:
+        """Where session-level commands go: the server the session already uses, or the writer."""
+        for conn in self.attached.values():
+            return self.target_of(conn)
+        writer = self.server.writer()
+        if writer is None:
+            raise BackendError("no writer is available")
+        return writer
+
+    def target_of(self, conn: BackendConnection) -> ServerState:
+        return self.server.cluster.server(conn.server_name)
+
+    def after_statement(
+        self, stmt: Classification, sql: str, scanner: ResponseScanner
+    ) -> None:
+        """Learn what a successful statement changed in the session."""
+        if scanner.error is not None:
+            return
+        if stmt.pins_session:
+            self.pins.reasons.add(stmt.pin_reason or "session state")
+        if not stmt.changes_session_state or stmt.next_transaction_only or not stmt.replay_sql:
+            return
+        conn = self.attached.get(self.last_server) if self.last_server else None
+        names = stmt.session_vars
+        if names == ("database",):
+            schema = _use_target(stmt.replay_sql)
+            self.state.schema = schema
+            if conn is not None:
+                conn.session.schema = schema
+            return
+        if names == ("autocommit",):
+            return  # followed through the status flags of every response
+        key = "names" if "character_set_client" in names else ",".join(names) or sql
+        for target in (self.state, conn.session if conn is not None else None):
+            if target is not None:
+                # Re-inserting moves the key last, so replay keeps the client's order.
+                target.variables.pop(key, None)
+                target.variables[key] = stmt.replay_sql
+
+    def report_backend_failure(self, target: ServerState, exc: BackendError) -> None:
+        self.server.note_backend_error(target, exc)
+        if exc.err is not None:
+            self.send_error(exc.err.code, exc.err.message)
+        else:
+            self.send_error(ErrorCode.CR_CONN_HOST_ERROR, f"pyproxy: {exc}")
+
+    # -- resets ------------------------------------------------------------------------------------
+    def reset(self, state: SessionState) -> None:
+        """Forget everything session-bound (COM_RESET_CONNECTION, COM_CHANGE_USER)."""
+        for conn in list(self.attached.values()):
+            conn.session.tainted = True
+            self.detach(conn)
+        self.state = state
+        self.pins.reasons.clear()
+        self.stmts.clear()
+
+    async def change_user(self, request: ChangeUser) -> bool:
+        cfg = self.server.config
+        user = cfg.user(request.username)
+        seq = 1
+        ok = False
+        if user is not None and request.auth_plugin_name in (None, "mysql_native_password"):
+            ok = verify_native_password(self.scramble, request.auth_response, user.password)
+        if not ok:
+            # Ask for a fresh native-password scramble: every client library supports it.
+            scramble = generate_scramble()
+            switch = AuthSwitchRequest("mysql_native_password", scramble + b"\0")
+            self.client.write(build_packet(seq, encode_auth_switch_request(switch)))
+            reply = await self.client.read_packet()
+            seq = reply.next_seq
+            ok = user is not None and verify_native_password(scramble, reply.payload,
+                                                             user.password)  # fmt: skip
+        if not ok or user is None:
+            self.server.stats.auth_failures += 1
+            using = "YES" if request.auth_response else "NO"
+            self.send_error(ErrorCode.ER_ACCESS_DENIED_ERROR,
+                            f"Access denied for user '{request.username}'@'{self.client.peer[0]}'"
+                            f" (using password: {using})", seq)  # fmt: skip
+            return False  # MySQL closes the connection after a failed change-user
+        self.user = user
+        self.reset(SessionState(
+            schema=request.database or user.default_schema,
+            collation=request.charset or self.state.collation,
+            multi_statements=self.state.multi_statements,
+        ))  # fmt: skip
+        self.status = int(ServerStatus.AUTOCOMMIT)
+        if request.database:
+            try:
+                await self.backend_for(self.sticky_target())
+            except StateSyncError as exc:
+                self.client.write(build_packet(seq, _encode_err(exc.err)))
+                return True
+            except BackendError as exc:
+                self.report_backend_failure(self.sticky_target(), exc)
+                return True
+        self.send_ok(seq)
+        return True
+
+    # -- replies made by the proxy itself ----------------------------------------------------------
+    def send_ok(self, seq: int = 1, affected_rows: int = 0) -> None:
+        self.client.write(build_ok(seq, affected_rows=affected_rows, status=self.status,
+                                   caps=self.caps))  # fmt: skip
+
+    def send_eof_or_ok(self, seq: int = 1) -> None:
+        payload = encode_end_of_result(self.caps, status=self.status)
+        self.client.write(build_packet(seq, payload))
+
+    def send_error(self, code: int, message: str, seq: int = 1) -> None:
+        self.client.write(build_err(seq, code, message))
+
+    # -- teardown --------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self.phase is SessionPhase.CLOSED:
+            return
+        self.change_phase(SessionPhase.CLOSED)
+        for conn in list(self.attached.values()):
+            # A connection holding the session's transaction, locks or variables must not be
+            # handed to anyone else as it is: the pool resets or closes it.
+            if self.pins or conn.in_transaction:
+                conn.session.tainted = True
+            self.detach(conn)
+        self.client.close()
+        self.server.session_closed(self)
+
+
+def _use_target(replay_sql: str) -> str:
+    """The schema of a `USE db` statement."""
+    name = replay_sql.strip().rstrip(";").split(None, 1)[1].strip()
+    if name.startswith("`") and name.endswith("`"):
+        name = name[1:-1].replace("``", "`")
+    return name
+
+
+class StateSyncError(Exception):
+    def __init__(self, err: ErrPacket) -> None:
+        super().__init__(err.message)
+        self.err = err
+
+
+def _encode_err(err: ErrPacket) -> bytes:
+    from proxy.protocol.packets import encode_err
+
+    return encode_err(err.code, err.message, err.sqlstate)
+
+
+def auth_seq(action: object) -> int:
+    """Sequence id for a packet replacing the final OK of an authentication exchange."""
+    data = getattr(action, "data", b"")
+    return data[3] if len(data) >= 4 else 2
