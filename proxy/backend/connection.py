@@ -7,10 +7,10 @@ import enum
 import logging
 import ssl
 import time
-from typing import cast
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from proxy.backend.sync import SessionState, Step, StepKind
 from proxy.protocol.auth import (

@@ -95,8 +95,7 @@ class BackendPool:
                     )
                 except TimeoutError:
                     raise BackendError(
-                        f"{server.name}: all {limit} backend connections are busy "
-                        "(max_connections)"
+                        f"{server.name}: all {limit} backend connections are busy (max_connections)"
                     ) from None
         self._open[server.name] += 1
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import cast
 from collections.abc import Callable
+from typing import cast
 
 from proxy.protocol.packets import Packet, PacketReader
 

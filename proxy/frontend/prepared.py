@@ -202,8 +202,10 @@ async def com_stmt_send_long_data(session: Session, packet: Packet) -> bool:
     cs = session.stmts.get(client_id)
     if cs is None:
         return True
-    target = session.route(cs.stmt, quiet=True) if cs.pinned_conn is None else (
-        session.target_of(cs.pinned_conn)
+    target = (
+        session.route(cs.stmt, quiet=True)
+        if cs.pinned_conn is None
+        else (session.target_of(cs.pinned_conn))
     )
     if target is None:
         return True
@@ -268,8 +270,10 @@ async def com_stmt_fetch(session: Session, packet: Packet) -> bool:
     body[1:5] = conn.stmts[cs.sql].stmt_id.to_bytes(4, "little")
     scanner = await session.forward(session.target_of(conn), Command.COM_STMT_FETCH,
                                     build_packet(0, body), conn=conn)  # fmt: skip
-    if scanner is not None and scanner.status is not None and (
-        scanner.status & ServerStatus.LAST_ROW_SENT
+    if (
+        scanner is not None
+        and scanner.status is not None
+        and (scanner.status & ServerStatus.LAST_ROW_SENT)
     ):
         _unpin(session, client_id, cs)
     return True

@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 class SessionPhase(enum.Enum):
     HANDSHAKE = "handshake"
     IDLE = "idle"  # waiting for the client's next command
@@ -123,7 +122,7 @@ class Session:
     async def authenticate(self) -> bool:
         cfg = self.server.config
         auth = ServerAuth(
-            lambda name: (u.password if (u := cfg.user(name)) else None),
+            lambda name: u.password if (u := cfg.user(name)) else None,
             connection_id=self.id,
             server_version=cfg.server_version,
             default_plugin=cfg.auth_plugin,
@@ -285,8 +284,11 @@ class Session:
                                 f"pyproxy: lost backend {target.name} during the query",
                                 (scanner.last_seq + 1) & 0xFF)  # fmt: skip
                 raise
-            self.send_error(ErrorCode.CR_SERVER_LOST,
-                            f"pyproxy: lost connection to backend {target.name}: {exc}", 1)
+            self.send_error(
+                ErrorCode.CR_SERVER_LOST,
+                f"pyproxy: lost connection to backend {target.name}: {exc}",
+                1,
+            )
             return None
         finally:
             target.outstanding -= 1
@@ -332,8 +334,10 @@ class Session:
             return self.server.cluster.server(self.last_server)
         target = self.server.router.choose(stmt, self)
         if target is None and not quiet:
-            self.send_error(ErrorCode.CR_CONN_HOST_ERROR,
-                            "pyproxy: no backend server is available for this statement")
+            self.send_error(
+                ErrorCode.CR_CONN_HOST_ERROR,
+                "pyproxy: no backend server is available for this statement",
+            )
         return target
 
     def sticky_target(self) -> ServerState:
@@ -348,9 +352,7 @@ class Session:
     def target_of(self, conn: BackendConnection) -> ServerState:
         return self.server.cluster.server(conn.server_name)
 
-    def after_statement(
-        self, stmt: Classification, sql: str, scanner: ResponseScanner
-    ) -> None:
+    def after_statement(self, stmt: Classification, sql: str, scanner: ResponseScanner) -> None:
         """Learn what a successful statement changed in the session."""
         if scanner.error is not None:
             return
