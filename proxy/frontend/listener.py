@@ -86,6 +86,7 @@ class ProxyServer:
             self._sweeper.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.pool.close()
+        await asyncio.sleep(0.05)  # let the COM_QUITs and closes reach the servers
 
     # -- clients ---------------------------------------------------------------------------------
     def _new_client(self) -> ClientConnection:

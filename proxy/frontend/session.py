@@ -15,6 +15,7 @@ from proxy.cluster import ServerState
 from proxy.config import User
 from proxy.frontend.client import ClientConnection, ClientGone
 from proxy.protocol.auth import (
+    DEFAULT_SERVER_CAPABILITIES,
     AuthAction,
     AuthDone,
     AuthFailed,
@@ -126,6 +127,8 @@ class Session:
             connection_id=self.id,
             server_version=cfg.server_version,
             default_plugin=cfg.auth_plugin,
+            # LOAD DATA LOCAL INFILE is relayed: the client's file goes to the backend.
+            capabilities=DEFAULT_SERVER_CAPABILITIES | Capability.CLIENT_LOCAL_FILES,
             tls_available=self.server.tls is not None,
             rsa_key=self.server.rsa_key,
             client_host=self.client.peer[0],
