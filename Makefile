@@ -64,11 +64,9 @@ lab-down: venv
 lab-status: venv
 	$(BIN)/pyproxy lab status --dir $(LAB_DIR)
 
+# The lab (2 masters + 1 replica) and pyproxy on 6033 in the foreground; Ctrl-C stops both.
 run: deps venv
-	$(BIN)/pyproxy lab up --dir $(LAB_DIR)
-	@echo
-	@echo "The lab is running (2 masters + 1 replica). The proxy itself is not built yet;"
-	@echo "connect to the servers directly with the ports above. Stop with: make lab-down"
+	$(BIN)/pyproxy lab run --dir $(LAB_DIR)
 
 clean:
 	-$(BIN)/pyproxy lab destroy --dir $(LAB_DIR)

@@ -27,10 +27,11 @@ def _lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         ("status", "show each node's role, read_only, replication threads, lag and GTID"),
         ("destroy", "stop the lab and remove its data"),
         ("kill", "SIGKILL one node (for failure drills)"),
+        ("run", "start the lab and pyproxy in front of it; Ctrl-C stops both"),
     ]:
         p = lab_sub.add_parser(name, help=text, description=text)
         p.add_argument("--dir", default=DEFAULT_LAB_DIR, help="lab directory (default: ./lab)")
-        if name == "up":
+        if name in ("up", "run"):
             p.add_argument("--masters", type=int, default=2)
             p.add_argument("--replicas", type=int, default=1)
             p.add_argument("--semisync", action="store_true", help="semi-sync between masters")
@@ -53,6 +54,24 @@ def _run_lab(args: argparse.Namespace) -> int:
     elif args.lab_cmd == "destroy":
         stopped = lab.destroy()
         print(f"stopped: {', '.join(stopped) or 'nothing was running'}; removed {lab.root}")
+    elif args.lab_cmd == "run":
+        lab.up(masters=args.masters, replicas=args.replicas, semisync=args.semisync)
+        config = load_config(lab.write_proxy_config())
+        print("\n".join(lab.status_lines()))
+        mysql = config.listeners.mysql
+        app = config.users[0]
+        print(
+            f"\npyproxy is starting on {mysql.host}:{mysql.port}. Connect with:\n"
+            f"  mariadb -h {mysql.host} -P {mysql.port} -u {app.username} -p{app.password} "
+            f"{app.default_schema or ''}\n"
+            f"Ctrl-C stops the proxy and the lab.\n",
+            flush=True,
+        )
+        try:
+            return run_proxy(config)
+        finally:
+            stopped = lab.down()
+            print(f"stopped pyproxy and the lab ({', '.join(stopped)})")
     elif args.lab_cmd == "kill":
         pid = lab.kill(args.node)
         print(f"{args.node}: " + (f"killed pid {pid}" if pid else "was not running"))

@@ -21,7 +21,7 @@ from proxy.protocol.auth import (
     AuthStartTLS,
     ClientAuth,
 )
-from proxy.protocol.constants import Capability, Command, ServerStatus
+from proxy.protocol.constants import Capability, Command, ErrorCode, ServerStatus
 from proxy.protocol.handshake import HandshakeV10, parse_handshake_v10
 from proxy.protocol.packets import (
     ErrPacket,
@@ -122,6 +122,8 @@ class BackendConnection(asyncio.Protocol):
         self.last_used = time.monotonic()
         self.broken = False
         self.counted = False  # holds one of the pool's per-server slots
+        self._password = ""
+        self._collation = 45
         self._reader = PacketReader(max_payload=1 << 30)
         self._waiter: asyncio.Future[None] | None = None
         self._relay: tuple[ResponseScanner, Sink, asyncio.Future[None]] | None = None
@@ -261,6 +263,8 @@ class BackendConnection(asyncio.Protocol):
             packet = await self.read_packet()
             action = auth.feed(packet.payload, packet.seq)
         self.caps = auth.capabilities
+        self._password = password
+        self._collation = collation
         self.session = SessionState(schema=database, collation=collation)
         self.change_state(ConnState.IDLE)
 
@@ -315,6 +319,12 @@ class BackendConnection(asyncio.Protocol):
                     build_command(Command.COM_RESET_CONNECTION),
                     ResponseScanner(Command.COM_RESET_CONNECTION, self.caps),
                 )
+                if sc.error is not None and sc.error.code == ErrorCode.ER_UNKNOWN_COM_ERROR:
+                    # A server without COM_RESET_CONNECTION: re-login does the same.
+                    err = await self.change_user()
+                    if err is not None:
+                        return err
+                    sc = ResponseScanner(Command.COM_PING, self.caps)
                 self.stmts.clear()
                 self.session = SessionState(
                     schema=self.session.schema,
@@ -339,6 +349,28 @@ class BackendConnection(asyncio.Protocol):
         self.session = want.copy()
         self.session.autocommit = bool(self.status & ServerStatus.AUTOCOMMIT)
         return None
+
+    async def change_user(self) -> ErrPacket | None:
+        """COM_CHANGE_USER to the same user: resets the session like a fresh login."""
+        assert self.greeting is not None
+        auth = ClientAuth(
+            self.greeting,
+            self.user,
+            self._password,
+            database=self.session.schema,
+            capabilities=self.caps,
+            charset=self._collation,
+        )
+        action: AuthAction = auth.start_change_user()
+        while True:
+            if isinstance(action, AuthFailed):
+                return action.error
+            if isinstance(action, AuthDone):
+                return None
+            if isinstance(action, AuthSend):
+                self.write(action.data)
+            packet = await self.read_packet()
+            action = auth.feed(packet.payload, packet.seq)
 
     def close(self) -> None:
         if self.state is ConnState.CLOSED:

@@ -457,10 +457,8 @@ class Session:
             return
         self.change_phase(SessionPhase.CLOSED)
         for conn in list(self.attached.values()):
-            # A connection holding the session's transaction, locks or variables must not be
-            # handed to anyone else as it is: the pool resets or closes it.
-            if self.pins or conn.in_transaction:
-                conn.session.tainted = True
+            # The next session to get this connection finds it reset (COM_RESET_CONNECTION).
+            conn.session.tainted = True
             self.detach(conn)
         self.client.close()
         self.server.session_closed(self)
