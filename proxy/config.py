@@ -95,7 +95,9 @@ class Config(_Model):
     admin: Account = Account(username="admin", password="admin")  # the 6032 interface
     frontend_tls: TLSFiles | None = None
     auth_plugin: Literal["mysql_native_password", "caching_sha2_password"] = "mysql_native_password"
-    server_version: str = "8.0.36-pyproxy"
+    # What clients see as the server version. Unset: the writer's own version string, so that
+    # drivers pick the right dialect (e.g. no MySQL-only collations towards MariaDB).
+    server_version: str | None = None
     pool: Pool = Pool()
     limits: Limits = Limits()
     health: Health = Health()

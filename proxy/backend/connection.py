@@ -380,3 +380,18 @@ class BackendConnection(asyncio.Protocol):
                 self.transport.write(build_command(Command.COM_QUIT))
             self.transport.close()
         self.change_state(ConnState.CLOSED)
+
+
+async def read_greeting(host: str, port: int, timeout: float) -> HandshakeV10:
+    """Connect, read a server's greeting and hang up (no login): its version and flags."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    try:
+        header = await asyncio.wait_for(reader.readexactly(4), timeout)
+        payload = await asyncio.wait_for(
+            reader.readexactly(int.from_bytes(header[:3], "little")), timeout
+        )
+    finally:
+        writer.close()
+    if is_err(payload):
+        raise BackendError(f"{host}:{port} refused the connection: {parse_err(payload).message}")
+    return parse_handshake_v10(payload)

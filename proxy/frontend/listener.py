@@ -9,7 +9,7 @@ import ssl
 import time
 from dataclasses import dataclass
 
-from proxy.backend.connection import BackendError
+from proxy.backend.connection import BackendError, read_greeting
 from proxy.backend.pool import BackendPool
 from proxy.cluster import Cluster, ServerState
 from proxy.config import Config
@@ -18,7 +18,7 @@ from proxy.frontend.client import ClientConnection
 from proxy.frontend.session import Session, SessionPhase
 from proxy.protocol.auth import RsaKeyPair, generate_rsa_key_pair
 from proxy.protocol.constants import ErrorCode
-from proxy.protocol.packets import build_err
+from proxy.protocol.packets import ProtocolError, build_err
 from proxy.routing.classifier import Classification, Classifier
 from proxy.routing.router import Router
 
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 # A session idle this long gives back backend connections it does not need (multiplexing).
 RELEASE_IDLE_S = 1.0
+FALLBACK_VERSION = "8.0.36-pyproxy"
 
 
 @dataclass
@@ -51,6 +52,7 @@ class ProxyServer:
         # caching_sha2_password clients without TLS may ask for our RSA key (full auth).
         self.rsa_key: RsaKeyPair = generate_rsa_key_pair()
         self._next_id = 0
+        self.server_version = config.server_version or FALLBACK_VERSION
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -58,12 +60,25 @@ class ProxyServer:
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self.server_version = self.config.server_version or await self._backend_version()
         listen = self.config.listeners.mysql
         self._server = await loop.create_server(
             self._new_client, listen.host, listen.port, reuse_address=True, backlog=1024
         )
         self.pool.start()
         self._sweeper = loop.create_task(self._sweep())
+
+    async def _backend_version(self) -> str:
+        timeout = self.config.pool.connect_timeout_ms / 1000
+        for server in self.config.masters + self.config.replicas:
+            try:
+                greeting = await read_greeting(server.host, server.port, timeout)
+            except (OSError, TimeoutError, BackendError, ProtocolError) as exc:
+                log.warning("cannot read %s's version: %s", server.name, exc)
+                continue
+            return greeting.server_version
+        log.warning("no backend answered; announcing version %s", FALLBACK_VERSION)
+        return FALLBACK_VERSION
 
     @property
     def port(self) -> int:

@@ -53,7 +53,7 @@ def _unknown(session: Session, stmt_id: int, seq: int = 1) -> None:
 def _stmt_id(packet: Packet) -> int:
     if len(packet.payload) < 5:
         raise ProtocolError("statement command without a statement id")
-    return read_stmt_id(packet.payload, 1)
+    return read_stmt_id(packet.payload)
 
 
 async def com_stmt_prepare(session: Session, packet: Packet) -> bool:

@@ -125,7 +125,7 @@ class Session:
         auth = ServerAuth(
             lambda name: u.password if (u := cfg.user(name)) else None,
             connection_id=self.id,
-            server_version=cfg.server_version,
+            server_version=self.server.server_version,
             default_plugin=cfg.auth_plugin,
             # LOAD DATA LOCAL INFILE is relayed: the client's file goes to the backend.
             capabilities=DEFAULT_SERVER_CAPABILITIES | Capability.CLIENT_LOCAL_FILES,

@@ -128,6 +128,7 @@ def write_cnf(
         f"auto_increment_increment={max(masters, 1)}",
         f"auto_increment_offset={master_index if role == 'master' else 1}",
         "max_connections=1000",
+        "max_allowed_packet=64M",
         "innodb_buffer_pool_size=64M",
         "innodb_log_file_size=16M",
         "innodb_flush_log_at_trx_commit=2",
