@@ -394,3 +394,49 @@ def test_change_user_and_reset_connection(proxy_endpoint: Endpoint) -> None:
     assert _scalar(conn, "SELECT @v") is None
     assert _scalar(conn, "SELECT @@time_zone") == "SYSTEM"
     conn.close()
+
+
+def _read_packets_until_eof(conn: pymysql.Connection) -> list[bytes]:
+    packets = []
+    while True:
+        packet = conn._read_packet()
+        packets.append(packet._data)
+        if packet.is_eof_packet() or packet.is_error_packet():
+            return packets
+
+
+def test_field_list_set_option_and_process_kill(proxy_endpoint: Endpoint) -> None:
+    conn = _connect(proxy_endpoint)
+    # COM_FIELD_LIST (what the mysql CLI's auto-rehash sends): column definitions, then EOF.
+    conn._execute_command(0x04, b"products\0")
+    packets = _read_packets_until_eof(conn)
+    assert len(packets) == 8 and b"stock_quantity" in b"".join(packets)
+    # COM_SET_OPTION turns multi-statements on for a client that connected without them.
+    conn._execute_command(0x1B, b"\x00\x00")
+    conn._read_packet()
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1; SELECT 2")
+        assert cur.fetchall() == ((1,),)
+        assert cur.nextset() and cur.fetchall() == ((2,),)
+    # COM_PROCESS_KILL (PyMySQL's kill()) of another session of the same user.
+    victim = _connect(proxy_endpoint)
+    conn.kill(victim.thread_id())
+    with pytest.raises(pymysql.err.OperationalError):
+        _scalar(victim, "SELECT 1")
+    assert _scalar(conn, "SELECT 9") == 9
+    conn.close()
+
+
+def test_client_gone_mid_result(proxy: ProxyThread, proxy_endpoint: Endpoint) -> None:
+    for _ in range(3):
+        conn = _connect(proxy_endpoint)
+        sock = conn._sock
+        assert sock is not None
+        query = b"SELECT seq, REPEAT('x', 500) FROM seq_1_to_200000"
+        sock.sendall(struct.pack("<I", len(query) + 1) + b"\x03" + query)
+        sock.recv(1000)  # the first bytes of the result...
+        sock.close()  # ...and the client is gone
+    other = _connect(proxy_endpoint)
+    assert _scalar(other, "SELECT COUNT(*) FROM seq_1_to_1000") == 1000
+    other.close()
+    _pool_is_clean(proxy)
