@@ -53,11 +53,54 @@ class Server(_Model):
     tls: BackendTLS = BackendTLS()
 
 
+Consistency = Literal["read_your_writes", "eventual", "strong"]
+
+
 class User(_Model):
     username: str
     password: str
     default_schema: str | None = None
     max_connections: int = Field(10_000, ge=1)
+    consistency: Consistency | None = None  # overrides routing.consistency for this user
+
+
+class Routing(_Model):
+    # read_your_writes: a session reads its own writes; eventual: any replica within the lag
+    # limit; strong: every read on the writer.
+    consistency: Consistency = "read_your_writes"
+    reads_fallback_to_writer: bool = True  # no healthy replica: reads go to the writer
+    writer_serves_reads: bool = False  # the writer is also in the read pool
+
+
+class QueryRule(_Model):
+    """Like ProxySQL's mysql_query_rules: the first rule that matches decides."""
+
+    name: str | None = None
+    match_digest: str | None = None  # regex on the normalized statement (literals are ?)
+    match_pattern: str | None = None  # regex on the statement text itself
+    username: str | None = None
+    schema_name: str | None = None
+    route: str | None = None  # writer | reader | <server name>
+    block: str | None = None  # the error message the client gets
+    rewrite: str | None = None  # replacement for match_pattern (re.sub syntax)
+
+    @model_validator(mode="after")
+    def _one_action(self) -> QueryRule:
+        actions = [a for a in (self.route, self.block, self.rewrite) if a is not None]
+        if len(actions) != 1:
+            raise ValueError("a rule needs exactly one of route, block or rewrite")
+        if self.match_digest is None and self.match_pattern is None:
+            raise ValueError("a rule needs match_digest or match_pattern")
+        if self.rewrite is not None and self.match_pattern is None:
+            raise ValueError("rewrite needs match_pattern")
+        for field_name in ("match_digest", "match_pattern"):
+            pattern = getattr(self, field_name)
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ValueError(f"{field_name}: invalid regex: {exc}") from None
+        return self
 
 
 class Account(_Model):
@@ -101,6 +144,8 @@ class Config(_Model):
     pool: Pool = Pool()
     limits: Limits = Limits()
     health: Health = Health()
+    routing: Routing = Routing()
+    query_rules: list[QueryRule] = []
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -117,6 +162,10 @@ class Config(_Model):
     def _one_master_at_least(self) -> Config:
         if not any(s.role == "master" for s in self.servers):
             raise ValueError("servers: at least one server must have role: master")
+        names = {s.name for s in self.servers}
+        for i, rule in enumerate(self.query_rules):
+            if rule.route not in (None, "writer", "reader") and rule.route not in names:
+                raise ValueError(f"query_rules[{i}].route: no server named {rule.route!r}")
         return self
 
     def user(self, name: str) -> User | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Awaitable, Callable
 
 from proxy.backend.sync import SessionState
@@ -39,17 +40,38 @@ async def com_ping(session: Session, packet: Packet) -> bool:
 
 
 async def com_query(session: Session, packet: Packet) -> bool:
+    server = session.server
     sql = packet.payload[1:].decode("utf-8", "replace")
     if sql[:4].upper() == "KILL" and (m := _KILL.match(sql)):
-        await session.server.kill(session, int(m.group(2)), (m.group(1) or "").upper() == "QUERY")
+        await server.kill(session, int(m.group(2)), (m.group(1) or "").upper() == "QUERY")
         return True
-    stmt = session.server.classify(sql)
-    target = session.route(stmt)
+    digest, stmt = server.classifier.classify(sql)
+    frame = _frame(packet)
+    override = None
+    if server.router.rules:
+        action = server.router.rules.match(sql, digest.text, session.username,
+                                           session.state.schema)  # fmt: skip
+        if action is not None:
+            if action.block is not None:
+                session.send_error(ErrorCode.ER_NOT_ALLOWED_COMMAND, action.block)
+                return True
+            if action.rewritten_sql is not None:
+                sql = action.rewritten_sql
+                digest, stmt = server.classifier.classify(sql)
+                frame = build_packet(0, bytes((Command.COM_QUERY,)) + sql.encode())
+            override = action.route
+    target = session.route(stmt, override=override)
     if target is None:
         return True
-    scanner = await session.forward(target, Command.COM_QUERY, _frame(packet))
+    started = time.perf_counter()
+    scanner = await session.forward(target, Command.COM_QUERY, frame)
     if scanner is not None:
         session.after_statement(stmt, sql, scanner)
+        server.digests.record(
+            digest.hex, digest.text, server.hostgroup(target.name), target.name,
+            session.username, session.state.schema,
+            int((time.perf_counter() - started) * 1e6), scanner.rows, scanner.affected_rows,
+        )  # fmt: skip
     return True
 
 

@@ -21,6 +21,7 @@ from proxy.protocol.constants import ErrorCode
 from proxy.protocol.packets import ProtocolError, build_err
 from proxy.routing.classifier import Classification, Classifier
 from proxy.routing.router import Router
+from proxy.routing.stats import READER_HOSTGROUP, WRITER_HOSTGROUP, QueryDigests
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ class ProxyServer:
         self.cluster = cluster or Cluster.from_config(config)
         self.pool = BackendPool(config.pool)
         self.classifier = Classifier()
-        self.router = Router(self.cluster)
+        self.router = Router(self.cluster, config)
+        self.digests = QueryDigests()
         self.sessions: dict[int, Session] = {}
         self.stats = ProxyStats()
         self.tls = _frontend_tls(config)
@@ -145,6 +147,9 @@ class ProxyServer:
     # -- services for sessions ---------------------------------------------------------------------
     def classify(self, sql: str) -> Classification:
         return self.classifier.classify(sql)[1]
+
+    def hostgroup(self, server: str) -> int:
+        return WRITER_HOSTGROUP if server == self.cluster.writer else READER_HOSTGROUP
 
     def writer(self) -> ServerState | None:
         return self.router.writer()

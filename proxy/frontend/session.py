@@ -39,6 +39,7 @@ from proxy.protocol.packets import (
     parse_ok,
 )
 from proxy.protocol.response import ResponseScanner
+from proxy.routing.router import changes_data
 
 if TYPE_CHECKING:
     from proxy.frontend.listener import ProxyServer
@@ -80,6 +81,8 @@ class Session:
         self.attached: dict[str, BackendConnection] = {}  # server name -> connection
         self.current: BackendConnection | None = None  # the one a statement runs on now
         self.last_server: str | None = None  # where the last statement ran
+        self.pinned_server: str | None = None  # where session-bound state lives
+        self.wrote = False  # changed data: later reads must see it (read-your-writes)
         self.pins = Pins()
         self.stmts: dict[int, ClientStmt] = {}
         self.next_stmt_id = 1
@@ -327,15 +330,24 @@ class Session:
             self.state.schema = conn.session.schema = ok.schema
 
     # -- routing ---------------------------------------------------------------------------------
-    def route(self, stmt: Classification, quiet: bool = False) -> ServerState | None:
+    def route(
+        self, stmt: Classification, quiet: bool = False, override: str | None = None
+    ) -> ServerState | None:
         """The server a statement runs on; None (after an ERR to the client) when none can."""
         for conn in self.attached.values():
-            # A transaction, a cursor or session-bound state keeps everything on its server.
-            if conn.in_transaction or self.pins:
+            if conn.in_transaction:  # a transaction stays where it began
                 return self.target_of(conn)
+        if self.pins and self.pinned_server in self.attached:
+            return self.server.cluster.server(self.pinned_server)
         if stmt.needs_previous_backend and self.last_server in self.attached:
             return self.server.cluster.server(self.last_server)
-        target = self.server.router.choose(stmt, self)
+        target = self.server.router.choose(
+            stmt,
+            autocommit=self.state.autocommit,
+            wrote=self.wrote,
+            consistency=self.user.consistency if self.user else None,
+            override=override,
+        )
         if target is None and not quiet:
             self.send_error(
                 ErrorCode.CR_CONN_HOST_ERROR,
@@ -359,8 +371,11 @@ class Session:
         """Learn what a successful statement changed in the session."""
         if scanner.error is not None:
             return
+        if changes_data(stmt):
+            self.wrote = True
         if stmt.pins_session:
             self.pins.reasons.add(stmt.pin_reason or "session state")
+            self.pinned_server = self.last_server
         if not stmt.changes_session_state or stmt.next_transaction_only or not stmt.replay_sql:
             return
         conn = self.attached.get(self.last_server) if self.last_server else None

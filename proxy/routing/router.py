@@ -1,20 +1,34 @@
-"""Choosing the server a classified statement runs on."""
+"""Choosing the server a classified statement runs on: writer, weighted replicas, rules."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from proxy.cluster import Cluster, ServerState
+from proxy.config import Config, Consistency
+from proxy.routing.classifier import Classification, StatementKind
+from proxy.routing.rules import QueryRules
+
+# WRITE statements after which a session's later reads must see its changes. Everything else
+# classified WRITE (pinning SELECTs, SET @x, transaction control...) changes no data.
+_NO_DATA_CHANGE = frozenset(
+    {"select", "set", "begin", "start", "commit", "rollback", "savepoint", "release", "show",
+     "kill", "do", "lock", "unlock", "xa", "explain", "describe", "desc", "help", "use",
+     "values", "table", "with", "handler", "prepare", "deallocate", "execute"}
+)  # fmt: skip
+
+
+def changes_data(stmt: Classification) -> bool:
+    """Could this successful statement have changed data or schema?"""
+    return stmt.kind is StatementKind.WRITE and (stmt.is_ddl or stmt.verb not in _NO_DATA_CHANGE)
 
 
 class Router:
-    """Maps a statement's classification to a server of the cluster.
+    """Maps a statement to a server of the cluster, given the session's situation."""
 
-    The data path issue sends everything to the writer; read/write splitting plugs in here.
-    """
-
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, config: Config) -> None:
         self.cluster = cluster
+        self.config = config
+        self.rules = QueryRules(config.query_rules)
+        self._current: dict[str, int] = {}  # smooth weighted round-robin state per server
 
     def writer(self) -> ServerState | None:
         name = self.cluster.writer
@@ -23,5 +37,60 @@ class Router:
         server = self.cluster.server(name)
         return server if server.usable else None
 
-    def choose(self, stmt: Any, session: Any) -> ServerState | None:
-        return self.writer()
+    def reader(self) -> ServerState | None:
+        """A healthy replica by weight (smooth weighted round-robin), fewest in flight on ties."""
+        routing = self.config.routing
+        best: ServerState | None = None
+        best_cur = 0
+        total = 0
+        for server in self.cluster.servers.values():
+            if not server.usable:
+                continue
+            if server.config.role == "replica":
+                weight = server.config.weight
+            elif routing.writer_serves_reads and server.name == self.cluster.writer:
+                weight = max(server.config.weight, 1)
+            else:
+                continue
+            if weight <= 0:
+                continue
+            cur = self._current.get(server.name, 0) + weight
+            self._current[server.name] = cur
+            total += weight
+            if (
+                best is None
+                or cur > best_cur
+                or (cur == best_cur and server.outstanding < best.outstanding)
+            ):
+                best, best_cur = server, cur
+        if best is not None:
+            self._current[best.name] -= total
+            return best
+        return self.writer() if routing.reads_fallback_to_writer else None
+
+    def choose(
+        self,
+        stmt: Classification,
+        *,
+        autocommit: bool = True,
+        wrote: bool = False,
+        consistency: Consistency | None = None,
+        override: str | None = None,
+    ) -> ServerState | None:
+        """The server for stmt; None when no server can take it."""
+        route = override or stmt.hint_route
+        if route is not None:
+            if route == "writer":
+                return self.writer()
+            if route == "reader":
+                return self.reader()
+            named = self.cluster.servers.get(route)
+            if named is not None and named.usable:
+                return named
+            # An unknown or unhealthy server named in a hint: route by the statement instead.
+        if stmt.kind is StatementKind.WRITE or not autocommit:
+            return self.writer()
+        level = stmt.hint_consistency or consistency or self.config.routing.consistency
+        if level == "strong" or (level == "read_your_writes" and wrote):
+            return self.writer()
+        return self.reader()

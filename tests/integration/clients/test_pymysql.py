@@ -254,15 +254,17 @@ def test_transactions_commit_and_rollback(
         conn.begin()
         with conn.cursor() as cur:
             cur.execute(f"INSERT INTO {t} VALUES (3, 'kept')")
+        # A second session reads from a replica unless told otherwise; the writer is where
+        # transaction visibility is decided, so it asks there (pyproxy's routing hint).
         with other.cursor() as cur:  # uncommitted: invisible to a second session
-            cur.execute(f"SELECT COUNT(*) FROM {t}")
+            cur.execute(f"SELECT /* pyproxy:writer */ COUNT(*) FROM {t}")
             assert cur.fetchone() == (0,)
         conn.commit()
         with conn.cursor() as cur:
             cur.execute(f"SELECT id, v FROM {t}")
             assert cur.fetchall() == ((3, "kept"),)
         with other.cursor() as cur:
-            cur.execute(f"SELECT id, v FROM {t}")
+            cur.execute(f"SELECT /* pyproxy:writer */ id, v FROM {t}")
             assert cur.fetchall() == ((3, "kept"),)
     finally:
         other.close()

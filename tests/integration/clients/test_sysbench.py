@@ -41,8 +41,9 @@ def test_oltp_read_write_without_errors(proxy_endpoint: Endpoint, schema: str) -
     # --rand-type=uniform: the default "special" distribution sends 75% of the accesses to 1%
     # of the rows, and on 2 x 1,000 rows with 4 threads InnoDB itself then reports a few dozen
     # deadlocks (1213, which sysbench counts as "ignored errors") per 10 s -- even straight
-    # against the server. Spread uniformly, no deadlock showed in 9 runs of 10 s each, so any
-    # error left is one the path to the server caused.
+    # against the server. Spread uniformly over 4 x 10,000 rows, deadlocks become rare enough
+    # (one in several runs on 1,000 rows, straight against the server too) that any error
+    # left is one the path to the server caused.
     base = [
         require_tool("sysbench"),
         "oltp_read_write",
@@ -52,12 +53,15 @@ def test_oltp_read_write_without_errors(proxy_endpoint: Endpoint, schema: str) -
         f"--mysql-user={ep.user}",
         f"--mysql-password={ep.password}",
         f"--mysql-db={schema}",
-        "--tables=2",
-        "--table-size=1000",
+        "--tables=4",
+        "--table-size=10000",
         "--rand-type=uniform",
     ]
     run([*base, "prepare"], timeout=60)
-    out = run([*base, "--threads=4", "--time=10", "run"], timeout=60).stdout
+    # No error is ignored: the first one ends the run and shows its code and message.
+    out = run(
+        [*base, "--threads=4", "--time=10", "--mysql-ignore-errors=none", "run"], timeout=60
+    ).stdout
     run([*base, "cleanup"], timeout=60)
 
     assert _stat(out, "ignored errors") == 0, out
