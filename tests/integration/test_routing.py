@@ -1,0 +1,199 @@
+"""Read/write splitting checked by asking the servers themselves (@@server_id, status counters)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import mysql.connector
+import pymysql
+import pytest
+
+from proxy.lab.lab import Lab
+from proxy.testing import ProxyThread
+from tests.conftest import proxy_config
+
+WRITER, REPLICA1, REPLICA2 = 1, 101, 102
+
+
+@pytest.fixture(scope="module")
+def split(lab: Lab) -> Iterator[ProxyThread]:
+    """A proxy with replica weights 1:3, a block rule and a rewrite rule."""
+    config = proxy_config(lab)
+    data = config.model_dump()
+    for server in data["servers"]:
+        if server["name"] == "replica2":
+            server["weight"] = 3
+    data["query_rules"] = [
+        {"name": "no-drop", "match_digest": r"^drop table", "username": "app",
+         "block": "DROP TABLE is not allowed through pyproxy"},
+        {"name": "old-name", "match_pattern": r"\blegacy_products\b", "rewrite": "products"},
+    ]  # fmt: skip
+    thread = ProxyThread(config.model_validate(data)).start()
+    try:
+        yield thread
+    finally:
+        thread.stop()
+
+
+def _conn(proxy: ProxyThread, **kwargs: object) -> pymysql.Connection:
+    return pymysql.connect(host="127.0.0.1", port=proxy.port, user="app", password="app-pass",
+                           database="demo_db", autocommit=True, **kwargs)  # type: ignore[arg-type]  # fmt: skip
+
+
+def _one(conn: pymysql.Connection, sql: str) -> tuple[object, ...]:
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        row = cur.fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def test_reads_spread_over_replicas_by_weight(split: ProxyThread) -> None:
+    conn = _conn(split)
+    seen = Counter(_one(conn, "SELECT @@server_id")[0] for _ in range(1000))
+    conn.close()
+    assert set(seen) == {REPLICA1, REPLICA2}, seen
+    assert 230 <= seen[REPLICA1] <= 270 and 730 <= seen[REPLICA2] <= 770, seen
+
+
+def test_transactions_and_locking_reads_stay_on_the_writer(split: ProxyThread) -> None:
+    conn = _conn(split)
+    conn.begin()
+    assert {_one(conn, "SELECT @@server_id")[0] for _ in range(20)} == {WRITER}
+    conn.commit()
+    assert _one(conn, "SELECT @@server_id FROM products LIMIT 1 FOR UPDATE")[0:1] in ((WRITER,),)
+    assert _one(conn, "SELECT @@server_id FROM DUAL LOCK IN SHARE MODE")[0] == WRITER
+    # With autocommit off every statement goes to the writer.
+    with conn.cursor() as cur:
+        cur.execute("SET autocommit = 0")
+    assert _one(conn, "SELECT @@server_id")[0] == WRITER
+    conn.rollback()
+    with conn.cursor() as cur:
+        cur.execute("SET autocommit = 1")
+    # A read-only transaction may run on one replica for its whole length.
+    with conn.cursor() as cur:
+        cur.execute("START TRANSACTION READ ONLY")
+    ids = {_one(conn, "SELECT @@server_id")[0] for _ in range(20)}
+    conn.commit()
+    assert len(ids) == 1 and ids <= {REPLICA1, REPLICA2}
+    conn.close()
+
+
+def test_writes_and_ddl_land_on_the_writer_and_replicate(split: ProxyThread, lab: Lab) -> None:
+    db = f"routing_{uuid.uuid4().hex[:8]}"
+    conn = _conn(split)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {db}")
+        cur.execute(f"CREATE TABLE {db}.t (id INT AUTO_INCREMENT PRIMARY KEY, sid INT)")
+        for _ in range(10):
+            cur.execute(f"INSERT INTO {db}.t (sid) VALUES (@@server_id)")
+        cur.execute(f"SELECT DISTINCT sid FROM {db}.t")
+        assert cur.fetchall() == ((WRITER,),)  # where each INSERT ran
+        cur.execute(f"UPDATE {db}.t SET sid = @@server_id + 1000 ORDER BY id LIMIT 5")
+        cur.execute(f"DELETE FROM {db}.t WHERE sid = @@server_id")
+        cur.execute(f"SELECT DISTINCT sid FROM {db}.t")
+        assert cur.fetchall() == ((WRITER + 1000,),)  # where the UPDATE and DELETE ran
+    conn.close()
+    # The new database and table reached every node by replication.
+    deadline = time.monotonic() + 10
+    for node in ("master1", "master2", "replica1", "replica2"):
+        while True:
+            root = lab.connect_root(node)
+            with root.cursor() as cur:
+                cur.execute(
+                    "SELECT COUNT(*) AS n FROM information_schema.tables "
+                    "WHERE table_schema = %s AND table_name = 't'",
+                    (db,),
+                )
+                found = cur.fetchone()["n"]
+            root.close()
+            if found or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert found == 1, node
+    root = lab.connect_root("master1")
+    with root.cursor() as cur:
+        cur.execute(f"DROP DATABASE {db}")
+    root.close()
+
+
+def test_session_state_follows_reads_to_replicas(split: ProxyThread) -> None:
+    conn = _conn(split)
+    with conn.cursor() as cur:
+        cur.execute("USE mysql")
+        cur.execute("SET NAMES latin1")
+        cur.execute("SET time_zone = '+03:00'")
+    for _ in range(4):  # both replicas get the session's state before serving it
+        sid, db, charset, tz = _one(
+            conn, "SELECT @@server_id, DATABASE(), @@character_set_client, @@time_zone"
+        )
+        assert sid in (REPLICA1, REPLICA2)
+        assert (db, charset, tz) == ("mysql", "latin1", "+03:00")
+    conn.close()
+
+
+def test_prepared_read_on_replica_and_prepared_write_on_writer(
+    split: ProxyThread, lab: Lab
+) -> None:
+    table = f"ps_route_{uuid.uuid4().hex[:8]}"
+    setup = _conn(split)
+    with setup.cursor() as cur:
+        cur.execute(f"CREATE TABLE {table} (id INT AUTO_INCREMENT PRIMARY KEY, sid INT)")
+    setup.close()
+    conn = mysql.connector.connect(host="127.0.0.1", port=split.port, user="app",
+                                   password="app-pass", database="demo_db", use_pure=True,
+                                   autocommit=True)  # fmt: skip
+    cur = conn.cursor(prepared=True)
+    cur.execute("SELECT @@server_id, ? + 1", (41,))
+    sid, answer = cur.fetchone()
+    assert sid in (REPLICA1, REPLICA2) and answer == 42
+    cur.execute(f"INSERT INTO {table} (sid) VALUES (@@server_id + ?)", (0,))
+    conn.close()
+    check = _conn(split)
+    assert _one(check, f"SELECT /* pyproxy:writer */ sid FROM {table}")[0] == WRITER
+    check.close()
+    root = lab.connect_root("master1")
+    with root.cursor() as c:
+        c.execute(f"DROP TABLE IF EXISTS demo_db.{table}")
+    root.close()
+
+
+def test_hints_override_the_classification(split: ProxyThread) -> None:
+    conn = _conn(split)
+    assert _one(conn, "SELECT /* pyproxy:writer */ @@server_id")[0] == WRITER
+    assert _one(conn, "/* pyproxy:server=replica2 */ SELECT @@server_id")[0] == REPLICA2
+    assert _one(conn, "/* pyproxy:server=master2 */ SELECT @@server_id")[0] == 2
+    conn.close()
+
+
+def test_block_rule_never_reaches_a_backend(split: ProxyThread, lab: Lab) -> None:
+    conn = _conn(split)
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS keep_me (id INT)")
+        with pytest.raises(pymysql.err.OperationalError) as err:
+            cur.execute("DROP TABLE keep_me")
+        assert err.value.args == (1148, "DROP TABLE is not allowed through pyproxy")
+        cur.execute("SELECT /* pyproxy:writer */ COUNT(*) FROM information_schema.tables "
+                    "WHERE table_schema = 'demo_db' AND table_name = 'keep_me'")  # fmt: skip
+        assert cur.fetchone() == (1,)
+        # The rewrite rule: an old table name still works.
+        cur.execute("SELECT COUNT(*) >= 0 FROM legacy_products")
+        assert cur.fetchone() == (1,)
+    conn.close()
+    hits = split.server.router.rules.hits
+    assert hits[0] >= 1 and hits[1] >= 1
+
+
+def test_digest_statistics(split: ProxyThread) -> None:
+    conn = _conn(split)
+    for i in range(5):
+        _one(conn, f"SELECT {i} + 1 AS digest_probe")
+    conn.close()
+    entries = [e for e in split.server.digests.entries.values()
+               if e.digest_text.startswith("select ? + ? as digest_probe")]  # fmt: skip
+    assert sum(e.count_star for e in entries) == 5
+    assert all(e.hostgroup == 1 and e.username == "app" for e in entries)
+    assert all(e.min_time_us <= e.max_time_us for e in entries)
