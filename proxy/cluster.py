@@ -22,6 +22,8 @@ class ServerState:
     read_only: bool | None = None
     lag_s: float | None = None
     last_error: str = ""
+    reason: str = ""  # why the status is what it is (shunned: lag, stopped thread...)
+    gtid_position: str = ""
     outstanding: int = 0  # statements in flight, for least-outstanding balancing
 
     @property

@@ -121,6 +121,7 @@ class Limits(_Model):
 
 
 class Health(_Model):
+    enabled: bool = True
     check_interval_ms: int = Field(500, ge=10)
     check_timeout_ms: int = Field(300, ge=10)
     failure_threshold: int = Field(3, ge=1)

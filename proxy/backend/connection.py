@@ -94,13 +94,19 @@ class BackendStmt:
 
 
 class Sink:
-    """Where relayed bytes go: a client transport, or nowhere once the client is gone."""
+    """Where relayed bytes go: a client transport, or nowhere once the client is gone.
 
-    __slots__ = ("bytes_out", "write")
+    hold_errors: a response that is one ERR packet is kept in `held` instead of being sent,
+    so the session may retry the statement elsewhere (a write refused as read-only).
+    """
 
-    def __init__(self, write: Callable[[bytes], object] | None) -> None:
+    __slots__ = ("bytes_out", "held", "hold_errors", "write")
+
+    def __init__(self, write: Callable[[bytes], object] | None, hold_errors: bool = False) -> None:
         self.write = write
         self.bytes_out = 0
+        self.hold_errors = hold_errors
+        self.held: bytes | None = None
 
 
 class BackendConnection(asyncio.Protocol):
@@ -150,8 +156,13 @@ class BackendConnection(asyncio.Protocol):
             except ProtocolError as exc:
                 self._fail(BackendError(f"malformed response from {self.server_name}: {exc}"))
                 return
-            if sink.write is not None:
-                sink.write(data if used == len(data) else data[:used])
+            chunk = data if used == len(data) else data[:used]
+            if sink.hold_errors and scanner.done and scanner.error is not None and not (
+                sink.bytes_out
+            ):
+                sink.held = chunk
+            elif sink.write is not None:
+                sink.write(chunk)
             sink.bytes_out += used
             if scanner.done or scanner.infile:
                 # infile: the server asked for the client's file; the session sends it and

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable
 from typing import cast
@@ -31,6 +32,10 @@ class ClientConnection(asyncio.Protocol):
         self.on_resume: Callable[[], None] | None = None
         self.paused = False
         self.on_connected: Callable[[ClientConnection], None] | None = None
+        self._tls: ssl.SSLObject | None = None
+        self._tls_in_bio = ssl.MemoryBIO()
+        self._tls_out = ssl.MemoryBIO()
+        self._handshake_waiter: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -44,6 +49,13 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
         self.last_active = time.monotonic()
+        if self._handshake_waiter is not None:
+            self._tls_in_bio.write(data)
+            if not self._handshake_waiter.done():
+                self._handshake_waiter.set_result(None)
+            return
+        if self._tls is not None:
+            data = self._tls_in(data)
         self.reader.feed(data)
         w = self._waiter
         if w is not None and not w.done():
@@ -54,6 +66,9 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        hw = self._handshake_waiter
+        if hw is not None and not hw.done():
+            hw.set_result(None)
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
@@ -88,7 +103,64 @@ class ClientConnection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if not self.closed and self.transport is not None:
+            if self._tls is not None:
+                self._tls.write(data)
+                data = self._tls_out.read()
             self.transport.write(data)
+
+    # -- TLS ---------------------------------------------------------------------------------------
+    # TLS runs over memory BIOs rather than loop.start_tls: a client sends its TLS ClientHello
+    # right behind the SSLRequest, often in the same read, and those bytes must reach the TLS
+    # engine, not be lost in the plain-text packet buffer.
+    async def start_tls(self, context: ssl.SSLContext, timeout: float = 10.0) -> None:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(incoming, outgoing, server_side=True)
+        incoming.write(self.reader.take_buffered())
+        self._tls_in_bio, self._tls_out = incoming, outgoing
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush_tls()
+                if self.closed or time.monotonic() > deadline:
+                    raise ClientGone() from None
+                self._handshake_waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await asyncio.wait_for(self._handshake_waiter, deadline - time.monotonic())
+                except TimeoutError:
+                    raise ClientGone() from None
+                finally:
+                    self._handshake_waiter = None
+        self._flush_tls()
+        self._tls = tls
+        # Application data that came with the end of the handshake.
+        self.reader.feed(self._tls_in(b""))
+
+    def _flush_tls(self) -> None:
+        pending = self._tls_out.read()
+        if pending and self.transport is not None and not self.closed:
+            self.transport.write(pending)
+
+    def _tls_in(self, data: bytes) -> bytes:
+        assert self._tls is not None
+        if data:
+            self._tls_in_bio.write(data)
+        out = bytearray()
+        while True:
+            try:
+                chunk = self._tls.read(65536)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLError:
+                self.close()  # a broken TLS stream: nothing more can be read from it
+                break
+            if not chunk:
+                break
+            out += chunk
+        self._flush_tls()  # TLS may need to answer (key updates, alerts)
+        return bytes(out)
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -60,11 +60,12 @@ async def com_query(session: Session, packet: Packet) -> bool:
                 digest, stmt = server.classifier.classify(sql)
                 frame = build_packet(0, bytes((Command.COM_QUERY,)) + sql.encode())
             override = action.route
-    target = session.route(stmt, override=override)
+    target = await session.route_wait(stmt, override)
     if target is None:
         return True
     started = time.perf_counter()
-    scanner = await session.forward(target, Command.COM_QUERY, frame)
+    scanner = await session.forward(target, Command.COM_QUERY, frame, stmt=stmt,
+                                    override=override)  # fmt: skip
     if scanner is not None:
         session.after_statement(stmt, sql, scanner)
         server.digests.record(

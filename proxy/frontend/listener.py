@@ -16,6 +16,7 @@ from proxy.config import Config
 from proxy.frontend import commands
 from proxy.frontend.client import ClientConnection
 from proxy.frontend.session import Session, SessionPhase
+from proxy.health.monitor import Monitor
 from proxy.protocol.auth import RsaKeyPair, generate_rsa_key_pair
 from proxy.protocol.constants import ErrorCode
 from proxy.protocol.packets import ProtocolError, build_err
@@ -58,11 +59,17 @@ class ProxyServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self.monitor = Monitor(config, self.cluster, on_writer_change=self._writer_changed,
+                               on_server_down=self._server_down)  # fmt: skip
+        self._topology_event = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.server_version = self.config.server_version or await self._backend_version()
+        if self.config.health.enabled:
+            # The first round of checks finds the writer before any client is accepted.
+            await self.monitor.start()
         listen = self.config.listeners.mysql
         self._server = await loop.create_server(
             self._new_client, listen.host, listen.port, reuse_address=True, backlog=1024
@@ -101,6 +108,7 @@ class ProxyServer:
             task.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        await self.monitor.stop()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.pool.close()
         await asyncio.sleep(0.05)  # let the COM_QUITs and closes reach the servers
@@ -158,6 +166,34 @@ class ProxyServer:
         self.stats.backend_errors += 1
         target.last_error = str(exc)
         log.warning("backend %s: %s", target.name, exc)
+        if exc.err is None:  # a network-level failure, not a refused login: check it now
+            self.monitor.recheck(target.name)
+
+    def note_read_only(self, target: ServerState) -> None:
+        """The writer refused a write as read-only: it was demoted; re-check it now."""
+        self.monitor.recheck(target.name)
+        if target.name == self.cluster.writer:
+            self.cluster.set_writer(None)
+            self._writer_changed(target.name, None)
+
+    async def topology_changed(self, timeout: float) -> None:
+        """Wait until the writer or a server's status changes (or timeout)."""
+        event = self._topology_event
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+
+    def _writer_changed(self, old: str | None, new: str | None) -> None:
+        if old is not None and old != new:
+            self.pool.drop_server(old)  # idle connections to a demoted writer are of no use
+        self._notify_topology()
+
+    def _server_down(self, name: str) -> None:
+        self.pool.drop_server(name)
+        self._notify_topology()
+
+    def _notify_topology(self) -> None:
+        event, self._topology_event = self._topology_event, asyncio.Event()
+        event.set()
 
     async def kill(self, session: Session, target_id: int, query_only: bool) -> None:
         """KILL [QUERY] id: ids are the proxy's own; the matching backend query is killed."""

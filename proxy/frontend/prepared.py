@@ -59,7 +59,7 @@ def _stmt_id(packet: Packet) -> int:
 async def com_stmt_prepare(session: Session, packet: Packet) -> bool:
     sql = packet.payload[1:].decode("utf-8", "replace")
     stmt = session.server.classify(sql)
-    target = session.route(stmt)
+    target = await session.route_wait(stmt)
     if target is None:
         return True
     try:
@@ -166,7 +166,10 @@ async def com_stmt_execute(session: Session, packet: Packet) -> bool:
     if cs is None:
         _unknown(session, client_id)
         return True
-    target = session.route(cs.stmt) if cs.pinned_conn is None else session.target_of(cs.pinned_conn)
+    if cs.pinned_conn is None:
+        target = await session.route_wait(cs.stmt)
+    else:
+        target = session.target_of(cs.pinned_conn)
     if target is None:
         return True
     found = await _backend_stmt(session, cs, target)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -39,6 +40,7 @@ from proxy.protocol.packets import (
     parse_ok,
 )
 from proxy.protocol.response import ResponseScanner
+from proxy.routing.classifier import StatementKind
 from proxy.routing.router import changes_data
 
 if TYPE_CHECKING:
@@ -194,12 +196,8 @@ class Session:
         return None
 
     async def _start_tls(self) -> None:
-        loop = asyncio.get_running_loop()
-        transport = self.client.transport
-        assert transport is not None and self.server.tls is not None
-        new = await loop.start_tls(transport, self.client, self.server.tls, server_side=True)
-        assert new is not None
-        self.client.transport = new
+        assert self.server.tls is not None
+        await self.client.start_tls(self.server.tls)
 
     # -- backends --------------------------------------------------------------------------------
     async def backend_for(self, target: ServerState) -> BackendConnection:
@@ -255,53 +253,91 @@ class Session:
         *,
         cursor: bool = False,
         conn: BackendConnection | None = None,
+        stmt: Classification | None = None,
+        override: str | None = None,
     ) -> ResponseScanner | None:
         """Send a framed client command to target and relay the response to the client.
 
-        Returns the finished scanner, or None when the client already got an error.
+        Returns the finished scanner, or None when the client already got an error. With
+        stmt given (a text statement outside a transaction) it is retried once elsewhere when
+        that is safe: a read whose server died before any byte reached the client, or a write
+        the server refused as read-only (it did not run; the writer moved).
         """
-        if conn is None:
+        retried = False
+        while True:
+            retryable = (
+                stmt is not None and not retried and not self.pins
+                and not any(c.in_transaction for c in self.attached.values())
+            )  # fmt: skip
+            if conn is None:
+                try:
+                    conn = await self.backend_for(target)
+                except StateSyncError as exc:
+                    self.client.write(build_packet(1, _encode_err(exc.err)))
+                    return None
+                except BackendError as exc:
+                    self.server.note_backend_error(target, exc)
+                    if retryable and exc.err is None and stmt is not None:
+                        retried = True
+                        new = await self.route_wait(stmt, override, exclude=target.name)
+                        if new is None:
+                            return None
+                        target = new
+                        continue
+                    self.send_error(ErrorCode.CR_CONN_HOST_ERROR, f"pyproxy: {exc}", 1)
+                    return None
+            scanner = ResponseScanner(command, conn.caps, cursor=cursor)
+            sink = self.sink
+            if retryable and stmt is not None and stmt.kind is StatementKind.WRITE:
+                sink = Sink(self.client.write, hold_errors=True)
+            self.current = conn
+            self.last_server = conn.server_name
+            target.outstanding += 1
+            self.change_phase(SessionPhase.EXECUTING)
+            if self.client.paused and conn.transport is not None:
+                conn.transport.pause_reading()
             try:
-                conn = await self.backend_for(target)
-            except StateSyncError as exc:
-                self.client.write(build_packet(1, _encode_err(exc.err)))
-                return None
+                await conn.relay(packet, scanner, sink)
+                while scanner.infile:
+                    await self._relay_infile(conn, scanner)
             except BackendError as exc:
+                self.detach(conn, broken=True)
                 self.server.note_backend_error(target, exc)
-                self.send_error(ErrorCode.CR_CONN_HOST_ERROR, f"pyproxy: {exc}", 1)
-                return None
-        scanner = ResponseScanner(command, conn.caps, cursor=cursor)
-        self.current = conn
-        self.last_server = conn.server_name
-        target.outstanding += 1
-        self.change_phase(SessionPhase.EXECUTING)
-        if self.client.paused and conn.transport is not None:
-            conn.transport.pause_reading()
-        try:
-            await conn.relay(packet, scanner, self.sink)
-            while scanner.infile:
-                await self._relay_infile(conn, scanner)
-        except BackendError as exc:
-            self.detach(conn, broken=True)
-            self.server.note_backend_error(target, exc)
-            if scanner.consumed:
-                # Part of the result already reached the client: end the session cleanly.
+                if scanner.consumed == 0 and retryable and stmt is not None and stmt.is_read:
+                    retried, conn = True, None
+                    new = await self.route_wait(stmt, override, exclude=target.name)
+                    if new is None:
+                        return None
+                    target = new
+                    continue
+                if scanner.consumed:
+                    # Part of the result already reached the client: end the session cleanly.
+                    self.send_error(ErrorCode.CR_SERVER_LOST,
+                                    f"pyproxy: lost backend {target.name} during the query",
+                                    (scanner.last_seq + 1) & 0xFF)  # fmt: skip
+                    raise
                 self.send_error(ErrorCode.CR_SERVER_LOST,
-                                f"pyproxy: lost backend {target.name} during the query",
-                                (scanner.last_seq + 1) & 0xFF)  # fmt: skip
-                raise
-            self.send_error(
-                ErrorCode.CR_SERVER_LOST,
-                f"pyproxy: lost connection to backend {target.name}: {exc}",
-                1,
-            )
-            return None
-        finally:
-            target.outstanding -= 1
-            self.current = None
-        conn.change_state(ConnState.IDLE)
-        self._after_response(conn, scanner)
-        return scanner
+                                f"pyproxy: lost connection to backend {target.name}: {exc}", 1)
+                return None
+            finally:
+                target.outstanding -= 1
+                self.current = None
+            conn.change_state(ConnState.IDLE)
+            self._after_response(conn, scanner)
+            if sink.held is not None:
+                err = scanner.error
+                if err is not None and err.code == ErrorCode.ER_OPTION_PREVENTS_STATEMENT:
+                    # Refused as read-only: the writer changed under us. Follow it.
+                    assert stmt is not None
+                    self.server.note_read_only(target)
+                    retried, conn = True, None
+                    new = await self.route_wait(stmt, override, exclude=target.name)
+                    if new is None:
+                        return None
+                    target = new
+                    continue
+                self.client.write(sink.held)
+            return scanner
 
     async def _relay_infile(self, conn: BackendConnection, scanner: ResponseScanner) -> None:
         """LOAD DATA LOCAL INFILE: the client sends the file, then the server answers."""
@@ -353,6 +389,30 @@ class Session:
                 ErrorCode.CR_CONN_HOST_ERROR,
                 "pyproxy: no backend server is available for this statement",
             )
+        return target
+
+    async def route_wait(
+        self, stmt: Classification, override: str | None = None, exclude: str | None = None
+    ) -> ServerState | None:
+        """route(), but waiting out a failover: statements needing the writer are held (up to
+        failover_hold_ms) until one is elected, then run there instead of failing."""
+        target = self.route(stmt, quiet=True, override=override)
+        if target is None or target.name == exclude:
+            hold = self.server.config.health.failover_hold_ms / 1000
+            deadline = time.monotonic() + hold
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                await self.server.topology_changed(remaining)
+                target = self.route(stmt, quiet=True, override=override)
+                if target is not None and target.name != exclude:
+                    break
+            if target is None or target.name == exclude:
+                self.send_error(ErrorCode.CR_CONN_HOST_ERROR,
+                                "pyproxy: no backend server is available for this statement "
+                                f"(waited {hold * 1000:.0f} ms for a failover)")  # fmt: skip
+                return None
         return target
 
     def sticky_target(self) -> ServerState:

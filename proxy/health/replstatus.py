@@ -21,6 +21,7 @@ class ReplicaStatus:
     last_io_errno: int
     last_sql_errno: int
     gtid_position: str  # MariaDB Gtid_IO_Pos, MySQL Executed_Gtid_Set
+    retrieved_gtid: str = ""  # received from the source: MariaDB Gtid_IO_Pos, MySQL Retrieved
 
     @property
     def healthy(self) -> bool:
@@ -62,4 +63,7 @@ def normalize_replica_status(row: Mapping[str, Any]) -> ReplicaStatus:
         last_io_errno=int(_pick(row, "Last_IO_Errno", default=0) or 0),
         last_sql_errno=int(_pick(row, "Last_SQL_Errno", default=0) or 0),
         gtid_position=_text(gtid).replace("\n", ""),
+        retrieved_gtid=_text(
+            _pick(row, "Gtid_IO_Pos", "Retrieved_Gtid_Set", default="")
+        ).replace("\n", ""),
     )

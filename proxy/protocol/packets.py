@@ -272,6 +272,13 @@ class PacketReader:
         """Bytes received but not yet returned as part of a packet."""
         return len(self._buf) + self._split_len
 
+    def take_buffered(self) -> bytes:
+        """Remove and return the raw bytes not yet read as packets (e.g. the start of a TLS
+        handshake that arrived right behind an SSLRequest)."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
+
     def read(self) -> Packet | None:
         """Next complete logical packet, or None until more bytes arrive."""
         buf = self._buf

@@ -1,0 +1,301 @@
+"""Health checker: one task per backend, server states, writer election, fencing, promotion."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncmy
+from asyncmy.cursors import DictCursor
+
+from proxy.cluster import Cluster, HostStatus, ServerState
+from proxy.config import Account, Config, Server
+from proxy.health.policy import CheckResult, MasterView, elect, replica_problem
+from proxy.health.replstatus import normalize_replica_status
+
+log = logging.getLogger(__name__)
+
+ER_CON_COUNT_ERROR = 1040
+# After a failed check the next ones come quickly, so a dead server reaches the failure
+# threshold in a fraction of the interval instead of several intervals.
+FAST_RECHECK_S = 0.1
+
+
+@dataclass
+class CheckStats:
+    """Per-server counters for metrics and the admin interface."""
+
+    checks_ok: int = 0
+    checks_failed: int = 0
+    last_latency_s: float = 0.0
+    consecutive_failures: int = 0
+    overloaded: bool = False
+
+
+@dataclass
+class FailoverEvent:
+    old_writer: str | None
+    new_writer: str | None
+    detected_at: float
+    promoted_at: float
+    reason: str
+
+
+class Monitor:
+    """Checks every backend with the monitor account and keeps the cluster view current."""
+
+    def __init__(
+        self,
+        config: Config,
+        cluster: Cluster,
+        on_writer_change: Callable[[str | None, str | None], None] | None = None,
+        on_server_down: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.cluster = cluster
+        self.on_writer_change = on_writer_change
+        self.on_server_down = on_server_down
+        self.stats: dict[str, CheckStats] = {s.name: CheckStats() for s in config.servers}
+        self.results: dict[str, CheckResult] = {}
+        self.failovers: list[FailoverEvent] = []
+        self.conflicts = 0  # times two masters were writable together
+        self._wake: dict[str, asyncio.Event] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._conns: dict[str, Any] = {}
+        self.mariadb: dict[str, bool] = {}
+        self._elect_lock = asyncio.Lock()
+        self._down_since: dict[str, float] = {}
+        self.paused = False  # a switchover in progress owns the writer
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Check every server once (so the writer is known before clients arrive), then watch."""
+        await asyncio.gather(*(self._check_once(s) for s in self.config.servers))
+        await self.evaluate()
+        for server in self.config.servers:
+            self._wake[server.name] = asyncio.Event()
+            self._tasks.append(asyncio.get_running_loop().create_task(self._watch(server)))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
+
+    def recheck(self, name: str) -> None:
+        """Passive detection: the data path saw an error on this server; check it now."""
+        event = self._wake.get(name)
+        if event is not None:
+            event.set()
+
+    # -- checking --------------------------------------------------------------------------------
+    async def _watch(self, server: Server) -> None:
+        interval = self.config.health.check_interval_ms / 1000
+        wake = self._wake[server.name]
+        while True:
+            failing = self.stats[server.name].consecutive_failures > 0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), FAST_RECHECK_S if failing else interval)
+            wake.clear()
+            await self._check_once(server)
+            await self.evaluate()
+
+    async def _check_once(self, server: Server) -> None:
+        stats = self.stats[server.name]
+        state = self.cluster.server(server.name)
+        started = time.monotonic()
+        timeout = self.config.health.check_timeout_ms / 1000
+        try:
+            result = await asyncio.wait_for(self._query(server), timeout)
+        except Exception as exc:
+            self._drop_conn(server.name)
+            code = _error_code(exc)
+            if code == ER_CON_COUNT_ERROR:
+                # Overloaded is not dead: keep its state, just note it.
+                stats.overloaded = True
+                state.last_error = "too many connections (overloaded)"
+                return
+            stats.checks_failed += 1
+            stats.consecutive_failures += 1
+            state.last_error = _describe(exc, timeout)
+            if (
+                stats.consecutive_failures >= self.config.health.failure_threshold
+                and state.status is not HostStatus.DOWN
+            ):
+                self._down_since[server.name] = time.monotonic()
+                self._set_status(state, HostStatus.DOWN, state.last_error)
+                if self.on_server_down is not None:
+                    self.on_server_down(server.name)
+            return
+        stats.overloaded = False
+        stats.checks_ok += 1
+        stats.consecutive_failures = 0
+        stats.last_latency_s = time.monotonic() - started
+        self.results[server.name] = result
+        state.read_only = result.read_only
+        rs = result.replica
+        state.lag_s = None if rs is None or rs.seconds_behind is None else float(rs.seconds_behind)
+        state.gtid_position = result.gtid_position
+        if server.role == "replica":
+            problem = replica_problem(result, self.config.health.max_replication_lag_s,
+                                      state.status is HostStatus.SHUNNED)  # fmt: skip
+            if state.status is not HostStatus.OFFLINE_SOFT:
+                new = HostStatus.SHUNNED if problem else HostStatus.ONLINE
+                self._set_status(state, new, problem or "")
+        elif state.status is HostStatus.DOWN:
+            # A master coming back: the election (run next) fences it before it gets anything.
+            self._set_status(state, HostStatus.ONLINE, "reachable again")
+
+    async def _query(self, server: Server) -> CheckResult:
+        started = time.monotonic()
+        conn = self._conns.get(server.name)
+        if conn is None:
+            acct = self.config.monitor
+            conn = await asyncmy.connect(
+                host=server.host, port=server.port, user=acct.username, password=acct.password,
+                connect_timeout=self.config.health.check_timeout_ms / 1000, autocommit=True,
+            )  # fmt: skip
+            self._conns[server.name] = conn
+            self.mariadb[server.name] = "MariaDB" in str(conn.get_server_info())
+        mariadb = self.mariadb[server.name]
+        async with conn.cursor(DictCursor) as cur:
+            if mariadb:
+                await cur.execute("SELECT @@GLOBAL.read_only AS ro, @@GLOBAL.gtid_current_pos AS g")
+            else:
+                await cur.execute("SELECT @@GLOBAL.read_only OR @@GLOBAL.super_read_only AS ro, "
+                                  "@@GLOBAL.gtid_executed AS g")  # fmt: skip
+            row = await cur.fetchone()
+            await cur.execute("SHOW SLAVE STATUS" if mariadb else "SHOW REPLICA STATUS")
+            status = await cur.fetchone()
+        replica = normalize_replica_status(status) if status else None
+        gtid = str(row["g"] or "").replace("\n", "")
+        return CheckResult(bool(int(row["ro"])), replica, gtid, time.monotonic() - started)
+
+    def _drop_conn(self, name: str) -> None:
+        conn = self._conns.pop(name, None)
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _set_status(self, state: ServerState, status: HostStatus, reason: str) -> None:
+        if state.status is not status:
+            log.warning("server %s: %s -> %s%s", state.name, state.status.value, status.value,
+                        f" ({reason})" if reason else "")  # fmt: skip
+            state.status = status
+        state.reason = reason
+
+    # -- the writer ------------------------------------------------------------------------------
+    async def evaluate(self) -> None:
+        """Run the election on the latest results and carry out what it decides."""
+        if self.paused:
+            return
+        async with self._elect_lock:
+            views = [
+                MasterView(
+                    m.name,
+                    self.cluster.server(m.name).status is not HostStatus.DOWN
+                    and m.name in self.results,
+                    self.results[m.name].read_only if m.name in self.results else None,
+                )
+                for m in self.config.masters
+            ]
+            old = self.cluster.writer
+            decision = elect(old, views)
+            if decision.conflict:
+                self.conflicts += 1
+                log.error("two masters are writable at once: %s; keeping %s, fencing %s",
+                          ", ".join(decision.conflict), decision.writer,
+                          ", ".join(decision.fence))  # fmt: skip
+            for name in decision.fence:
+                await self._set_read_only(name, True)
+            if decision.promote is not None:
+                if not await self._promote(decision.promote):
+                    return
+            if decision.writer != old:
+                self._change_writer(old, decision.writer, decision.promote is not None)
+
+    def _change_writer(self, old: str | None, new: str | None, promoted: bool) -> None:
+        now = time.monotonic()
+        detected = self._down_since.get(old, now) if old else now
+        if old is not None or new is not None:
+            log.warning("writer: %s -> %s%s", old or "none", new or "none",
+                        " (promoted)" if promoted else "")  # fmt: skip
+        if new is not None and old is not None:
+            self.failovers.append(FailoverEvent(old, new, detected, now,
+                                                "promoted" if promoted else "followed"))  # fmt: skip
+        self.cluster.set_writer(new)
+        if self.on_writer_change is not None:
+            self.on_writer_change(old, new)
+
+    async def _promote(self, name: str) -> bool:
+        """Make a master the writer: let it apply what it received, then read_only OFF."""
+        hold = self.config.health.failover_hold_ms / 1000
+        result = self.results.get(name)
+        rs = result.replica if result else None
+        if rs is not None and rs.retrieved_gtid:
+            # Semisync-acknowledged writes sit in its relay log: apply them before new writes.
+            wait = "MASTER_GTID_WAIT" if self.mariadb.get(name, True) else (
+                "WAIT_FOR_EXECUTED_GTID_SET"
+            )
+            await self._admin_query(name, f"SELECT {wait}('{rs.retrieved_gtid}', {hold:.3f})")
+        if not await self._set_read_only(name, False):
+            return False
+        self.results[name] = CheckResult(False, rs, result.gtid_position if result else "", 0.0)
+        return True
+
+    async def _set_read_only(self, name: str, on: bool) -> bool:
+        ok = await self._admin_query(name, f"SET GLOBAL read_only = {'ON' if on else 'OFF'}")
+        if ok:
+            log.warning("%s: read_only=%s", name, "ON" if on else "OFF")
+            result = self.results.get(name)
+            if result is not None:
+                self.results[name] = CheckResult(on, result.replica, result.gtid_position,
+                                                 result.latency_s)  # fmt: skip
+        return ok
+
+    async def _admin_query(self, name: str, sql: str) -> bool:
+        acct: Account | None = self.config.backend_admin
+        if acct is None:
+            log.error("%s: cannot run %r: no backend_admin account in the config", name, sql)
+            return False
+        server = next(s for s in self.config.servers if s.name == name)
+        timeout = max(self.config.health.failover_hold_ms / 1000, 1.0) + 1.0
+        try:
+            conn = await asyncio.wait_for(
+                asyncmy.connect(host=server.host, port=server.port, user=acct.username,
+                                password=acct.password, autocommit=True,
+                                connect_timeout=self.config.health.check_timeout_ms / 1000),
+                timeout,
+            )  # fmt: skip
+        except Exception as exc:
+            log.error("%s: cannot connect as %s: %s", name, acct.username, exc)
+            return False
+        try:
+            async with conn.cursor() as cur:
+                await asyncio.wait_for(cur.execute(sql), timeout)
+                with contextlib.suppress(Exception):
+                    await cur.fetchall()
+            return True
+        except Exception as exc:
+            log.error("%s: %s failed: %s", name, sql, exc)
+            return False
+        finally:
+            conn.close()
+
+
+def _error_code(exc: BaseException) -> int | None:
+    args = getattr(exc, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def _describe(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"check timed out after {timeout * 1000:.0f} ms"
+    return str(exc) or type(exc).__name__
