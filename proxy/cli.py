@@ -120,12 +120,56 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check", action="store_true", help="validate the config and exit")
     sub = parser.add_subparsers(dest="command")
     _lab_parser(sub)
+    sw = sub.add_parser(
+        "switchover",
+        help="planned writer change on the servers (running proxies follow read_only)",
+    )
+    sw.add_argument("--config", dest="sw_config", required=True, help="path to pyproxy.yaml")
+    sw.add_argument("--to", required=True, help="the master that becomes the writer")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    # `pyproxy lab status | head` should end quietly, like any Unix tool.
+def _switchover(config: Config, target: str) -> int:
+    """Swap read_only on the servers; every pyproxy in front of them follows within a check."""
+    from proxy.cluster import Cluster
+    from proxy.health.monitor import Monitor
+
+    async def run() -> str:
+        monitor = Monitor(config, Cluster.from_config(config))
+        await monitor.check_all()
+        try:
+            writable = monitor.writable_masters()
+            if len(writable) != 1:
+                raise ConfigError(
+                    f"expected exactly one writable master, found {len(writable)} "
+                    f"({', '.join(writable) or 'none'}): not switching over"
+                )
+            old = writable[0]
+            if old != target:
+                try:
+                    await monitor.swap_writer(old, target)
+                except RuntimeError as exc:
+                    raise ConfigError(f"switchover failed: {exc}") from None
+            return old
+        finally:
+            await monitor.stop()
+
+    if target not in {m.name for m in config.masters}:
+        raise ConfigError(f"--to: {target!r} is not a master in the config")
+    old = asyncio.run(run())
+    print(f"writer: {old} -> {target}" if old != target else f"{target} is already the writer")
+    return 0
+
+
+def entry() -> None:
+    """The `pyproxy` console script."""
+    # `pyproxy lab status | head` should end quietly, like any Unix tool. (Not in main():
+    # tests call main() in-process, where a closed socket must stay an exception.)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    sys.exit(main())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -133,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "lab":
             return _run_lab(args)
+        if args.command == "switchover":
+            return _switchover(load_config(args.sw_config), args.to)
         if not args.config:
             build_parser().print_usage(sys.stderr)
             print("pyproxy: error: --config FILE is required to run the proxy", file=sys.stderr)
@@ -150,4 +196,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -157,8 +157,11 @@ class BackendConnection(asyncio.Protocol):
                 self._fail(BackendError(f"malformed response from {self.server_name}: {exc}"))
                 return
             chunk = data if used == len(data) else data[:used]
-            if sink.hold_errors and scanner.done and scanner.error is not None and not (
-                sink.bytes_out
+            if (
+                sink.hold_errors
+                and scanner.done
+                and scanner.error is not None
+                and not (sink.bytes_out)
             ):
                 sink.held = chunk
             elif sink.write is not None:

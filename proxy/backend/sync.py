@@ -61,9 +61,12 @@ class SessionState:
 
     def copy(self) -> SessionState:
         return SessionState(
-            self.schema, self.collation, self.autocommit, self.multi_statements,
+            self.schema,
+            self.collation,
+            self.autocommit,
+            self.multi_statements,
             dict(self.variables),
-        )  # fmt: skip
+        )
 
 
 def sync_steps(want: SessionState, have: SessionState, mariadb: bool) -> list[Step]:

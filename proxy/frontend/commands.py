@@ -49,8 +49,7 @@ async def com_query(session: Session, packet: Packet) -> bool:
     frame = _frame(packet)
     override = None
     if server.router.rules:
-        action = server.router.rules.match(sql, digest.text, session.username,
-                                           session.state.schema)  # fmt: skip
+        action = server.router.rules.match(sql, digest.text, session.username, session.state.schema)
         if action is not None:
             if action.block is not None:
                 session.send_error(ErrorCode.ER_NOT_ALLOWED_COMMAND, action.block)
@@ -64,15 +63,20 @@ async def com_query(session: Session, packet: Packet) -> bool:
     if target is None:
         return True
     started = time.perf_counter()
-    scanner = await session.forward(target, Command.COM_QUERY, frame, stmt=stmt,
-                                    override=override)  # fmt: skip
+    scanner = await session.forward(target, Command.COM_QUERY, frame, stmt=stmt, override=override)
     if scanner is not None:
         session.after_statement(stmt, sql, scanner)
         server.digests.record(
-            digest.hex, digest.text, server.hostgroup(target.name), target.name,
-            session.username, session.state.schema,
-            int((time.perf_counter() - started) * 1e6), scanner.rows, scanner.affected_rows,
-        )  # fmt: skip
+            digest.hex,
+            digest.text,
+            server.hostgroup(target.name),
+            target.name,
+            session.username,
+            session.state.schema,
+            int((time.perf_counter() - started) * 1e6),
+            scanner.rows,
+            scanner.affected_rows,
+        )
     return True
 
 
@@ -108,11 +112,13 @@ async def com_set_option(session: Session, packet: Packet) -> bool:
 
 
 async def com_reset_connection(session: Session, packet: Packet) -> bool:
-    session.reset(SessionState(
-        schema=session.state.schema,
-        collation=session.state.collation,
-        multi_statements=session.state.multi_statements,
-    ))  # fmt: skip
+    session.reset(
+        SessionState(
+            schema=session.state.schema,
+            collation=session.state.collation,
+            multi_statements=session.state.multi_statements,
+        )
+    )
     session.status = int(ServerStatus.AUTOCOMMIT)
     session.send_ok()
     return True
@@ -141,8 +147,7 @@ def _frame(packet: Packet) -> bytes:
 
 def _unsupported(name: str) -> Handler:
     async def refuse(session: Session, packet: Packet) -> bool:
-        session.send_error(ErrorCode.ER_NOT_SUPPORTED_YET,
-                           f"pyproxy does not support {name}")  # fmt: skip
+        session.send_error(ErrorCode.ER_NOT_SUPPORTED_YET, f"pyproxy does not support {name}")
         return True
 
     return refuse

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 # A session idle this long gives back backend connections it does not need (multiplexing).
 RELEASE_IDLE_S = 1.0
 FALLBACK_VERSION = "8.0.36-pyproxy"
+# A schema confirmed to exist at a login is not asked of a backend again for this long.
+SCHEMA_CACHE_S = 5.0
 
 
 @dataclass
@@ -59,9 +61,14 @@ class ProxyServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self.monitor = Monitor(config, self.cluster, on_writer_change=self._writer_changed,
-                               on_server_down=self._server_down)  # fmt: skip
+        self.monitor = Monitor(
+            config,
+            self.cluster,
+            on_writer_change=self._writer_changed,
+            on_server_down=self._server_down,
+        )
         self._topology_event = asyncio.Event()
+        self._schemas: dict[tuple[str, str], float] = {}  # (user, schema) -> last confirmed
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -156,6 +163,15 @@ class ProxyServer:
     def classify(self, sql: str) -> Classification:
         return self.classifier.classify(sql)[1]
 
+    def schema_confirmed(self, user: str, schema: str) -> bool:
+        seen = self._schemas.get((user, schema))
+        return seen is not None and time.monotonic() - seen < SCHEMA_CACHE_S
+
+    def confirm_schema(self, user: str, schema: str) -> None:
+        if len(self._schemas) > 10_000:
+            self._schemas.clear()
+        self._schemas[(user, schema)] = time.monotonic()
+
     def hostgroup(self, server: str) -> int:
         return WRITER_HOSTGROUP if server == self.cluster.writer else READER_HOSTGROUP
 
@@ -175,6 +191,44 @@ class ProxyServer:
         if target.name == self.cluster.writer:
             self.cluster.set_writer(None)
             self._writer_changed(target.name, None)
+
+    async def switchover(self, target: str) -> None:
+        """Planned writer change with no client error: hold new writes, let running ones and
+        open transactions on the old writer finish, swap read_only, resume on the new one."""
+        old = self.cluster.writer
+        if target == old:
+            return
+        if target not in {m.name for m in self.config.masters}:
+            raise ValueError(f"{target} is not a master")
+        if old is None:
+            raise RuntimeError("no current writer to switch over from")
+        monitor = self.monitor
+        monitor.paused = True
+        try:
+            self.cluster.set_writer(None)
+            self._notify_topology()
+            deadline = time.monotonic() + self.config.health.failover_hold_ms / 1000
+            while time.monotonic() < deadline and self._busy_on(old):
+                await asyncio.sleep(0.005)
+            try:
+                await monitor.swap_writer(old, target)
+            except RuntimeError:
+                self.cluster.set_writer(old)
+                raise
+            self.cluster.set_writer(target)
+            monitor.record_switchover(old, target)
+        finally:
+            monitor.paused = False
+            self._writer_changed(old, self.cluster.writer)
+
+    def _busy_on(self, server: str) -> bool:
+        if self.cluster.server(server).outstanding:
+            return True
+        return any(
+            c.server_name == server and c.in_transaction
+            for s in self.sessions.values()
+            for c in s.attached.values()
+        )
 
     async def topology_changed(self, timeout: float) -> None:
         """Wait until the writer or a server's status changes (or timeout)."""
@@ -202,8 +256,9 @@ class ProxyServer:
             session.send_error(ErrorCode.ER_NO_SUCH_THREAD, f"Unknown thread id: {target_id}")
             return
         if target.username != session.username:
-            session.send_error(ErrorCode.ER_KILL_DENIED_ERROR,
-                               f"You are not owner of thread {target_id}")  # fmt: skip
+            session.send_error(
+                ErrorCode.ER_KILL_DENIED_ERROR, f"You are not owner of thread {target_id}"
+            )
             return
         running = target.current
         if running is not None and target is not session:
@@ -222,8 +277,9 @@ class ProxyServer:
         state = self.cluster.server(server)
         assert session.user is not None
         try:
-            conn = await self.pool.acquire(state.config, session.user, session.caps,
-                                           session.state.collation, None)  # fmt: skip
+            conn = await self.pool.acquire(
+                state.config, session.user, session.caps, session.state.collation, None
+            )
         except BackendError as exc:
             log.warning("KILL QUERY on %s failed: %s", server, exc)
             return

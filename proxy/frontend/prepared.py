@@ -45,9 +45,10 @@ class ClientStmt:
 
 
 def _unknown(session: Session, stmt_id: int, seq: int = 1) -> None:
-    session.send_error(ErrorCode.ER_UNKNOWN_STMT_HANDLER,
-                       f"Unknown prepared statement handler ({stmt_id}) given to "
-                       "mysqld_stmt_execute")  # fmt: skip
+    session.send_error(
+        ErrorCode.ER_UNKNOWN_STMT_HANDLER,
+        f"Unknown prepared statement handler ({stmt_id}) given to mysqld_stmt_execute",
+    )
 
 
 def _stmt_id(packet: Packet) -> int:
@@ -97,8 +98,9 @@ def _remember(conn: BackendConnection, sql: str, scanner: ResponseScanner) -> Ba
     old = conn.stmts.pop(sql, None)
     if old is not None:
         conn.write(build_command(Command.COM_STMT_CLOSE, old.stmt_id.to_bytes(4, "little")))
-    bs = BackendStmt(scanner.prepare.stmt_id, scanner.prepare.num_params,
-                     scanner.prepare.num_columns)  # fmt: skip
+    bs = BackendStmt(
+        scanner.prepare.stmt_id, scanner.prepare.num_params, scanner.prepare.num_columns
+    )
     conn.stmts[sql] = bs
     while len(conn.stmts) > MAX_BACKEND_STMTS:
         _, evicted = conn.stmts.popitem(last=False)
@@ -179,8 +181,9 @@ async def com_stmt_execute(session: Session, packet: Packet) -> bool:
     flags = packet.payload[5] if len(packet.payload) > 5 else 0
     body = _rewrite_execute(packet.payload, cs, bs)
     cursor = bool(flags & _CURSOR_FLAGS)
-    scanner = await session.forward(target, Command.COM_STMT_EXECUTE, build_packet(0, body),
-                                    cursor=cursor, conn=conn)  # fmt: skip
+    scanner = await session.forward(
+        target, Command.COM_STMT_EXECUTE, build_packet(0, body), cursor=cursor, conn=conn
+    )
     if scanner is None:
         cs.pinned_conn = None
         return True
@@ -231,9 +234,10 @@ async def com_stmt_reset(session: Session, packet: Packet) -> bool:
     client_id = _stmt_id(packet)
     cs = session.stmts.get(client_id)
     if cs is None:
-        session.send_error(ErrorCode.ER_UNKNOWN_STMT_HANDLER,
-                           f"Unknown prepared statement handler ({client_id}) given to "
-                           "mysqld_stmt_reset")  # fmt: skip
+        session.send_error(
+            ErrorCode.ER_UNKNOWN_STMT_HANDLER,
+            f"Unknown prepared statement handler ({client_id}) given to mysqld_stmt_reset",
+        )
         return True
     conn = cs.pinned_conn
     _unpin(session, client_id, cs)
@@ -242,8 +246,9 @@ async def com_stmt_reset(session: Session, packet: Packet) -> bool:
         return True
     body = bytearray(packet.payload)
     body[1:5] = conn.stmts[cs.sql].stmt_id.to_bytes(4, "little")
-    await session.forward(session.target_of(conn), Command.COM_STMT_RESET,
-                          build_packet(0, body), conn=conn)  # fmt: skip
+    await session.forward(
+        session.target_of(conn), Command.COM_STMT_RESET, build_packet(0, body), conn=conn
+    )
     return True
 
 
@@ -265,14 +270,16 @@ async def com_stmt_fetch(session: Session, packet: Packet) -> bool:
     cs = session.stmts.get(client_id)
     conn = cs.pinned_conn if cs is not None else None
     if cs is None or conn is None or cs.sql not in conn.stmts:
-        session.send_error(ErrorCode.ER_UNKNOWN_STMT_HANDLER,
-                           f"Unknown prepared statement handler ({client_id}) given to "
-                           "mysqld_stmt_fetch")  # fmt: skip
+        session.send_error(
+            ErrorCode.ER_UNKNOWN_STMT_HANDLER,
+            f"Unknown prepared statement handler ({client_id}) given to mysqld_stmt_fetch",
+        )
         return True
     body = bytearray(packet.payload)
     body[1:5] = conn.stmts[cs.sql].stmt_id.to_bytes(4, "little")
-    scanner = await session.forward(session.target_of(conn), Command.COM_STMT_FETCH,
-                                    build_packet(0, body), conn=conn)  # fmt: skip
+    scanner = await session.forward(
+        session.target_of(conn), Command.COM_STMT_FETCH, build_packet(0, body), conn=conn
+    )
     if (
         scanner is not None
         and scanner.status is not None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import time
@@ -111,8 +110,11 @@ class Session:
         except ClientGone:
             pass
         except PacketTooLarge:
-            self.send_error(ErrorCode.ER_NET_PACKET_TOO_LARGE, "Got a packet bigger than "
-                            "'max_allowed_packet' bytes", seq=1)  # fmt: skip
+            self.send_error(
+                ErrorCode.ER_NET_PACKET_TOO_LARGE,
+                "Got a packet bigger than 'max_allowed_packet' bytes",
+                seq=1,
+            )
         except ProtocolError as exc:
             log.info("session %d (%s): malformed packet: %s", self.id, self.client.peer[0], exc)
             self.send_error(ErrorCode.ER_MALFORMED_PACKET, "Malformed communication packet", 1)
@@ -151,8 +153,9 @@ class Session:
                 if action.data:
                     self.client.write(action.data)
                 self.server.stats.auth_failures += 1
-                log.info("session %d: %s from %s", self.id, action.error.message,
-                         self.client.peer[0])  # fmt: skip
+                log.info(
+                    "session %d: %s from %s", self.id, action.error.message, self.client.peer[0]
+                )
                 return False
             elif isinstance(action, AuthDone):
                 break
@@ -179,21 +182,34 @@ class Session:
         return True
 
     async def _check_schema(self, schema: str) -> ErrPacket | None:
-        """Does the schema exist for this user? Asked of the writer, like a direct login."""
-        writer = self.server.writer()
-        if writer is None:
-            return ErrPacket(ErrorCode.CR_CONN_HOST_ERROR, "pyproxy: no writer available", "HY000")
-        try:
-            await self.backend_for(writer)
-        except StateSyncError as exc:
-            return exc.err
-        except BackendError as exc:
-            self.server.note_backend_error(writer, exc)
-            if exc.err is not None:
-                return exc.err
-            return ErrPacket(ErrorCode.CR_CONN_HOST_ERROR, f"pyproxy: {exc}", "HY000")
-        self.release_unpinned()  # an idle login holds no backend connection
-        return None
+        """Does the schema exist for this user? Asked of the writer (or, during a failover,
+        any server), like a direct login; recently confirmed schemas are not asked again."""
+        if self.server.schema_confirmed(self.username, schema):
+            return None
+        hold = self.server.config.health.failover_hold_ms / 1000
+        deadline = time.monotonic() + hold
+        last = "no server is available"
+        while True:
+            for target in (self.server.writer(), self.server.router.reader()):
+                if target is None:
+                    continue
+                try:
+                    await self.backend_for(target)
+                except StateSyncError as exc:
+                    return exc.err
+                except BackendError as exc:
+                    if exc.err is not None:
+                        return exc.err
+                    self.server.note_backend_error(target, exc)
+                    last = str(exc)
+                    continue
+                self.server.confirm_schema(self.username, schema)
+                self.release_unpinned()  # an idle login holds no backend connection
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return ErrPacket(ErrorCode.CR_CONN_HOST_ERROR, f"pyproxy: {last}", "HY000")
+            await self.server.topology_changed(remaining)
 
     async def _start_tls(self) -> None:
         assert self.server.tls is not None
@@ -266,9 +282,11 @@ class Session:
         retried = False
         while True:
             retryable = (
-                stmt is not None and not retried and not self.pins
+                stmt is not None
+                and not retried
+                and not self.pins
                 and not any(c.in_transaction for c in self.attached.values())
-            )  # fmt: skip
+            )
             if conn is None:
                 try:
                     conn = await self.backend_for(target)
@@ -312,12 +330,17 @@ class Session:
                     continue
                 if scanner.consumed:
                     # Part of the result already reached the client: end the session cleanly.
-                    self.send_error(ErrorCode.CR_SERVER_LOST,
-                                    f"pyproxy: lost backend {target.name} during the query",
-                                    (scanner.last_seq + 1) & 0xFF)  # fmt: skip
+                    self.send_error(
+                        ErrorCode.CR_SERVER_LOST,
+                        f"pyproxy: lost backend {target.name} during the query",
+                        (scanner.last_seq + 1) & 0xFF,
+                    )
                     raise
-                self.send_error(ErrorCode.CR_SERVER_LOST,
-                                f"pyproxy: lost connection to backend {target.name}: {exc}", 1)
+                self.send_error(
+                    ErrorCode.CR_SERVER_LOST,
+                    f"pyproxy: lost connection to backend {target.name}: {exc}",
+                    1,
+                )
                 return None
             finally:
                 target.outstanding -= 1
@@ -409,9 +432,11 @@ class Session:
                 if target is not None and target.name != exclude:
                     break
             if target is None or target.name == exclude:
-                self.send_error(ErrorCode.CR_CONN_HOST_ERROR,
-                                "pyproxy: no backend server is available for this statement "
-                                f"(waited {hold * 1000:.0f} ms for a failover)")  # fmt: skip
+                self.send_error(
+                    ErrorCode.CR_CONN_HOST_ERROR,
+                    "pyproxy: no backend server is available for this statement "
+                    f"(waited {hold * 1000:.0f} ms for a failover)",
+                )
                 return None
         return target
 
@@ -486,21 +511,25 @@ class Session:
             self.client.write(build_packet(seq, encode_auth_switch_request(switch)))
             reply = await self.client.read_packet()
             seq = reply.next_seq
-            ok = user is not None and verify_native_password(scramble, reply.payload,
-                                                             user.password)  # fmt: skip
+            ok = user is not None and verify_native_password(scramble, reply.payload, user.password)
         if not ok or user is None:
             self.server.stats.auth_failures += 1
             using = "YES" if request.auth_response else "NO"
-            self.send_error(ErrorCode.ER_ACCESS_DENIED_ERROR,
-                            f"Access denied for user '{request.username}'@'{self.client.peer[0]}'"
-                            f" (using password: {using})", seq)  # fmt: skip
+            self.send_error(
+                ErrorCode.ER_ACCESS_DENIED_ERROR,
+                f"Access denied for user '{request.username}'@'{self.client.peer[0]}'"
+                f" (using password: {using})",
+                seq,
+            )
             return False  # MySQL closes the connection after a failed change-user
         self.user = user
-        self.reset(SessionState(
-            schema=request.database or user.default_schema,
-            collation=request.charset or self.state.collation,
-            multi_statements=self.state.multi_statements,
-        ))  # fmt: skip
+        self.reset(
+            SessionState(
+                schema=request.database or user.default_schema,
+                collation=request.charset or self.state.collation,
+                multi_statements=self.state.multi_statements,
+            )
+        )
         self.status = int(ServerStatus.AUTOCOMMIT)
         if request.database:
             try:
@@ -516,8 +545,9 @@ class Session:
 
     # -- replies made by the proxy itself ----------------------------------------------------------
     def send_ok(self, seq: int = 1, affected_rows: int = 0) -> None:
-        self.client.write(build_ok(seq, affected_rows=affected_rows, status=self.status,
-                                   caps=self.caps))  # fmt: skip
+        self.client.write(
+            build_ok(seq, affected_rows=affected_rows, status=self.status, caps=self.caps)
+        )
 
     def send_eof_or_ok(self, seq: int = 1) -> None:
         payload = encode_end_of_result(self.caps, status=self.status)

@@ -71,11 +71,23 @@ class Monitor:
         self._elect_lock = asyncio.Lock()
         self._down_since: dict[str, float] = {}
         self.paused = False  # a switchover in progress owns the writer
+        self.semisync_suspended: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------
+    async def check_all(self) -> None:
+        """One round of checks of every server, in parallel (no election)."""
+        await asyncio.gather(*(self._check_once(s) for s in self.config.servers))
+
+    def writable_masters(self) -> list[str]:
+        return [
+            m.name
+            for m in self.config.masters
+            if m.name in self.results and not self.results[m.name].read_only
+        ]
+
     async def start(self) -> None:
         """Check every server once (so the writer is known before clients arrive), then watch."""
-        await asyncio.gather(*(self._check_once(s) for s in self.config.servers))
+        await self.check_all()
         await self.evaluate()
         for server in self.config.servers:
             self._wake[server.name] = asyncio.Event()
@@ -100,9 +112,13 @@ class Monitor:
         interval = self.config.health.check_interval_ms / 1000
         wake = self._wake[server.name]
         while True:
-            failing = self.stats[server.name].consecutive_failures > 0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), FAST_RECHECK_S if failing else interval)
+            if self.stats[server.name].consecutive_failures > 0:
+                # Failing: check again soon, but never back to back, so that a burst of
+                # data-path errors cannot reach the failure threshold within a blip.
+                await asyncio.sleep(FAST_RECHECK_S)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), interval)
             wake.clear()
             await self._check_once(server)
             await self.evaluate()
@@ -144,8 +160,9 @@ class Monitor:
         state.lag_s = None if rs is None or rs.seconds_behind is None else float(rs.seconds_behind)
         state.gtid_position = result.gtid_position
         if server.role == "replica":
-            problem = replica_problem(result, self.config.health.max_replication_lag_s,
-                                      state.status is HostStatus.SHUNNED)  # fmt: skip
+            problem = replica_problem(
+                result, self.config.health.max_replication_lag_s, state.status is HostStatus.SHUNNED
+            )
             if state.status is not HostStatus.OFFLINE_SOFT:
                 new = HostStatus.SHUNNED if problem else HostStatus.ONLINE
                 self._set_status(state, new, problem or "")
@@ -159,9 +176,13 @@ class Monitor:
         if conn is None:
             acct = self.config.monitor
             conn = await asyncmy.connect(
-                host=server.host, port=server.port, user=acct.username, password=acct.password,
-                connect_timeout=self.config.health.check_timeout_ms / 1000, autocommit=True,
-            )  # fmt: skip
+                host=server.host,
+                port=server.port,
+                user=acct.username,
+                password=acct.password,
+                connect_timeout=self.config.health.check_timeout_ms / 1000,
+                autocommit=True,
+            )
             self._conns[server.name] = conn
             self.mariadb[server.name] = "MariaDB" in str(conn.get_server_info())
         mariadb = self.mariadb[server.name]
@@ -169,8 +190,10 @@ class Monitor:
             if mariadb:
                 await cur.execute("SELECT @@GLOBAL.read_only AS ro, @@GLOBAL.gtid_current_pos AS g")
             else:
-                await cur.execute("SELECT @@GLOBAL.read_only OR @@GLOBAL.super_read_only AS ro, "
-                                  "@@GLOBAL.gtid_executed AS g")  # fmt: skip
+                await cur.execute(
+                    "SELECT @@GLOBAL.read_only OR @@GLOBAL.super_read_only AS ro, "
+                    "@@GLOBAL.gtid_executed AS g"
+                )
             row = await cur.fetchone()
             await cur.execute("SHOW SLAVE STATUS" if mariadb else "SHOW REPLICA STATUS")
             status = await cur.fetchone()
@@ -186,8 +209,13 @@ class Monitor:
 
     def _set_status(self, state: ServerState, status: HostStatus, reason: str) -> None:
         if state.status is not status:
-            log.warning("server %s: %s -> %s%s", state.name, state.status.value, status.value,
-                        f" ({reason})" if reason else "")  # fmt: skip
+            log.warning(
+                "server %s: %s -> %s%s",
+                state.name,
+                state.status.value,
+                status.value,
+                f" ({reason})" if reason else "",
+            )
             state.status = status
         state.reason = reason
 
@@ -197,58 +225,123 @@ class Monitor:
         if self.paused:
             return
         async with self._elect_lock:
-            views = [
-                MasterView(
-                    m.name,
-                    self.cluster.server(m.name).status is not HostStatus.DOWN
-                    and m.name in self.results,
-                    self.results[m.name].read_only if m.name in self.results else None,
-                )
-                for m in self.config.masters
-            ]
+            decision = elect(self.cluster.writer, self._views())
+            if decision.conflict:
+                # Act on two writable masters only after fresh checks of both.
+                for name in decision.conflict:
+                    await self._check_once(self._server(name))
+                decision = elect(self.cluster.writer, self._views())
             old = self.cluster.writer
-            decision = elect(old, views)
             if decision.conflict:
                 self.conflicts += 1
-                log.error("two masters are writable at once: %s; keeping %s, fencing %s",
-                          ", ".join(decision.conflict), decision.writer,
-                          ", ".join(decision.fence))  # fmt: skip
+                log.error(
+                    "two masters are writable at once: %s; %s",
+                    ", ".join(decision.conflict),
+                    f"keeping {decision.writer}, fencing {', '.join(decision.fence)}"
+                    if decision.writer
+                    else "no writer until one is read-only again",
+                )
             for name in decision.fence:
                 await self._set_read_only(name, True)
-            if decision.promote is not None:
-                if not await self._promote(decision.promote):
-                    return
+            if decision.promote is not None and not await self._promote(decision.promote):
+                return
             if decision.writer != old:
                 self._change_writer(old, decision.writer, decision.promote is not None)
+            await self._resume_semisync()
+
+    def _views(self) -> list[MasterView]:
+        return [
+            MasterView(
+                m.name,
+                up=self.cluster.server(m.name).status is not HostStatus.DOWN
+                and m.name in self.results
+                and self.stats[m.name].consecutive_failures == 0,
+                down=self.cluster.server(m.name).status is HostStatus.DOWN,
+                read_only=self.results[m.name].read_only if m.name in self.results else None,
+            )
+            for m in self.config.masters
+        ]
+
+    def _server(self, name: str) -> Server:
+        return next(s for s in self.config.servers if s.name == name)
 
     def _change_writer(self, old: str | None, new: str | None, promoted: bool) -> None:
         now = time.monotonic()
         detected = self._down_since.get(old, now) if old else now
         if old is not None or new is not None:
-            log.warning("writer: %s -> %s%s", old or "none", new or "none",
-                        " (promoted)" if promoted else "")  # fmt: skip
+            log.warning(
+                "writer: %s -> %s%s",
+                old or "none",
+                new or "none",
+                " (promoted)" if promoted else "",
+            )
         if new is not None and old is not None:
-            self.failovers.append(FailoverEvent(old, new, detected, now,
-                                                "promoted" if promoted else "followed"))  # fmt: skip
+            self.failovers.append(
+                FailoverEvent(old, new, detected, now, "promoted" if promoted else "followed")
+            )
         self.cluster.set_writer(new)
         if self.on_writer_change is not None:
             self.on_writer_change(old, new)
 
+    def record_switchover(self, old: str, new: str) -> None:
+        now = time.monotonic()
+        self.failovers.append(FailoverEvent(old, new, now, now, "switchover"))
+        log.warning("writer: %s -> %s (switchover)", old, new)
+
     async def _promote(self, name: str) -> bool:
         """Make a master the writer: let it apply what it received, then read_only OFF."""
-        hold = self.config.health.failover_hold_ms / 1000
+        started = time.monotonic()
+        deadline = started + self.config.health.failover_hold_ms / 1000
+        server = self._server(name)
         result = self.results.get(name)
-        rs = result.replica if result else None
-        if rs is not None and rs.retrieved_gtid:
-            # Semisync-acknowledged writes sit in its relay log: apply them before new writes.
-            wait = "MASTER_GTID_WAIT" if self.mariadb.get(name, True) else (
-                "WAIT_FOR_EXECUTED_GTID_SET"
-            )
-            await self._admin_query(name, f"SELECT {wait}('{rs.retrieved_gtid}', {hold:.3f})")
+        # Semisync-acknowledged writes sit in its relay log: apply them before new writes.
+        while result is not None and result.replica is not None:
+            if result.replica.applied_all_received or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.01)
+            await self._check_once(server)
+            result = self.results.get(name)
+        await self._suspend_semisync(name)
         if not await self._set_read_only(name, False):
             return False
-        self.results[name] = CheckResult(False, rs, result.gtid_position if result else "", 0.0)
+        log.warning("%s promoted in %.0f ms", name, (time.monotonic() - started) * 1000)
         return True
+
+    def _semisync_var(self, name: str) -> str:
+        return (
+            "rpl_semi_sync_master_enabled"
+            if self.mariadb.get(name, True)
+            else "rpl_semi_sync_source_enabled"
+        )
+
+    async def _suspend_semisync(self, name: str) -> None:
+        """A master promoted because its peer died has nobody to acknowledge its writes: each
+        would wait out the semisync timeout and then count as asynchronous anyway. Turn the
+        wait off until the peer replicates again (then _resume_semisync turns it back on)."""
+        var = self._semisync_var(name)
+        enabled = await self._admin_fetch(name, f"SELECT @@GLOBAL.{var}") in (1, "1")
+        if enabled and await self._admin_query(name, f"SET GLOBAL {var} = OFF"):
+            self.semisync_suspended.add(name)
+            log.warning("%s: semi-sync suspended while its peer is down", name)
+
+    async def _resume_semisync(self) -> None:
+        writer = self.cluster.writer
+        if writer not in self.semisync_suspended:
+            return
+        for m in self.config.masters:
+            result = self.results.get(m.name)
+            if (
+                m.name != writer
+                and result is not None
+                and result.replica is not None
+                and result.replica.healthy
+                and self.cluster.server(m.name).status is not HostStatus.DOWN
+            ):
+                var = self._semisync_var(writer)
+                if await self._admin_query(writer, f"SET GLOBAL {var} = ON"):
+                    self.semisync_suspended.discard(writer)
+                    log.warning("%s: semi-sync resumed (%s replicates again)", writer, m.name)
+                return
 
     async def _set_read_only(self, name: str, on: bool) -> bool:
         ok = await self._admin_query(name, f"SET GLOBAL read_only = {'ON' if on else 'OFF'}")
@@ -256,38 +349,77 @@ class Monitor:
             log.warning("%s: read_only=%s", name, "ON" if on else "OFF")
             result = self.results.get(name)
             if result is not None:
-                self.results[name] = CheckResult(on, result.replica, result.gtid_position,
-                                                 result.latency_s)  # fmt: skip
+                self.results[name] = CheckResult(
+                    on, result.replica, result.gtid_position, result.latency_s
+                )
         return ok
 
     async def _admin_query(self, name: str, sql: str) -> bool:
+        return (await self._admin_fetch(name, sql)) is not _FAILED
+
+    async def _admin_fetch(self, name: str, sql: str) -> object:
+        """Run one statement as backend_admin; its first value, None, or _FAILED."""
         acct: Account | None = self.config.backend_admin
         if acct is None:
             log.error("%s: cannot run %r: no backend_admin account in the config", name, sql)
-            return False
-        server = next(s for s in self.config.servers if s.name == name)
+            return _FAILED
+        server = self._server(name)
         timeout = max(self.config.health.failover_hold_ms / 1000, 1.0) + 1.0
         try:
             conn = await asyncio.wait_for(
-                asyncmy.connect(host=server.host, port=server.port, user=acct.username,
-                                password=acct.password, autocommit=True,
-                                connect_timeout=self.config.health.check_timeout_ms / 1000),
+                asyncmy.connect(
+                    host=server.host,
+                    port=server.port,
+                    user=acct.username,
+                    password=acct.password,
+                    autocommit=True,
+                    connect_timeout=self.config.health.check_timeout_ms / 1000,
+                ),
                 timeout,
-            )  # fmt: skip
+            )
         except Exception as exc:
             log.error("%s: cannot connect as %s: %s", name, acct.username, exc)
-            return False
+            return _FAILED
         try:
             async with conn.cursor() as cur:
                 await asyncio.wait_for(cur.execute(sql), timeout)
+                row = None
                 with contextlib.suppress(Exception):
-                    await cur.fetchall()
-            return True
+                    row = await cur.fetchone()
+            return row[0] if row else None
         except Exception as exc:
             log.error("%s: %s failed: %s", name, sql, exc)
-            return False
+            return _FAILED
         finally:
             conn.close()
+
+    # -- planned switchover ----------------------------------------------------------------------
+    async def swap_writer(self, old: str, new: str) -> None:
+        """Planned switchover on the servers: old read-only, new catches up, new writable.
+
+        Raises RuntimeError (after putting old back) when a step fails.
+        """
+        hold = max(self.config.health.failover_hold_ms / 1000, 1.0)
+        if not await self._set_read_only(old, True):
+            raise RuntimeError(f"could not set read_only=ON on {old}")
+        mariadb = self.mariadb.get(old, True)
+        pos = await self._admin_fetch(
+            old, "SELECT @@GLOBAL.gtid_binlog_pos" if mariadb else "SELECT @@GLOBAL.gtid_executed"
+        )
+        wait = "MASTER_GTID_WAIT" if mariadb else "WAIT_FOR_EXECUTED_GTID_SET"
+        waited = _FAILED
+        if pos is not _FAILED:
+            gtid = str(pos or "").replace("\n", "")
+            waited = await self._admin_fetch(new, f"SELECT {wait}('{gtid}', {hold:.3f})")
+        if waited is _FAILED or waited not in (0, "0"):
+            await self._set_read_only(old, False)
+            raise RuntimeError(f"{new} did not catch up with {old} within {hold:.1f}s")
+        if not await self._set_read_only(new, False):
+            await self._set_read_only(old, False)
+            raise RuntimeError(f"could not set read_only=OFF on {new}")
+
+
+_FAILED = object()
 
 
 def _error_code(exc: BaseException) -> int | None:

@@ -17,9 +17,7 @@ class CheckResult:
     latency_s: float
 
 
-def replica_problem(
-    result: CheckResult, max_lag_s: float, currently_shunned: bool
-) -> str | None:
+def replica_problem(result: CheckResult, max_lag_s: float, currently_shunned: bool) -> str | None:
     """Why a replica must not take reads now (None: it may).
 
     A shunned replica comes back only once fully caught up (lag 0), so that one hovering
@@ -49,8 +47,9 @@ class MasterView:
     """A master as the election sees it (masters are given in priority order)."""
 
     name: str
-    up: bool  # not DOWN: its last checks succeeded
-    read_only: bool | None  # None: never checked successfully
+    up: bool  # its latest check succeeded
+    down: bool  # failed failure_threshold checks in a row
+    read_only: bool | None  # from the last successful check; None: never checked
 
 
 @dataclass
@@ -66,24 +65,33 @@ class Election:
 def elect(current: str | None, masters: list[MasterView]) -> Election:
     """Decide the writer from the masters' read_only flags, the truth every proxy can see.
 
-    - Exactly the masters with read_only OFF are candidates; a proxy follows them rather than
-      a private choice, so several proxies agree.
-    - Two writable masters: keep the current writer if it is one of them, else the first by
-      priority; the others are fenced (read_only ON). Reported as a conflict.
-    - No writable master and the writer is gone (or unknown): promote the first healthy
-      master by priority.
+    - The masters with read_only OFF are the candidates; a proxy follows them rather than a
+      private choice, so several proxies agree.
+    - Two writable masters: keep the current writer if it is one of them and fence the others
+      (read_only ON). A proxy with no current writer cannot know which one clients have been
+      writing to, so it holds (no writer) and only reports the conflict.
+    - No writable master and the writer is DOWN (or unknown): promote the first healthy
+      master by priority. A writer that failed fewer checks than the threshold stays.
     - No writable master but the current writer is up and read-only: a switchover is
       happening elsewhere; hold (no writer) until a master becomes writable.
+
+    `up` must mean "the latest check succeeded": a master that just failed a check may be the
+    dead writer another proxy already replaced, and must not be followed or defended.
     """
     up = [m for m in masters if m.up and m.read_only is not None]
     writable = [m.name for m in up if not m.read_only]
+    if len(writable) == 1:
+        return Election(writable[0])
     if writable:
-        keep = current if current in writable else writable[0]
-        others = [w for w in writable if w != keep]
-        return Election(keep, fence=others, conflict=writable if others else [])
+        if current in writable:
+            return Election(current, fence=[w for w in writable if w != current], conflict=writable)
+        return Election(None, conflict=writable)
     current_view = next((m for m in masters if m.name == current), None)
-    if current_view is not None and current_view.up and current_view.read_only:
-        return Election(None)
+    if current_view is not None and not current_view.down:
+        if not current_view.up:
+            return Election(current)  # failing but not yet DOWN: no failover on a blip
+        if current_view.read_only:
+            return Election(None)
     if up:
         return Election(up[0].name, promote=up[0].name)
     return Election(None)

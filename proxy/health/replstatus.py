@@ -22,6 +22,13 @@ class ReplicaStatus:
     last_sql_errno: int
     gtid_position: str  # MariaDB Gtid_IO_Pos, MySQL Executed_Gtid_Set
     retrieved_gtid: str = ""  # received from the source: MariaDB Gtid_IO_Pos, MySQL Retrieved
+    read_position: tuple[str, int] = ("", 0)  # source binlog file/pos the IO thread has read
+    exec_position: tuple[str, int] = ("", 0)  # ...and the SQL thread has applied
+
+    @property
+    def applied_all_received(self) -> bool:
+        """The SQL thread has applied everything the IO thread received."""
+        return self.read_position == self.exec_position
 
     @property
     def healthy(self) -> bool:
@@ -63,7 +70,15 @@ def normalize_replica_status(row: Mapping[str, Any]) -> ReplicaStatus:
         last_io_errno=int(_pick(row, "Last_IO_Errno", default=0) or 0),
         last_sql_errno=int(_pick(row, "Last_SQL_Errno", default=0) or 0),
         gtid_position=_text(gtid).replace("\n", ""),
-        retrieved_gtid=_text(
-            _pick(row, "Gtid_IO_Pos", "Retrieved_Gtid_Set", default="")
-        ).replace("\n", ""),
+        retrieved_gtid=_text(_pick(row, "Gtid_IO_Pos", "Retrieved_Gtid_Set", default="")).replace(
+            "\n", ""
+        ),
+        read_position=(
+            _text(_pick(row, "Source_Log_File", "Master_Log_File", default="")),
+            int(_pick(row, "Read_Source_Log_Pos", "Read_Master_Log_Pos", default=0) or 0),
+        ),
+        exec_position=(
+            _text(_pick(row, "Relay_Source_Log_File", "Relay_Master_Log_File", default="")),
+            int(_pick(row, "Exec_Source_Log_Pos", "Exec_Master_Log_Pos", default=0) or 0),
+        ),
     )

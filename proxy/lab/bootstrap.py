@@ -157,8 +157,8 @@ def account_statements(flavor: Flavor, accounts: Accounts) -> list[str]:
         # which is why the app user gets an explicit list and never ALL or SUPER.
         monitor_privs = "BINLOG MONITOR, SLAVE MONITOR"
         admin_privs = (
-            "READ_ONLY ADMIN, REPLICATION SLAVE ADMIN, BINLOG MONITOR, SLAVE MONITOR, "
-            "CONNECTION ADMIN, PROCESS, RELOAD, SELECT"
+            "READ_ONLY ADMIN, REPLICATION SLAVE ADMIN, REPLICATION MASTER ADMIN, "
+            "BINLOG MONITOR, SLAVE MONITOR, CONNECTION ADMIN, PROCESS, RELOAD, SELECT"
         )
     else:
         monitor_privs = "REPLICATION CLIENT"
@@ -247,6 +247,7 @@ def semisync_statements(flavor: Flavor, version: tuple[int, ...], timeout_ms: in
             "SET GLOBAL rpl_semi_sync_slave_enabled = ON",
             f"SET GLOBAL rpl_semi_sync_master_timeout = {timeout_ms}",
             "SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC",
+            "SET GLOBAL rpl_semi_sync_master_wait_no_slave = OFF",
         ]
     return [
         "INSTALL PLUGIN rpl_semi_sync_source SONAME 'semisync_source.so'",
@@ -254,6 +255,7 @@ def semisync_statements(flavor: Flavor, version: tuple[int, ...], timeout_ms: in
         "SET GLOBAL rpl_semi_sync_source_enabled = ON",
         "SET GLOBAL rpl_semi_sync_replica_enabled = ON",
         f"SET GLOBAL rpl_semi_sync_source_timeout = {timeout_ms}",
+        "SET GLOBAL rpl_semi_sync_source_wait_no_replica = OFF",
     ]
 
 

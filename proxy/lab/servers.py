@@ -152,6 +152,9 @@ def write_cnf(
                 "rpl_semi_sync_slave_enabled=ON",
                 "rpl_semi_sync_master_timeout=2000",
                 "rpl_semi_sync_master_wait_point=AFTER_SYNC",
+                # With its peer down a master has nobody to wait for: waiting out the timeout
+                # on every write would only stall it (the write is not made any safer).
+                "rpl_semi_sync_master_wait_no_slave=OFF",
             ]
     else:
         lines += [

@@ -10,10 +10,35 @@ from proxy.routing.rules import QueryRules
 # WRITE statements after which a session's later reads must see its changes. Everything else
 # classified WRITE (pinning SELECTs, SET @x, transaction control...) changes no data.
 _NO_DATA_CHANGE = frozenset(
-    {"select", "set", "begin", "start", "commit", "rollback", "savepoint", "release", "show",
-     "kill", "do", "lock", "unlock", "xa", "explain", "describe", "desc", "help", "use",
-     "values", "table", "with", "handler", "prepare", "deallocate", "execute"}
-)  # fmt: skip
+    {
+        "select",
+        "set",
+        "begin",
+        "start",
+        "commit",
+        "rollback",
+        "savepoint",
+        "release",
+        "show",
+        "kill",
+        "do",
+        "lock",
+        "unlock",
+        "xa",
+        "explain",
+        "describe",
+        "desc",
+        "help",
+        "use",
+        "values",
+        "table",
+        "with",
+        "handler",
+        "prepare",
+        "deallocate",
+        "execute",
+    }
+)
 
 
 def changes_data(stmt: Classification) -> bool:

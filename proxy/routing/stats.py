@@ -55,8 +55,16 @@ class QueryDigests:
         if entry is None:
             if len(self.entries) >= self.max_entries:
                 return  # full: new digests are not tracked until a reset
-            entry = DigestStats(hostgroup, schema or "", user, server, digest_id, digest_text,
-                                first_seen=now, min_time_us=elapsed_us)  # fmt: skip
+            entry = DigestStats(
+                hostgroup,
+                schema or "",
+                user,
+                server,
+                digest_id,
+                digest_text,
+                first_seen=now,
+                min_time_us=elapsed_us,
+            )
             self.entries[key] = entry
         entry.count_star += 1
         entry.last_seen = now

@@ -27,10 +27,14 @@ def split(lab: Lab) -> Iterator[ProxyThread]:
         if server["name"] == "replica2":
             server["weight"] = 3
     data["query_rules"] = [
-        {"name": "no-drop", "match_digest": r"^drop table", "username": "app",
-         "block": "DROP TABLE is not allowed through pyproxy"},
+        {
+            "name": "no-drop",
+            "match_digest": r"^drop table",
+            "username": "app",
+            "block": "DROP TABLE is not allowed through pyproxy",
+        },
         {"name": "old-name", "match_pattern": r"\blegacy_products\b", "rewrite": "products"},
-    ]  # fmt: skip
+    ]
     thread = ProxyThread(config.model_validate(data)).start()
     try:
         yield thread
@@ -39,8 +43,15 @@ def split(lab: Lab) -> Iterator[ProxyThread]:
 
 
 def _conn(proxy: ProxyThread, **kwargs: object) -> pymysql.Connection:
-    return pymysql.connect(host="127.0.0.1", port=proxy.port, user="app", password="app-pass",
-                           database="demo_db", autocommit=True, **kwargs)  # type: ignore[arg-type]  # fmt: skip
+    return pymysql.connect(
+        host="127.0.0.1",
+        port=proxy.port,
+        user="app",
+        password="app-pass",
+        database="demo_db",
+        autocommit=True,
+        **kwargs,
+    )  # type: ignore[arg-type]
 
 
 def _one(conn: pymysql.Connection, sql: str) -> tuple[object, ...]:
@@ -143,9 +154,15 @@ def test_prepared_read_on_replica_and_prepared_write_on_writer(
     with setup.cursor() as cur:
         cur.execute(f"CREATE TABLE {table} (id INT AUTO_INCREMENT PRIMARY KEY, sid INT)")
     setup.close()
-    conn = mysql.connector.connect(host="127.0.0.1", port=split.port, user="app",
-                                   password="app-pass", database="demo_db", use_pure=True,
-                                   autocommit=True)  # fmt: skip
+    conn = mysql.connector.connect(
+        host="127.0.0.1",
+        port=split.port,
+        user="app",
+        password="app-pass",
+        database="demo_db",
+        use_pure=True,
+        autocommit=True,
+    )
     cur = conn.cursor(prepared=True)
     cur.execute("SELECT @@server_id, ? + 1", (41,))
     sid, answer = cur.fetchone()
@@ -176,8 +193,10 @@ def test_block_rule_never_reaches_a_backend(split: ProxyThread, lab: Lab) -> Non
         with pytest.raises(pymysql.err.OperationalError) as err:
             cur.execute("DROP TABLE keep_me")
         assert err.value.args == (1148, "DROP TABLE is not allowed through pyproxy")
-        cur.execute("SELECT /* pyproxy:writer */ COUNT(*) FROM information_schema.tables "
-                    "WHERE table_schema = 'demo_db' AND table_name = 'keep_me'")  # fmt: skip
+        cur.execute(
+            "SELECT /* pyproxy:writer */ COUNT(*) FROM information_schema.tables "
+            "WHERE table_schema = 'demo_db' AND table_name = 'keep_me'"
+        )
         assert cur.fetchone() == (1,)
         # The rewrite rule: an old table name still works.
         cur.execute("SELECT COUNT(*) >= 0 FROM legacy_products")
@@ -192,8 +211,11 @@ def test_digest_statistics(split: ProxyThread) -> None:
     for i in range(5):
         _one(conn, f"SELECT {i} + 1 AS digest_probe")
     conn.close()
-    entries = [e for e in split.server.digests.entries.values()
-               if e.digest_text.startswith("select ? + ? as digest_probe")]  # fmt: skip
+    entries = [
+        e
+        for e in split.server.digests.entries.values()
+        if e.digest_text.startswith("select ? + ? as digest_probe")
+    ]
     assert sum(e.count_star for e in entries) == 5
     assert all(e.hostgroup == 1 and e.username == "app" for e in entries)
     assert all(e.min_time_us <= e.max_time_us for e in entries)
