@@ -67,6 +67,7 @@ class ProxyServer:
             on_writer_change=self._writer_changed,
             on_server_down=self._server_down,
         )
+        self.monitor.request_switchover = self.switchover
         self._topology_event = asyncio.Event()
         self._schemas: dict[tuple[str, str], float] = {}  # (user, schema) -> last confirmed
 

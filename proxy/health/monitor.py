@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,13 @@ from asyncmy.cursors import DictCursor
 
 from proxy.cluster import Cluster, HostStatus, ServerState
 from proxy.config import Account, Config, Server
-from proxy.health.policy import CheckResult, MasterView, elect, replica_problem
+from proxy.health.policy import (
+    CheckResult,
+    MasterView,
+    elect,
+    ready_for_failback,
+    replica_problem,
+)
 from proxy.health.replstatus import normalize_replica_status
 
 log = logging.getLogger(__name__)
@@ -72,6 +78,9 @@ class Monitor:
         self._down_since: dict[str, float] = {}
         self.paused = False  # a switchover in progress owns the writer
         self.semisync_suspended: set[str] = set()
+        # Set by the proxy: a planned switchover that holds its clients' writes meanwhile.
+        self.request_switchover: Callable[[str], Coroutine[Any, Any, None]] | None = None
+        self._failback_task: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def check_all(self) -> None:
@@ -248,6 +257,34 @@ class Monitor:
             if decision.writer != old:
                 self._change_writer(old, decision.writer, decision.promote is not None)
             await self._resume_semisync()
+            self._maybe_failback()
+
+    def _maybe_failback(self) -> None:
+        """failback: after_catchup — hand the writer back to the preferred master once it has
+        applied everything from the current one (as a planned switchover)."""
+        if self.config.health.failback != "after_catchup" or self.request_switchover is None:
+            return
+        writer = self.cluster.writer
+        preferred = self.config.masters[0]
+        if writer is None or writer == preferred.name or self._failback_task is not None:
+            return
+        if self.cluster.server(preferred.name).status is HostStatus.DOWN:
+            return
+        writer_port = self._server(writer).port
+        if ready_for_failback(
+            self.results.get(preferred.name), self.results.get(writer), writer_port
+        ):
+            log.warning("failback: %s caught up with %s", preferred.name, writer)
+            task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
+                self.request_switchover(preferred.name)
+            )
+            self._failback_task = task
+            task.add_done_callback(self._failback_done)
+
+    def _failback_done(self, task: asyncio.Task[None]) -> None:
+        self._failback_task = None
+        if not task.cancelled() and task.exception() is not None:
+            log.error("failback failed: %s", task.exception())
 
     def _views(self) -> list[MasterView]:
         return [

@@ -373,3 +373,38 @@ def test_switchover_cli(fo_lab: Lab, tmp_path: Path) -> None:
     config = fo_lab.write_proxy_config()
     assert main(["switchover", "--config", str(config), "--to", target]) == 0
     assert _writer_node(fo_lab) == target
+
+
+def test_failback_after_catchup(fo_lab: Lab) -> None:
+    from proxy.cli import main
+
+    fo_lab.up(masters=2, replicas=2, semisync=True)
+    if _writer_node(fo_lab) != "master1":
+        assert main(["switchover", "--config", str(fo_lab.config_path), "--to", "master1"]) == 0
+    config = proxy_config(fo_lab, health={"failback": "after_catchup"})
+    proxy = ProxyThread(config).start()
+    try:
+        assert proxy.server.cluster.writer == "master1"
+        fo_lab.kill("master1")
+        _wait(lambda: proxy.server.cluster.writer == "master2", 5, "failover to master2")
+        conn = _app(proxy.port)
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE IF NOT EXISTS fb_items (id INT PRIMARY KEY, sid INT)")
+            cur.execute("REPLACE INTO fb_items VALUES (1, @@server_id)")
+        conn.close()
+        fo_lab.up(masters=2, replicas=2, semisync=True)  # master1 returns, fenced, catches up
+        took = _wait(lambda: proxy.server.cluster.writer == "master1", 20, "failback")
+        print(f"\nfailback to master1 {took:.1f}s after it came back")
+        conn = _app(proxy.port)
+        with conn.cursor() as cur:
+            cur.execute("REPLACE INTO fb_items VALUES (2, @@server_id)")
+            cur.execute("SELECT /* pyproxy:writer */ id, sid FROM fb_items ORDER BY id")
+            assert cur.fetchall() == ((1, 2), (2, 1))
+        conn.close()
+        ro = {
+            n: _root_rows(fo_lab, n, "SELECT @@GLOBAL.read_only AS ro")[0]["ro"]
+            for n in ("master1", "master2")
+        }
+        assert ro == {"master1": 0, "master2": 1}
+    finally:
+        proxy.stop()
