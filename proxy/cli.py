@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -68,7 +69,7 @@ def _run_lab(args: argparse.Namespace) -> int:
             flush=True,
         )
         try:
-            return run_proxy(config)
+            return run_proxy(config, args.config)
         finally:
             stopped = lab.down()
             print(f"stopped pyproxy and the lab ({', '.join(stopped)})")
@@ -78,22 +79,49 @@ def _run_lab(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_proxy(config: Config) -> int:
-    """Run the proxy in the foreground until SIGINT/SIGTERM."""
+def run_proxy(config: Config, config_path: str | None = None) -> int:
+    """Run the proxy in the foreground until SIGINT/SIGTERM; SIGHUP reloads the config."""
+    setup_logging(config)
     try:
         import uvloop
 
         runner: Callable[[Coroutine[Any, Any, None]], None] = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency; stdlib asyncio still works
         runner = asyncio.run
-    runner(_serve(config))
+    runner(_serve(config, config_path))
     return 0
 
 
-async def _serve(config: Config) -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(config: Config) -> None:
+    handler = logging.StreamHandler()
+    if config.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.log_level.upper())
+
+
+async def _serve(config: Config, config_path: str | None) -> None:
     from proxy.frontend.listener import ProxyServer
 
-    server = ProxyServer(config)
+    server = ProxyServer(config, config_path=config_path)
     try:
         await server.start()
     except OSError as exc:
@@ -102,11 +130,27 @@ async def _serve(config: Config) -> None:
             f"listeners.mysql: cannot listen on {listen.host}:{listen.port}: {exc.strerror}"
         ) from None
     log = logging.getLogger("pyproxy")
-    log.info("pyproxy listening on %s:%d", config.listeners.mysql.host, server.port)
+    log.info(
+        "pyproxy listening on %s:%d (admin %s:%d, metrics http://%s:%d/metrics)",
+        config.listeners.mysql.host,
+        server.port,
+        config.listeners.admin.host,
+        server.admin.port,
+        config.listeners.http.host,
+        server.http.port,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[tuple[bool, str]]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(server.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     await stop.wait()
     log.info("pyproxy shutting down")
     await server.stop()
@@ -187,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.check:
             print(f"{args.config}: OK ({len(config.servers)} servers, {len(config.users)} users)")
             return 0
-        return run_proxy(config)
+        return run_proxy(config, args.config)
     except (LabError, ConfigError) as exc:
         print(f"pyproxy: {exc}", file=sys.stderr)
         return 1

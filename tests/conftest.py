@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
+import sys
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,10 +75,21 @@ def proxy_config(lab: Lab, **overrides: object) -> Config:
     return parse_config(data)
 
 
+def _dump_proxy_tasks(thread: ProxyThread) -> None:
+    """SIGUSR1 prints the proxy loop's task stacks: what a hung test is waiting for."""
+
+    def dump(signum: int, frame: object) -> None:
+        for task in asyncio.all_tasks(thread.loop):
+            task.print_stack(file=sys.stderr)
+
+    signal.signal(signal.SIGUSR1, dump)
+
+
 @pytest.fixture(scope="session")
 def proxy(lab: Lab) -> Iterator[ProxyThread]:
     """pyproxy in front of the lab, serving from a background thread of this process."""
     thread = ProxyThread(proxy_config(lab)).start()
+    _dump_proxy_tasks(thread)
     try:
         yield thread
     finally:

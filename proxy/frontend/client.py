@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import cast
 
+from proxy.metrics import Metrics
 from proxy.protocol.packets import Packet, PacketReader
 
 
@@ -18,7 +19,8 @@ class ClientGone(Exception):
 class ClientConnection(asyncio.Protocol):
     """The transport side of one client: a packet reader and a writer that can pause."""
 
-    def __init__(self, max_payload: int) -> None:
+    def __init__(self, max_payload: int, metrics: Metrics) -> None:
+        self.metrics = metrics
         self.transport: asyncio.Transport | None = None
         self.reader = PacketReader(max_payload=max_payload)
         self.peer = ("?", 0)
@@ -48,6 +50,7 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
+        self.metrics.bytes_in += len(data)
         self.last_active = time.monotonic()
         if self._handshake_waiter is not None:
             self._tls_in_bio.write(data)

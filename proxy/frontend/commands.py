@@ -64,16 +64,24 @@ async def com_query(session: Session, packet: Packet) -> bool:
         return True
     started = time.perf_counter()
     scanner = await session.forward(target, Command.COM_QUERY, frame, stmt=stmt, override=override)
+    elapsed = time.perf_counter() - started
+    hostgroup = server.hostgroup(target.name)
+    server.metrics.record_query(
+        "writer" if hostgroup == 0 else "reader",
+        "read" if stmt.is_read else "write",
+        scanner is not None and scanner.error is None,
+        elapsed,
+    )
     if scanner is not None:
         session.after_statement(stmt, sql, scanner)
         server.digests.record(
             digest.hex,
             digest.text,
-            server.hostgroup(target.name),
+            hostgroup,
             target.name,
             session.username,
             session.state.schema,
-            int((time.perf_counter() - started) * 1e6),
+            int(elapsed * 1e6),
             scanner.rows,
             scanner.affected_rows,
         )

@@ -9,19 +9,23 @@ import ssl
 import time
 from dataclasses import dataclass
 
+from proxy.admin.http import HttpServer
+from proxy.admin.sql import AdminServer
 from proxy.backend.connection import BackendError, read_greeting
 from proxy.backend.pool import BackendPool
-from proxy.cluster import Cluster, ServerState
-from proxy.config import Config
+from proxy.cluster import Cluster, HostStatus, ServerState
+from proxy.config import Config, ConfigError, load_config
 from proxy.frontend import commands
 from proxy.frontend.client import ClientConnection
 from proxy.frontend.session import Session, SessionPhase
 from proxy.health.monitor import Monitor
+from proxy.metrics import Metrics
 from proxy.protocol.auth import RsaKeyPair, generate_rsa_key_pair
 from proxy.protocol.constants import ErrorCode
 from proxy.protocol.packets import ProtocolError, build_err
 from proxy.routing.classifier import Classification, Classifier
 from proxy.routing.router import Router
+from proxy.routing.rules import QueryRules
 from proxy.routing.stats import READER_HOSTGROUP, WRITER_HOSTGROUP, QueryDigests
 
 log = logging.getLogger(__name__)
@@ -44,8 +48,11 @@ class ProxyStats:
 class ProxyServer:
     """The MySQL-facing server: owns sessions, the pool, the cluster view and the classifier."""
 
-    def __init__(self, config: Config, cluster: Cluster | None = None) -> None:
+    def __init__(
+        self, config: Config, cluster: Cluster | None = None, config_path: str | None = None
+    ) -> None:
         self.config = config
+        self.config_path = config_path
         self.cluster = cluster or Cluster.from_config(config)
         self.pool = BackendPool(config.pool)
         self.classifier = Classifier()
@@ -53,6 +60,7 @@ class ProxyServer:
         self.digests = QueryDigests()
         self.sessions: dict[int, Session] = {}
         self.stats = ProxyStats()
+        self.metrics = Metrics()
         self.tls = _frontend_tls(config)
         # caching_sha2_password clients without TLS may ask for our RSA key (full auth).
         self.rsa_key: RsaKeyPair = generate_rsa_key_pair()
@@ -68,6 +76,8 @@ class ProxyServer:
             on_server_down=self._server_down,
         )
         self.monitor.request_switchover = self.switchover
+        self.admin = AdminServer(self)
+        self.http = HttpServer(self)
         self._topology_event = asyncio.Event()
         self._schemas: dict[tuple[str, str], float] = {}  # (user, schema) -> last confirmed
 
@@ -84,6 +94,11 @@ class ProxyServer:
         )
         self.pool.start()
         self._sweeper = loop.create_task(self._sweep())
+        listeners = self.config.listeners
+        if listeners.admin.port >= 0:
+            await self.admin.start(listeners.admin.host, listeners.admin.port)
+        if listeners.http.port >= 0:
+            await self.http.start(listeners.http.host, listeners.http.port)
 
     async def _backend_version(self) -> str:
         timeout = self.config.pool.connect_timeout_ms / 1000
@@ -105,6 +120,8 @@ class ProxyServer:
     async def stop(self, grace_s: float = 5.0) -> None:
         if self._server is not None:
             self._server.close()
+        await self.admin.stop()
+        await self.http.stop()
         deadline = time.monotonic() + grace_s
         while any(s.phase is SessionPhase.EXECUTING for s in self.sessions.values()):
             if time.monotonic() > deadline:
@@ -123,17 +140,19 @@ class ProxyServer:
 
     # -- clients ---------------------------------------------------------------------------------
     def _new_client(self) -> ClientConnection:
-        client = ClientConnection(self.config.limits.max_allowed_packet)
+        client = ClientConnection(self.config.limits.max_allowed_packet, self.metrics)
         client.on_connected = self._on_connected
         return client
 
     def _on_connected(self, client: ClientConnection) -> None:
         if len(self.sessions) >= self.config.limits.max_client_connections:
             self.stats.connections_refused += 1
+            self.metrics.refused["max_connections"] += 1
             client.write(build_err(0, ErrorCode.ER_CON_COUNT_ERROR, "Too many connections"))
             client.close()
             return
         self.stats.connections_accepted += 1
+        self.metrics.accepted += 1
         self._next_id = self._next_id % 0xFFFFFFFF + 1
         session = Session(self, client, self._next_id)
         self.sessions[session.id] = session
@@ -173,6 +192,26 @@ class ProxyServer:
             self._schemas.clear()
         self._schemas[(user, schema)] = time.monotonic()
 
+    def backend_in_use(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for session in self.sessions.values():
+            for name in session.attached:
+                counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    def server_role(self, name: str) -> str:
+        """writer / reader / standby / shunned / offline / down, for metrics and the admin."""
+        st = self.cluster.server(name)
+        if st.status is HostStatus.DOWN:
+            return "down"
+        if st.status is HostStatus.OFFLINE_SOFT:
+            return "offline"
+        if st.status is HostStatus.SHUNNED:
+            return "shunned"
+        if name == self.cluster.writer:
+            return "writer"
+        return "reader" if st.config.role == "replica" else "standby"
+
     def hostgroup(self, server: str) -> int:
         return WRITER_HOSTGROUP if server == self.cluster.writer else READER_HOSTGROUP
 
@@ -181,6 +220,7 @@ class ProxyServer:
 
     def note_backend_error(self, target: ServerState, exc: BackendError) -> None:
         self.stats.backend_errors += 1
+        self.metrics.backend_errors[target.name] += 1
         target.last_error = str(exc)
         log.warning("backend %s: %s", target.name, exc)
         if exc.err is None:  # a network-level failure, not a refused login: check it now
@@ -192,6 +232,63 @@ class ProxyServer:
         if target.name == self.cluster.writer:
             self.cluster.set_writer(None)
             self._writer_changed(target.name, None)
+
+    def set_server_offline(self, name: str, offline: bool) -> None:
+        """Drain (OFFLINE_SOFT: running statements finish, nothing new) or bring back."""
+        if name not in self.cluster.servers:
+            raise ValueError(f"no server named {name!r}")
+        state = self.cluster.server(name)
+        if offline:
+            state.status = HostStatus.OFFLINE_SOFT
+            state.reason = "set OFFLINE by an operator"
+            self.pool.drop_server(name)
+        elif state.status is HostStatus.OFFLINE_SOFT:
+            state.status = HostStatus.ONLINE
+            state.reason = ""
+            self.monitor.recheck(name)  # it earns its real status at the next check
+        log.warning("server %s set %s by the admin", name, "OFFLINE" if offline else "ONLINE")
+        self._notify_topology()
+
+    async def reload(self) -> tuple[bool, str]:
+        """Re-read the config file and apply it without dropping clients (SIGHUP, admin)."""
+        if self.config_path is None:
+            return False, "no config file to reload (the proxy was started without one)"
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("config reload refused, keeping the running config: %s", exc)
+            return False, f"config reload refused: {exc}"
+        self.apply_config(new)
+        log.warning("config reloaded from %s", self.config_path)
+        return True, f"reloaded {self.config_path}"
+
+    def apply_config(self, new: Config) -> None:
+        old = self.config
+        if new.listeners != old.listeners:
+            log.warning("listener changes take effect at the next restart")
+            new = new.model_copy(update={"listeners": old.listeners})
+        names = {s.name for s in new.servers}
+        for server in new.servers:
+            state = self.cluster.servers.get(server.name)
+            if state is None:
+                self.cluster.servers[server.name] = ServerState(server)
+                self.pool.stats[server.name]  # create the entry
+            else:
+                if (state.config.host, state.config.port) != (server.host, server.port):
+                    self.pool.drop_server(server.name)
+                state.config = server
+        for name in [n for n in self.cluster.servers if n not in names]:
+            self.pool.drop_server(name)
+            self.monitor.remove_server(name)
+            del self.cluster.servers[name]
+        self.config = new
+        self.pool.config = new.pool
+        self.router.config = new
+        self.router.rules = QueryRules(new.query_rules)
+        self.monitor.config = new
+        for server in new.servers:
+            self.monitor.add_server(server)
+        self._notify_topology()
 
     async def switchover(self, target: str) -> None:
         """Planned writer change with no client error: hold new writes, let running ones and

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -181,8 +182,15 @@ async def com_stmt_execute(session: Session, packet: Packet) -> bool:
     flags = packet.payload[5] if len(packet.payload) > 5 else 0
     body = _rewrite_execute(packet.payload, cs, bs)
     cursor = bool(flags & _CURSOR_FLAGS)
+    started = time.perf_counter()
     scanner = await session.forward(
         target, Command.COM_STMT_EXECUTE, build_packet(0, body), cursor=cursor, conn=conn
+    )
+    server = session.server
+    route = "writer" if server.hostgroup(target.name) == 0 else "reader"
+    ok = scanner is not None and scanner.error is None
+    server.metrics.record_query(
+        route, "read" if cs.stmt.is_read else "write", ok, time.perf_counter() - started
     )
     if scanner is None:
         cs.pinned_conn = None

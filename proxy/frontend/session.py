@@ -153,6 +153,7 @@ class Session:
                 if action.data:
                     self.client.write(action.data)
                 self.server.stats.auth_failures += 1
+                self.server.metrics.refused["auth"] += 1
                 log.info(
                     "session %d: %s from %s", self.id, action.error.message, self.client.peer[0]
                 )
@@ -347,6 +348,7 @@ class Session:
                 self.current = None
             conn.change_state(ConnState.IDLE)
             self._after_response(conn, scanner)
+            self.server.metrics.bytes_out += scanner.consumed
             if sink.held is not None:
                 err = scanner.error
                 if err is not None and err.code == ErrorCode.ER_OPTION_PREVENTS_STATEMENT:

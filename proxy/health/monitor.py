@@ -110,6 +110,17 @@ class Monitor:
             conn.close()
         self._conns.clear()
 
+    def add_server(self, server: Server) -> None:
+        """Start watching a server added by a config reload."""
+        self.stats.setdefault(server.name, CheckStats())
+        if server.name not in self._wake:
+            self._wake[server.name] = asyncio.Event()
+            self._tasks.append(asyncio.get_running_loop().create_task(self._watch(server)))
+
+    def remove_server(self, name: str) -> None:
+        self._drop_conn(name)
+        self.results.pop(name, None)
+
     def recheck(self, name: str) -> None:
         """Passive detection: the data path saw an error on this server; check it now."""
         event = self._wake.get(name)
@@ -118,9 +129,14 @@ class Monitor:
 
     # -- checking --------------------------------------------------------------------------------
     async def _watch(self, server: Server) -> None:
-        interval = self.config.health.check_interval_ms / 1000
         wake = self._wake[server.name]
         while True:
+            current = next((s for s in self.config.servers if s.name == server.name), None)
+            if current is None:  # removed by a reload
+                self._wake.pop(server.name, None)
+                return
+            server = current  # a reload may have changed its address
+            interval = self.config.health.check_interval_ms / 1000
             if self.stats[server.name].consecutive_failures > 0:
                 # Failing: check again soon, but never back to back, so that a burst of
                 # data-path errors cannot reach the failure threshold within a blip.
@@ -150,9 +166,8 @@ class Monitor:
             stats.checks_failed += 1
             stats.consecutive_failures += 1
             state.last_error = _describe(exc, timeout)
-            if (
-                stats.consecutive_failures >= self.config.health.failure_threshold
-                and state.status is not HostStatus.DOWN
+            if stats.consecutive_failures >= self.config.health.failure_threshold and (
+                state.status not in (HostStatus.DOWN, HostStatus.OFFLINE_SOFT)
             ):
                 self._down_since[server.name] = time.monotonic()
                 self._set_status(state, HostStatus.DOWN, state.last_error)

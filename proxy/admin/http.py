@@ -1,0 +1,94 @@
+"""HTTP on the metrics port: /metrics for Prometheus, health probes and a small JSON API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from proxy.admin.tables import digest_rows, pool_rows, server_rows
+from proxy.metrics import exposition
+
+if TYPE_CHECKING:
+    from proxy.frontend.listener import ProxyServer
+
+log = logging.getLogger(__name__)
+
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+
+
+class HttpServer:
+    """A minimal HTTP/1.1 server (one request per connection) on the proxy's event loop."""
+
+    def __init__(self, proxy: ProxyServer) -> None:
+        self.proxy = proxy
+        self.render_metrics = exposition(proxy)
+        self._server: asyncio.Server | None = None
+        self.routes: dict[str, Callable[[], tuple[int, str, bytes]]] = {
+            "/metrics": self._metrics,
+            "/healthz": lambda: _json(200, {"status": "ok"}),
+            "/readyz": self._ready,
+            "/api/servers": lambda: _json(200, server_rows(proxy)),
+            "/api/digests": lambda: _json(200, digest_rows(proxy)),
+            "/api/pools": lambda: _json(200, pool_rows(proxy)),
+        }
+
+    async def start(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1)
+
+    def _metrics(self) -> tuple[int, str, bytes]:
+        return 200, "text/plain; version=0.0.4; charset=utf-8", self.render_metrics()
+
+    def _ready(self) -> tuple[int, str, bytes]:
+        writer = self.proxy.cluster.writer
+        return _json(200 if writer else 503, {"ready": bool(writer), "writer": writer})
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            method, target, *_ = request.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+            path = target.split("?", 1)[0]
+            route = self.routes.get(path)
+            if route is None:
+                status, ctype, body = _json(404, {"error": f"no such path: {path}"})
+            elif method not in ("GET", "HEAD"):
+                status, ctype, body = _json(405, {"error": "only GET"})
+            else:
+                status, ctype, body = route()
+            head = (
+                f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"
+                f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n"
+            ).encode()
+            writer.write(head + (b"" if method == "HEAD" else body))
+            await writer.drain()
+        except (
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            TimeoutError,
+            ConnectionError,
+            ValueError,
+        ):
+            pass  # a broken or slow request: just hang up
+        except Exception:
+            log.exception("HTTP request failed")
+        finally:
+            writer.close()
+
+
+def _json(status: int, data: Any) -> tuple[int, str, bytes]:
+    return status, "application/json", (json.dumps(data, indent=1, default=str) + "\n").encode()

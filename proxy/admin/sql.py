@@ -1,0 +1,178 @@
+"""The admin interface on 6032: ProxySQL-style tables answered by SQLite, and pyproxy commands."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sqlite3
+from typing import TYPE_CHECKING
+
+from proxy.admin.tables import TABLES
+from proxy.frontend.client import ClientConnection, ClientGone
+from proxy.protocol.auth import AuthAction, AuthDone, AuthFailed, AuthSend, ServerAuth
+from proxy.protocol.constants import Command, ErrorCode
+from proxy.protocol.packets import ProtocolError, build_err, build_ok, build_result_set
+
+if TYPE_CHECKING:
+    from proxy.frontend.listener import ProxyServer
+
+log = logging.getLogger(__name__)
+
+_SWITCHOVER = re.compile(r"^\s*(?:pyproxy\s+)?switchover\s+(?:to\s+)?`?([\w.-]+)`?\s*;?\s*$", re.I)
+_SET_STATUS = re.compile(
+    r"^\s*(?:pyproxy\s+)?set\s+server\s+`?([\w.-]+)`?\s+(offline|online)\s*;?\s*$", re.I
+)
+_RELOAD = re.compile(r"^\s*(?:pyproxy\s+reload(?:\s+config)?|load\s+mysql\s+\w+\s+(?:to|from)"
+                     r"\s+\w+|reload)\s*;?\s*$", re.I)  # fmt: skip
+_VERSION_COMMENT = re.compile(r"^\s*select\s+@@version_comment\s+limit\s+1\s*;?\s*$", re.I)
+
+HELP = (
+    "SELECT ... FROM runtime_mysql_servers | stats_mysql_query_digest | "
+    "stats_mysql_connection_pool | mysql_query_rules | mysql_users;  "
+    "SWITCHOVER TO <master>;  SET SERVER <name> OFFLINE|ONLINE;  RELOAD"
+)
+
+
+class AdminServer:
+    """Accepts admin connections (admin credentials from the config) on the proxy's loop."""
+
+    def __init__(self, proxy: ProxyServer) -> None:
+        self.proxy = proxy
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._next_id = 0
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._new_client, host, port, reuse_address=True)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _new_client(self) -> ClientConnection:
+        client = ClientConnection(1 << 20, self.proxy.metrics)
+        client.on_connected = self._on_connected
+        return client
+
+    def _on_connected(self, client: ClientConnection) -> None:
+        self._next_id += 1
+        task = asyncio.get_running_loop().create_task(self._session(client, self._next_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _session(self, client: ClientConnection, conn_id: int) -> None:
+        try:
+            caps = await self._authenticate(client, conn_id)
+            if caps is None:
+                return
+            while True:
+                packet = await client.read_packet()
+                if not packet.payload or packet.payload[0] == Command.COM_QUIT:
+                    return
+                command = packet.payload[0]
+                if command == Command.COM_QUERY:
+                    sql = packet.payload[1:].decode("utf-8", "replace")
+                    client.write(await self.execute(sql, caps))
+                elif command in (Command.COM_PING, Command.COM_INIT_DB):
+                    client.write(build_ok(1, caps))
+                else:
+                    client.write(build_err(1, ErrorCode.ER_UNKNOWN_COM_ERROR, "Unknown command"))
+        except (ClientGone, ProtocolError):
+            pass
+        except Exception:
+            log.exception("admin session failed")
+        finally:
+            client.close()
+
+    async def _authenticate(self, client: ClientConnection, conn_id: int) -> int | None:
+        admin = self.proxy.config.admin
+        auth = ServerAuth(
+            lambda name: admin.password if name == admin.username else None,
+            connection_id=conn_id,
+            server_version=f"{self.proxy.server_version} (pyproxy admin)",
+            default_plugin="mysql_native_password",
+            client_host=client.peer[0],
+        )
+        action: AuthAction = auth.start()
+        while True:
+            if isinstance(action, AuthSend):
+                client.write(action.data)
+            elif isinstance(action, AuthFailed):
+                client.write(action.data)
+                return None
+            elif isinstance(action, AuthDone):
+                client.write(action.data)
+                return auth.capabilities
+            packet = await client.read_packet()
+            action = auth.feed(packet.payload, packet.seq)
+
+    # -- statements ------------------------------------------------------------------------------
+    async def execute(self, sql: str, caps: int) -> bytes:
+        """One admin statement -> the framed response."""
+        try:
+            if _VERSION_COMMENT.match(sql):
+                return build_result_set(["@@version_comment"], [["pyproxy admin"]], caps)
+            if m := _SWITCHOVER.match(sql):
+                await self.proxy.switchover(m.group(1))
+                return build_ok(1, caps, info=f"writer is now {m.group(1)}")
+            if m := _SET_STATUS.match(sql):
+                self.proxy.set_server_offline(m.group(1), m.group(2).lower() == "offline")
+                return build_ok(1, caps)
+            if _RELOAD.match(sql):
+                return await self._reload(caps)
+            command = sql.strip().rstrip(";").strip().lower()
+            if command in ("show tables", "show tables from main"):
+                return build_result_set(["tables"], [[t] for t in sorted(TABLES)], caps)
+            if command == "show databases":
+                return build_result_set(["name"], [["main"]], caps)
+            if command in ("help", "pyproxy help"):
+                return build_result_set(["help"], [[HELP]], caps)
+            if command.startswith(("select", "with")):
+                columns, rows = query(self.proxy, sql)
+                return build_result_set(columns, rows, caps)
+            return build_err(
+                1,
+                ErrorCode.ER_NOT_SUPPORTED_YET,
+                f"pyproxy admin does not support this statement. {HELP}",
+            )
+        except (ValueError, RuntimeError, KeyError) as exc:
+            return build_err(1, ErrorCode.ER_UNKNOWN_ERROR, str(exc).strip("'\""))
+        except sqlite3.Error as exc:
+            return build_err(1, ErrorCode.ER_PARSE_ERROR, f"admin query failed: {exc}")
+
+    async def _reload(self, caps: int) -> bytes:
+        ok, message = await self.proxy.reload()
+        if not ok:
+            return build_err(1, ErrorCode.ER_UNKNOWN_ERROR, message)
+        return build_ok(1, caps, info=message)
+
+
+def query(proxy: ProxyServer, sql: str) -> tuple[list[str], list[list[object]]]:
+    """Answer a SELECT over the admin tables from a fresh in-memory SQLite snapshot."""
+    db = sqlite3.connect(":memory:")
+    try:
+        lowered = sql.lower()
+        for table, (columns, build) in TABLES.items():
+            if table not in lowered:
+                continue
+            db.execute(f"CREATE TABLE {table} ({', '.join(columns)})")
+            rows = build(proxy)
+            db.executemany(
+                f"INSERT INTO {table} VALUES ({', '.join('?' * len(columns))})",
+                [tuple(row[c] for c in columns) for row in rows],
+            )
+        cur = db.execute(sql)
+        names = [d[0] for d in cur.description or ()]
+        return names, [list(r) for r in cur.fetchall()]
+    finally:
+        db.close()

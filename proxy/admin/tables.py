@@ -1,0 +1,209 @@
+"""The admin tables (ProxySQL's names and columns) as rows built from the proxy's live state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from proxy.routing.stats import READER_HOSTGROUP, WRITER_HOSTGROUP
+
+if TYPE_CHECKING:
+    from proxy.frontend.listener import ProxyServer
+
+Row = dict[str, Any]
+STANDBY_HOSTGROUP = 2  # masters that are not the writer (ProxySQL's backup writers)
+
+
+def _hostgroup(proxy: ProxyServer, name: str) -> int:
+    if name == proxy.cluster.writer:
+        return WRITER_HOSTGROUP
+    if proxy.cluster.server(name).config.role == "replica":
+        return READER_HOSTGROUP
+    return STANDBY_HOSTGROUP
+
+
+def server_rows(proxy: ProxyServer) -> list[Row]:
+    """runtime_mysql_servers, plus pyproxy's own columns (name, role, read_only, lag...)."""
+    rows = []
+    for name, st in proxy.cluster.servers.items():
+        cfg = st.config
+        rows.append({
+            "hostgroup_id": _hostgroup(proxy, name),
+            "hostname": cfg.host,
+            "port": cfg.port,
+            "status": st.status.value,
+            "weight": cfg.weight,
+            "max_connections": cfg.max_connections,
+            "max_replication_lag": int(proxy.config.health.max_replication_lag_s),
+            "use_ssl": int(cfg.tls.enabled),
+            "comment": f"{name} ({proxy.server_role(name)})",
+            "name": name,
+            "role": proxy.server_role(name),
+            "read_only": None if st.read_only is None else int(st.read_only),
+            "replication_lag": st.lag_s,
+            "reason": st.reason or st.last_error,
+        })  # fmt: skip
+    return rows
+
+
+def digest_rows(proxy: ProxyServer) -> list[Row]:
+    """stats_mysql_query_digest (times in microseconds, like ProxySQL)."""
+    return [
+        {
+            "hostgroup": e.hostgroup,
+            "schemaname": e.schemaname,
+            "username": e.username,
+            "server": e.server,
+            "digest": e.digest,
+            "digest_text": e.digest_text,
+            "count_star": e.count_star,
+            "first_seen": int(e.first_seen),
+            "last_seen": int(e.last_seen),
+            "sum_time": e.sum_time_us,
+            "min_time": e.min_time_us,
+            "max_time": e.max_time_us,
+            "sum_rows_affected": e.sum_rows_affected,
+            "sum_rows_sent": e.sum_rows_sent,
+        }
+        for e in proxy.digests.entries.values()
+    ]
+
+
+def pool_rows(proxy: ProxyServer) -> list[Row]:
+    """stats_mysql_connection_pool."""
+    in_use = proxy.backend_in_use()
+    rows = []
+    for name, st in proxy.cluster.servers.items():
+        stats = proxy.pool.stats[name]
+        rows.append({
+            "hostgroup": _hostgroup(proxy, name),
+            "srv_host": st.config.host,
+            "srv_port": st.config.port,
+            "status": st.status.value,
+            "ConnUsed": in_use.get(name, 0),
+            "ConnFree": proxy.pool.idle_count(name),
+            "ConnOK": stats.created,
+            "ConnERR": stats.errors,
+            "ConnReused": stats.reused,
+            "Queries_in_flight": st.outstanding,
+            "Latency_us": int(proxy.monitor.stats[name].last_latency_s * 1e6)
+            if name in proxy.monitor.stats
+            else 0,
+            "server": name,
+        })  # fmt: skip
+    return rows
+
+
+def rule_rows(proxy: ProxyServer) -> list[Row]:
+    """mysql_query_rules, with their hit counts."""
+    rules = proxy.router.rules
+    rows = []
+    for i, (rule, hits) in enumerate(zip(rules.rules, rules.hits, strict=True)):
+        route = rule.route
+        dest = {"writer": WRITER_HOSTGROUP, "reader": READER_HOSTGROUP}.get(route or "")
+        rows.append({
+            "rule_id": i + 1,
+            "active": 1,
+            "username": rule.username,
+            "schemaname": rule.schema_name,
+            "match_digest": rule.match_digest,
+            "match_pattern": rule.match_pattern,
+            "destination_hostgroup": dest,
+            "destination_server": route if dest is None else None,
+            "error_msg": rule.block,
+            "replace_pattern": rule.rewrite,
+            "apply": 1,
+            "hits": hits,
+            "comment": rule.name,
+        })  # fmt: skip
+    return rows
+
+
+def user_rows(proxy: ProxyServer) -> list[Row]:
+    """mysql_users (without passwords)."""
+    return [
+        {
+            "username": u.username,
+            "default_schema": u.default_schema,
+            "max_connections": u.max_connections,
+            "consistency": u.consistency or proxy.config.routing.consistency,
+            "active": 1,
+        }
+        for u in proxy.config.users
+    ]
+
+
+_SERVER_COLS = (
+    "hostgroup_id",
+    "hostname",
+    "port",
+    "status",
+    "weight",
+    "max_connections",
+    "max_replication_lag",
+    "use_ssl",
+    "comment",
+    "name",
+    "role",
+    "read_only",
+    "replication_lag",
+    "reason",
+)
+_DIGEST_COLS = (
+    "hostgroup",
+    "schemaname",
+    "username",
+    "server",
+    "digest",
+    "digest_text",
+    "count_star",
+    "first_seen",
+    "last_seen",
+    "sum_time",
+    "min_time",
+    "max_time",
+    "sum_rows_affected",
+    "sum_rows_sent",
+)
+_POOL_COLS = (
+    "hostgroup",
+    "srv_host",
+    "srv_port",
+    "status",
+    "ConnUsed",
+    "ConnFree",
+    "ConnOK",
+    "ConnERR",
+    "ConnReused",
+    "Queries_in_flight",
+    "Latency_us",
+    "server",
+)
+_RULE_COLS = (
+    "rule_id",
+    "active",
+    "username",
+    "schemaname",
+    "match_digest",
+    "match_pattern",
+    "destination_hostgroup",
+    "destination_server",
+    "error_msg",
+    "replace_pattern",
+    "apply",
+    "hits",
+    "comment",
+)
+_USER_COLS = ("username", "default_schema", "max_connections", "consistency", "active")
+
+# table name -> (columns, row builder); the admin answers SELECTs over these.
+TABLES: dict[str, tuple[tuple[str, ...], Callable[[ProxyServer], list[Row]]]] = {
+    "runtime_mysql_servers": (_SERVER_COLS, server_rows),
+    "mysql_servers": (_SERVER_COLS, server_rows),
+    "stats_mysql_query_digest": (_DIGEST_COLS, digest_rows),
+    "stats_mysql_connection_pool": (_POOL_COLS, pool_rows),
+    "mysql_query_rules": (_RULE_COLS, rule_rows),
+    "runtime_mysql_query_rules": (_RULE_COLS, rule_rows),
+    "mysql_users": (_USER_COLS, user_rows),
+    "runtime_mysql_users": (_USER_COLS, user_rows),
+}

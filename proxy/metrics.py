@@ -1,0 +1,220 @@
+"""Prometheus metrics: plain counters on the hot path, turned into metric families at scrape."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+if TYPE_CHECKING:
+    from proxy.frontend.listener import ProxyServer
+
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+)  # fmt: skip
+WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class Histogram:
+    """A histogram cheap enough for every statement: one bisect and three additions."""
+
+    __slots__ = ("buckets", "count", "counts", "sum")
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.buckets, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out, total = [], 0
+        for bound, n in zip(self.buckets, self.counts, strict=False):
+            total += n
+            out.append((repr(bound), float(total)))
+        out.append(("+Inf", float(self.count)))
+        return out
+
+
+@dataclass
+class Metrics:
+    """Counters the data path bumps; everything else is read from live state at scrape."""
+
+    queries: defaultdict[tuple[str, str, str], int] = field(
+        default_factory=lambda: defaultdict(int)
+    )  # (route, class, outcome) -> count
+    latency: dict[str, Histogram] = field(
+        default_factory=lambda: {r: Histogram(LATENCY_BUCKETS) for r in ("writer", "reader")}
+    )
+    accepted: int = 0
+    refused: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    backend_errors: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    bytes_in: int = 0
+    bytes_out: int = 0
+    # read-your-writes
+    consistency_reads_to_writer: int = 0
+    gtid_waits: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    gtid_wait_seconds: Histogram = field(default_factory=lambda: Histogram(WAIT_BUCKETS))
+
+    def record_query(self, route: str, klass: str, ok: bool, seconds: float) -> None:
+        self.queries[(route, klass, "ok" if ok else "error")] += 1
+        self.latency[route].observe(seconds)
+
+
+class ProxyCollector:
+    """Builds the exposition from the proxy's live state (prometheus-client custom collector)."""
+
+    def __init__(self, server: ProxyServer) -> None:
+        self.server = server
+
+    def describe(self) -> list[Metric]:
+        return []  # unchecked collector: families vary with the servers configured
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.server
+        m = s.metrics
+        yield _gauge("pyproxy_client_connections", "Client connections open now", len(s.sessions))
+        yield _counter(
+            "pyproxy_client_connections_accepted", "Client connections accepted", m.accepted
+        )
+        refused = CounterMetricFamily(
+            "pyproxy_client_connections_refused",
+            "Client connections refused, by reason",
+            labels=["reason"],
+        )
+        for reason in ("max_connections", "auth"):
+            refused.add_metric([reason], m.refused.get(reason, 0))
+        yield refused
+        yield _counter("pyproxy_client_received_bytes", "Bytes received from clients", m.bytes_in)
+        yield _counter("pyproxy_client_sent_bytes", "Bytes relayed to clients", m.bytes_out)
+
+        queries = CounterMetricFamily(
+            "pyproxy_queries",
+            "Statements by route, class, outcome",
+            labels=["route", "class", "outcome"],
+        )
+        for (route, klass, outcome), n in sorted(m.queries.items()):
+            queries.add_metric([route, klass, outcome], n)
+        yield queries
+        hist = HistogramMetricFamily(
+            "pyproxy_query_duration_seconds",
+            "Statement latency through the proxy, by route",
+            labels=["route"],
+        )
+        for route, h in m.latency.items():
+            hist.add_metric([route], h.cumulative(), sum_value=h.sum)
+        yield hist
+
+        pool = s.pool
+        in_use = s.backend_in_use()
+        conns = GaugeMetricFamily(
+            "pyproxy_backend_connections",
+            "Backend connections per server and state",
+            labels=["server", "state"],
+        )
+        errors = CounterMetricFamily(
+            "pyproxy_backend_errors", "Backend connection errors", labels=["server"]
+        )
+        checks = CounterMetricFamily(
+            "pyproxy_health_checks", "Health checks by result", labels=["server", "result"]
+        )
+        check_lat = GaugeMetricFamily(
+            "pyproxy_health_check_duration_seconds",
+            "Duration of the last successful health check",
+            labels=["server"],
+        )
+        state = GaugeMetricFamily(
+            "pyproxy_server_state",
+            "1 for the state each server is in (writer, reader, standby, shunned, offline, down)",
+            labels=["server", "state"],
+        )
+        lag = GaugeMetricFamily(
+            "pyproxy_replication_lag_seconds",
+            "Replication lag reported by each replica (absent: unknown)",
+            labels=["server"],
+        )
+        for name, st in s.cluster.servers.items():
+            conns.add_metric([name, "in_use"], in_use.get(name, 0))
+            conns.add_metric([name, "idle"], pool.idle_count(name))
+            errors.add_metric([name], m.backend_errors.get(name, 0))
+            cs = s.monitor.stats.get(name)
+            if cs is not None:
+                checks.add_metric([name, "ok"], cs.checks_ok)
+                checks.add_metric([name, "failed"], cs.checks_failed)
+                check_lat.add_metric([name], cs.last_latency_s)
+            current = s.server_role(name)
+            for label in ("writer", "reader", "standby", "shunned", "offline", "down"):
+                state.add_metric([name, label], 1.0 if label == current else 0.0)
+            if st.lag_s is not None:
+                lag.add_metric([name], st.lag_s)
+        yield from (conns, errors, checks, check_lat, state, lag)
+
+        events = s.monitor.failovers
+        yield _counter(
+            "pyproxy_failovers", "Writer changes (failovers and switchovers)", len(events)
+        )
+        last = events[-1] if events else None
+        yield _gauge(
+            "pyproxy_last_failover_duration_seconds",
+            "From the old writer going DOWN to the new writer taking writes",
+            (last.promoted_at - last.detected_at) if last else 0.0,
+        )
+        yield _counter(
+            "pyproxy_writer_conflicts",
+            "Times two masters were writable at once",
+            s.monitor.conflicts,
+        )
+        hits = CounterMetricFamily("pyproxy_query_rule_hits", "Query rule matches", labels=["rule"])
+        rules = s.router.rules
+        for i, (rule, n) in enumerate(zip(rules.rules, rules.hits, strict=True)):
+            hits.add_metric([rule.name or f"rule{i + 1}"], n)
+        yield hits
+
+        yield _counter(
+            "pyproxy_consistency_reads_to_writer",
+            "Reads sent to the writer to keep read-your-writes",
+            m.consistency_reads_to_writer,
+        )
+        waits = CounterMetricFamily(
+            "pyproxy_gtid_waits", "GTID waits on replicas by outcome", labels=["outcome"]
+        )
+        for outcome in ("caught_up", "timed_out"):
+            waits.add_metric([outcome], m.gtid_waits.get(outcome, 0))
+        yield waits
+        wait_hist = HistogramMetricFamily(
+            "pyproxy_gtid_wait_seconds", "Time spent waiting for a replica to catch up"
+        )
+        wait_hist.add_metric(
+            [], m.gtid_wait_seconds.cumulative(), sum_value=m.gtid_wait_seconds.sum
+        )
+        yield wait_hist
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+def exposition(server: ProxyServer) -> Callable[[], bytes]:
+    """A function rendering the text exposition for this proxy."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ProxyCollector(server))
+    return lambda: generate_latest(registry)
