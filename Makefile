@@ -71,3 +71,16 @@ run: deps venv
 clean:
 	-$(BIN)/pyproxy lab destroy --dir $(LAB_DIR)
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info
+
+# sysbench straight to the writer vs through pyproxy (alternating pairs), 5,000 idle clients and
+# the classifier microbenchmark; prints the table and writes bench/results/latest.{json,md}.
+# BENCH_TIME / BENCH_PAIRS / BENCH_IDLE tune it; BENCH_ARGS=--quick for a 1-minute dev run.
+# Only what the benchmark needs from apt (not the client libraries of the test suite).
+BENCH_APT_PACKAGES := mariadb-server mariadb-client python3-venv sysbench
+
+.PHONY: bench bench-deps
+bench-deps:
+	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(BENCH_APT_PACKAGES)" APT_COMMANDS=
+
+bench: bench-deps venv
+	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -15,6 +15,7 @@ from typing import Any
 from proxy.config import Config, ConfigError, load_config
 from proxy.lab.lab import Lab
 from proxy.lab.servers import LabError
+from proxy.tools.cli import TOOL_COMMANDS, add_tool_commands, run_tool
 
 DEFAULT_LAB_DIR = os.environ.get("PYPROXY_LAB_DIR", "lab")
 
@@ -170,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sw.add_argument("--config", dest="sw_config", required=True, help="path to pyproxy.yaml")
     sw.add_argument("--to", required=True, help="the master that becomes the writer")
+    add_tool_commands(sub)
     return parser
 
 
@@ -218,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.command in TOOL_COMMANDS:
+        return run_tool(args)
     try:
         if args.command == "lab":
             return _run_lab(args)

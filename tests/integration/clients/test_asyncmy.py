@@ -88,14 +88,16 @@ async def test_transaction_commit_and_rollback(
             await conn.rollback()
             await conn.begin()
             await cur.execute(f"INSERT INTO {t} VALUES (3)")
+            # A second session reads from a replica unless told otherwise; transaction
+            # visibility is the writer's business, so it asks there (a pyproxy hint).
             async with other.cursor() as ocur:
-                await ocur.execute(f"SELECT COUNT(*) FROM {t}")
+                await ocur.execute(f"SELECT /* pyproxy:writer */ COUNT(*) FROM {t}")
                 assert await ocur.fetchone() == (0,)
             await conn.commit()
             await cur.execute(f"SELECT id FROM {t}")
             assert list(await cur.fetchall()) == [(3,)]
         async with other.cursor() as ocur:
-            await ocur.execute(f"SELECT id FROM {t}")
+            await ocur.execute(f"SELECT /* pyproxy:writer */ id FROM {t}")
             assert list(await ocur.fetchall()) == [(3,)]
     finally:
         conn.close()
