@@ -165,6 +165,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check", action="store_true", help="validate the config and exit")
     sub = parser.add_subparsers(dest="command")
     _lab_parser(sub)
+    bs = sub.add_parser(
+        "bootstrap",
+        help="set up accounts, replication, read_only and the demo schema on running servers",
+        description="Configure the topology in the config on already running servers (what "
+        "docker-compose runs once the MySQL containers are up). Idempotent.",
+    )
+    bs.add_argument("--config", dest="bs_config", required=True, help="path to pyproxy.yaml")
+    bs.add_argument("--root-user", default=os.environ.get("MYSQL_ROOT_USER", "root"))
+    bs.add_argument("--root-password", default=os.environ.get("MYSQL_ROOT_PASSWORD", ""))
+    bs.add_argument(
+        "--replication-password", default=os.environ.get("REPLICATION_PASSWORD", "repl-pass")
+    )
+    bs.add_argument("--semisync", action="store_true", help="semi-sync between the masters")
+    bs.add_argument(
+        "--wait",
+        type=float,
+        default=120.0,
+        help="seconds to wait for the servers to accept connections",
+    )
     sw = sub.add_parser(
         "switchover",
         help="planned writer change on the servers (running proxies follow read_only)",
@@ -173,6 +192,58 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--to", required=True, help="the master that becomes the writer")
     add_tool_commands(sub)
     return parser
+
+
+def _bootstrap(config: Config, args: argparse.Namespace) -> int:
+    """Run the topology bootstrap against the servers of a config (e.g. in docker-compose)."""
+    import time
+
+    from proxy.lab.bootstrap import (
+        Account,
+        Accounts,
+        BootstrapError,
+        Node,
+        Topology,
+        bootstrap,
+        connect,
+    )
+
+    if config.backend_admin is None:
+        raise ConfigError("backend_admin: required to bootstrap (it flips read_only)")
+    app = config.users[0]
+    accounts = Accounts(
+        app=Account(app.username, app.password),
+        monitor=Account(config.monitor.username, config.monitor.password),
+        admin=Account(config.backend_admin.username, config.backend_admin.password),
+        replication=Account("repl", args.replication_password),
+    )
+    nodes = [
+        Node(
+            s.name,
+            s.role,
+            s.host,
+            s.port,
+            root_user=args.root_user,
+            root_password=args.root_password,
+        )
+        for s in config.masters + config.replicas
+    ]
+    deadline = time.monotonic() + args.wait
+    for node in nodes:
+        while True:
+            try:
+                connect(node, timeout=3).close()
+                break
+            except BootstrapError as exc:
+                if time.monotonic() > deadline:
+                    raise ConfigError(f"{node.name}: not reachable: {exc}") from None
+                time.sleep(1)
+    try:
+        bootstrap(Topology(nodes, accounts, semisync=args.semisync))
+    except BootstrapError as exc:
+        raise ConfigError(f"bootstrap failed: {exc}") from None
+    print(f"bootstrapped {len(nodes)} servers: " + ", ".join(f"{n.name} ({n.role})" for n in nodes))
+    return 0
 
 
 def _switchover(config: Config, target: str) -> int:
@@ -225,6 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "lab":
             return _run_lab(args)
+        if args.command == "bootstrap":
+            return _bootstrap(load_config(args.bs_config), args)
         if args.command == "switchover":
             return _switchover(load_config(args.sw_config), args.to)
         if not args.config:

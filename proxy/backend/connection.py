@@ -67,6 +67,10 @@ PROFILE_CAPS = (
 )
 
 
+# Limit for the proxy's own commands on a backend connection (state sync, prepares, resets).
+INTERNAL_TIMEOUT_S = 10.0
+
+
 class BackendError(Exception):
     """The backend connection failed (network, protocol or auth); the connection is unusable."""
 
@@ -316,8 +320,19 @@ class BackendConnection(asyncio.Protocol):
         return fut
 
     async def run(self, command: bytes, scanner: ResponseScanner) -> ResponseScanner:
-        """Run a command whose response the proxy itself consumes (state sync, probes)."""
-        await self.relay(command, scanner, Sink(None))
+        """Run a command whose response the proxy itself consumes (state sync, probes).
+
+        These are quick by nature; one that hangs means a connection gone bad, not a slow
+        query, so it is abandoned rather than waited for forever.
+        """
+        try:
+            await asyncio.wait_for(self.relay(command, scanner, Sink(None)), INTERNAL_TIMEOUT_S)
+        except TimeoutError:
+            self._fail(
+                BackendError(f"{self.server_name} did not answer within {INTERNAL_TIMEOUT_S:.0f}s")
+            )
+            assert self._lost is not None
+            raise self._lost from None
         self.change_state(ConnState.IDLE)
         return scanner
 
