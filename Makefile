@@ -7,7 +7,7 @@ LAB_DIR ?= lab
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages the lab and the tests need; installed only when missing.
-APT_PACKAGES := mariadb-server mariadb-client python3-venv sysbench \
+APT_PACKAGES := mariadb-server mariadb-client python3-venv sysbench prometheus docker-compose \
 	libmariadb-java libdbd-mariadb-perl php-cli php-mysql
 # Tools that may already come from elsewhere (e.g. Node from NodeSource): command -> package.
 APT_COMMANDS := npm:npm javac:default-jdk-headless

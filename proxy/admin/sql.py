@@ -131,6 +131,8 @@ class AdminServer:
             if _RELOAD.match(sql):
                 return await self._reload(caps)
             command = sql.strip().rstrip(";").strip().lower()
+            if command.startswith(("set ", "commit", "rollback", "begin")):
+                return build_ok(1, caps)  # drivers' session set-up: nothing to do here
             if command in ("show tables", "show tables from main"):
                 return build_result_set(["tables"], [[t] for t in sorted(TABLES)], caps)
             if command == "show databases":

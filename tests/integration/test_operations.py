@@ -1,0 +1,369 @@
+"""Operations: metrics (promtool), the dashboard, the admin interface, reloads, drains, Docker."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pymysql
+import pytest
+import yaml
+
+from proxy.lab.lab import Lab
+from proxy.testing import ProxyThread
+from tests.conftest import Endpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _http_port(proxy: ProxyThread) -> int:
+    return proxy.server.http.port
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _traffic(ep: Endpoint) -> None:
+    conn = pymysql.connect(
+        host=ep.host,
+        port=ep.port,
+        user=ep.user,
+        password=ep.password,
+        database=ep.database,
+        autocommit=True,
+    )
+    with conn.cursor() as cur:
+        for i in range(20):
+            cur.execute("SELECT %s + 1 AS ops_probe", (i,))
+        cur.execute("CREATE TABLE IF NOT EXISTS ops_probe (id INT PRIMARY KEY)")
+        cur.execute("REPLACE INTO ops_probe VALUES (1)")
+        with pytest.raises(pymysql.err.ProgrammingError):
+            cur.execute("SELECT * FROM ops_no_such_table")
+    conn.close()
+
+
+def test_metrics_pass_promtool(proxy: ProxyThread, proxy_endpoint: Endpoint) -> None:
+    _traffic(proxy_endpoint)
+    status, body = _get(_http_port(proxy), "/metrics")
+    assert status == 200
+    text = body.decode()
+    for name in (
+        "pyproxy_queries_total",
+        "pyproxy_query_duration_seconds_bucket",
+        "pyproxy_server_state",
+        "pyproxy_replication_lag_seconds",
+        "pyproxy_backend_connections",
+        "pyproxy_health_checks_total",
+        "pyproxy_failovers_total",
+        "pyproxy_client_connections",
+    ):
+        assert name in text, name
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing (Debian package prometheus)"
+    res = subprocess.run(
+        [promtool, "check", "metrics"], input=body, capture_output=True, timeout=30, check=False
+    )
+    assert res.returncode == 0 and not res.stdout and not res.stderr, res
+
+
+def _exported_names(text: str) -> set[str]:
+    """Every series name the exposition declares, samples or not (a counter with no rules
+    configured yet still exists)."""
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            names.add(name)
+            if kind == "histogram":
+                names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+        elif line and not line.startswith("#"):
+            names.add(line.split("{")[0].split(" ")[0])
+    return names
+
+
+def test_dashboard_queries_only_exported_metrics(
+    proxy: ProxyThread, proxy_endpoint: Endpoint
+) -> None:
+    _traffic(proxy_endpoint)
+    exported = _exported_names(_get(_http_port(proxy), "/metrics")[1].decode())
+    dashboard = json.loads((ROOT / "grafana/dashboards/pyproxy.json").read_text())
+    used: set[str] = set()
+    for panel in dashboard["panels"]:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            used |= set(re.findall(r"\bpyproxy_[a-z_]+", target["expr"]))
+    assert used, "the dashboard queries no pyproxy metric"
+    assert used <= exported, f"not exported: {sorted(used - exported)}"
+    for path in (
+        "grafana/provisioning/datasources/prometheus.yaml",
+        "grafana/provisioning/dashboards/pyproxy.yaml",
+    ):
+        assert yaml.safe_load((ROOT / path).read_text())["apiVersion"] == 1
+
+
+def test_http_api(proxy: ProxyThread) -> None:
+    port = _http_port(proxy)
+    assert _get(port, "/healthz")[0] == 200
+    status, body = _get(port, "/readyz")
+    assert status == 200 and json.loads(body)["writer"] == "master1"
+    servers = json.loads(_get(port, "/api/servers")[1])
+    assert {s["name"] for s in servers} == {"master1", "master2", "replica1", "replica2"}
+    assert isinstance(json.loads(_get(port, "/api/digests")[1]), list)
+    assert len(json.loads(_get(port, "/api/pools")[1])) == 4
+    assert _get(port, "/nope")[0] == 404
+
+
+def _admin_cli(proxy: ProxyThread, sql: str) -> str:
+    admin = proxy.config.admin
+    res = subprocess.run(
+        [
+            "mariadb",
+            "-h",
+            "127.0.0.1",
+            "-P",
+            str(proxy.server.admin.port),
+            "-u",
+            admin.username,
+            f"-p{admin.password}",
+            "-e",
+            sql,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def test_admin_sql_answers_live_data(proxy: ProxyThread, proxy_endpoint: Endpoint) -> None:
+    _traffic(proxy_endpoint)
+    servers = _admin_cli(
+        proxy, "SELECT hostname, port, hostgroup_id, status FROM runtime_mysql_servers"
+    )
+    lines = servers.splitlines()
+    assert lines[0].split("\t") == ["hostname", "port", "hostgroup_id", "status"]
+    assert len(lines) == 5 and all(ln.endswith("ONLINE") for ln in lines[1:])
+    digests = _admin_cli(
+        proxy,
+        "SELECT hostgroup, digest_text, count_star, sum_time FROM "
+        "stats_mysql_query_digest ORDER BY sum_time DESC LIMIT 10",
+    )
+    assert "select ? + ? as ops_probe" in digests
+    # Arbitrary SELECTs with WHERE / ORDER BY / LIMIT work on every table.
+    admin = proxy.config.admin
+    conn = pymysql.connect(
+        host="127.0.0.1", port=proxy.server.admin.port, user=admin.username, password=admin.password
+    )
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT count_star FROM stats_mysql_query_digest "
+            "WHERE digest_text LIKE '%ops_probe%' ORDER BY count_star DESC LIMIT 1"
+        )
+        row = cur.fetchone()
+        assert row is not None and int(row[0]) >= 20  # admin values are text, as in ProxySQL
+        cur.execute("SELECT srv_port, ConnUsed + ConnFree FROM stats_mysql_connection_pool")
+        assert len(cur.fetchall()) == 4
+        cur.execute("SELECT COUNT(*) FROM mysql_query_rules")
+        assert cur.fetchone() in ((0,), ("0",))
+        with pytest.raises(pymysql.err.MySQLError):
+            cur.execute("DELETE FROM runtime_mysql_servers")
+    conn.close()
+    with pytest.raises(pymysql.err.OperationalError) as err:
+        pymysql.connect(
+            host="127.0.0.1", port=proxy.server.admin.port, user="admin", password="wrong"
+        )
+    assert err.value.args[0] == 1045
+
+
+def test_offline_drain_finishes_running_statements(
+    proxy: ProxyThread, proxy_endpoint: Endpoint
+) -> None:
+    ep = proxy_endpoint
+    conn = pymysql.connect(host=ep.host, port=ep.port, user=ep.user, password=ep.password)
+    result: list[object] = []
+
+    def long_read() -> None:
+        with conn.cursor() as cur:
+            cur.execute("/* pyproxy:server=replica2 */ SELECT SLEEP(1.5), @@server_id")
+            result.append(cur.fetchone())
+
+    t = threading.Thread(target=long_read)
+    t.start()
+    time.sleep(0.3)
+    _admin_cli(proxy, "SET SERVER replica2 OFFLINE")
+    t.join(10)
+    assert result == [(0, 102)]  # the running statement finished normally
+    try:
+        other = pymysql.connect(
+            host=ep.host, port=ep.port, user=ep.user, password=ep.password, autocommit=True
+        )
+        with other.cursor() as cur:
+            seen = set()
+            for _ in range(30):
+                cur.execute("SELECT @@server_id")
+                seen.add(cur.fetchone()[0])
+        other.close()
+        assert seen == {101}
+        status = _admin_cli(
+            proxy, "SELECT status FROM runtime_mysql_servers WHERE name = 'replica2'"
+        )
+        assert "OFFLINE_SOFT" in status
+    finally:
+        _admin_cli(proxy, "SET SERVER replica2 ONLINE")
+        conn.close()
+    deadline = time.monotonic() + 5
+    while proxy.server.cluster.server("replica2").status.value != "ONLINE":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_sighup_reload(lab: Lab, tmp_path: Path) -> None:
+    data = lab.proxy_config()
+    ports = {k: _free_port() for k in ("mysql", "admin", "http")}
+    for key, port in ports.items():
+        data["listeners"][key]["port"] = port
+    full = [dict(s) for s in data["servers"]]
+    data["servers"] = [s for s in full if s["name"] != "replica2"]
+    cfg = tmp_path / "pyproxy.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    log = tmp_path / "proxy.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy.cli", "--config", str(cfg)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", ports["mysql"]), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        clients = [
+            pymysql.connect(
+                host="127.0.0.1",
+                port=ports["mysql"],
+                user="app",
+                password="app-pass",
+                database="demo_db",
+                autocommit=True,  # autocommit off would send every read to the writer
+            )
+            for _ in range(3)
+        ]
+
+        def ids(conn: pymysql.Connection, n: int = 30) -> set[int]:
+            with conn.cursor() as cur:
+                out = set()
+                for _ in range(n):
+                    cur.execute("SELECT @@server_id")
+                    out.add(int(cur.fetchone()[0]))
+            return out
+
+        assert ids(clients[0]) == {101}
+        data["servers"] = full
+        cfg.write_text(yaml.safe_dump(data))
+        os.kill(proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while 102 not in ids(clients[1], 10):
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        for c in clients:  # no client connection was dropped
+            assert ids(c, 4) <= {101, 102}
+        # A broken config: one log line naming the key, and nothing changes.
+        broken = dict(data, servers=[*full[:1], dict(full[1], port=70000), *full[2:]])
+        cfg.write_text(yaml.safe_dump(broken))
+        os.kill(proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "servers[1].port" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        refused = [ln for ln in log.read_text().splitlines() if "reload refused" in ln]
+        assert len(refused) == 1 and "servers[1].port" in refused[0]
+        assert ids(clients[2]) == {101, 102}
+        for c in clients:
+            c.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+    assert proc.returncode == 0
+
+
+def test_docker_compose_agrees_with_config() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    expected = {"mysql-master1": "33061", "mysql-master2": "33062", "mysql-replica": "33063"}
+    for name, host_port in expected.items():
+        svc = services[name]
+        assert svc["image"] == "mysql:8.4"
+        assert svc["ports"] == [f"{host_port}:3306"]
+        assert "--read-only=ON" in svc["command"] and "--gtid-mode=ON" in svc["command"]
+    assert services["pyproxy"]["ports"] == ["6033:6033", "6032:6032", "6070:6070"]
+    docker_cfg = yaml.safe_load((ROOT / "config/pyproxy.docker.yaml").read_text())
+    assert {s["host"]: s["port"] for s in docker_cfg["servers"]} == dict.fromkeys(expected, 3306)
+    assert {s["name"] for s in docker_cfg["servers"]} == set(expected)
+    host_cfg = yaml.safe_load((ROOT / "config/pyproxy.yaml").read_text())
+    assert sorted(str(s["port"]) for s in host_cfg["servers"]) == sorted(expected.values())
+    # Every ${VAR} the docker config needs is passed in by the compose file.
+    env = services["pyproxy"]["environment"]
+    needed = set(re.findall(r"\$\{(\w+)", (ROOT / "config/pyproxy.docker.yaml").read_text()))
+    assert needed <= set(env), needed - set(env)
+    assert services["bootstrap"]["environment"] == env
+    prom = yaml.safe_load((ROOT / "config/prometheus.yml").read_text())
+    target = prom["scrape_configs"][0]["static_configs"][0]["targets"][0]
+    assert target == f"pyproxy:{docker_cfg['listeners']['http']['port']}"
+    # The file is valid for Compose itself.
+    tool = shutil.which("docker-compose")
+    assert tool, "docker-compose (Debian package) is missing"
+    res = subprocess.run(
+        [tool, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "proxy.cli",
+            "--config",
+            str(ROOT / "config/pyproxy.docker.yaml"),
+            "--check",
+        ],
+        check=True,
+        env={
+            **os.environ,
+            "APP_PASSWORD": "a",
+            "MONITOR_PASSWORD": "b",
+            "BACKEND_ADMIN_PASSWORD": "c",
+            "ADMIN_PASSWORD": "d",
+        },
+    )
