@@ -163,6 +163,11 @@ class Config(_Model):
     def _one_master_at_least(self) -> Config:
         if not any(s.role == "master" for s in self.servers):
             raise ValueError("servers: at least one server must have role: master")
+        admin_host = self.listeners.admin.host
+        if not self.admin.password and admin_host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(
+                f"admin.password: must not be empty when the admin listens on {admin_host}"
+            )
         names = {s.name for s in self.servers}
         for i, rule in enumerate(self.query_rules):
             if rule.route not in (None, "writer", "reader") and rule.route not in names:

@@ -61,3 +61,23 @@ def test_file_errors_are_one_line(tmp_path: Path) -> None:
     bad.write_text("servers: [\n")
     with pytest.raises(ConfigError, match="is not valid YAML"):
         load_config(bad)
+
+
+def test_empty_admin_password_only_on_loopback() -> None:
+    parse_config({**BASE, "admin": {"username": "admin", "password": ""}})
+    with pytest.raises(ConfigError, match="admin.password: must not be empty"):
+        parse_config(
+            {
+                **BASE,
+                "admin": {"username": "admin", "password": ""},
+                "listeners": {"admin": {"host": "0.0.0.0", "port": 6032}},
+            }
+        )
+
+
+def test_example_configs_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = Path(__file__).resolve().parents[2]
+    for name in ("APP_PASSWORD", "MONITOR_PASSWORD", "BACKEND_ADMIN_PASSWORD", "ADMIN_PASSWORD"):
+        monkeypatch.setenv(name, "x")
+    for path in ("config/pyproxy.yaml", "config/pyproxy.docker.yaml"):
+        assert load_config(root / path).servers
