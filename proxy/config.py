@@ -70,6 +70,11 @@ class Routing(_Model):
     consistency: Consistency = "read_your_writes"
     reads_fallback_to_writer: bool = True  # no healthy replica: reads go to the writer
     writer_serves_reads: bool = False  # the writer is also in the read pool
+    # read_your_writes: how long a read may wait for a replica to apply the session's last
+    # write (MASTER_GTID_WAIT / WAIT_FOR_EXECUTED_GTID_SET) before it runs on the writer.
+    read_your_writes_wait_ms: int = Field(50, ge=0, le=10_000)
+    # A session never reads from a replica older than one it already read from.
+    monotonic_reads: bool = False
 
 
 class QueryRule(_Model):

@@ -31,6 +31,7 @@ from proxy.protocol.packets import (
     build_command,
     is_err,
     parse_err,
+    parse_text_row,
 )
 from proxy.protocol.response import ResponseScanner
 
@@ -339,6 +340,36 @@ class BackendConnection(asyncio.Protocol):
     async def query(self, sql: str) -> ResponseScanner:
         scanner = ResponseScanner(Command.COM_QUERY, self.caps)
         return await self.run(build_command(Command.COM_QUERY, sql.encode()), scanner)
+
+    async def query_scalar(self, sql: str) -> bytes | None:
+        """The first cell of a one-row query the proxy runs itself (e.g. SELECT @@last_gtid)."""
+        buf = bytearray()
+        scanner = ResponseScanner(Command.COM_QUERY, self.caps)
+        try:
+            await asyncio.wait_for(
+                self.relay(
+                    build_command(Command.COM_QUERY, sql.encode()), scanner, Sink(buf.extend)
+                ),
+                INTERNAL_TIMEOUT_S + 5,
+            )
+        except TimeoutError:
+            self._fail(BackendError(f"{self.server_name} did not answer {sql!r}"))
+            assert self._lost is not None
+            raise self._lost from None
+        self.change_state(ConnState.IDLE)
+        if scanner.error is not None or not scanner.is_result_set:
+            return None
+        reader = PacketReader()
+        reader.feed(bytes(buf))
+        packets = list(reader)
+        # column count, one definition, [EOF], then the row.
+        row_index = 2 if self.caps & Capability.CLIENT_DEPRECATE_EOF else 3
+        if len(packets) <= row_index:
+            return None
+        try:
+            return parse_text_row(packets[row_index].payload, 1)[0]
+        except ProtocolError:
+            return None
 
     async def apply(self, steps: list[Step], want: SessionState) -> ErrPacket | None:
         """Bring this connection to the session state; the first server error is returned."""

@@ -73,7 +73,7 @@ async def com_query(session: Session, packet: Packet) -> bool:
         elapsed,
     )
     if scanner is not None:
-        session.after_statement(stmt, sql, scanner)
+        await session.after_statement(stmt, sql, scanner)
         server.digests.record(
             digest.hex,
             digest.text,

@@ -200,7 +200,7 @@ async def com_stmt_execute(session: Session, packet: Packet) -> bool:
         session.pins.reasons.add(f"cursor:{client_id}")
     else:
         _unpin(session, client_id, cs)
-    session.after_statement(cs.stmt, cs.sql, scanner)
+    await session.after_statement(cs.stmt, cs.sql, scanner)
     return True
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import time
@@ -40,6 +41,9 @@ from proxy.protocol.packets import (
 )
 from proxy.protocol.response import ResponseScanner
 from proxy.routing.classifier import StatementKind
+from proxy.routing.gtid import contains as gtid_contains
+from proxy.routing.gtid import is_mariadb as gtid_is_mariadb
+from proxy.routing.gtid import merge_mariadb
 from proxy.routing.router import changes_data
 
 if TYPE_CHECKING:
@@ -84,6 +88,9 @@ class Session:
         self.last_server: str | None = None  # where the last statement ran
         self.pinned_server: str | None = None  # where session-bound state lives
         self.wrote = False  # changed data: later reads must see it (read-your-writes)
+        self.gtid_pending = False  # a write whose commit GTID is not known yet
+        self.last_gtid: str | None = None  # GTID of the session's last committed write
+        self.read_floor: str | None = None  # monotonic reads: the newest state read so far
         self.pins = Pins()
         self.stmts: dict[int, ClientStmt] = {}
         self.next_stmt_id = 1
@@ -405,7 +412,8 @@ class Session:
         target = self.server.router.choose(
             stmt,
             autocommit=self.state.autocommit,
-            wrote=self.wrote,
+            # With the last write's GTID known, route_wait checks the replica instead.
+            wrote=self.wrote and self.last_gtid is None,
             consistency=self.user.consistency if self.user else None,
             override=override,
         )
@@ -440,6 +448,16 @@ class Session:
                     f"(waited {hold * 1000:.0f} ms for a failover)",
                 )
                 return None
+        if (
+            (self.last_gtid or self.read_floor)
+            and target.name != self.server.cluster.writer
+            and stmt.is_read
+            and not await self._fresh_enough(target, stmt)
+        ):
+            writer = self.server.writer()
+            if writer is not None:
+                self.server.metrics.consistency_reads_to_writer += 1
+                target = writer
         return target
 
     def sticky_target(self) -> ServerState:
@@ -454,12 +472,23 @@ class Session:
     def target_of(self, conn: BackendConnection) -> ServerState:
         return self.server.cluster.server(conn.server_name)
 
-    def after_statement(self, stmt: Classification, sql: str, scanner: ResponseScanner) -> None:
+    async def after_statement(
+        self, stmt: Classification, sql: str, scanner: ResponseScanner
+    ) -> None:
         """Learn what a successful statement changed in the session."""
         if scanner.error is not None:
             return
         if changes_data(stmt):
             self.wrote = True
+            self.gtid_pending = True
+        if self.gtid_pending and not self.status & ServerStatus.IN_TRANS:
+            # The write is committed now (autocommit, COMMIT, or DDL's implicit commit).
+            await self._learn_gtid(scanner)
+        if self.server.config.routing.monotonic_reads and self.last_server and stmt.is_read:
+            served = self.server.cluster.server(self.last_server)
+            if served.config.role == "replica" and gtid_is_mariadb(served.gtid_position):
+                # What this replica had applied is the least the next read may see.
+                self.read_floor = merge_mariadb(self.read_floor or "", served.gtid_position)
         if stmt.pins_session:
             self.pins.reasons.add(stmt.pin_reason or "session state")
             self.pinned_server = self.last_server
@@ -481,6 +510,75 @@ class Session:
                 # Re-inserting moves the key last, so replay keeps the client's order.
                 target.variables.pop(key, None)
                 target.variables[key] = stmt.replay_sql
+
+    # -- read your writes ------------------------------------------------------------------------
+    async def _learn_gtid(self, scanner: ResponseScanner) -> None:
+        """The GTID of the session's last commit: from the OK packet's session tracking when
+        the client negotiated it, else asked of the same backend connection right away."""
+        self.gtid_pending = False
+        conn = self.attached.get(self.last_server) if self.last_server else None
+        gtid: str | None = None
+        if (
+            conn is not None
+            and scanner.ok_payload is not None
+            and (conn.caps & Capability.CLIENT_SESSION_TRACK)
+        ):
+            with contextlib.suppress(ProtocolError):
+                tracked = parse_ok(scanner.ok_payload, conn.caps).system_variables
+                gtid = tracked.get("last_gtid") or None
+        if gtid is None and conn is not None and not conn.broken:
+            sql = "SELECT @@last_gtid" if conn.mariadb else "SELECT @@GLOBAL.gtid_executed"
+            try:
+                value = await conn.query_scalar(sql)
+            except BackendError:
+                value = None
+            gtid = value.decode() if value else None
+        # Unknown: reads go to the writer until a GTID is known again (the safe side).
+        self.last_gtid = gtid
+
+    def consistency(self, stmt: Classification) -> str:
+        return (
+            stmt.hint_consistency
+            or (self.user.consistency if self.user else None)
+            or self.server.config.routing.consistency
+        )
+
+    async def _fresh_enough(self, target: ServerState, stmt: Classification) -> bool:
+        """May this replica serve the session's read? It must have applied the session's last
+        write (read-your-writes) and, with monotonic_reads, what it read before."""
+        need = []
+        if self.last_gtid and self.consistency(stmt) == "read_your_writes":
+            need.append(self.last_gtid)
+        if self.read_floor and self.server.config.routing.monotonic_reads:
+            need.append(self.read_floor)
+        for gtid in need:
+            if gtid_contains(target.gtid_position, gtid):
+                continue
+            if not await self._wait_for_gtid(target, gtid):
+                return False
+        return True
+
+    async def _wait_for_gtid(self, target: ServerState, gtid: str) -> bool:
+        """A bounded wait on the replica for the GTID (MASTER_GTID_WAIT on MariaDB)."""
+        metrics = self.server.metrics
+        wait_s = self.server.config.routing.read_your_writes_wait_ms / 1000
+        try:
+            conn = await self.backend_for(target)
+        except (BackendError, StateSyncError):
+            return False
+        fn = "MASTER_GTID_WAIT" if conn.mariadb else "WAIT_FOR_EXECUTED_GTID_SET"
+        started = time.perf_counter()
+        try:
+            value = await conn.query_scalar(f"SELECT {fn}('{gtid}', {wait_s:.3f})")
+        except BackendError:
+            self.detach(conn, broken=True)
+            return False
+        metrics.gtid_wait_seconds.observe(time.perf_counter() - started)
+        caught_up = value == b"0"
+        metrics.gtid_waits["caught_up" if caught_up else "timed_out"] += 1
+        if caught_up and gtid_is_mariadb(gtid):
+            target.gtid_position = merge_mariadb(target.gtid_position, gtid)
+        return caught_up
 
     def report_backend_failure(self, target: ServerState, exc: BackendError) -> None:
         self.server.note_backend_error(target, exc)

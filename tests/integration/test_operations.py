@@ -165,7 +165,16 @@ def test_admin_sql_answers_live_data(proxy: ProxyThread, proxy_endpoint: Endpoin
         "SELECT hostgroup, digest_text, count_star, sum_time FROM "
         "stats_mysql_query_digest ORDER BY sum_time DESC LIMIT 10",
     )
-    assert "select ? + ? as ops_probe" in digests
+    rows = digests.splitlines()
+    assert rows[0].split("\t") == ["hostgroup", "digest_text", "count_star", "sum_time"]
+    assert 1 < len(rows) <= 11
+    times = [int(r.split("\t")[-1]) for r in rows[1:]]
+    assert times == sorted(times, reverse=True)
+    probe = _admin_cli(
+        proxy,
+        "SELECT digest_text FROM stats_mysql_query_digest WHERE digest_text LIKE '%ops_probe%'",
+    )
+    assert "select ? + ? as ops_probe" in probe
     # Arbitrary SELECTs with WHERE / ORDER BY / LIMIT work on every table.
     admin = proxy.config.admin
     conn = pymysql.connect(

@@ -12,6 +12,7 @@ import pymysql
 import pytest
 
 from proxy.lab.lab import Lab
+from proxy.routing.stats import DigestStats
 from proxy.testing import ProxyThread
 from tests.conftest import proxy_config
 
@@ -211,11 +212,19 @@ def test_digest_statistics(split: ProxyThread) -> None:
     for i in range(5):
         _one(conn, f"SELECT {i} + 1 AS digest_probe")
     conn.close()
-    entries = [
-        e
-        for e in split.server.digests.entries.values()
-        if e.digest_text.startswith("select ? + ? as digest_probe")
-    ]
+
+    def probes() -> list[DigestStats]:
+        return [
+            e
+            for e in list(split.server.digests.entries.values())
+            if e.digest_text.startswith("select ? + ? as digest_probe")
+        ]
+
+    # Statistics are recorded right after the response has gone out: allow a moment.
+    deadline = time.monotonic() + 2
+    while sum(e.count_star for e in probes()) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    entries = probes()
     assert sum(e.count_star for e in entries) == 5
     assert all(e.hostgroup == 1 and e.username == "app" for e in entries)
     assert all(e.min_time_us <= e.max_time_us for e in entries)

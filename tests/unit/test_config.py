@@ -65,7 +65,7 @@ def test_file_errors_are_one_line(tmp_path: Path) -> None:
 
 def test_empty_admin_password_only_on_loopback() -> None:
     parse_config({**BASE, "admin": {"username": "admin", "password": ""}})
-    with pytest.raises(ConfigError, match="admin.password: must not be empty"):
+    with pytest.raises(ConfigError, match=r"admin\.password: must not be empty"):
         parse_config(
             {
                 **BASE,
