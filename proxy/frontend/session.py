@@ -452,13 +452,22 @@ class Session:
             (self.last_gtid or self.read_floor)
             and target.name != self.server.cluster.writer
             and stmt.is_read
-            and not await self._fresh_enough(target, stmt)
         ):
-            writer = self.server.writer()
-            if writer is not None:
-                self.server.metrics.consistency_reads_to_writer += 1
-                target = writer
+            target = await self._fresh_target(target, stmt)
         return target
+
+    async def _fresh_target(self, first: ServerState, stmt: Classification) -> ServerState:
+        """The chosen replica if it has what the session must see, else another replica that
+        has, else the writer."""
+        candidates = [first] + [r for r in self.server.router.readers() if r is not first]
+        for replica in candidates:
+            if await self._fresh_enough(replica, stmt):
+                return replica
+        writer = self.server.writer()
+        if writer is None:
+            return first
+        self.server.metrics.consistency_reads_to_writer += 1
+        return writer
 
     def sticky_target(self) -> ServerState:
         """Where session-level commands go: the server the session already uses, or the writer."""
@@ -554,8 +563,8 @@ class Session:
         for gtid in need:
             if gtid_contains(target.gtid_position, gtid):
                 continue
-            if not await self._wait_for_gtid(target, gtid):
-                return False
+            if target.lag_s or not await self._wait_for_gtid(target, gtid):
+                return False  # a replica known to lag is not worth a wait
         return True
 
     async def _wait_for_gtid(self, target: ServerState, gtid: str) -> bool:

@@ -62,6 +62,14 @@ class Router:
         server = self.cluster.server(name)
         return server if server.usable else None
 
+    def readers(self) -> list[ServerState]:
+        """Every replica that may take reads now."""
+        return [
+            s
+            for s in self.cluster.servers.values()
+            if s.usable and s.config.role == "replica" and s.config.weight > 0
+        ]
+
     def reader(self) -> ServerState | None:
         """A healthy replica by weight (smooth weighted round-robin), fewest in flight on ties."""
         routing = self.config.routing
