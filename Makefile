@@ -84,3 +84,9 @@ bench-deps:
 
 bench: bench-deps venv
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# CRUD, the load generator with its replication check, verify and a failover drill on a fresh
+# lab, ending with a short report (about a minute).
+.PHONY: demo
+demo: deps venv
+	$(BIN)/pyproxy demo
