@@ -14,6 +14,7 @@ from typing import cast
 
 from proxy.backend.sync import SessionState, Step, StepKind
 from proxy.protocol.auth import (
+    DEFAULT_CLIENT_CAPABILITIES,
     AuthAction,
     AuthDone,
     AuthFailed,
@@ -37,24 +38,11 @@ from proxy.protocol.response import ResponseScanner
 
 log = logging.getLogger(__name__)
 
-# Capabilities a backend connection may use; the rest (compression, SSL unless configured,
-# connect attrs forwarding...) stay off. The client's own flags are intersected with this.
+# Capabilities a backend connection may use: what pyproxy asks of any server, plus the two
+# that depend on the client (schema at login, LOCAL INFILE). The client's own flags are
+# intersected with this; compression, SSL (unless configured) and the rest stay off.
 BACKEND_CAPS = (
-    Capability.CLIENT_LONG_PASSWORD
-    | Capability.CLIENT_FOUND_ROWS
-    | Capability.CLIENT_LONG_FLAG
-    | Capability.CLIENT_CONNECT_WITH_DB
-    | Capability.CLIENT_LOCAL_FILES
-    | Capability.CLIENT_PROTOCOL_41
-    | Capability.CLIENT_TRANSACTIONS
-    | Capability.CLIENT_SECURE_CONNECTION
-    | Capability.CLIENT_MULTI_STATEMENTS
-    | Capability.CLIENT_MULTI_RESULTS
-    | Capability.CLIENT_PS_MULTI_RESULTS
-    | Capability.CLIENT_PLUGIN_AUTH
-    | Capability.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
-    | Capability.CLIENT_SESSION_TRACK
-    | Capability.CLIENT_DEPRECATE_EOF
+    DEFAULT_CLIENT_CAPABILITIES | Capability.CLIENT_CONNECT_WITH_DB | Capability.CLIENT_LOCAL_FILES
 )
 
 # Flags that change what responses look like or mean: connections are pooled per value.

@@ -296,45 +296,26 @@ def test_mariadb_cli(ryw_proxy: ProxyThread, ep: Endpoint, table: str) -> None:
     assert stale == 0, proc.stderr[-2000:]
 
 
-@pytest.mark.parametrize("mode", ["query", "execute"])
-def test_node_mysql2(ryw_proxy: ProxyThread, ep: Endpoint, table: str, mode: str) -> None:
-    node = require_tool("node")
+# Clients driven by a script in their own language: (name, command prefix before the args).
+SCRIPTS = {
+    "Node mysql2 (query)": (["node", str(HERE / "node" / "ryw.js")], ["query"]),
+    "Node mysql2 (execute)": (["node", str(HERE / "node" / "ryw.js")], ["execute"]),
+    "PHP PDO": (["php", str(HERE / "ryw.php")], []),
+    "Perl DBD::MariaDB": (["perl", str(HERE / "ryw.pl")], []),
+    "JDBC Connector/J": (["java", "-cp", str(CONNECTOR_J), str(HERE / "Ryw.java")], []),
+}
+
+
+@pytest.mark.parametrize("client", list(SCRIPTS))
+def test_script_clients(ryw_proxy: ProxyThread, ep: Endpoint, table: str, client: str) -> None:
+    prefix, extra = SCRIPTS[client]
+    tool = require_tool(prefix[0])
+    if client.startswith("JDBC"):
+        assert CONNECTOR_J.exists(), "MariaDB Connector/J is missing (libmariadb-java)"
     out = run_json(
-        [node, str(HERE / "node" / "ryw.js"), table, str(ITERATIONS), mode],
-        timeout=300,
-        env=client_env(ep),
+        [tool, *prefix[1:], table, str(ITERATIONS), *extra], timeout=300, env=client_env(ep)
     )
-    _report(ryw_proxy, f"Node mysql2 ({mode})", out["stale"])
-    assert out == {"iterations": ITERATIONS, "stale": 0}
-
-
-def test_php_pdo(ryw_proxy: ProxyThread, ep: Endpoint, table: str) -> None:
-    php = require_tool("php")
-    out = run_json(
-        [php, str(HERE / "ryw.php"), table, str(ITERATIONS)], timeout=300, env=client_env(ep)
-    )
-    _report(ryw_proxy, "PHP PDO", out["stale"])
-    assert out == {"iterations": ITERATIONS, "stale": 0}
-
-
-def test_perl_dbd_mariadb(ryw_proxy: ProxyThread, ep: Endpoint, table: str) -> None:
-    perl = require_tool("perl")
-    out = run_json(
-        [perl, str(HERE / "ryw.pl"), table, str(ITERATIONS)], timeout=300, env=client_env(ep)
-    )
-    _report(ryw_proxy, "Perl DBD::MariaDB", out["stale"])
-    assert out == {"iterations": ITERATIONS, "stale": 0}
-
-
-def test_jdbc(ryw_proxy: ProxyThread, ep: Endpoint, table: str) -> None:
-    java = require_tool("java")
-    assert CONNECTOR_J.exists(), "MariaDB Connector/J is missing (libmariadb-java)"
-    out = run_json(
-        [java, "-cp", str(CONNECTOR_J), str(HERE / "Ryw.java"), table, str(ITERATIONS)],
-        timeout=300,
-        env=client_env(ep),
-    )
-    _report(ryw_proxy, "JDBC Connector/J", out["stale"])
+    _report(ryw_proxy, client, out["stale"])
     assert out == {"iterations": ITERATIONS, "stale": 0}
 
 
