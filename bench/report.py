@@ -1,0 +1,154 @@
+"""Rendering the results: bench/results/latest.json and the markdown table (latest.md)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+def _f(value: Any, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def _pair(a: Any, b: Any, fmt: str) -> str:
+    return f"{_f(a, fmt)} / {_f(b, fmt)}"
+
+
+def _sysbench_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| workload | ps mode | thr | QPS direct | QPS pyproxy | ratio "
+        "| p50 ms direct / pyproxy | p95 ms direct / pyproxy | added µs/stmt "
+        "| pyproxy CPU µs/stmt (% of a core) | errors d/p |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in rows:
+        name = r["workload"] + (f" `{r['options']}`" if r["options"] else "")
+        if r.get("failure"):
+            name += " (**sysbench failed**, see latest.json)"
+        lines.append(
+            f"| {name} | {r['ps_mode']} | {r['threads']} | {_f(r['qps_direct'], ',.0f')} "
+            f"| {_f(r['qps_proxied'], ',.0f')} | {_f(r['ratio'], '.2f')} "
+            f"| {_pair(r['p50_direct_ms'], r['p50_proxied_ms'], '.3f')} "
+            f"| {_pair(r['p95_direct_ms'], r['p95_proxied_ms'], '.3f')} "
+            f"| {_f(r['added_latency_us_per_statement'], '.1f')} "
+            f"| {_f(r['proxy_cpu_us_per_statement'], '.1f')} "
+            f"({_f(r['proxy_cpu_pct_of_one_core'], '.0f')} %) "
+            f"| {r['errors_direct']}/{r['errors_proxied']} |"
+        )
+    return lines
+
+
+def _idle_lines(idle: dict[str, Any]) -> list[str]:
+    held = idle.get("backend_connections_held", {})
+    before = idle.get("backend_connections_before", {})
+    per_node = ", ".join(f"{k} {v}" for k, v in held.items())
+    lines = [
+        f"**{idle['opened']:,} idle client connections** (of {idle['requested']:,} requested, "
+        f"opened in {idle['connect_s']} s, {idle['alive_after_hold']:,} answered COM_PING "
+        "afterwards):",
+        "",
+        "| pyproxy RSS before | RSS holding them | per connection | backend connections "
+        "before | holding them |",
+        "|--:|--:|--:|--:|--:|",
+        f"| {idle['rss_before_kb'] / 1024:.1f} MiB | {idle['rss_held_kb'] / 1024:.1f} MiB "
+        f"| {_f(idle['rss_per_connection_kb'], '.1f')} KiB | {sum(before.values())} "
+        f"| {sum(held.values())} ({per_node}) |",
+    ]
+    if idle.get("failures"):
+        lines += [
+            "",
+            "Failed connections: "
+            + "; ".join(f"{n} x {msg}" for msg, n in idle["failures"].items()),
+        ]
+    return lines
+
+
+def _classify_lines(figures: list[dict[str, Any]], default: str) -> list[str]:
+    lines = [
+        "| tokenizer | cold µs/stmt (sqlparse calls) | warm, same strings | warm, new literals "
+        "| compute_digest |",
+        "|---|--:|--:|--:|--:|",
+    ]
+    for f in figures:
+        name = f["tokenizer"] + (" (pyproxy's default)" if f["tokenizer"] == default else "")
+        lines.append(
+            f"| {name} | {f['cold_us_per_statement']:.2f} ({f['cold_sqlparse_calls']}) "
+            f"| {f['warm_same_strings_us_per_statement']:.2f} "
+            f"| {f['warm_new_literals_us_per_statement']:.2f} "
+            f"| {f['compute_digest_us_per_statement']:.2f} |"
+        )
+    return lines
+
+
+def _target_lines(targets: list[dict[str, Any]]) -> list[str]:
+    lines = ["| target | goal | measured | met |", "|---|--:|--:|:-:|"]
+    for t in targets:
+        met = "—" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        lines.append(f"| {t['target']} | {t['goal']} | {_f(t['value'], 'g')} | {met} |")
+    return lines
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    s = results["settings"]
+    out = [
+        "# pyproxy benchmark — latest run",
+        "",
+        f"{meta['finished_at']} · {meta['cpus']} CPUs ({meta['cpu_model']}) · load before "
+        f"{meta['loadavg_before']}, after {meta['loadavg_after']} · {meta['server_version']} · "
+        f"{meta['sysbench_version']} · "
+        f"{meta['wall_s']:.0f} s wall clock",
+        "",
+    ]
+    if results.get("sysbench"):
+        out += [
+            f"## sysbench: straight to the writer vs through pyproxy "
+            f"(median of {s['pairs']} alternating pairs x {s['time_s']} s)",
+            "",
+            *_sysbench_table(results["sysbench"]),
+            "",
+            "ratio = median over pairs of pyproxy QPS / direct QPS. p50/p95: per event (one "
+            "transaction for oltp_read_*), from sysbench's latency histogram. added = median over "
+            "pairs of (pyproxy mean latency - direct mean latency) / statements per event; above "
+            "1 thread it includes queueing for the shared cores. CPU = pyproxy's utime+stime over "
+            "its runs / statements it relayed (and its average share of one core meanwhile).",
+            "",
+        ]
+    if results.get("idle_connections"):
+        out += ["## Idle connections", "", *_idle_lines(results["idle_connections"]), ""]
+    if results.get("classification"):
+        c = results["classification"]
+        out += [
+            "## Classification microbenchmark (bench/classify.py, best of 5)",
+            "",
+            *_classify_lines(c["figures"], c["proxy_tokenizer"]),
+            "",
+        ]
+    if results.get("targets"):
+        out += ["## Targets", "", *_target_lines(results["targets"]), ""]
+    return "\n".join(out)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf (a run without statements) become null: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write(out_dir: Path, results: dict[str, Any], text: str) -> tuple[Path, Path]:
+    """Replace latest.json and latest.md atomically (the latest run only, no history)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = (out_dir / "latest.json", out_dir / "latest.md")
+    bodies = (json.dumps(_json_safe(results), indent=2) + "\n", text + "\n")
+    for path, body in zip(paths, bodies, strict=True):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(body)
+        tmp.replace(path)
+    return paths

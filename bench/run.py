@@ -1,0 +1,246 @@
+"""Orchestration of `make bench`: lab, proxy, alternating sysbench pairs, idle, classifier."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import platform
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from bench import report, sysbench
+from bench.classification import run_classify
+from bench.idle import hold_idle_connections
+from bench.proxyproc import ProxyProcess, raise_nofile
+from bench.settings import Settings, parse_settings
+from bench.summary import Measured, ScenarioRuns, public, summarise, targets
+from bench.topology import BenchLab
+
+IDLE_SETTLE_S = 2.0  # a session idle for 1 s hands its backend connection back
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo").read().splitlines():  # noqa: SIM115
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def _loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _estimate_s(settings: Settings) -> float:
+    runs = len(sysbench.SCENARIOS) * settings.pairs * 2 * (settings.time_s + 0.5)
+    warmups = len({(s.workload, s.ps_mode) for s in sysbench.SCENARIOS}) * 2 * settings.warmup_s
+    return runs + warmups + 30 + settings.idle_connections / 500
+
+
+def _measured_run(
+    scenario: sysbench.Scenario, port: int, proxy: ProxyProcess, user: str, pw: str, t: int
+) -> Measured:
+    cpu0, wall0 = proxy.cpu_seconds(), time.monotonic()
+    result = sysbench.run(scenario, port, user, pw, t)
+    return Measured(result, proxy.cpu_seconds() - cpu0, time.monotonic() - wall0)
+
+
+def run_sysbench(settings: Settings, lab: BenchLab, proxy: ProxyProcess) -> list[dict[str, Any]]:
+    user, pw = lab.app_user
+    direct_port = lab.writer.port
+    rows = []
+    warmed: set[tuple[str, str]] = set()
+    total = len(sysbench.SCENARIOS)
+    for i, scenario in enumerate(sysbench.SCENARIOS, 1):
+        if settings.warmup_s and (scenario.workload, scenario.ps_mode) not in warmed:
+            warmed.add((scenario.workload, scenario.ps_mode))
+            for port in (direct_port, proxy.port):
+                with contextlib.suppress(sysbench.SysbenchError):  # the measured runs report it
+                    sysbench.run(scenario, port, user, pw, settings.warmup_s)
+        runs = ScenarioRuns(scenario)
+        for pair in range(settings.pairs):
+            try:
+                d = _measured_run(scenario, direct_port, proxy, user, pw, settings.time_s)
+                p = _measured_run(scenario, proxy.port, proxy, user, pw, settings.time_s)
+            except sysbench.SysbenchError as exc:  # report it and go on with the next scenario
+                runs.failure = str(exc)[:4000]
+                _say(f"[{i}/{total}] {scenario.key}: FAILED\n{runs.failure}")
+                break
+            runs.direct.append(d)
+            runs.proxied.append(p)
+            _say(
+                f"[{i}/{total}] {scenario.key} pair {pair + 1}/{settings.pairs}: "
+                f"direct {d.result.qps:,.0f} qps, pyproxy {p.result.qps:,.0f} qps "
+                f"({p.result.qps / d.result.qps:.2f}), pyproxy CPU "
+                f"{p.proxy_cpu_s / p.result.queries * 1e6:.1f} us/stmt"
+                if p.result.queries and d.result.qps
+                else f"[{i}/{total}] {scenario.key}: no queries"
+            )
+        rows.append(summarise(runs))
+    return rows
+
+
+def run_idle(settings: Settings, lab: BenchLab, proxy: ProxyProcess) -> dict[str, Any]:
+    user, pw = lab.app_user
+    rss_before = proxy.rss_kb()
+    backends_before = lab.backend_connections(user)
+
+    def measure() -> dict[str, object]:
+        return {"rss_kb": proxy.rss_kb(), "backends": lab.backend_connections(user)}
+
+    _say(f"idle: opening {settings.idle_connections:,} client connections to pyproxy ...")
+    res = hold_idle_connections(
+        "127.0.0.1", proxy.port, user, pw, settings.idle_connections, IDLE_SETTLE_S, measure
+    )
+    held_rss = int(res.measured["rss_kb"])  # type: ignore[call-overload]
+    held_backends: dict[str, int] = res.measured["backends"]  # type: ignore[assignment]
+    per_conn = (held_rss - rss_before) / res.opened if res.opened else None
+    _say(
+        f"idle: {res.opened:,} open in {res.connect_s} s; RSS {rss_before / 1024:.1f} -> "
+        f"{held_rss / 1024:.1f} MiB; backend connections {sum(backends_before.values())} -> "
+        f"{sum(held_backends.values())}; {res.alive_after_hold:,} answered COM_PING"
+    )
+    return {
+        "requested": res.requested,
+        "opened": res.opened,
+        "failures": res.failures,
+        "connect_s": res.connect_s,
+        "connections_per_s": round(res.opened / res.connect_s, 1) if res.connect_s else None,
+        "settle_s": IDLE_SETTLE_S,
+        "alive_after_hold": res.alive_after_hold,
+        "rss_before_kb": rss_before,
+        "rss_held_kb": held_rss,
+        "rss_per_connection_kb": round(per_conn, 2) if per_conn is not None else None,
+        "backend_connections_before": backends_before,
+        "backend_connections_held": held_backends,
+        "proxy_nofile_limit": proxy.nofile,
+    }
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _phases(settings: Settings) -> set[str]:
+    return set(settings.only) or {"sysbench", "idle", "classify"}
+
+
+def _bench(settings: Settings, results: dict[str, Any]) -> None:
+    phases = _phases(settings)
+    if "classify" in phases:
+        _say("classify: bench/classify.py ...")
+        results["classification"] = run_classify()
+        h = results["classification"]["headline"]
+        _say(
+            f"classify: {h['tokenizer']}: cold {h['cold_us_per_statement']} us/stmt, "
+            f"warm new literals {h['warm_new_literals_us_per_statement']} us/stmt"
+        )
+    if not phases & {"sysbench", "idle"}:
+        return
+    lab = BenchLab()
+    proxy: ProxyProcess | None = None
+    try:
+        _say(f"lab: starting 2 masters + 1 replica in {lab.dir} ...")
+        lab.up()
+        results["meta"]["server_version"] = lab.server_version()
+        user, pw = lab.app_user
+        lab.create_database(sysbench.DATABASE)
+        if "sysbench" in phases:
+            _say("sysbench: prepare (straight to the writer) ...")
+            sysbench.prepare(lab.writer.port, user, pw)
+            lab.wait_for_rows(sysbench.DATABASE, sysbench.PREPARED_TABLES, sysbench.TABLE_SIZE)
+        config, port = lab.write_proxy_config()
+        proxy = ProxyProcess(config, port, lab.tmp / "pyproxy.log")
+        proxy.start(user, pw)
+        _say(f"pyproxy: pid {proxy.pid} on port {port} (open files limit {proxy.nofile})")
+        if "sysbench" in phases:
+            rows = run_sysbench(settings, lab, proxy)
+            results["sysbench"] = [public(r) for r in rows]
+            results["targets"] = targets(rows, results.get("classification", {}).get("headline"))
+        if "idle" in phases:
+            results["idle_connections"] = run_idle(settings, lab, proxy)
+    except Exception:
+        if proxy is not None:
+            _say(f"pyproxy log tail:\n{proxy.log_tail()}")
+        raise
+    finally:
+        if proxy is not None:
+            stopped = proxy.stop()
+            results["meta"]["proxy_stop"] = stopped
+            if stopped.get("killed_after_sigterm_timeout"):
+                _say(f"pyproxy did not exit on SIGTERM, killed; log tail:\n{proxy.log_tail()}")
+        lab.destroy(keep=settings.keep_lab)
+    if "targets" not in results and results.get("classification"):
+        results["targets"] = targets([], results["classification"]["headline"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse_settings(argv)
+    start = time.monotonic()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    raise_nofile()  # the idle phase holds thousands of sockets in this process too
+    results: dict[str, Any] = {
+        "meta": {
+            "started_at": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "cpus": os.cpu_count(),
+            "cpu_model": _cpu_model(),
+            "loadavg_before": _loadavg(),
+            "python": platform.python_version(),
+            "sysbench_version": sysbench.version(),
+            "server_version": None,
+        },
+        "definitions": {
+            "ratio": "median over pairs of (proxied QPS / direct QPS of the same pair)",
+            "p50_ms/p95_ms": "per sysbench event, from its latency histogram, medians over runs",
+            "avg_ms": "sysbench latency sum / events",
+            "added_latency_us_per_statement": "median over pairs of (proxied avg_ms - direct "
+            "avg_ms) * 1000 / statements per event",
+            "proxy_cpu_us_per_statement": "proxy utime+stime over the proxied runs / statements "
+            "executed through it",
+            "proxy_cpu_us_per_statement_net_of_idle": "same, minus the proxy's CPU rate during "
+            "the direct runs (health monitor) times the proxied runs' duration",
+            "rss_per_connection_kb": "(RSS holding the idle clients - RSS before) / clients",
+        },
+        "settings": {
+            "time_s": settings.time_s,
+            "pairs": settings.pairs,
+            "warmup_s": settings.warmup_s,
+            "idle_connections": settings.idle_connections,
+            "quick": settings.quick,
+        },
+    }
+    _say(
+        f"pyproxy benchmark: {settings.pairs} pairs x {settings.time_s} s per scenario, "
+        f"{len(sysbench.SCENARIOS)} scenarios, {settings.idle_connections:,} idle connections; "
+        f"about {_estimate_s(settings) / 60:.0f} min"
+    )
+    try:
+        _bench(settings, results)
+    except KeyboardInterrupt:
+        _say("interrupted: the proxy is stopped and the lab destroyed")
+        return 130
+    meta = results["meta"]
+    meta["finished_at"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    meta["wall_s"] = round(time.monotonic() - start, 1)
+    meta["loadavg_after"] = _loadavg()
+    text = report.markdown(results)
+    _say("\n" + text)
+    if settings.out_dir is not None:
+        json_path, md_path = report.write(settings.out_dir, results, text)
+        _say(f"written: {json_path} and {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
