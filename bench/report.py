@@ -116,6 +116,22 @@ def markdown(results: dict[str, Any]) -> str:
             "its runs / statements it relayed (and its average share of one core meanwhile).",
             "",
         ]
+    if results.get("read_your_writes"):
+        r = results["read_your_writes"]
+        out += [
+            "## Read-your-writes",
+            "",
+            "| write+read pair | median µs |",
+            "|---|--:|",
+            f"| read-your-writes (default) | {r['read_your_writes_pair_us']} |",
+            f"| eventual | {r['eventual_pair_us']} |",
+            f"| added by read-your-writes | {r['added_us_per_pair']} |",
+            "",
+            f"INSERT + SELECT by id on one connection, {r['pairs_each']:,} pairs each, in "
+            "alternating blocks. Sessions that never write pay nothing: the point_select rows "
+            "above are such sessions.",
+            "",
+        ]
     if results.get("idle_connections"):
         out += ["## Idle connections", "", *_idle_lines(results["idle_connections"]), ""]
     if results.get("classification"):

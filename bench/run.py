@@ -17,6 +17,7 @@ from bench import report, sysbench
 from bench.classification import run_classify
 from bench.idle import hold_idle_connections
 from bench.proxyproc import ProxyProcess, raise_nofile
+from bench.ryw import run_ryw
 from bench.settings import Settings, parse_settings
 from bench.summary import Measured, ScenarioRuns, public, summarise, targets
 from bench.topology import BenchLab
@@ -133,7 +134,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _phases(settings: Settings) -> set[str]:
-    return set(settings.only) or {"sysbench", "idle", "classify"}
+    return set(settings.only) or {"sysbench", "ryw", "idle", "classify"}
 
 
 def _bench(settings: Settings, results: dict[str, Any]) -> None:
@@ -146,7 +147,7 @@ def _bench(settings: Settings, results: dict[str, Any]) -> None:
             f"classify: {h['tokenizer']}: cold {h['cold_us_per_statement']} us/stmt, "
             f"warm new literals {h['warm_new_literals_us_per_statement']} us/stmt"
         )
-    if not phases & {"sysbench", "idle"}:
+    if not phases & {"sysbench", "ryw", "idle"}:
         return
     lab = BenchLab()
     proxy: ProxyProcess | None = None
@@ -168,6 +169,14 @@ def _bench(settings: Settings, results: dict[str, Any]) -> None:
             rows = run_sysbench(settings, lab, proxy)
             results["sysbench"] = [public(r) for r in rows]
             results["targets"] = targets(rows, results.get("classification", {}).get("headline"))
+        if "ryw" in phases:
+            _say("read-your-writes: INSERT + SELECT pairs, checked vs eventual reads ...")
+            results["read_your_writes"] = run_ryw(proxy.port, user, pw, sysbench.DATABASE)
+            r = results["read_your_writes"]
+            _say(
+                f"read-your-writes: pair {r['read_your_writes_pair_us']} us vs eventual "
+                f"{r['eventual_pair_us']} us (+{r['added_us_per_pair']} us)"
+            )
         if "idle" in phases:
             results["idle_connections"] = run_idle(settings, lab, proxy)
     except Exception:
