@@ -1,0 +1,1 @@
+"""User-facing workflow tools: load generator, consistency check, failure drills, demo."""
