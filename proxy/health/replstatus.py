@@ -24,11 +24,19 @@ class ReplicaStatus:
     retrieved_gtid: str = ""  # received from the source: MariaDB Gtid_IO_Pos, MySQL Retrieved
     read_position: tuple[str, int] = ("", 0)  # source binlog file/pos the IO thread has read
     exec_position: tuple[str, int] = ("", 0)  # ...and the SQL thread has applied
+    sql_state: str = ""  # Slave_SQL_Running_State / Replica_SQL_Running_State
 
     @property
     def applied_all_received(self) -> bool:
-        """The SQL thread has applied everything the IO thread received."""
-        return self.read_position == self.exec_position
+        """The SQL thread has applied every complete transaction the IO thread received.
+
+        After the source died mid-transaction the relay log may end in an incomplete one that
+        can never apply (the positions then differ for good): the SQL thread's state saying
+        it has read all the relay log is the signal for that case.
+        """
+        return self.read_position == self.exec_position or (
+            "read all relay log" in self.sql_state.lower()
+        )
 
     @property
     def healthy(self) -> bool:
@@ -76,6 +84,9 @@ def normalize_replica_status(row: Mapping[str, Any]) -> ReplicaStatus:
         read_position=(
             _text(_pick(row, "Source_Log_File", "Master_Log_File", default="")),
             int(_pick(row, "Read_Source_Log_Pos", "Read_Master_Log_Pos", default=0) or 0),
+        ),
+        sql_state=_text(
+            _pick(row, "Replica_SQL_Running_State", "Slave_SQL_Running_State", default="")
         ),
         exec_position=(
             _text(_pick(row, "Relay_Source_Log_File", "Relay_Master_Log_File", default="")),

@@ -187,6 +187,7 @@ def test_failover_fencing_and_two_proxies(fo_lab: Lab) -> None:
 
 
 def test_switchover_under_write_load(fo_lab: Lab) -> None:
+    fo_lab.up(masters=2, replicas=2, semisync=True)  # whatever the previous test left dead
     proxy = _start_proxy(fo_lab)
     try:
         old = proxy.server.cluster.writer
