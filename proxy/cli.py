@@ -60,17 +60,21 @@ def _run_lab(args: argparse.Namespace) -> int:
         lab.up(masters=args.masters, replicas=args.replicas, semisync=args.semisync)
         config = load_config(lab.write_proxy_config())
         print("\n".join(lab.status_lines()))
-        mysql = config.listeners.mysql
+        mysql, admin, http = config.listeners.mysql, config.listeners.admin, config.listeners.http
         app = config.users[0]
         print(
             f"\npyproxy is starting on {mysql.host}:{mysql.port}. Connect with:\n"
             f"  mariadb -h {mysql.host} -P {mysql.port} -u {app.username} -p{app.password} "
             f"{app.default_schema or ''}\n"
+            f"Admin (ProxySQL-style SQL):\n"
+            f"  mariadb -h {admin.host} -P {admin.port} -u {config.admin.username} "
+            f"-p{config.admin.password}\n"
+            f"Metrics: http://{http.host}:{http.port}/metrics\n"
             f"Ctrl-C stops the proxy and the lab.\n",
             flush=True,
         )
         try:
-            return run_proxy(config, args.config)
+            return run_proxy(config, str(lab.config_path))
         finally:
             stopped = lab.down()
             print(f"stopped pyproxy and the lab ({', '.join(stopped)})")
