@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import pymysql
 import pytest
 
 from tests.integration.clients._support import connect, drop_schema, require_tool, run, unique
@@ -34,6 +36,24 @@ def _stat(output: str, label: str) -> int:
     return int(match.group(1))
 
 
+def _wait_until_replicas_have(ep: Endpoint, schema: str, table: str, rows: int) -> None:
+    """sysbench's run threads are new sessions whose reads go to replicas: let replication
+    deliver what `prepare` wrote first (read-your-writes is per session)."""
+    deadline = time.monotonic() + 30
+    streak = 0
+    while streak < 6:  # consecutive reads, spread over every replica by the balancer
+        conn = connect(dataclasses.replace(ep, database=schema))
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"SELECT COUNT(*) FROM {table}")
+                streak = streak + 1 if cur.fetchone() == (rows,) else 0
+        except pymysql.MySQLError:
+            streak = 0
+        finally:
+            conn.close()
+        assert time.monotonic() < deadline, "replicas did not get sysbench's tables in 30 s"
+
+
 def test_oltp_read_write_without_errors(proxy_endpoint: Endpoint, schema: str) -> None:
     ep = proxy_endpoint
     # --db-driver=mysql is sysbench's MySQL-protocol driver (built on libmariadb here). The
@@ -58,6 +78,7 @@ def test_oltp_read_write_without_errors(proxy_endpoint: Endpoint, schema: str) -
         "--rand-type=uniform",
     ]
     run([*base, "prepare"], timeout=60)
+    _wait_until_replicas_have(ep, schema, "sbtest4", 10_000)
     # No error is ignored: the first one ends the run and shows its code and message.
     out = run(
         [*base, "--threads=4", "--time=10", "--mysql-ignore-errors=none", "run"], timeout=60
@@ -80,7 +101,9 @@ def test_oltp_read_write_without_errors(proxy_endpoint: Endpoint, schema: str) -
     conn = connect(dataclasses.replace(ep, database=schema))  # cleanup dropped both tables
     try:
         with conn.cursor() as cur:
-            cur.execute("SHOW TABLES")
+            # A new session reads from a replica unless told otherwise; the DROPs of another
+            # session are surely visible on the writer.
+            cur.execute("/* pyproxy:writer */ SHOW TABLES")
             assert cur.fetchall() == ()
     finally:
         conn.close()
