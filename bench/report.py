@@ -127,6 +127,11 @@ def markdown(results: dict[str, Any]) -> str:
             f"| eventual | {r['eventual_pair_us']} |",
             f"| added by read-your-writes | {r['added_us_per_pair']} |",
             "",
+            "| point select, a session that never writes | QPS (one connection) |",
+            "|---|--:|",
+            f"| read-your-writes (default) | {r.get('point_select_qps_read_your_writes', '-')} |",
+            f"| eventual | {r.get('point_select_qps_eventual', '-')} |",
+            "",
             f"INSERT + SELECT by id on one connection, {r['pairs_each']:,} pairs each, in "
             "alternating blocks. Sessions that never write pay nothing: the point_select rows "
             "above are such sessions.",

@@ -157,7 +157,7 @@ def _bench(settings: Settings, results: dict[str, Any]) -> None:
         results["meta"]["server_version"] = lab.server_version()
         user, pw = lab.app_user
         lab.create_database(sysbench.DATABASE)
-        if "sysbench" in phases:
+        if phases & {"sysbench", "ryw"}:
             _say("sysbench: prepare (straight to the writer) ...")
             sysbench.prepare(lab.writer.port, user, pw)
             lab.wait_for_rows(sysbench.DATABASE, sysbench.PREPARED_TABLES, sysbench.TABLE_SIZE)

@@ -58,9 +58,43 @@ def run_ryw(port: int, user: str, password: str, database: str) -> dict[str, Any
     finally:
         conn.close()
     med_ryw, med_ev = statistics.median(ryw), statistics.median(eventual)
+    reads = _read_only_qps(port, user, password, database)
     return {
         "pairs_each": PAIRS * BLOCKS,
         "read_your_writes_pair_us": round(med_ryw * 1e6, 1),
         "eventual_pair_us": round(med_ev * 1e6, 1),
         "added_us_per_pair": round((med_ryw - med_ev) * 1e6, 1),
+        **reads,
+    }
+
+
+def _read_only_qps(port: int, user: str, password: str, database: str) -> dict[str, float]:
+    """Point-select throughput of a session that never writes, default vs eventual: the
+    read-your-writes machinery must cost such sessions nothing."""
+    conn = pymysql.connect(
+        host="127.0.0.1",
+        port=port,
+        user=user,
+        password=password,
+        database=database,
+        autocommit=True,
+    )
+    qps: dict[str, list[float]] = {"read_your_writes": [], "eventual": []}
+    try:
+        with conn.cursor() as cur:
+            for _ in range(BLOCKS):
+                for mode, hint in (
+                    ("read_your_writes", ""),
+                    ("eventual", "/* pyproxy:consistency=eventual */"),
+                ):
+                    t0 = time.perf_counter()
+                    for i in range(PAIRS):
+                        cur.execute(f"SELECT {hint} c FROM sbtest1 WHERE id = %s", (i % 100 + 1,))
+                        cur.fetchall()
+                    qps[mode].append(PAIRS / (time.perf_counter() - t0))
+    finally:
+        conn.close()
+    return {
+        "point_select_qps_read_your_writes": round(statistics.median(qps["read_your_writes"])),
+        "point_select_qps_eventual": round(statistics.median(qps["eventual"])),
     }
