@@ -56,6 +56,8 @@ PROFILE_CAPS = (
 )
 
 
+_IN_TRANS = int(ServerStatus.IN_TRANS)  # a plain int: IntFlag arithmetic is slow per statement
+
 # Limit for the proxy's own commands on a backend connection (state sync, prepares, resets).
 INTERNAL_TIMEOUT_S = 10.0
 
@@ -127,6 +129,7 @@ class BackendConnection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._relay: tuple[ResponseScanner, Sink, asyncio.Future[None]] | None = None
         self._lost: Exception | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- state ---------------------------------------------------------------------------------
     def change_state(self, new: ConnState) -> None:
@@ -134,11 +137,13 @@ class BackendConnection(asyncio.Protocol):
 
     @property
     def in_transaction(self) -> bool:
-        return bool(self.status & ServerStatus.IN_TRANS)
+        return bool(self.status & _IN_TRANS)
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        # Looked up once: asyncio.get_running_loop() costs a getpid() call each time.
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         relay = self._relay
@@ -278,7 +283,7 @@ class BackendConnection(asyncio.Protocol):
     # -- commands ------------------------------------------------------------------------------
     def relay(self, command: bytes, scanner: ResponseScanner, sink: Sink) -> asyncio.Future[None]:
         """Send a framed command and forward its response to sink; the future ends with it."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[None] = (self._loop or asyncio.get_running_loop()).create_future()
         if self._lost is not None:
             fut.set_exception(self._lost)
             return fut

@@ -38,10 +38,13 @@ class ClientConnection(asyncio.Protocol):
         self._tls_in_bio = ssl.MemoryBIO()
         self._tls_out = ssl.MemoryBIO()
         self._handshake_waiter: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        # Looked up once: asyncio.get_running_loop() costs a getpid() call each time.
+        self._loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = (str(peer[0]), int(peer[1]))
@@ -98,7 +101,7 @@ class ClientConnection(asyncio.Protocol):
                 return packet
             if self.closed:
                 raise ClientGone()
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = (self._loop or asyncio.get_running_loop()).create_future()
             try:
                 await self._waiter
             finally:

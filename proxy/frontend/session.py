@@ -54,6 +54,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# Plain ints for the per-statement status checks (IntFlag arithmetic is slow).
+_AUTOCOMMIT = int(ServerStatus.AUTOCOMMIT)
+_STATE_CHANGED = int(ServerStatus.SESSION_STATE_CHANGED)
+_IN_TRANS = int(ServerStatus.IN_TRANS)
+
+
 class SessionPhase(enum.Enum):
     HANDSHAKE = "handshake"
     IDLE = "idle"  # waiting for the client's next command
@@ -384,9 +390,9 @@ class Session:
         if scanner.status is not None:
             self.status = scanner.status
             conn.status = scanner.status
-            self.state.autocommit = bool(scanner.status & ServerStatus.AUTOCOMMIT)
+            self.state.autocommit = bool(scanner.status & _AUTOCOMMIT)
             conn.session.autocommit = self.state.autocommit
-            if scanner.status & ServerStatus.SESSION_STATE_CHANGED and scanner.ok_payload:
+            if scanner.status & _STATE_CHANGED and scanner.ok_payload:
                 self._learn_session_state(conn, scanner.ok_payload)
 
     def _learn_session_state(self, conn: BackendConnection, ok_payload: bytes) -> None:
@@ -490,7 +496,7 @@ class Session:
         if changes_data(stmt):
             self.wrote = True
             self.gtid_pending = True
-        if self.gtid_pending and not self.status & ServerStatus.IN_TRANS:
+        if self.gtid_pending and not self.status & _IN_TRANS:
             # The write is committed now (autocommit, COMMIT, or DDL's implicit commit).
             await self._learn_gtid(scanner)
         if self.server.config.routing.monotonic_reads and self.last_server and stmt.is_read:

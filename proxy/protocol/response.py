@@ -74,6 +74,10 @@ _FINAL: Final = 2  # forward blindly; the response is complete once it ends
 _MAX: Final = MAX_PACKET_PAYLOAD
 _MORE_RESULTS: Final = int(ServerStatus.MORE_RESULTS_EXISTS)
 _CURSOR_EXISTS: Final = int(ServerStatus.CURSOR_EXISTS)
+# Plain ints: IntFlag arithmetic builds enum members and costs microseconds per statement.
+_DEPRECATE_EOF_CAP: Final = int(Capability.CLIENT_DEPRECATE_EOF)
+_OPTIONAL_METADATA_CAP: Final = int(Capability.CLIENT_OPTIONAL_RESULTSET_METADATA)
+_CACHE_METADATA_CAP: Final = int(MariaDBCapability.MARIADB_CLIENT_CACHE_METADATA)
 _HEADER = struct.Struct("<I")  # 3-byte length and sequence id as one integer
 _STATUS_WARNINGS = struct.Struct("<HH")
 
@@ -166,12 +170,13 @@ class ResponseScanner:
         if command in _UNSCANNABLE:
             raise ValueError(f"the reply to command 0x{command:02X} is not a single response")
         self.command = command
-        self._deprecate_eof = bool(caps & Capability.CLIENT_DEPRECATE_EOF)
+        caps = int(caps)
+        self._deprecate_eof = bool(caps & _DEPRECATE_EOF_CAP)
         # 0xFE packets shorter than this end a result set; longer ones are rows whose first
         # cell has an 8-byte length prefix.
         self._eof_limit = _MAX if self._deprecate_eof else 9
-        self._optional_metadata = bool(caps & Capability.CLIENT_OPTIONAL_RESULTSET_METADATA)
-        self._cache_metadata = bool(mariadb_caps & MariaDBCapability.MARIADB_CLIENT_CACHE_METADATA)
+        self._optional_metadata = bool(caps & _OPTIONAL_METADATA_CAP)
+        self._cache_metadata = bool(int(mariadb_caps) & _CACHE_METADATA_CAP)
         self._cursor = cursor and command == Command.COM_STMT_EXECUTE
         self._multi = command in _QUERY_LIKE
         # Framing state.
