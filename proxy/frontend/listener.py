@@ -7,7 +7,6 @@ import contextlib
 import logging
 import ssl
 import time
-from dataclasses import dataclass
 
 from proxy.admin.http import HttpServer
 from proxy.admin.sql import AdminServer
@@ -37,14 +36,6 @@ FALLBACK_VERSION = "8.0.36-pyproxy"
 SCHEMA_CACHE_S = 5.0
 
 
-@dataclass
-class ProxyStats:
-    connections_accepted: int = 0
-    connections_refused: int = 0
-    auth_failures: int = 0
-    backend_errors: int = 0
-
-
 class ProxyServer:
     """The MySQL-facing server: owns sessions, the pool, the cluster view and the classifier."""
 
@@ -59,7 +50,6 @@ class ProxyServer:
         self.router = Router(self.cluster, config)
         self.digests = QueryDigests()
         self.sessions: dict[int, Session] = {}
-        self.stats = ProxyStats()
         self.metrics = Metrics()
         self.tls = _frontend_tls(config)
         # caching_sha2_password clients without TLS may ask for our RSA key (full auth).
@@ -146,12 +136,10 @@ class ProxyServer:
 
     def _on_connected(self, client: ClientConnection) -> None:
         if len(self.sessions) >= self.config.limits.max_client_connections:
-            self.stats.connections_refused += 1
             self.metrics.refused["max_connections"] += 1
             client.write(build_err(0, ErrorCode.ER_CON_COUNT_ERROR, "Too many connections"))
             client.close()
             return
-        self.stats.connections_accepted += 1
         self.metrics.accepted += 1
         self._next_id = self._next_id % 0xFFFFFFFF + 1
         session = Session(self, client, self._next_id)
@@ -219,7 +207,6 @@ class ProxyServer:
         return self.router.writer()
 
     def note_backend_error(self, target: ServerState, exc: BackendError) -> None:
-        self.stats.backend_errors += 1
         self.metrics.backend_errors[target.name] += 1
         target.last_error = str(exc)
         log.warning("backend %s: %s", target.name, exc)

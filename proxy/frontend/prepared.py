@@ -45,7 +45,7 @@ class ClientStmt:
     pinned_conn: BackendConnection | None = None  # long data sent or a cursor open there
 
 
-def _unknown(session: Session, stmt_id: int, seq: int = 1) -> None:
+def _unknown(session: Session, stmt_id: int) -> None:
     session.send_error(
         ErrorCode.ER_UNKNOWN_STMT_HANDLER,
         f"Unknown prepared statement handler ({stmt_id}) given to mysqld_stmt_execute",

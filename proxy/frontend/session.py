@@ -165,7 +165,6 @@ class Session:
             elif isinstance(action, AuthFailed):
                 if action.data:
                     self.client.write(action.data)
-                self.server.stats.auth_failures += 1
                 self.server.metrics.refused["auth"] += 1
                 log.info(
                     "session %d: %s from %s", self.id, action.error.message, self.client.peer[0]
@@ -628,7 +627,7 @@ class Session:
             seq = reply.next_seq
             ok = user is not None and verify_native_password(scramble, reply.payload, user.password)
         if not ok or user is None:
-            self.server.stats.auth_failures += 1
+            self.server.metrics.refused["auth"] += 1
             using = "YES" if request.auth_response else "NO"
             self.send_error(
                 ErrorCode.ER_ACCESS_DENIED_ERROR,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from proxy.health.replstatus import ReplicaStatus
+from proxy.routing.gtid import contains, is_mariadb
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,22 +98,6 @@ def elect(current: str | None, masters: list[MasterView]) -> Election:
     return Election(None)
 
 
-def parse_mariadb_gtid(pos: str) -> dict[int, int]:
-    """'1-1-10,2-2-3' -> {domain: seq_no}."""
-    out: dict[int, int] = {}
-    for part in pos.replace(" ", "").split(","):
-        pieces = part.split("-")
-        if len(pieces) == 3 and all(p.isdigit() for p in pieces):
-            out[int(pieces[0])] = max(out.get(int(pieces[0]), 0), int(pieces[2]))
-    return out
-
-
-def gtid_contains(have: str, want: str) -> bool:
-    """Has a server at MariaDB position `have` applied everything up to `want`?"""
-    got = parse_mariadb_gtid(have)
-    return all(got.get(domain, -1) >= seq for domain, seq in parse_mariadb_gtid(want).items())
-
-
 def ready_for_failback(
     preferred: CheckResult | None, writer: CheckResult | None, writer_port: int
 ) -> bool:
@@ -124,6 +109,6 @@ def ready_for_failback(
         return False
     if not rs.applied_all_received:
         return False
-    if "-" in writer.gtid_position and ":" not in writer.gtid_position:  # MariaDB positions
-        return gtid_contains(preferred.gtid_position, writer.gtid_position)
+    if is_mariadb(writer.gtid_position):
+        return contains(preferred.gtid_position, writer.gtid_position)
     return True

@@ -75,6 +75,16 @@ def _encode_attrs(attrs: Mapping[str, str]) -> bytes:
     return encode_lenenc_bytes(body)
 
 
+def _read_len1_bytes(data: bytes, pos: int) -> tuple[bytes, int]:
+    """An auth response prefixed by a one-byte length (CLIENT_SECURE_CONNECTION)."""
+    if pos >= len(data):
+        raise MalformedPacket("missing auth response length")
+    end = pos + 1 + data[pos]
+    if end > len(data):
+        raise MalformedPacket("truncated auth response")
+    return data[pos + 1 : end], end
+
+
 def _read_trailing_nul_str(data: bytes, pos: int) -> tuple[str, int]:
     # Some clients and old servers omit the final NUL of the last string.
     end = data.find(b"\0", pos)
@@ -251,12 +261,7 @@ def parse_handshake_response(payload: Buffer) -> HandshakeResponse41:
     if caps & _LENENC_DATA:
         auth, pos = read_lenenc_bytes(data, pos)
     elif caps & _SECURE:
-        if pos >= len(data):
-            raise MalformedPacket("missing auth response length")
-        end = pos + 1 + data[pos]
-        if end > len(data):
-            raise MalformedPacket("truncated auth response")
-        auth, pos = data[pos + 1 : end], end
+        auth, pos = _read_len1_bytes(data, pos)
     else:
         auth, pos = read_nul_bytes(data, pos)
     database: str | None = None
@@ -378,12 +383,7 @@ def parse_change_user(payload: Buffer, caps: int) -> ChangeUser:
     username, pos = read_nul_bytes(data, 1)
     if caps & _SECURE:
         # A one-byte length even when LENENC_CLIENT_DATA was negotiated.
-        if pos >= len(data):
-            raise MalformedPacket("missing auth response length")
-        end = pos + 1 + data[pos]
-        if end > len(data):
-            raise MalformedPacket("truncated auth response")
-        auth, pos = data[pos + 1 : end], end
+        auth, pos = _read_len1_bytes(data, pos)
     else:
         auth, pos = read_nul_bytes(data, pos)
     database, pos = _read_trailing_nul_str(data, pos)

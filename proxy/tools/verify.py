@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pymysql
 
+from proxy.routing.gtid import contains as gtid_contains
 from proxy.tools.nodes import Endpoint, ToolError, describe
 from proxy.tools.stats import table
 
@@ -235,19 +236,10 @@ def _load_tables(n: NodeState, schemas: tuple[str, ...]) -> None:
     n.tables = tables
 
 
-def _parse_mariadb_gtid(pos: str) -> dict[int, int]:
-    out: dict[int, int] = {}
-    for part in filter(None, (p.strip() for p in pos.split(","))):
-        domain, _server, seq = part.split("-")
-        out[int(domain)] = max(out.get(int(domain), 0), int(seq))
-    return out
-
-
 def _caught_up(writer: NodeState, n: NodeState) -> bool:
     n.gtid = _gtid(n)
     if n.mariadb:
-        have = _parse_mariadb_gtid(n.gtid)
-        return all(have.get(d, -1) >= seq for d, seq in _parse_mariadb_gtid(writer.gtid).items())
+        return gtid_contains(n.gtid, writer.gtid)
     return bool(n.query("SELECT GTID_SUBSET(%s, @@GLOBAL.gtid_executed)", (writer.gtid,))[0][0])
 
 

@@ -99,7 +99,7 @@ def test_election_rules() -> None:
 
 
 def test_gtid_containment() -> None:
-    from proxy.health.policy import gtid_contains
+    from proxy.routing.gtid import contains as gtid_contains
 
     assert gtid_contains("1-1-10,2-2-5", "1-1-10,2-2-4")
     assert not gtid_contains("1-1-9,2-2-5", "1-1-10")
