@@ -9,10 +9,12 @@ literals each time, so the exact-string cache can't make it trivial) and measure
   steady state of an application whose literals keep changing;
 - compute_digest alone.
 
-Each figure is the best of --repeat runs (the machine may be shared). Both tokenizers are
-measured unless --tokenizer says otherwise.
+Each figure is the best of --repeat runs (the machine may be shared). Three tokenizers are
+measured unless --tokenizer says otherwise: sqlparse (the proxy's: sqlparse's lexer table
+run by proxy.routing.sqllexer), sqlparse-stock (sqlparse's own Lexer.get_tokens loop, the
+same tokens) and regex (no sqlparse at all).
 
-    .venv/bin/python bench/classify.py [--tokenizer sqlparse|regex|both] [--repeat N]
+    .venv/bin/python bench/classify.py [--tokenizer sqlparse|sqlparse-stock|regex|all] [--repeat N]
                                        [--json PATH]
 """
 
@@ -96,7 +98,9 @@ def _timed(classify: Callable[[str], object], statements: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def measure(statements: list[str], tokenizer: Literal["sqlparse", "regex"], runs: int) -> Figures:
+def measure(
+    statements: list[str], tokenizer: Literal["sqlparse", "sqlparse-stock", "regex"], runs: int
+) -> Figures:
     n = len(statements)
     cold_calls = 0
     warm: Classifier | None = None
@@ -132,7 +136,13 @@ def measure(statements: list[str], tokenizer: Literal["sqlparse", "regex"], runs
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Classifier microbenchmark")
-    parser.add_argument("--tokenizer", choices=("sqlparse", "regex", "both"), default="both")
+    parser.add_argument(
+        "--tokenizer",
+        choices=("sqlparse", "sqlparse-stock", "regex", "all"),
+        default="all",
+        help="sqlparse (the proxy's default), sqlparse-stock (sqlparse's own Lexer loop), "
+        "regex (no sqlparse); default: all three",
+    )
     parser.add_argument("--repeat", type=int, default=5, help="best of N runs (default 5)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args()
@@ -142,12 +152,8 @@ def main() -> None:
         f"{len(statements)} statements, {distinct} distinct digests, "
         f"{len(set(statements))} distinct strings; best of {args.repeat} runs"
     )
-    names: tuple[Literal["sqlparse", "regex"], ...] = (
-        ("sqlparse", "regex")
-        if args.tokenizer == "both"
-        else ("regex",)
-        if args.tokenizer == "regex"
-        else ("sqlparse",)
+    names: tuple[Literal["sqlparse", "sqlparse-stock", "regex"], ...] = (
+        ("sqlparse", "sqlparse-stock", "regex") if args.tokenizer == "all" else (args.tokenizer,)
     )
     results = []
     for name in names:

@@ -23,6 +23,7 @@ from proxy.routing.tokens import (
     regex_tokens,
     split_statements,
     sqlparse_tokens,
+    stock_sqlparse_tokens,
 )
 
 __all__ = (
@@ -800,7 +801,7 @@ class Classifier:
         *,
         exact_cache_size: int | None = None,
         digest_cache: LRUCache[str, CachedDigest] | None = None,
-        tokenizer: Literal["sqlparse", "regex"] = "sqlparse",
+        tokenizer: Literal["sqlparse", "sqlparse-stock", "regex"] = "sqlparse",
         max_exact_sql_length: int = 4096,
     ) -> None:
         self.digest_cache: LRUCache[str, CachedDigest] = (
@@ -884,9 +885,11 @@ class Classifier:
         )
 
     def _classify_text(self, text: str) -> CachedDigest:
-        if self.tokenizer == "sqlparse" and len(text) <= _MAX_SQLPARSE_TEXT:
+        if self.tokenizer != "regex" and len(text) <= _MAX_SQLPARSE_TEXT:
             self.sqlparse_calls += 1
-            tokenize: Tokenizer = sqlparse_tokens
+            tokenize: Tokenizer = (
+                sqlparse_tokens if self.tokenizer == "sqlparse" else stock_sqlparse_tokens
+            )
         else:
             tokenize = regex_tokens
         try:
