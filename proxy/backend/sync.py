@@ -75,6 +75,15 @@ def sync_steps(want: SessionState, have: SessionState, mariadb: bool) -> list[St
     A variable the connection has but the session does not (left by an earlier session)
     cannot be unset one by one, so the connection is reset and everything replayed.
     """
+    if (
+        want.variables == have.variables
+        and not have.tainted
+        and (not want.schema or want.schema == have.schema)
+        and want.multi_statements == have.multi_statements
+        and want.autocommit == have.autocommit
+        and (want.collation == have.collation or "names" in want.variables)
+    ):
+        return []  # in sync: the usual case, checked before building anything
     steps: list[Step] = []
     stale = have.tainted or any(
         name not in want.variables or want.variables[name] != sql

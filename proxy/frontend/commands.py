@@ -59,9 +59,12 @@ async def com_query(session: Session, packet: Packet) -> bool:
                 digest, stmt = server.classifier.classify(sql)
                 frame = build_packet(0, bytes((Command.COM_QUERY,)) + sql.encode())
             override = action.route
-    target = await session.route_wait(stmt, override)
-    if target is None:
-        return True
+    # route_wait is a coroutine: only entered when there is something to wait for or check.
+    target = session.route(stmt, quiet=True, override=override)
+    if target is None or session.must_check(stmt, target):
+        target = await session.route_wait(stmt, override, chosen=target)
+        if target is None:
+            return True
     started = time.perf_counter()
     scanner = await session.forward(target, Command.COM_QUERY, frame, stmt=stmt, override=override)
     elapsed = time.perf_counter() - started
@@ -73,9 +76,10 @@ async def com_query(session: Session, packet: Packet) -> bool:
         elapsed,
     )
     if scanner is not None:
-        await session.after_statement(stmt, sql, scanner)
+        if session.note_statement(stmt, sql, scanner):
+            await session.learn_gtid(scanner)
         server.digests.record(
-            digest.hex,
+            digest.id,
             digest.text,
             hostgroup,
             target.name,

@@ -115,6 +115,8 @@ async def _backend_stmt(
     """The connection to run cs on, with cs prepared there (prepared now if needed)."""
     if cs.pinned_conn is not None and not cs.pinned_conn.broken:
         conn = cs.pinned_conn
+    elif (ready := session.ready_backend(target)) is not None:
+        conn = ready
     else:
         try:
             conn = await session.backend_for(target)
@@ -170,7 +172,9 @@ async def com_stmt_execute(session: Session, packet: Packet) -> bool:
         _unknown(session, client_id)
         return True
     if cs.pinned_conn is None:
-        target = await session.route_wait(cs.stmt)
+        target = session.route(cs.stmt, quiet=True)
+        if target is None or session.must_check(cs.stmt, target):
+            target = await session.route_wait(cs.stmt, chosen=target)
     else:
         target = session.target_of(cs.pinned_conn)
     if target is None:
@@ -200,7 +204,8 @@ async def com_stmt_execute(session: Session, packet: Packet) -> bool:
         session.pins.reasons.add(f"cursor:{client_id}")
     else:
         _unpin(session, client_id, cs)
-    await session.after_statement(cs.stmt, cs.sql, scanner)
+    if session.note_statement(cs.stmt, cs.sql, scanner):
+        await session.learn_gtid(scanner)
     return True
 
 

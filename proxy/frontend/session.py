@@ -229,6 +229,14 @@ class Session:
         await self.client.start_tls(self.server.tls)
 
     # -- backends --------------------------------------------------------------------------------
+    def ready_backend(self, target: ServerState) -> BackendConnection | None:
+        """The attached connection to target when it can run a command as it is, else None
+        (backend_for then gets or syncs one). The per-statement fast path: no coroutine."""
+        conn = self.attached.get(target.name)
+        if conn is None or conn.broken or sync_steps(self.state, conn.session, conn.mariadb):
+            return None
+        return conn
+
     async def backend_for(self, target: ServerState) -> BackendConnection:
         """A connection to target in this session's state: the attached one, or from the pool."""
         conn = self.attached.get(target.name)
@@ -248,6 +256,12 @@ class Session:
                 # say so to the client rather than run its statement elsewhere.
                 raise StateSyncError(err)
         return conn
+
+    def _in_transaction(self) -> bool:
+        for conn in self.attached.values():  # noqa: SIM110 - a loop: no generator per statement
+            if conn.in_transaction:
+                return True
+        return False
 
     def detach(self, conn: BackendConnection, broken: bool = False) -> None:
         if self.attached.get(conn.server_name) is conn:
@@ -297,9 +311,11 @@ class Session:
             retryable = (
                 stmt is not None
                 and not retried
-                and not self.pins
-                and not any(c.in_transaction for c in self.attached.values())
+                and not self.pins.reasons
+                and not self._in_transaction()
             )
+            if conn is None:
+                conn = self.ready_backend(target)
             if conn is None:
                 try:
                     conn = await self.backend_for(target)
@@ -429,12 +445,25 @@ class Session:
             )
         return target
 
+    def must_check(self, stmt: Classification, target: ServerState) -> bool:
+        """Must a read routed to target first check the replica has the session's writes?"""
+        return bool(
+            (self.last_gtid or self.read_floor)
+            and stmt.is_read
+            and target.name != self.server.cluster.writer
+        )
+
     async def route_wait(
-        self, stmt: Classification, override: str | None = None, exclude: str | None = None
+        self,
+        stmt: Classification,
+        override: str | None = None,
+        exclude: str | None = None,
+        chosen: ServerState | None = None,
     ) -> ServerState | None:
         """route(), but waiting out a failover: statements needing the writer are held (up to
-        failover_hold_ms) until one is elected, then run there instead of failing."""
-        target = self.route(stmt, quiet=True, override=override)
+        failover_hold_ms) until one is elected, then run there instead of failing. chosen: what
+        route() just returned (not asked again: that would advance the replica rotation)."""
+        target = chosen or self.route(stmt, quiet=True, override=override)
         if target is None or target.name == exclude:
             hold = self.server.config.health.failover_hold_ms / 1000
             deadline = time.monotonic() + hold
@@ -453,11 +482,7 @@ class Session:
                     f"(waited {hold * 1000:.0f} ms for a failover)",
                 )
                 return None
-        if (
-            (self.last_gtid or self.read_floor)
-            and target.name != self.server.cluster.writer
-            and stmt.is_read
-        ):
+        if self.must_check(stmt, target):
             target = await self._fresh_target(target, stmt)
         return target
 
@@ -486,18 +511,20 @@ class Session:
     def target_of(self, conn: BackendConnection) -> ServerState:
         return self.server.cluster.server(conn.server_name)
 
-    async def after_statement(
-        self, stmt: Classification, sql: str, scanner: ResponseScanner
-    ) -> None:
-        """Learn what a successful statement changed in the session."""
+    def note_statement(self, stmt: Classification, sql: str, scanner: ResponseScanner) -> bool:
+        """Learn what a successful statement changed in the session. True: a write has just
+        committed, and the caller must `await learn_gtid(scanner)` (kept out of here so the
+        usual statement runs no coroutine for it)."""
         if scanner.error is not None:
-            return
+            return False
         if changes_data(stmt):
             self.wrote = True
             self.gtid_pending = True
-        if self.gtid_pending and not self.status & _IN_TRANS:
-            # The write is committed now (autocommit, COMMIT, or DDL's implicit commit).
-            await self._learn_gtid(scanner)
+        self._note_state(stmt, sql)
+        # The write is committed now (autocommit, COMMIT, or DDL's implicit commit).
+        return self.gtid_pending and not self.status & _IN_TRANS
+
+    def _note_state(self, stmt: Classification, sql: str) -> None:
         if self.server.config.routing.monotonic_reads and self.last_server and stmt.is_read:
             served = self.server.cluster.server(self.last_server)
             if served.config.role == "replica" and gtid_is_mariadb(served.gtid_position):
@@ -526,7 +553,7 @@ class Session:
                 target.variables[key] = stmt.replay_sql
 
     # -- read your writes ------------------------------------------------------------------------
-    async def _learn_gtid(self, scanner: ResponseScanner) -> None:
+    async def learn_gtid(self, scanner: ResponseScanner) -> None:
         """The GTID of the session's last commit: from the OK packet's session tracking when
         the client negotiated it, else asked of the same backend connection right away."""
         self.gtid_pending = False

@@ -283,9 +283,9 @@ class ResponseScanner:
                 self._begin(length, data[pos])
                 continue
             if not self._pending:
-                if self._state == _ROWS and not self._cont and n - pos >= 5:
-                    pos = self._scan_rows(data, pos, n)
-                    if self._remaining or pos >= n:
+                if not self._cont and not self.infile and n - pos >= 5:
+                    pos = self._whole_packets(data, pos, n)
+                    if self._remaining or pos >= n or self._state == _DONE:
                         continue
                 if n - pos >= 4:
                     header = _HEADER.unpack_from(data, pos)[0]
@@ -319,6 +319,45 @@ class ResponseScanner:
             self._begin(length, data[pos])
         else:
             self._hdr_len = length  # classify once the first payload byte arrives
+
+    def _whole_packets(self, data: Buffer, pos: int, n: int) -> int:
+        """Packets that lie whole in this chunk, in one loop with no per-packet calls for
+        column definitions and rows. Stops, leaving the rest to the general path, at a
+        packet cut by the chunk's end, an empty or 16 MiB one, a state other than a text or
+        binary result, or a sequence id out of order (the general path raises)."""
+        unpack = _HEADER.unpack_from
+        while n - pos >= 5:
+            state = self._state
+            if state == _ROWS:
+                pos = self._scan_rows(data, pos, n)
+                if self._remaining or n - pos < 5:
+                    break
+            elif state not in (_FIRST, _COLUMNS, _COLUMNS_EOF, _SINGLE):
+                break
+            header = unpack(data, pos)[0]
+            length = header & _MAX
+            end = pos + 4 + length
+            seq = header >> 24
+            if end > n or length == 0 or length == _MAX:
+                break
+            expect = self._expect_seq
+            if expect is not None and seq != expect:
+                break
+            self._expect_seq = (seq + 1) & 0xFF
+            self.last_seq = seq
+            self.packets += 1
+            if state == _COLUMNS and data[pos + 4] != _ERR_HEADER:
+                self._count -= 1
+                if self._count <= 0:
+                    self._state = _ROWS if self._deprecate_eof else _COLUMNS_EOF
+            else:
+                # A control packet (OK, ERR, EOF, column count; in _ROWS only the end of
+                # the rows reaches here): decoded as _fragment_done would.
+                self._process(bytes(data[pos + 4 : end]))
+            pos = end
+            if self._state == _DONE or self.infile:
+                break
+        return pos
 
     def _scan_rows(self, data: Buffer, pos: int, n: int) -> int:
         """Tight loop over ordinary rows; stops at anything that needs a closer look."""

@@ -27,7 +27,7 @@ class DigestStats:
     sum_rows_affected: int = 0
 
 
-StatsKey = tuple[int, str, str, str, str]
+StatsKey = tuple[int, str, str, str, int]
 
 
 class QueryDigests:
@@ -39,7 +39,7 @@ class QueryDigests:
 
     def record(
         self,
-        digest_id: str,
+        digest_id: int,
         digest_text: str,
         hostgroup: int,
         server: str,
@@ -60,7 +60,7 @@ class QueryDigests:
                 schema or "",
                 user,
                 server,
-                digest_id,
+                f"0x{digest_id:016X}",  # as ProxySQL prints it (Digest.hex), once per entry
                 digest_text,
                 first_seen=now,
                 min_time_us=elapsed_us,
