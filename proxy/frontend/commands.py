@@ -72,28 +72,9 @@ async def com_query(session: Session, packet: Packet) -> bool:
             return True
     started = time.perf_counter()
     scanner = await session.forward(target, Command.COM_QUERY, frame, stmt=stmt, override=override)
-    elapsed = time.perf_counter() - started
-    hostgroup = server.hostgroup(target.name)
-    server.metrics.record_query(
-        "writer" if hostgroup == 0 else "reader",
-        "read" if stmt.is_read else "write",
-        scanner is not None and scanner.error is None,
-        elapsed,
-    )
-    if scanner is not None:
-        if session.note_statement(stmt, sql, scanner):
-            await session.learn_gtid(scanner)
-        server.digests.record(
-            digest.id,
-            digest.text,
-            hostgroup,
-            target.name,
-            session.username,
-            session.state.schema,
-            int(elapsed * 1e6),
-            scanner.rows,
-            scanner.affected_rows,
-        )
+    session.account(target, digest, stmt, scanner, time.perf_counter() - started)
+    if scanner is not None and session.note_statement(stmt, sql, scanner):
+        await session.learn_gtid(scanner)
     return True
 
 

@@ -22,7 +22,7 @@ from proxy.metrics import Metrics
 from proxy.protocol.auth import RsaKeyPair, generate_rsa_key_pair
 from proxy.protocol.constants import ErrorCode
 from proxy.protocol.packets import ProtocolError, build_err
-from proxy.routing.classifier import Classification, Classifier
+from proxy.routing.classifier import Classifier
 from proxy.routing.router import Router
 from proxy.routing.rules import QueryRules
 from proxy.routing.stats import READER_HOSTGROUP, WRITER_HOSTGROUP, QueryDigests
@@ -168,9 +168,6 @@ class ProxyServer:
                     session.release_unpinned()
 
     # -- services for sessions ---------------------------------------------------------------------
-    def classify(self, sql: str) -> Classification:
-        return self.classifier.classify(sql)[1]
-
     def schema_confirmed(self, user: str, schema: str) -> bool:
         seen = self._schemas.get((user, schema))
         return seen is not None and time.monotonic() - seen < SCHEMA_CACHE_S

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from proxy.cluster import ServerState
     from proxy.frontend.session import Session
     from proxy.routing.classifier import Classification
+    from proxy.routing.digest import Digest
 
 # Backend statements kept per connection; the least recently used are closed beyond this.
 MAX_BACKEND_STMTS = 256
@@ -38,6 +39,7 @@ class ClientStmt:
     """What the client prepared, independent of any backend connection."""
 
     sql: str
+    digest: Digest
     stmt: Classification
     num_params: int
     num_columns: int
@@ -60,7 +62,7 @@ def _stmt_id(packet: Packet) -> int:
 
 async def com_stmt_prepare(session: Session, packet: Packet) -> bool:
     sql = packet.payload[1:].decode("utf-8", "replace")
-    stmt = session.server.classify(sql)
+    digest, stmt = session.server.classifier.classify(sql)  # once, at prepare
     target = await session.route_wait(stmt)
     if target is None:
         return True
@@ -88,7 +90,7 @@ async def com_stmt_prepare(session: Session, packet: Packet) -> bool:
     offset = scanner.stmt_id_offset if scanner.stmt_id_offset is not None else 5
     buf[offset : offset + 4] = client_id.to_bytes(4, "little")
     session.stmts[client_id] = ClientStmt(
-        sql, stmt, scanner.prepare.num_params, scanner.prepare.num_columns
+        sql, digest, stmt, scanner.prepare.num_params, scanner.prepare.num_columns
     )
     session.client.write(bytes(buf))
     return True
@@ -190,12 +192,7 @@ async def com_stmt_execute(session: Session, packet: Packet) -> bool:
     scanner = await session.forward(
         target, Command.COM_STMT_EXECUTE, build_packet(0, body), cursor=cursor, conn=conn
     )
-    server = session.server
-    route = "writer" if server.hostgroup(target.name) == 0 else "reader"
-    ok = scanner is not None and scanner.error is None
-    server.metrics.record_query(
-        route, "read" if cs.stmt.is_read else "write", ok, time.perf_counter() - started
-    )
+    session.account(target, cs.digest, cs.stmt, scanner, time.perf_counter() - started)
     if scanner is None:
         cs.pinned_conn = None
         return True

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from proxy.frontend.listener import ProxyServer
     from proxy.frontend.prepared import ClientStmt
     from proxy.routing.classifier import Classification
+    from proxy.routing.digest import Digest
 
 log = logging.getLogger(__name__)
 
@@ -510,6 +511,36 @@ class Session:
 
     def target_of(self, conn: BackendConnection) -> ServerState:
         return self.server.cluster.server(conn.server_name)
+
+    def account(
+        self,
+        target: ServerState,
+        digest: Digest,
+        stmt: Classification,
+        scanner: ResponseScanner | None,
+        elapsed: float,
+    ) -> None:
+        """Count one executed statement: the query metrics and its digest's statistics."""
+        server = self.server
+        hostgroup = server.hostgroup(target.name)
+        server.metrics.record_query(
+            "writer" if hostgroup == 0 else "reader",
+            "read" if stmt.is_read else "write",
+            scanner is not None and scanner.error is None,
+            elapsed,
+        )
+        if scanner is not None:
+            server.digests.record(
+                digest.id,
+                digest.text,
+                hostgroup,
+                target.name,
+                self.username,
+                self.state.schema,
+                int(elapsed * 1e6),
+                scanner.rows,
+                scanner.affected_rows,
+            )
 
     def note_statement(self, stmt: Classification, sql: str, scanner: ResponseScanner) -> bool:
         """Learn what a successful statement changed in the session. True: a write has just

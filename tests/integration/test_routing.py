@@ -76,7 +76,8 @@ def test_transactions_and_locking_reads_stay_on_the_writer(split: ProxyThread) -
     conn.begin()
     assert {_one(conn, "SELECT @@server_id")[0] for _ in range(20)} == {WRITER}
     conn.commit()
-    assert _one(conn, "SELECT @@server_id FROM products LIMIT 1 FOR UPDATE")[0:1] in ((WRITER,),)
+    # COUNT(*): one row whatever the table holds.
+    assert _one(conn, "SELECT @@server_id, COUNT(*) FROM products FOR UPDATE")[0] == WRITER
     assert _one(conn, "SELECT @@server_id FROM DUAL LOCK IN SHARE MODE")[0] == WRITER
     # With autocommit off every statement goes to the writer.
     with conn.cursor() as cur:
@@ -228,3 +229,36 @@ def test_digest_statistics(split: ProxyThread) -> None:
     assert sum(e.count_star for e in entries) == 5
     assert all(e.hostgroup == 1 and e.username == "app" for e in entries)
     assert all(e.min_time_us <= e.max_time_us for e in entries)
+
+
+def test_digest_statistics_count_prepared_executions(split: ProxyThread) -> None:
+    """COM_STMT_EXECUTE is counted under the prepared SQL's digest, as ProxySQL does."""
+    conn = mysql.connector.connect(
+        host="127.0.0.1",
+        port=split.port,
+        user="app",
+        password="app-pass",
+        database="demo_db",
+        use_pure=True,
+        autocommit=True,
+    )
+    cur = conn.cursor(prepared=True)
+    for i in range(4):
+        cur.execute("SELECT ? * 2 AS prepared_probe", (i,))
+        assert cur.fetchone() == (i * 2,)
+    conn.close()
+
+    def probes() -> list[DigestStats]:
+        return [
+            e
+            for e in list(split.server.digests.entries.values())
+            if e.digest_text == "select ? * ? as prepared_probe"
+        ]
+
+    deadline = time.monotonic() + 2
+    while sum(e.count_star for e in probes()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    entries = probes()
+    assert sum(e.count_star for e in entries) == 4
+    assert all(e.hostgroup == 1 and e.schemaname == "demo_db" for e in entries)
+    assert sum(e.sum_rows_sent for e in entries) == 4
