@@ -93,12 +93,16 @@ def _from_sqlparse(text: str, lex: Callable[[str], list[tuple[Any, str]]]) -> li
         spaced = spaced.replace("--", "- -")
     if "@" in spaced:
         spaced = _AT_AFTER_OPERATOR.sub(" @", spaced)
-    pairs = [(_kind(ttype), v) for ttype, v in lex(spaced)]
-    if _MISREAD_KIND in (k for k, _ in pairs):
-        # Digest text has no comments or strings; an error token is an unterminated quoted
-        # identifier, a command token a stray backslash: sqlparse misread the text.
-        return regex_tokens(text)
-    pairs = [p for p in pairs if p[0] != _SPACE_KIND]
+    pairs: list[tuple[int, str]] = []
+    for ttype, v in lex(spaced):
+        kind = _kind(ttype)
+        if kind == _SPACE_KIND:
+            continue
+        if kind == _MISREAD_KIND:
+            # Digest text has no comments or strings; an error token is an unterminated
+            # quoted identifier, a command token a stray backslash: sqlparse misread it.
+            return regex_tokens(text)
+        pairs.append((kind, v))
     out: list[str] = []
     i = 0
     n = len(pairs)
