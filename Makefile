@@ -76,7 +76,7 @@ clean:
 # the classifier microbenchmark; prints the table and writes bench/results/latest.{json,md}.
 # BENCH_TIME / BENCH_PAIRS / BENCH_IDLE tune it; BENCH_ARGS=--quick for a 1-minute dev run.
 # Only what the benchmark needs from apt (not the client libraries of the test suite).
-BENCH_APT_PACKAGES := mariadb-server mariadb-client python3-venv sysbench
+BENCH_APT_PACKAGES := mariadb-server mariadb-client python3-venv sysbench haproxy
 
 .PHONY: bench bench-deps
 bench-deps:

@@ -83,10 +83,40 @@ def _classify_lines(figures: list[dict[str, Any]], default: str) -> list[str]:
 
 
 def _target_lines(targets: list[dict[str, Any]]) -> list[str]:
-    lines = ["| target | goal | measured | met |", "|---|--:|--:|:-:|"]
+    lines = [
+        "| target | goal | pyproxy | met | the hop alone (HAProxy TCP) |",
+        "|---|--:|--:|:-:|--:|",
+    ]
     for t in targets:
         met = "—" if t["met"] is None else ("yes" if t["met"] else "**no**")
-        lines.append(f"| {t['target']} | {t['goal']} | {_f(t['value'], 'g')} | {met} |")
+        lines.append(
+            f"| {t['target']} | {t['goal']} | {_f(t['value'], 'g')} | {met} "
+            f"| {_f(t.get('hop'), 'g')} |"
+        )
+    return lines
+
+
+def _hop_lines(rows: list[dict[str, Any]], version: str) -> list[str]:
+    lines = [
+        f"The same pairs through {version} in TCP mode (one thread, no MySQL parsing): what the "
+        "extra hop itself costs on this machine, a floor for any proxy. The CPU column is "
+        "HAProxy's own.",
+        "",
+        "| workload | ps mode | thr | ratio: HAProxy TCP / pyproxy | added µs/stmt: HAProxy TCP "
+        "/ pyproxy | CPU µs/stmt: HAProxy TCP / pyproxy |",
+        "|---|---|--:|--:|--:|--:|",
+    ]
+    for r in rows:
+        if "hop_ratio" not in r:
+            continue
+        added = _pair(
+            r["hop_added_latency_us_per_statement"], r["added_latency_us_per_statement"], ".1f"
+        )
+        lines.append(
+            f"| {r['workload']} | {r['ps_mode']} | {r['threads']} "
+            f"| {_pair(r['hop_ratio'], r['ratio'], '.2f')} | {added} "
+            f"| {_pair(r['hop_cpu_us_per_statement'], r['proxy_cpu_us_per_statement'], '.1f')} |"
+        )
     return lines
 
 
@@ -116,6 +146,15 @@ def markdown(results: dict[str, Any]) -> str:
             "its runs / statements it relayed (and its average share of one core meanwhile).",
             "",
         ]
+        if any("hop_ratio" in r for r in results["sysbench"]):
+            out += [
+                "## The extra hop alone",
+                "",
+                *_hop_lines(results["sysbench"], results["meta"].get("hop_version", "HAProxy")),
+                "",
+            ]
+        elif results["meta"].get("hop_version") is None:
+            out += ["(HAProxy is not installed: no reference for the extra hop alone.)", ""]
     if results.get("read_your_writes"):
         r = results["read_your_writes"]
         out += [

@@ -15,12 +15,13 @@ from typing import Any
 
 from bench import report, sysbench
 from bench.classification import run_classify
+from bench.hop import HopProxy
 from bench.idle import hold_idle_connections
 from bench.proxyproc import ProxyProcess, raise_nofile
 from bench.ryw import run_ryw
 from bench.settings import Settings, parse_settings
 from bench.summary import Measured, ScenarioRuns, public, summarise, targets
-from bench.topology import BenchLab
+from bench.topology import BenchLab, free_port
 
 IDLE_SETTLE_S = 2.0  # a session idle for 1 s hands its backend connection back
 
@@ -44,7 +45,8 @@ def _loadavg() -> str:
 
 
 def _estimate_s(settings: Settings) -> float:
-    runs = len(sysbench.SCENARIOS) * settings.pairs * 2 * (settings.time_s + 0.5)
+    point = sum(s.workload == "oltp_point_select" for s in sysbench.SCENARIOS)
+    runs = (len(sysbench.SCENARIOS) * 2 + point) * settings.pairs * (settings.time_s + 0.5)
     warmups = len({(s.workload, s.ps_mode) for s in sysbench.SCENARIOS}) * 2 * settings.warmup_s
     return runs + warmups + 30 + settings.idle_connections / 500
 
@@ -57,16 +59,26 @@ def _measured_run(
     return Measured(result, proxy.cpu_seconds() - cpu0, time.monotonic() - wall0)
 
 
-def run_sysbench(settings: Settings, lab: BenchLab, proxy: ProxyProcess) -> list[dict[str, Any]]:
+def _hop_run(scenario: sysbench.Scenario, hop: HopProxy, user: str, pw: str, t: int) -> Measured:
+    cpu0, wall0 = hop.cpu_seconds(), time.monotonic()
+    result = sysbench.run(scenario, hop.port, user, pw, t)
+    return Measured(result, hop.cpu_seconds() - cpu0, time.monotonic() - wall0)
+
+
+def run_sysbench(
+    settings: Settings, lab: BenchLab, proxy: ProxyProcess, hop: HopProxy | None = None
+) -> list[dict[str, Any]]:
+    """Alternating pairs per scenario; point selects also through `hop` (if given) each pair."""
     user, pw = lab.app_user
     direct_port = lab.writer.port
     rows = []
     warmed: set[tuple[str, str]] = set()
     total = len(sysbench.SCENARIOS)
     for i, scenario in enumerate(sysbench.SCENARIOS, 1):
+        hop_here = hop if scenario.workload == "oltp_point_select" else None
         if settings.warmup_s and (scenario.workload, scenario.ps_mode) not in warmed:
             warmed.add((scenario.workload, scenario.ps_mode))
-            for port in (direct_port, proxy.port):
+            for port in (direct_port, proxy.port, *([hop_here.port] if hop_here else [])):
                 with contextlib.suppress(sysbench.SysbenchError):  # the measured runs report it
                     sysbench.run(scenario, port, user, pw, settings.warmup_s)
         runs = ScenarioRuns(scenario)
@@ -74,6 +86,8 @@ def run_sysbench(settings: Settings, lab: BenchLab, proxy: ProxyProcess) -> list
             try:
                 d = _measured_run(scenario, direct_port, proxy, user, pw, settings.time_s)
                 p = _measured_run(scenario, proxy.port, proxy, user, pw, settings.time_s)
+                if hop_here is not None:
+                    runs.hop.append(_hop_run(scenario, hop_here, user, pw, settings.time_s))
             except sysbench.SysbenchError as exc:  # report it and go on with the next scenario
                 runs.failure = str(exc)[:4000]
                 _say(f"[{i}/{total}] {scenario.key}: FAILED\n{runs.failure}")
@@ -85,6 +99,11 @@ def run_sysbench(settings: Settings, lab: BenchLab, proxy: ProxyProcess) -> list
                 f"direct {d.result.qps:,.0f} qps, pyproxy {p.result.qps:,.0f} qps "
                 f"({p.result.qps / d.result.qps:.2f}), pyproxy CPU "
                 f"{p.proxy_cpu_s / p.result.queries * 1e6:.1f} us/stmt"
+                + (
+                    f"; HAProxy TCP {runs.hop[-1].result.qps / d.result.qps:.2f}"
+                    if hop_here is not None and runs.hop
+                    else ""
+                )
                 if p.result.queries and d.result.qps
                 else f"[{i}/{total}] {scenario.key}: no queries"
             )
@@ -129,6 +148,23 @@ def run_idle(settings: Settings, lab: BenchLab, proxy: ProxyProcess) -> dict[str
     }
 
 
+def _start_hop(lab: BenchLab, results: dict[str, Any]) -> HopProxy | None:
+    """HAProxy in TCP mode before the writer, as the extra-hop reference; None if missing."""
+    results["meta"]["hop_version"] = None
+    if HopProxy.available() is None:
+        _say("haproxy is not installed: no reference for the extra hop (apt install haproxy)")
+        return None
+    hop = HopProxy(lab.tmp, free_port(), lab.writer.port)
+    try:
+        hop.start()
+    except RuntimeError as exc:
+        _say(f"haproxy did not start, no extra-hop reference: {exc}")
+        return None
+    results["meta"]["hop_version"] = HopProxy.version()
+    _say(f"reference: {results['meta']['hop_version']} in TCP mode on port {hop.port}")
+    return hop
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -166,7 +202,12 @@ def _bench(settings: Settings, results: dict[str, Any]) -> None:
         proxy.start(user, pw)
         _say(f"pyproxy: pid {proxy.pid} on port {port} (open files limit {proxy.nofile})")
         if "sysbench" in phases:
-            rows = run_sysbench(settings, lab, proxy)
+            hop = _start_hop(lab, results)
+            try:
+                rows = run_sysbench(settings, lab, proxy, hop)
+            finally:
+                if hop is not None:
+                    hop.stop()
             results["sysbench"] = [public(r) for r in rows]
             results["targets"] = targets(rows, results.get("classification", {}).get("headline"))
         if "ryw" in phases:

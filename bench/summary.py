@@ -30,6 +30,8 @@ class ScenarioRuns:
     scenario: Scenario
     direct: list[Measured] = field(default_factory=list)
     proxied: list[Measured] = field(default_factory=list)
+    # The same pairs through HAProxy in TCP mode (bench/hop.py), when it is installed.
+    hop: list[Measured] = field(default_factory=list)
     failure: str | None = None  # sysbench failed (the pairs before it are kept)
 
 
@@ -112,12 +114,40 @@ def summarise(runs: ScenarioRuns) -> dict[str, Any]:
         "errors_direct": sum(m.result.errors for m in runs.direct),
         "errors_proxied": sum(m.result.errors for m in runs.proxied),
         "reconnects_proxied": sum(m.result.reconnects for m in runs.proxied),
+        **_hop_figures(runs),
         "failure": runs.failure,
         "runs": [
             _run_json(mode, m) for d, p in pairs for mode, m in (("direct", d), ("proxied", p))
         ],
         "_cpu_s": proxied_cpu,
         "_queries": proxied_queries,
+    }
+
+
+def _hop_figures(runs: ScenarioRuns) -> dict[str, Any]:
+    """Ratio, added latency and CPU per statement of the extra hop alone (HAProxy TCP)."""
+    if not runs.hop:
+        return {}
+    triples = list(zip(runs.direct, runs.hop, strict=False))
+    queries = sum(m.result.queries for m in runs.hop)
+    return {
+        "hop_qps": _r(_median([m.result.qps for m in runs.hop]), 1),
+        "hop_ratio": _r(_median([h.result.qps / d.result.qps for d, h in triples]), 3),
+        "hop_added_latency_us_per_statement": _r(
+            _median(
+                [
+                    (h.result.avg_latency_ms - d.result.avg_latency_ms)
+                    * 1000
+                    / h.result.statements_per_event
+                    for d, h in triples
+                ]
+            ),
+            1,
+        ),
+        "hop_cpu_us_per_statement": _r(
+            sum(m.proxy_cpu_s for m in runs.hop) / queries * 1e6 if queries else math.nan, 1
+        ),
+        "hop_runs": [_run_json("hop", m) for m in runs.hop],
     }
 
 
@@ -128,7 +158,13 @@ def _find(rows: list[dict[str, Any]], workload: str, ps: str, threads: int) -> d
     return {}
 
 
-def _target(name: str, value: float | None, limit: float, higher_is_better: bool) -> dict[str, Any]:
+def _target(
+    name: str,
+    value: float | None,
+    limit: float,
+    higher_is_better: bool,
+    hop: float | None = None,
+) -> dict[str, Any]:
     met = None
     if value is not None and not math.isnan(value):
         met = value >= limit if higher_is_better else value <= limit
@@ -137,6 +173,7 @@ def _target(name: str, value: float | None, limit: float, higher_is_better: bool
         "goal": f"{'>=' if higher_is_better else '<='} {limit:g}",
         "value": value,
         "met": met,
+        "hop": hop,  # the same figure for the extra hop alone (HAProxy TCP), if measured
     }
 
 
@@ -154,6 +191,7 @@ def targets(
                     row["ratio"],
                     TARGET_RATIO_32,
                     True,
+                    row.get("hop_ratio"),
                 )
             )
     for ps in ("disable", "auto"):
@@ -165,18 +203,27 @@ def targets(
                     row["added_latency_us_per_statement"],
                     TARGET_ADDED_LATENCY_US,
                     False,
+                    row.get("hop_added_latency_us_per_statement"),
                 )
             )
     point = [r for r in rows if r["workload"] == "oltp_point_select"]
     queries = sum(r["_queries"] for r in point)
     if queries:
         cpu = round(sum(r["_cpu_s"] for r in point) / queries * 1e6, 1)
+        hop_runs = [run for r in point for run in r.get("hop_runs", [])]
+        hop_queries = sum(run["queries"] for run in hop_runs)
+        hop_cpu = (
+            round(sum(run["proxy_cpu_s"] for run in hop_runs) / hop_queries * 1e6, 1)
+            if hop_queries
+            else None
+        )
         out.append(
             _target(
                 "oltp_point_select, all proxied runs: pyproxy CPU, us/statement",
                 cpu,
                 TARGET_CPU_US,
                 False,
+                hop_cpu,
             )
         )
     if classification:
