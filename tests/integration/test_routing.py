@@ -6,6 +6,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import mysql.connector
 import pymysql
@@ -53,6 +54,19 @@ def _conn(proxy: ProxyThread, **kwargs: object) -> pymysql.Connection:
         autocommit=True,
         **kwargs,
     )  # type: ignore[arg-type]
+
+
+def _connector(proxy: ProxyThread) -> Any:
+    """mysql-connector (pure Python) through the proxy: for its server-side prepared cursor."""
+    return mysql.connector.connect(
+        host="127.0.0.1",
+        port=proxy.port,
+        user="app",
+        password="app-pass",
+        database="demo_db",
+        use_pure=True,
+        autocommit=True,
+    )
 
 
 def _one(conn: pymysql.Connection, sql: str) -> tuple[object, ...]:
@@ -156,15 +170,7 @@ def test_prepared_read_on_replica_and_prepared_write_on_writer(
     with setup.cursor() as cur:
         cur.execute(f"CREATE TABLE {table} (id INT AUTO_INCREMENT PRIMARY KEY, sid INT)")
     setup.close()
-    conn = mysql.connector.connect(
-        host="127.0.0.1",
-        port=split.port,
-        user="app",
-        password="app-pass",
-        database="demo_db",
-        use_pure=True,
-        autocommit=True,
-    )
+    conn = _connector(split)
     cur = conn.cursor(prepared=True)
     cur.execute("SELECT @@server_id, ? + 1", (41,))
     sid, answer = cur.fetchone()
@@ -233,15 +239,7 @@ def test_digest_statistics(split: ProxyThread) -> None:
 
 def test_digest_statistics_count_prepared_executions(split: ProxyThread) -> None:
     """COM_STMT_EXECUTE is counted under the prepared SQL's digest, as ProxySQL does."""
-    conn = mysql.connector.connect(
-        host="127.0.0.1",
-        port=split.port,
-        user="app",
-        password="app-pass",
-        database="demo_db",
-        use_pure=True,
-        autocommit=True,
-    )
+    conn = _connector(split)
     cur = conn.cursor(prepared=True)
     for i in range(4):
         cur.execute("SELECT ? * 2 AS prepared_probe", (i,))
