@@ -564,12 +564,17 @@ def build_err(
 
 def parse_eof(payload: Buffer) -> EofPacket:
     """Parse a classic EOF packet (5 bytes; a bare 0xFE from pre-4.1 servers is accepted)."""
+    return EofPacket(*parse_eof_fields(payload))
+
+
+def parse_eof_fields(payload: Buffer) -> tuple[int, int]:
+    """parse_eof as (warnings, status), building no object: for the per-response hot path."""
     if not payload or payload[0] != _EOF_HEADER or len(payload) >= 9:
         raise MalformedPacket("not an EOF packet")
     if len(payload) < 5:
-        return EofPacket(0, 0)
+        return 0, 0
     _, warnings, status = _EOF.unpack_from(payload, 0)
-    return EofPacket(warnings, status)
+    return warnings, status
 
 
 def encode_eof(warnings: int = 0, status: int = ServerStatus.AUTOCOMMIT) -> bytes:

@@ -23,6 +23,7 @@ from proxy.protocol.packets import (
     PacketOutOfOrder,
     PrepareOk,
     parse_eof,
+    parse_eof_fields,
     parse_err,
     parse_prepare_ok,
     read_lenenc_int,
@@ -79,7 +80,7 @@ _DEPRECATE_EOF_CAP: Final = int(Capability.CLIENT_DEPRECATE_EOF)
 _OPTIONAL_METADATA_CAP: Final = int(Capability.CLIENT_OPTIONAL_RESULTSET_METADATA)
 _CACHE_METADATA_CAP: Final = int(MariaDBCapability.MARIADB_CLIENT_CACHE_METADATA)
 _HEADER = struct.Struct("<I")  # 3-byte length and sequence id as one integer
-_U16_PAIR = struct.Struct("<HH")  # OK: status, warnings; EOF: warnings, status
+_STATUS_WARNINGS = struct.Struct("<HH")
 
 # Commands whose reply may hold result sets, several of them with MORE_RESULTS_EXISTS.
 _QUERY_LIKE: Final = frozenset(
@@ -103,15 +104,6 @@ _UNSCANNABLE: Final = frozenset(
         Command.COM_SUBSCRIBE_GROUP_REPLICATION_STREAM,
     )
 )
-
-
-def _eof_fields(p: bytes) -> tuple[int, int]:
-    """(warnings, status) of a classic EOF packet: parse_eof's checks, no object built."""
-    if len(p) >= 5 and len(p) < 9 and p[0] == _EOF_HEADER:
-        warnings, status = _U16_PAIR.unpack_from(p, 1)
-        return warnings, status
-    eof = parse_eof(p)  # raises for a malformed one; accepts a bare pre-4.1 0xFE
-    return eof.warnings, eof.status
 
 
 class ResponseScanner:
@@ -493,7 +485,7 @@ class ResponseScanner:
         elif state in (_ROWS, _FIELD_LIST, _SINGLE):
             self._end_of_result(p)
         elif state == _COLUMNS_EOF:
-            self.warnings, self.status = _eof_fields(p)
+            self.warnings, self.status = parse_eof_fields(p)
             if self._cursor and self.status & _CURSOR_EXISTS:
                 self._state = _DONE  # rows come later, through COM_STMT_FETCH
             else:
@@ -532,12 +524,12 @@ class ResponseScanner:
             insert_id, pos = read_lenenc_int(p, pos)
             status = warnings = 0
             if pos + 4 <= len(p):
-                status, warnings = _U16_PAIR.unpack_from(p, pos)
+                status, warnings = _STATUS_WARNINGS.unpack_from(p, pos)
             self.affected_rows = affected
             self.last_insert_id = insert_id
             self.ok_payload = p
         else:
-            warnings, status = _eof_fields(p)
+            warnings, status = parse_eof_fields(p)
         self.status = status
         self.warnings = warnings
         if self._multi and status & _MORE_RESULTS:
