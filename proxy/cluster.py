@@ -41,7 +41,6 @@ class Cluster:
 
     servers: dict[str, ServerState] = field(default_factory=dict)
     writer: str | None = None
-    generation: int = 0  # bumped on every writer change
 
     @classmethod
     def from_config(cls, config: Config) -> Cluster:
@@ -54,9 +53,7 @@ class Cluster:
         return self.servers[name]
 
     def set_writer(self, name: str | None) -> None:
-        if name != self.writer:
-            self.writer = name
-            self.generation += 1
+        self.writer = name
 
     def replicas(self) -> list[ServerState]:
         return [s for s in self.servers.values() if s.config.role == "replica"]

@@ -75,6 +75,9 @@ class Routing(_Model):
     read_your_writes_wait_ms: int = Field(50, ge=0, le=10_000)
     # A session never reads from a replica older than one it already read from.
     monotonic_reads: bool = False
+    # Any statement running longer gets KILL QUERY on its server (ProxySQL's
+    # mysql-default_query_timeout, same default: 10 hours). 0: no limit.
+    query_timeout_ms: int = Field(36_000_000, ge=0)
 
 
 class QueryRule(_Model):

@@ -66,6 +66,12 @@ class Metrics:
     backend_errors: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     bytes_in: int = 0
     bytes_out: int = 0
+    # (outcome, reason): a session's backend connection was lost; carried over or refused
+    backend_lost: defaultdict[tuple[str, str], int] = field(
+        default_factory=lambda: defaultdict(int)
+    )
+    query_timeouts: int = 0
+    reads_retried_on_down: int = 0
     # read-your-writes
     consistency_reads_to_writer: int = 0
     gtid_waits: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -100,6 +106,25 @@ class ProxyCollector:
         for reason in ("max_connections", "auth"):
             refused.add_metric([reason], m.refused.get(reason, 0))
         yield refused
+        lost = CounterMetricFamily(
+            "pyproxy_backend_connection_lost",
+            "Backend connections lost under a session: carried over (nothing was lost) or "
+            "refused (the client got a lost-connection error), by what the session held",
+            labels=["outcome", "reason"],
+        )
+        for (outcome, reason), n in sorted(m.backend_lost.items()):
+            lost.add_metric([outcome, reason], n)
+        yield lost
+        yield _counter(
+            "pyproxy_query_timeouts",
+            "Statements that ran past routing.query_timeout_ms (KILL QUERY sent)",
+            m.query_timeouts,
+        )
+        yield _counter(
+            "pyproxy_reads_retried_on_down",
+            "Reads moved to another server because theirs was marked DOWN mid-statement",
+            m.reads_retried_on_down,
+        )
         yield _counter("pyproxy_client_received_bytes", "Bytes received from clients", m.bytes_in)
         yield _counter("pyproxy_client_sent_bytes", "Bytes relayed to clients", m.bytes_out)
 

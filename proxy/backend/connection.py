@@ -123,6 +123,7 @@ class BackendConnection(asyncio.Protocol):
         self.last_used = time.monotonic()
         self.broken = False
         self.counted = False  # holds one of the pool's per-server slots
+        self.generation = 0  # the pool's generation of its server when this was opened
         self._password = ""
         self._collation = 45
         self._reader = PacketReader(max_payload=1 << 30)
@@ -182,6 +183,12 @@ class BackendConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         detail = f": {exc}" if exc else ""
         self._fail(BackendError(f"connection to {self.server_name} lost{detail}"))
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection now (its server went DOWN, a deadline passed): a relay in
+        progress ends with a BackendError."""
+        if not self.broken:
+            self._fail(BackendError(f"connection to {self.server_name} aborted: {reason}"))
 
     def _fail(self, exc: BackendError) -> None:
         self.broken = True

@@ -43,6 +43,10 @@ class BackendPool:
         self._open: dict[str, int] = defaultdict(int)  # per server: idle + in use
         self._freed: dict[str, asyncio.Condition] = {}
         self.stats: dict[str, PoolStats] = defaultdict(PoolStats)
+        # Per server, bumped by drop_server: connections of an older generation (in use when
+        # the server went down, was removed, moved or stopped being the writer) are closed
+        # when given back, never pooled again.
+        self._generation: dict[str, int] = defaultdict(int)
         self._reaper: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -79,6 +83,7 @@ class BackendPool:
             self._unreserve(server.name)
             raise
         conn.counted = True
+        conn.generation = self._generation[server.name]
         self.stats[server.name].created += 1
         return conn
 
@@ -155,6 +160,7 @@ class BackendPool:
             conn.broken
             or conn.state is not ConnState.IDLE
             or conn.in_transaction
+            or conn.generation != self._generation[conn.server_name]
             or len(self._idle[(conn.server_name, conn.user, conn.profile)])
             >= self.config.max_idle_per_server
         ):
@@ -174,7 +180,9 @@ class BackendPool:
             self._unreserve(conn.server_name)
 
     def drop_server(self, server: str) -> None:
-        """Close every idle connection to a server (it went down or was removed)."""
+        """Close every idle connection to a server (it went down, was removed or moved, or
+        stopped being the writer); those in use are closed when given back."""
+        self._generation[server] += 1
         for (name, _, _), queue in list(self._idle.items()):
             if name == server:
                 while queue:

@@ -157,8 +157,11 @@ class ProxyServer:
             await asyncio.sleep(1.0)
             now = time.monotonic()
             limit = self.config.limits.client_idle_timeout_s
+            query_timeout = self.config.routing.query_timeout_ms / 1000
             for session in list(self.sessions.values()):
                 if session.phase is not SessionPhase.IDLE:
+                    if query_timeout and session.phase is SessionPhase.EXECUTING:
+                        session.check_deadline(now, query_timeout)
                     continue
                 idle = now - session.client.last_active
                 if idle > limit:
@@ -325,6 +328,8 @@ class ProxyServer:
 
     def _server_down(self, name: str) -> None:
         self.pool.drop_server(name)
+        for session in list(self.sessions.values()):
+            session.server_down(name)
         self._notify_topology()
 
     def _notify_topology(self) -> None:
@@ -354,6 +359,14 @@ class ProxyServer:
             session.send_ok()
         target.killed = True
         target.client.close()
+
+    def kill_query_soon(self, session: Session, server: str, thread_id: int) -> None:
+        """KILL QUERY on a backend, in the background (for the query deadline)."""
+        task = asyncio.get_running_loop().create_task(
+            self._kill_backend_query(session, server, thread_id)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _kill_backend_query(self, session: Session, server: str, thread_id: int) -> None:
         state = self.cluster.server(server)

@@ -55,6 +55,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# After KILL QUERY for a statement over routing.query_timeout_ms, how long the server gets to
+# stop it before the backend connection is dropped.
+KILL_GRACE_S = 5.0
+
 # Plain ints for the per-statement status checks (IntFlag arithmetic is slow).
 _AUTOCOMMIT = int(ServerStatus.AUTOCOMMIT)
 _STATE_CHANGED = int(ServerStatus.SESSION_STATE_CHANGED)
@@ -103,6 +107,9 @@ class Session:
         self.next_stmt_id = 1
         self.sink = Sink(client.write)
         self.killed = False
+        self.exec_started = 0.0  # monotonic time the running statement was sent
+        self.running_read = False  # the running statement is a retryable read
+        self.kill_sent: BackendConnection | None = None  # KILL QUERY sent for its statement
         client.on_pause = self._pause_backend
         client.on_resume = self._resume_backend
 
@@ -132,6 +139,8 @@ class Session:
         except ProtocolError as exc:
             log.info("session %d (%s): malformed packet: %s", self.id, self.client.peer[0], exc)
             self.send_error(ErrorCode.ER_MALFORMED_PACKET, "Malformed communication packet", 1)
+        except SessionLost as exc:
+            self._refuse_recovery(exc)
         except BackendError as exc:
             log.warning("session %d: backend failed mid-result: %s", self.id, exc)
         except Exception:
@@ -244,6 +253,7 @@ class Session:
         if conn is None or conn.broken:
             if conn is not None:
                 self.detach(conn, broken=True)
+                self._carry_over(conn)
             assert self.user is not None
             conn = await self.server.pool.acquire(
                 target.config, self.user, self.caps, self.state.collation, self.state.schema
@@ -257,6 +267,51 @@ class Session:
                 # say so to the client rather than run its statement elsewhere.
                 raise StateSyncError(err)
         return conn
+
+    def _held_on(self, conn: BackendConnection) -> str | None:
+        """What the session would lose with this backend connection, or None (nothing)."""
+        if conn.in_transaction:
+            return "transaction"
+        if self.pins and conn.server_name == self.pinned_server:
+            return self._held_on_pins()
+        for cs in self.stmts.values():
+            if cs.pinned_conn is conn:
+                return "open cursor or long data of a prepared statement"
+        return None
+
+    def _held_on_pins(self) -> str:
+        return ", ".join(sorted(r for r in self.pins.reasons if ":" not in r)) or "pinned state"
+
+    def _carry_over(self, conn: BackendConnection, seq: int = 1) -> None:
+        """A backend connection the session had is gone: go on with a new one only when
+        nothing was lost with it (session settings are replayed); else SessionLost."""
+        held = self._held_on(conn)
+        outcome = "refused" if held else "carried_over"
+        reason = held or "nothing held"
+        self.server.metrics.backend_lost[(outcome, reason.split(",")[0])] += 1
+        if held:
+            raise SessionLost(held, seq)
+        log.info(
+            "session %d: backend connection to %s lost; carried over (nothing held)",
+            self.id,
+            conn.server_name,
+        )
+
+    def _refuse_recovery(self, exc: SessionLost) -> None:
+        log.info(
+            "session %d: backend connection lost with the session's %s; closing the client",
+            self.id,
+            exc.held,
+        )
+        self.client.write(
+            build_err(
+                exc.seq,
+                ErrorCode.ER_CONNECTION_KILLED,
+                f"pyproxy: the backend connection holding this session's {exc.held} was lost;"
+                " reconnect and retry",
+                "70100",
+            )
+        )
 
     def _in_transaction(self) -> bool:
         for conn in self.attached.values():  # noqa: SIM110 - a loop: no generator per statement
@@ -340,6 +395,8 @@ class Session:
                 sink = Sink(self.client.write, hold_errors=True)
             self.current = conn
             self.last_server = conn.server_name
+            self.exec_started = time.monotonic()
+            self.running_read = retryable and stmt is not None and stmt.is_read
             target.outstanding += 1
             self.change_phase(SessionPhase.EXECUTING)
             if self.client.paused and conn.transport is not None:
@@ -351,7 +408,13 @@ class Session:
             except BackendError as exc:
                 self.detach(conn, broken=True)
                 self.server.note_backend_error(target, exc)
-                if scanner.consumed == 0 and retryable and stmt is not None and stmt.is_read:
+                self._carry_over(conn, (scanner.last_seq + 1) & 0xFF if scanner.consumed else 1)
+                if (
+                    scanner.consumed == 0
+                    and self.running_read
+                    and self.kill_sent is not conn
+                    and stmt is not None
+                ):
                     retried, conn = True, None
                     new = await self.route_wait(stmt, override, exclude=target.name)
                     if new is None:
@@ -375,6 +438,7 @@ class Session:
             finally:
                 target.outstanding -= 1
                 self.current = None
+                self.running_read = False
             conn.change_state(ConnState.IDLE)
             self._after_response(conn, scanner)
             self.server.metrics.bytes_out += scanner.consumed
@@ -392,6 +456,35 @@ class Session:
                     continue
                 self.client.write(sink.held)
             return scanner
+
+    def server_down(self, name: str) -> None:
+        """The health checker marked a server DOWN: a read running there is dropped, so that
+        forward() retries it elsewhere at once (or, if it already sent rows, fails it)."""
+        conn = self.current
+        if conn is not None and conn.server_name == name and self.running_read:
+            self.server.metrics.reads_retried_on_down += 1
+            conn.abort(f"{name} was marked DOWN")
+
+    def check_deadline(self, now: float, timeout_s: float) -> None:
+        """routing.query_timeout_ms: KILL QUERY on the server once the statement ran too long;
+        if the server does not stop it within KILL_GRACE_S, drop the backend connection."""
+        conn = self.current
+        if conn is None:
+            return
+        running = now - self.exec_started
+        if self.kill_sent is conn:
+            if running > timeout_s + KILL_GRACE_S:
+                conn.abort(f"statement still running {KILL_GRACE_S:.0f}s after KILL QUERY")
+        elif running > timeout_s:
+            self.kill_sent = conn
+            self.server.metrics.query_timeouts += 1
+            log.info(
+                "session %d: statement on %s ran %.1fs, over query_timeout_ms: KILL QUERY",
+                self.id,
+                conn.server_name,
+                running,
+            )
+            self.server.kill_query_soon(self, conn.server_name, conn.thread_id)
 
     async def _relay_infile(self, conn: BackendConnection, scanner: ResponseScanner) -> None:
         """LOAD DATA LOCAL INFILE: the client sends the file, then the server answers."""
@@ -427,9 +520,16 @@ class Session:
         for conn in self.attached.values():
             if conn.in_transaction:  # a transaction stays where it began
                 return self.target_of(conn)
-        if self.pins and self.pinned_server in self.attached:
-            return self.server.cluster.server(self.pinned_server)
-        if stmt.needs_previous_backend and self.last_server in self.attached:
+        if self.pinned_server is not None and self.pins:
+            pinned = self.attached.get(self.pinned_server)
+            if pinned is None:
+                raise SessionLost(self._held_on_pins())
+            return self.target_of(pinned)
+        if (
+            stmt.needs_previous_backend
+            and self.last_server in self.attached
+            and (stmt.is_read or self.last_server == self.server.cluster.writer)
+        ):
             return self.server.cluster.server(self.last_server)
         target = self.server.router.choose(
             stmt,
@@ -561,7 +661,9 @@ class Session:
             if served.config.role == "replica" and gtid_is_mariadb(served.gtid_position):
                 # What this replica had applied is the least the next read may see.
                 self.read_floor = merge_mariadb(self.read_floor or "", served.gtid_position)
-        if stmt.pins_session:
+        if stmt.pins_session and self.last_server == self.server.cluster.writer:
+            # Only the writer holds state across statements: pinning to a replica would send
+            # the session's later writes there.
             self.pins.reasons.add(stmt.pin_reason or "session state")
             self.pinned_server = self.last_server
         if not stmt.changes_session_state or stmt.next_transaction_only or not stmt.replay_sql:
@@ -667,6 +769,7 @@ class Session:
             self.detach(conn)
         self.state = state
         self.pins.reasons.clear()
+        self.pinned_server = None
         self.stmts.clear()
 
     async def change_user(self, request: ChangeUser) -> bool:
@@ -747,6 +850,16 @@ def _use_target(replay_sql: str) -> str:
     if name.startswith("`") and name.endswith("`"):
         name = name[1:-1].replace("``", "`")
     return name
+
+
+class SessionLost(Exception):
+    """The backend connection a session depended on is gone with state the client had built
+    (a transaction, user variables, ...): the client gets a lost-connection error."""
+
+    def __init__(self, held: str, seq: int = 1) -> None:
+        super().__init__(held)
+        self.held = held
+        self.seq = seq
 
 
 class StateSyncError(Exception):

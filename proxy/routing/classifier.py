@@ -227,11 +227,10 @@ def _scan(tokens: list[str], start: int, acc: _Acc, *, query: bool) -> None:
         if c == "@":
             if t.startswith("@@"):
                 name = t[2:].rsplit(".", 1)[-1]
-                reason = PINNING_SYSTEM_VARIABLES.get(name)
-                if reason is not None:
+                if name in PREVIOUS_STATEMENT_VARIABLES:
+                    acc.prev_backend = True  # runs where the previous statement ran; no pin
+                elif (reason := PINNING_SYSTEM_VARIABLES.get(name)) is not None:
                     acc.pin(reason)
-                    if name in PREVIOUS_STATEMENT_VARIABLES:
-                        acc.prev_backend = True
             else:
                 acc.pin("user variable")
         elif c.isalnum() or c in "_$":
@@ -252,11 +251,12 @@ def _call(tokens: list[str], i: int, prev: str, acc: _Acc, *, query: bool) -> No
         if query:
             acc.to_writer(f"stored function {prev}{name}()")
         return
+    if name in PREVIOUS_STATEMENT_FUNCTIONS:
+        acc.prev_backend = True  # runs where the previous statement ran; no pin
+        return
     reason = PINNING_FUNCTIONS.get(name)
     if reason is not None:
         acc.pin(reason)
-        if name in PREVIOUS_STATEMENT_FUNCTIONS:
-            acc.prev_backend = True
         return
     if name in WRITING_FUNCTIONS:
         acc.to_writer(f"{name}() writes")

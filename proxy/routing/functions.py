@@ -83,8 +83,6 @@ BUILTIN_PREFIXES: tuple[str, ...] = ("json_", "st_", "mbr", "regexp_")
 PINNING_FUNCTIONS: MappingProxyType[str, str] = MappingProxyType(
     {
         "last_insert_id": "LAST_INSERT_ID()",
-        "found_rows": "FOUND_ROWS()",
-        "row_count": "ROW_COUNT()",
         "get_lock": "user-level lock",
         "release_lock": "user-level lock",
         "release_all_locks": "user-level lock",
@@ -93,7 +91,8 @@ PINNING_FUNCTIONS: MappingProxyType[str, str] = MappingProxyType(
         "lastval": "sequence value of this session",
     }
 )
-# Pinning functions that report on the previous statement of the same backend.
+# Functions that report on the previous statement: they run on the backend that ran it,
+# once, and pin nothing.
 PREVIOUS_STATEMENT_FUNCTIONS: frozenset[str] = frozenset({"found_rows", "row_count"})
 
 # Functions that write (sequences): WRITE, but no session state.
@@ -105,8 +104,6 @@ PINNING_SYSTEM_VARIABLES: MappingProxyType[str, str] = MappingProxyType(
         "last_insert_id": "@@last_insert_id",
         "identity": "@@identity",
         "insert_id": "@@insert_id",
-        "warning_count": "@@warning_count",
-        "error_count": "@@error_count",
     }
 )
 PREVIOUS_STATEMENT_VARIABLES: frozenset[str] = frozenset({"warning_count", "error_count"})
