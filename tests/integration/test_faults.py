@@ -1,0 +1,257 @@
+"""Backend faults under every kind of session state: carried over only when nothing was lost.
+
+The fault battery runs the real `pyproxy` process. For each state a session can be in and each
+way its backend connection can die, the client either goes on correctly (only when nothing
+was lost) or gets a lost-connection error (1927 / 2013), never an OK for something that did
+not happen; and afterwards the rows on the writer are exactly those the client was told were
+committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pymysql
+import pytest
+
+from proxy.lab.lab import Lab
+from tests.support.proxyproc import ProxyProcess, start_proxy
+
+LOST = (1927, 2013, 2006)  # ER_CONNECTION_KILLED, CR_SERVER_LOST, CR_SERVER_GONE_ERROR
+WRITER = "master1"
+TABLE = "demo_db.fault_rows"
+RESULTS: list[str] = []
+
+
+@pytest.fixture(scope="module")
+def fault_proxy(lab: Lab) -> Iterator[ProxyProcess]:
+    """pyproxy as users run it; the health checker tolerates the short restarts of the
+    battery (no failover: the battery is about sessions, not elections)."""
+    lab.up(masters=2, replicas=2)
+    with start_proxy(lab, health={"failure_threshold": 1000}) as proc:
+        conn = proc.connect()
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (id INT PRIMARY KEY)")
+            cur.execute(f"DELETE FROM {TABLE}")
+        conn.close()
+        yield proc
+        print("\nfault battery (state x fault -> outcome):\n" + "\n".join(RESULTS))
+
+
+def _root_exec(lab: Lab, node: str, sql: str) -> list[tuple[object, ...]]:
+    conn = lab.connect_root(node)
+    try:
+        with conn.cursor(pymysql.cursors.Cursor) as cur:
+            cur.execute(sql)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def _kill_app_connections(lab: Lab, node: str) -> int:
+    ids = _root_exec(lab, node, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'app'")
+    for (thread_id,) in ids:
+        with contextlib.suppress(pymysql.err.OperationalError):  # already gone
+            _root_exec(lab, node, f"KILL CONNECTION {thread_id}")
+    return len(ids)
+
+
+@dataclass
+class Case:
+    """One session state: statements that build it, and statements that depend on it."""
+
+    name: str
+    setup: list[str]
+    probe: list[str]
+    expect: object  # the probe's last result when the session rightly goes on
+    holds_state: bool  # something would be lost with the backend connection
+    autocommit: bool = True
+    writes: dict[str, int] = field(default_factory=dict)  # statement -> row id it inserts
+
+
+def _cases() -> list[Case]:
+    return [
+        Case("idle (autocommit)", ["INSERT INTO {t} VALUES ({b}1)"], ["SELECT 1"], 1, False),
+        Case(
+            "session settings only",
+            ["SET time_zone = '+03:00'", "SET sql_mode = 'ANSI_QUOTES'"],
+            ["SELECT CONCAT(@@time_zone, ' ', @@sql_mode)"],
+            "+03:00 ANSI_QUOTES",
+            False,
+        ),
+        Case(
+            "explicit transaction",
+            ["BEGIN", "INSERT INTO {t} VALUES ({b}1)"],
+            ["INSERT INTO {t} VALUES ({b}2)", "COMMIT"],
+            None,
+            True,
+        ),
+        Case(
+            "autocommit=0 after a statement",
+            ["INSERT INTO {t} VALUES ({b}1)"],
+            ["INSERT INTO {t} VALUES ({b}2)", "COMMIT"],
+            None,
+            True,
+            autocommit=False,
+        ),
+        Case("user variable", ["SET @x = 42"], ["SELECT @x"], 42, True),
+        Case(
+            "temporary table",
+            ["CREATE TEMPORARY TABLE tmp_fault (a INT)", "INSERT INTO tmp_fault VALUES (1)"],
+            ["SELECT COUNT(*) FROM tmp_fault"],
+            1,
+            True,
+        ),
+        Case(
+            "GET_LOCK",
+            ["SELECT GET_LOCK('fault_lock', 5)"],
+            ["SELECT IS_USED_LOCK('fault_lock') IS NOT NULL"],
+            1,
+            True,
+        ),
+        Case("SQL PREPARE", ["PREPARE s FROM 'SELECT 7'"], ["EXECUTE s"], 7, True),
+    ]
+
+
+def _fault_kill(lab: Lab) -> None:
+    _kill_app_connections(lab, WRITER)
+
+
+def _fault_restart(lab: Lab) -> None:
+    assert lab.kill(WRITER) is not None
+    lab.up(masters=2, replicas=2)
+
+
+FAULTS: dict[str, Callable[[Lab], None]] = {
+    "backend connection killed": _fault_kill,
+    "writer SIGKILLed and restarted": _fault_restart,
+    "backend wait_timeout expired": lambda lab: time.sleep(3.5),
+}
+
+CASES = _cases()
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_fault_battery(lab: Lab, fault_proxy: ProxyProcess, case: Case, fault: str) -> None:
+    # Row ids of this case: {b}1, {b}2 (b unique per case)
+    prefix = (CASES.index(case) + 1) * 10 + list(FAULTS).index(fault)
+    base = prefix * 10
+    sub = {"t": TABLE, "b": prefix}
+    wait_timeout = fault == "backend wait_timeout expired"
+    if wait_timeout:
+        # Backend connections opened from now on expire after 2 idle seconds; the pool's
+        # older ones are closed so that the session gets a new one.
+        _root_exec(lab, WRITER, "SET GLOBAL wait_timeout = 2")
+        _kill_app_connections(lab, WRITER)
+        time.sleep(0.5)
+    committed: set[int] = set()
+    uncommitted: set[int] = set()
+    conn = fault_proxy.connect(autocommit=case.autocommit)
+    try:
+        with conn.cursor() as cur:
+            for sql in case.setup:
+                cur.execute(sql.format(**sub))
+                _track(sql.format(**sub), case, committed, uncommitted)
+    finally:
+        if wait_timeout:
+            _root_exec(lab, WRITER, "SET GLOBAL wait_timeout = 28800")
+    FAULTS[fault](lab)
+    time.sleep(0.5)  # the proxy sees the closed socket
+    outcome, result = _run_probe(conn, case, sub, committed, uncommitted)
+    conn.close()
+    stored = {
+        int(r[0])
+        for r in _root_exec(
+            lab, WRITER, f"SELECT id FROM {TABLE} WHERE id BETWEEN {base} AND {base + 9}"
+        )
+    }
+    RESULTS.append(f"  {case.name:32} x {fault:32} -> {outcome}")
+    assert committed <= stored, (
+        f"rows the client was told were committed are missing: {committed - stored}"
+    )
+    assert not (uncommitted & stored), (
+        f"rows the client was told failed are stored: {uncommitted & stored}"
+    )
+    if case.holds_state:
+        assert outcome.startswith("lost-connection error"), f"silent loss: {outcome} {result}"
+    else:
+        assert outcome == "continued", outcome
+        assert result == case.expect, f"continued with a wrong result: {result!r}"
+    assert fault_proxy.alive()
+
+
+def _track(sql: str, case: Case, committed: set[int], uncommitted: set[int]) -> None:
+    """Which row ids the client has been told are committed (or not yet)."""
+    words = sql.split()
+    if words[0] == "INSERT" and words[2] == TABLE:
+        row = int(words[-1].strip("()"))
+        (committed if case.autocommit and "BEGIN" not in case.setup else uncommitted).add(row)
+    elif words[0] == "COMMIT":
+        committed.update(uncommitted)
+        uncommitted.clear()
+
+
+def _run_probe(
+    conn: pymysql.Connection,
+    case: Case,
+    sub: dict[str, object],
+    committed: set[int],
+    uncommitted: set[int],
+) -> tuple[str, object]:
+    result: object = None
+    try:
+        with conn.cursor() as cur:
+            for sql in case.probe:
+                cur.execute(sql.format(**sub))
+                _track(sql.format(**sub), case, committed, uncommitted)
+                row = cur.fetchone()
+                result = row[0] if row else None
+    except pymysql.err.OperationalError as exc:
+        failed = sql.format(**sub)
+        if failed.startswith(f"INSERT INTO {TABLE}"):
+            uncommitted.add(int(failed.split()[-1].strip("()")))  # told it failed
+        code = exc.args[0]
+        if code in LOST:
+            return f"lost-connection error {code}", None
+        return f"other error {code}: {exc.args[1]}", None
+    if isinstance(result, bytes):
+        result = result.decode()
+    return "continued", result
+
+
+def test_replica_killed_mid_result(lab: Lab, fault_proxy: ProxyProcess) -> None:
+    """A read streaming from a replica that dies: the client gets an error, never a
+    silently short result; the proxy keeps serving."""
+    lab.up(masters=2, replicas=2)
+    conn = fault_proxy.connect(read_timeout=60)
+    outcome = "complete result"
+    n = 0
+    cur = conn.cursor(pymysql.cursors.SSCursor)
+    try:
+        cur.execute("SELECT @@server_id, seq, REPEAT('x', 200) FROM seq_1_to_2000000")
+        first = cur.fetchone()
+        assert first is not None
+        replica = {101: "replica1", 102: "replica2"}[int(first[0])]
+        killer = threading.Timer(0.2, lambda: lab.kill(replica))
+        killer.start()
+        for n, _ in enumerate(cur, 2):  # noqa: B007 - n counts the rows read
+            pass
+        killer.join()
+    except pymysql.err.OperationalError as exc:
+        outcome = f"lost-connection error {exc.args[0]}"
+    # (neither cursor nor connection is closed politely: the connection is gone)
+    RESULTS.append(
+        f"  {'read streaming from a replica':32} x {'replica SIGKILLed mid-result':32} -> {outcome}"
+    )
+    assert outcome.startswith("lost-connection error"), f"a short result looked complete ({n} rows)"
+    lab.up(masters=2, replicas=2)
+    other = fault_proxy.connect()
+    with other.cursor() as cur:
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+    other.close()
