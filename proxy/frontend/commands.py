@@ -64,6 +64,8 @@ async def com_query(session: Session, packet: Packet) -> bool:
                 digest, stmt = server.classifier.classify(sql)
                 frame = build_packet(0, bytes((Command.COM_QUERY,)) + sql.encode())
             override = action.route
+    if session.gtid_conn is not None and not stmt.needs_previous_backend:
+        await session.ask_gtid()
     # route_wait is a coroutine: only entered when there is something to wait for or check.
     target = session.route(stmt, quiet=True, override=override)
     if target is None or session.must_check(stmt, target):
@@ -73,8 +75,8 @@ async def com_query(session: Session, packet: Packet) -> bool:
     started = time.perf_counter()
     scanner = await session.forward(target, Command.COM_QUERY, frame, stmt=stmt, override=override)
     session.account(target, digest, stmt, scanner, time.perf_counter() - started)
-    if scanner is not None and session.note_statement(stmt, sql, scanner):
-        await session.learn_gtid(scanner)
+    if scanner is not None:
+        session.note_statement(stmt, sql, scanner)
     return True
 
 

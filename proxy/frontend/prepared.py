@@ -173,6 +173,8 @@ async def com_stmt_execute(session: Session, packet: Packet) -> bool:
     if cs is None:
         _unknown(session, client_id)
         return True
+    if session.gtid_conn is not None and not cs.stmt.needs_previous_backend:
+        await session.ask_gtid()
     if cs.pinned_conn is None:
         target = session.route(cs.stmt, quiet=True)
         if target is None or session.must_check(cs.stmt, target):
@@ -201,8 +203,7 @@ async def com_stmt_execute(session: Session, packet: Packet) -> bool:
         session.pins.reasons.add(f"cursor:{client_id}")
     else:
         _unpin(session, client_id, cs)
-    if session.note_statement(cs.stmt, cs.sql, scanner):
-        await session.learn_gtid(scanner)
+    session.note_statement(cs.stmt, cs.sql, scanner)
     return True
 
 

@@ -100,6 +100,7 @@ class Session:
         self.pinned_server: str | None = None  # where session-bound state lives
         self.wrote = False  # changed data: later reads must see it (read-your-writes)
         self.gtid_pending = False  # a write whose commit GTID is not known yet
+        self.gtid_conn: BackendConnection | None = None  # to ask for the last commit's GTID
         self.last_gtid: str | None = None  # GTID of the session's last committed write
         self.read_floor: str | None = None  # monotonic reads: the newest state read so far
         self.pins = Pins()
@@ -332,7 +333,8 @@ class Session:
         if self.pins:
             return
         for conn in list(self.attached.values()):
-            if not conn.in_transaction:
+            # The one that committed the last write stays until its GTID is asked.
+            if not conn.in_transaction and conn is not self.gtid_conn:
                 self.detach(conn)
 
     def _pause_backend(self) -> None:
@@ -642,18 +644,17 @@ class Session:
                 scanner.affected_rows,
             )
 
-    def note_statement(self, stmt: Classification, sql: str, scanner: ResponseScanner) -> bool:
-        """Learn what a successful statement changed in the session. True: a write has just
-        committed, and the caller must `await learn_gtid(scanner)` (kept out of here so the
-        usual statement runs no coroutine for it)."""
+    def note_statement(self, stmt: Classification, sql: str, scanner: ResponseScanner) -> None:
+        """Learn what a successful statement changed in the session."""
         if scanner.error is not None:
-            return False
+            return
         if changes_data(stmt):
             self.wrote = True
             self.gtid_pending = True
         self._note_state(stmt, sql)
-        # The write is committed now (autocommit, COMMIT, or DDL's implicit commit).
-        return self.gtid_pending and not self.status & _IN_TRANS
+        if self.gtid_pending and not self.status & _IN_TRANS:
+            # The write is committed now (autocommit, COMMIT, or DDL's implicit commit).
+            self._note_commit(scanner)
 
     def _note_state(self, stmt: Classification, sql: str) -> None:
         if self.server.config.routing.monotonic_reads and self.last_server and stmt.is_read:
@@ -686,9 +687,11 @@ class Session:
                 target.variables[key] = stmt.replay_sql
 
     # -- read your writes ------------------------------------------------------------------------
-    async def learn_gtid(self, scanner: ResponseScanner) -> None:
-        """The GTID of the session's last commit: from the OK packet's session tracking when
-        the client negotiated it, else asked of the same backend connection right away."""
+    def _note_commit(self, scanner: ResponseScanner) -> None:
+        """The GTID of the session's commit, from the OK packet's session tracking when the
+        client negotiated it; else it is asked of the same backend connection (ask_gtid)
+        before the next statement that does not report on this one (ROW_COUNT(), SHOW
+        WARNINGS... must still see this statement, not the proxy's question)."""
         self.gtid_pending = False
         conn = self.attached.get(self.last_server) if self.last_server else None
         gtid: str | None = None
@@ -700,15 +703,21 @@ class Session:
             with contextlib.suppress(ProtocolError):
                 tracked = parse_ok(scanner.ok_payload, conn.caps).system_variables
                 gtid = tracked.get("last_gtid") or None
-        if gtid is None and conn is not None and not conn.broken:
-            sql = "SELECT @@last_gtid" if conn.mariadb else "SELECT @@GLOBAL.gtid_executed"
-            try:
-                value = await conn.query_scalar(sql)
-            except BackendError:
-                value = None
-            gtid = value.decode() if value else None
         # Unknown: reads go to the writer until a GTID is known again (the safe side).
         self.last_gtid = gtid
+        self.gtid_conn = conn if gtid is None else None
+
+    async def ask_gtid(self) -> None:
+        """Ask the connection that committed the session's last write for its GTID."""
+        conn, self.gtid_conn = self.gtid_conn, None
+        if conn is None or conn.broken or self.attached.get(conn.server_name) is not conn:
+            return  # given back meanwhile: the GTID stays unknown
+        sql = "SELECT @@last_gtid" if conn.mariadb else "SELECT @@GLOBAL.gtid_executed"
+        try:
+            value = await conn.query_scalar(sql)
+        except BackendError:
+            return
+        self.last_gtid = value.decode() if value else None
 
     def consistency(self, stmt: Classification) -> str:
         return (

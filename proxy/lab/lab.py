@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -251,9 +252,10 @@ class Lab:
             shutil.rmtree(self.root)
         return stopped
 
-    def kill(self, name: str) -> int | None:
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int | None:
+        """Signal one node's server (SIGKILL by default; SIGSTOP freezes it)."""
         self.node(name)
-        return servers.kill(self.files(name))
+        return servers.kill(self.files(name), sig)
 
     # -- reporting ----------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:

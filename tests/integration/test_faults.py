@@ -10,6 +10,8 @@ committed.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +42,12 @@ def fault_proxy(lab: Lab) -> Iterator[ProxyProcess]:
         conn.close()
         yield proc
         print("\nfault battery (state x fault -> outcome):\n" + "\n".join(RESULTS))
+        RESULTS.clear()
+
+
+def _report(line: str) -> None:
+    RESULTS.append(line)
+    print(line)
 
 
 def _root_exec(lab: Lab, node: str, sql: str) -> list[tuple[object, ...]]:
@@ -170,7 +178,7 @@ def test_fault_battery(lab: Lab, fault_proxy: ProxyProcess, case: Case, fault: s
             lab, WRITER, f"SELECT id FROM {TABLE} WHERE id BETWEEN {base} AND {base + 9}"
         )
     }
-    RESULTS.append(f"  {case.name:32} x {fault:32} -> {outcome}")
+    _report(f"  {case.name:32} x {fault:32} -> {outcome}")
     assert committed <= stored, (
         f"rows the client was told were committed are missing: {committed - stored}"
     )
@@ -245,7 +253,7 @@ def test_replica_killed_mid_result(lab: Lab, fault_proxy: ProxyProcess) -> None:
     except pymysql.err.OperationalError as exc:
         outcome = f"lost-connection error {exc.args[0]}"
     # (neither cursor nor connection is closed politely: the connection is gone)
-    RESULTS.append(
+    _report(
         f"  {'read streaming from a replica':32} x {'replica SIGKILLed mid-result':32} -> {outcome}"
     )
     assert outcome.startswith("lost-connection error"), f"a short result looked complete ({n} rows)"
@@ -255,3 +263,61 @@ def test_replica_killed_mid_result(lab: Lab, fault_proxy: ProxyProcess) -> None:
         cur.execute("SELECT 1")
         assert cur.fetchone() == (1,)
     other.close()
+
+
+def test_frozen_replica_reads_move_on(lab: Lab) -> None:
+    """SIGSTOP a replica for 20 s under 20 reading clients: the reads stuck on it are retried
+    elsewhere once it is marked DOWN; no read errors, none waits more than 2 s."""
+    lab.up(masters=2, replicas=2)
+    with start_proxy(lab) as proc:
+        _frozen_replica(lab, proc)
+
+
+def _frozen_replica(lab: Lab, fault_proxy: ProxyProcess) -> None:
+    stop = threading.Event()
+    latencies: list[tuple[float, float]] = []  # (start, seconds)
+    errors: list[str] = []
+
+    def reader() -> None:
+        conn = fault_proxy.connect(read_timeout=60)
+        try:
+            with conn.cursor() as cur:
+                while not stop.is_set():
+                    started = time.monotonic()
+                    cur.execute("SELECT 1")
+                    assert cur.fetchone() == (1,)
+                    latencies.append((started, time.monotonic() - started))
+        except pymysql.err.MySQLError as exc:
+            errors.append(repr(exc))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=reader) for _ in range(20)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    pid = lab.kill("replica2", signal.SIGSTOP)
+    frozen_at = time.monotonic()
+    try:
+        time.sleep(20)
+    finally:
+        assert pid is not None
+        os.kill(pid, signal.SIGCONT)
+    time.sleep(1)
+    stop.set()
+    for t in threads:
+        t.join(60)
+    worst = max(s for _, s in latencies)
+    before = sum(1 for t0, _ in latencies if frozen_at - 2 <= t0 < frozen_at) / 2
+    during = [t0 for t0, _ in latencies if frozen_at <= t0 < frozen_at + 20]
+    back = min((t0 for t0 in during if t0 > frozen_at + 0.1), default=frozen_at + 20)
+    _report(
+        f"  {'20 clients reading':32} x {'replica SIGSTOPped 20 s':32} -> "
+        f"{len(errors)} errors, worst read {worst:.2f}s, {before:.0f} reads/s before, "
+        f"{len(during) / 20:.0f}/s during"
+    )
+    assert not errors, errors[:3]
+    assert worst < 2.0, f"a read waited {worst:.2f}s on the frozen replica"
+    assert back - frozen_at < 2.0
+    assert len(during) / 20 > before / 4, "read throughput did not come back during the freeze"
+    lab.up(masters=2, replicas=2)
