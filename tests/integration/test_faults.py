@@ -21,7 +21,9 @@ import pymysql
 import pytest
 
 from proxy.lab.lab import Lab
+from proxy.protocol.constants import ServerStatus
 from tests.support.proxyproc import ProxyProcess, start_proxy
+from tests.support.rawclient import RawClient
 
 LOST = (1927, 2013, 2006)  # ER_CONNECTION_KILLED, CR_SERVER_LOST, CR_SERVER_GONE_ERROR
 WRITER = "master1"
@@ -321,3 +323,30 @@ def _frozen_replica(lab: Lab, fault_proxy: ProxyProcess) -> None:
     assert back - frozen_at < 2.0
     assert len(during) / 20 > before / 4, "read throughput did not come back during the freeze"
     lab.up(masters=2, replicas=2)
+
+
+def test_open_cursor_connection_killed(lab: Lab, fault_proxy: ProxyProcess) -> None:
+    """A COM_STMT_FETCH cursor whose backend connection dies between fetches: the client
+    gets a lost-connection error, never a cursor that silently ends early. (PHP's mysqlnd
+    ends such a cursor silently even on a direct connection, so a bare client is used.)"""
+    lab.up(masters=2, replicas=2)
+    ep = fault_proxy.endpoint()
+    client = RawClient(ep.host, ep.port, ep.user, ep.password, ep.database)
+    try:
+        stmt_id = client.prepare("SELECT seq FROM seq_1_to_5000")
+        opened = client.execute_cursor(stmt_id)
+        assert opened.error is None and opened.status is not None
+        assert opened.status & ServerStatus.CURSOR_EXISTS
+        first = client.fetch(stmt_id, 10)
+        assert first.error is None and first.rows == 10
+        for node in ("master1", "master2", "replica1", "replica2"):
+            _kill_app_connections(lab, node)
+        time.sleep(0.5)
+        after = client.fetch(stmt_id, 10)
+    finally:
+        client.close()
+    outcome = (
+        f"lost-connection error {after.error.code}" if after.error else f"{after.rows} more rows"
+    )
+    _report(f"  {'open COM_STMT_FETCH cursor':32} x {'backend connection killed':32} -> {outcome}")
+    assert after.error is not None and after.error.code in LOST, outcome

@@ -15,6 +15,7 @@ from bench.proxyproc import ProxyFailed
 from bench.proxyproc import ProxyProcess as _Process
 from proxy.lab.lab import Lab
 from proxy.lab.servers import free_port
+from tests.conftest import Endpoint
 
 
 class ProxyProcess(_Process):
@@ -38,6 +39,10 @@ class ProxyProcess(_Process):
         }
         params.update(kwargs)
         return pymysql.connect(**params)
+
+    def endpoint(self) -> Endpoint:
+        acct = self.lab.accounts.app
+        return Endpoint("127.0.0.1", self.port, acct.username, acct.password, "demo_db")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
