@@ -350,3 +350,29 @@ def test_open_cursor_connection_killed(lab: Lab, fault_proxy: ProxyProcess) -> N
     )
     _report(f"  {'open COM_STMT_FETCH cursor':32} x {'backend connection killed':32} -> {outcome}")
     assert after.error is not None and after.error.code in LOST, outcome
+
+
+def test_query_timeout_kills_the_statement(lab: Lab) -> None:
+    """routing.query_timeout_ms: a statement running too long gets KILL QUERY on its server;
+    the client gets the server's error and its connection goes on."""
+    lab.up(masters=2, replicas=2)
+    with start_proxy(lab, routing={"query_timeout_ms": 1500}) as proc:
+        conn = proc.connect()
+        started = time.monotonic()
+        with conn.cursor() as cur:
+            with pytest.raises(pymysql.err.OperationalError) as err:
+                cur.execute("SELECT SLEEP(30)")
+            took = time.monotonic() - started
+            assert err.value.args[0] == 1317  # ER_QUERY_INTERRUPTED, from the server
+            cur.execute("SELECT 2")
+            assert cur.fetchone() == (2,)
+            with pytest.raises(pymysql.err.OperationalError) as err:
+                cur.execute("SELECT /* pyproxy:writer */ SLEEP(30)")
+            assert err.value.args[0] == 1317
+        conn.close()
+        metrics = proc.metrics()
+    _report(
+        f"  {'SELECT SLEEP(30)':32} x {'query_timeout_ms 1500':32} -> interrupted after {took:.1f}s"
+    )
+    assert took < 10
+    assert "pyproxy_query_timeouts_total 2.0" in metrics

@@ -440,3 +440,38 @@ def test_client_gone_mid_result(proxy: ProxyThread, proxy_endpoint: Endpoint) ->
     assert _scalar(other, "SELECT COUNT(*) FROM seq_1_to_1000") == 1000
     other.close()
     _pool_is_clean(proxy)
+
+
+def test_connections_of_an_older_topology_are_not_repooled(
+    proxy: ProxyThread, proxy_endpoint: Endpoint
+) -> None:
+    """A connection in use when its server was dropped (down, removed, moved, demoted) is
+    closed when given back, never handed to another session."""
+    conn = _connect(proxy_endpoint, autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("SELECT 1 FOR UPDATE")  # a transaction: the writer connection stays held
+
+    session_id = conn.thread_id()
+
+    async def held() -> list[object]:
+        session = proxy.server.sessions[session_id]
+        return [c for c in session.attached.values() if c.in_transaction]
+
+    async def drop(name: str) -> None:
+        proxy.server.pool.drop_server(name)
+
+    backend = proxy.call(held())
+    assert len(backend) == 1
+    old = backend[0]
+    proxy.call(drop(old.server_name))  # type: ignore[attr-defined]
+    with conn.cursor() as cur:
+        cur.execute("COMMIT")
+    conn.close()
+    deadline = time.monotonic() + 5
+    while old.state.value != "closed" and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.05)
+    assert old.state.value == "closed"  # type: ignore[attr-defined]
+    pooled = [c for q in proxy.server.pool._idle.values() for c in q]
+    assert old not in pooled
+    _pool_is_clean(proxy)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,18 @@ from tests.conftest import Endpoint
 class ProxyProcess(_Process):
     """A running pyproxy process with the lab's app account."""
 
-    def __init__(self, config: Path, port: int, log: Path, lab: Lab) -> None:
-        super().__init__(config, port, log)
+    def __init__(self, config: Path, data: dict[str, Any], log: Path, lab: Lab) -> None:
+        super().__init__(config, data["listeners"]["mysql"]["port"], log)
         self.lab = lab
+        self.admin_port: int = data["listeners"]["admin"]["port"]
+        self.http_port: int = data["listeners"]["http"]["port"]
+
+    def metrics(self) -> str:
+        """The Prometheus exposition from /metrics."""
+        url = f"http://127.0.0.1:{self.http_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            text: str = resp.read().decode()
+        return text
 
     def connect(self, **kwargs: Any) -> pymysql.Connection:
         acct = self.lab.accounts.app
@@ -63,7 +73,7 @@ def start_proxy(lab: Lab, **overrides: Any) -> Iterator[ProxyProcess]:
     workdir = Path(tempfile.mkdtemp(prefix="pyproxy-proc-"))
     config = workdir / "pyproxy.yaml"
     config.write_text(yaml.safe_dump(data, sort_keys=False))
-    proc = ProxyProcess(config, data["listeners"]["mysql"]["port"], workdir / "pyproxy.log", lab)
+    proc = ProxyProcess(config, data, workdir / "pyproxy.log", lab)
     acct = lab.accounts.app
     proc.start(acct.username, acct.password)
     try:
