@@ -22,6 +22,7 @@ import yaml
 from proxy.lab.lab import Lab
 from proxy.testing import ProxyThread
 from tests.conftest import Endpoint
+from tests.support.pyproxy_process import pyproxy_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -376,3 +377,77 @@ def test_docker_compose_agrees_with_config() -> None:
             "ADMIN_PASSWORD": "d",
         },
     )
+
+
+RUNAWAY = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT COUNT(*) FROM c"
+
+
+def test_runaway_admin_query_neither_blocks_clients_nor_runs_forever(
+    lab: Lab, tmp_path: Path
+) -> None:
+    data = lab.proxy_config()
+    data["admin"]["query_timeout_ms"] = 3000
+    with pyproxy_process(data, tmp_path) as running:
+
+        def admin() -> pymysql.Connection:
+            return pymysql.connect(
+                host="127.0.0.1", port=running.ports["admin"], user="admin", password="admin"
+            )
+
+        outcome: list[object] = []
+
+        def runaway() -> None:
+            conn = admin()
+            started = time.monotonic()
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(RUNAWAY)
+                outcome.append("finished")
+            except pymysql.err.MySQLError as exc:
+                outcome.append(exc.args)
+            outcome.append(time.monotonic() - started)
+            with conn.cursor() as cur:  # the admin session goes on
+                cur.execute("SELECT COUNT(*) FROM runtime_mysql_servers")
+                outcome.append(cur.fetchone())
+            conn.close()
+
+        t = threading.Thread(target=runaway)
+        t.start()
+        time.sleep(0.5)  # the runaway query is running
+        worst = 0.0
+        answered = 0
+        while t.is_alive() and answered < 200:
+            started = time.monotonic()
+            conn = pymysql.connect(  # a new client: accept, login and a query
+                host="127.0.0.1",
+                port=running.ports["mysql"],
+                user="app",
+                password="app-pass",
+                database="demo_db",
+            )
+            with conn.cursor() as cur:
+                for _ in range(5):
+                    cur.execute("SELECT 1")
+                    assert cur.fetchone() == (1,)
+                    answered += 1
+            conn.close()
+            worst = max(worst, time.monotonic() - started)
+        # Another admin query is answered meanwhile (a second worker thread).
+        other = admin()
+        with other.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM runtime_mysql_servers")
+            assert cur.fetchone() == ("4",)
+            with pytest.raises(pymysql.err.MySQLError, match="more than 100000 rows"):
+                cur.execute(
+                    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+                    "WHERE x < 200000) SELECT x FROM c"
+                )
+        other.close()
+        t.join(60)
+        assert not t.is_alive()
+    # Generous bounds: the loop was blocked for the whole query before (15 s for 20M rows).
+    assert answered >= 10 and worst < 2.0, (answered, worst)
+    code, message = outcome[0]  # type: ignore[misc]
+    assert code == 1317 and "admin.query_timeout_ms (3000 ms)" in message
+    assert 2.5 < outcome[1] < 30  # type: ignore[operator]
+    assert outcome[2] == ("4",)
