@@ -117,6 +117,45 @@ def test_dashboard_queries_only_exported_metrics(
         assert yaml.safe_load((ROOT / path).read_text())["apiVersion"] == 1
 
 
+def _get_with(port: int, path: str, token: str | None) -> tuple[int, dict[str, str]]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status, dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers)
+
+
+def test_http_api_token(lab: Lab, tmp_path: Path) -> None:
+    data = lab.proxy_config()
+    data["admin"]["http_token"] = "${H2_TEST_TOKEN}"  # secrets may come from the environment
+    os.environ["H2_TEST_TOKEN"] = "t0ken-from-env"
+    try:
+        with pyproxy_process(data, tmp_path) as running:
+            port = running.ports["http"]
+            for path in ("/metrics", "/healthz", "/readyz"):
+                assert _get_with(port, path, None)[0] == 200, path
+            for path in ("/api/servers", "/api/digests", "/api/pools"):
+                status, headers = _get_with(port, path, None)
+                assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+                assert _get_with(port, path, "wrong")[0] == 401
+                assert _get_with(port, path, "t0ken-from-env")[0] == 200
+    finally:
+        del os.environ["H2_TEST_TOKEN"]
+
+
+def test_http_api_off_loopback_needs_a_token(lab: Lab, tmp_path: Path) -> None:
+    data = lab.proxy_config()
+    data["listeners"]["http"]["host"] = "0.0.0.0"
+    with pyproxy_process(data, tmp_path) as running:
+        port = running.ports["http"]
+        assert _get_with(port, "/metrics", None)[0] == 200
+        assert _get_with(port, "/api/digests", None)[0] == 403
+        assert "admin.http_token" in running.log_text()
+
+
 def test_http_api(proxy: ProxyThread) -> None:
     port = _http_port(proxy)
     assert _get(port, "/healthz")[0] == 200
@@ -332,9 +371,14 @@ def test_docker_compose_agrees_with_config() -> None:
     for name, host_port in expected.items():
         svc = services[name]
         assert svc["image"] == "mysql:8.4"
-        assert svc["ports"] == [f"{host_port}:3306"]
+        assert svc["ports"] == [f"127.0.0.1:{host_port}:3306"]
         assert "--read-only=ON" in svc["command"] and "--gtid-mode=ON" in svc["command"]
-    assert services["pyproxy"]["ports"] == ["6033:6033", "6032:6032", "6070:6070"]
+    # The admin and the HTTP API are published on the host's loopback only.
+    assert services["pyproxy"]["ports"] == [
+        "6033:6033",
+        "127.0.0.1:6032:6032",
+        "127.0.0.1:6070:6070",
+    ]
     docker_cfg = yaml.safe_load((ROOT / "config/pyproxy.docker.yaml").read_text())
     assert {s["host"]: s["port"] for s in docker_cfg["servers"]} == dict.fromkeys(expected, 3306)
     assert {s["name"] for s in docker_cfg["servers"]} == set(expected)
@@ -351,32 +395,53 @@ def test_docker_compose_agrees_with_config() -> None:
     # The file is valid for Compose itself.
     tool = shutil.which("docker-compose")
     assert tool, "docker-compose (Debian package) is missing"
-    res = subprocess.run(
-        [tool, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+
+    def compose_config(**env: str) -> subprocess.CompletedProcess[str]:
+        environ = {k: v for k, v in os.environ.items() if k != "ADMIN_PASSWORD"}
+        return subprocess.run(
+            [tool, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**environ, **env},
+        )
+
+    res = compose_config(ADMIN_PASSWORD="s3cret")
     assert res.returncode == 0, res.stderr
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "proxy.cli",
-            "--config",
-            str(ROOT / "config/pyproxy.docker.yaml"),
-            "--check",
-        ],
-        check=True,
-        env={
-            **os.environ,
-            "APP_PASSWORD": "a",
-            "MONITOR_PASSWORD": "b",
-            "BACKEND_ADMIN_PASSWORD": "c",
-            "ADMIN_PASSWORD": "d",
-        },
-    )
+    # No admin password chosen: Compose itself refuses, naming the variable.
+    res = compose_config()
+    assert res.returncode != 0 and "set ADMIN_PASSWORD" in res.stderr, res.stderr
+
+    def check(admin_password: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "proxy.cli",
+                "--config",
+                str(ROOT / "config/pyproxy.docker.yaml"),
+                "--check",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={
+                **os.environ,
+                "APP_PASSWORD": "a",
+                "MONITOR_PASSWORD": "b",
+                "BACKEND_ADMIN_PASSWORD": "c",
+                "ADMIN_PASSWORD": admin_password,
+            },
+        )
+
+    assert check("d").returncode == 0
+    # The admin listens on 0.0.0.0 in the container: admin/admin or no password is refused.
+    for weak in ("admin", ""):
+        res = check(weak)
+        assert res.returncode != 0
+        assert "admin.password: must be set, and not to the default" in res.stderr, res.stderr
 
 
 RUNAWAY = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT COUNT(*) FROM c"
