@@ -32,6 +32,7 @@ _VERSION_COMMENT = re.compile(r"^\s*select\s+@@version_comment\s+limit\s+1\s*;?\
 MAX_ROWS = 100_000
 """The most rows an admin query may return (its result is built in memory)."""
 _PROGRESS_STEPS = 10_000
+_MAX_VALUE_BYTES = 16 << 20
 
 HELP = (
     "SELECT ... FROM runtime_mysql_servers | stats_mysql_query_digest | "
@@ -197,6 +198,8 @@ def run_query(tables: Snapshot, sql: str, caps: int, timeout_ms: int) -> bytes:
     db = sqlite3.connect(":memory:")
     # SQLite calls this every N virtual-machine steps; non-zero interrupts the statement.
     db.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
+    # One step can't be interrupted: bound what one step may allocate (zeroblob(1e9)...).
+    db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _MAX_VALUE_BYTES)
     try:
         for table, (columns, rows) in tables.items():
             db.execute(f"CREATE TABLE {table} ({', '.join(columns)})")

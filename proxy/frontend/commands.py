@@ -54,7 +54,6 @@ async def com_query(session: Session, packet: Packet) -> bool:
     digest, stmt = server.classifier.classify(sql)
     frame = _frame(packet)
     override = None
-    escapes = session.state.backslash_escapes() if "\\" in sql else True
     if server.router.rules:
         action = server.router.rules.decide(
             sql,
@@ -62,7 +61,7 @@ async def com_query(session: Session, packet: Packet) -> bool:
             session.username,
             session.state.schema,
             multi=stmt.is_multi_statement,
-            backslash_escapes=escapes,
+            backslash_escapes=session.state.backslash_escapes() if "\\" in sql else True,
         )
         if action is not None:
             if action.block is not None:

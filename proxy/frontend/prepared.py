@@ -66,7 +66,6 @@ async def com_stmt_prepare(session: Session, packet: Packet) -> bool:
     sql = packet.payload[1:].decode("utf-8", "replace")
     server = session.server
     digest, stmt = server.classifier.classify(sql)  # once, at prepare
-    escapes = session.state.backslash_escapes() if "\\" in sql else True
     override = None
     payload = packet.payload
     if server.router.rules:
@@ -76,7 +75,7 @@ async def com_stmt_prepare(session: Session, packet: Packet) -> bool:
             session.username,
             session.state.schema,
             multi=stmt.is_multi_statement,
-            backslash_escapes=escapes,
+            backslash_escapes=session.state.backslash_escapes() if "\\" in sql else True,
         )
         if action is not None and action.block is not None:
             session.send_error(ErrorCode.ER_NOT_ALLOWED_COMMAND, action.block)

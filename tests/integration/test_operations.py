@@ -507,6 +507,8 @@ def test_runaway_admin_query_neither_blocks_clients_nor_runs_forever(
                     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
                     "WHERE x < 200000) SELECT x FROM c"
                 )
+            with pytest.raises(pymysql.err.MySQLError, match="too big"):
+                cur.execute("SELECT length(zeroblob(1000000000))")  # one step, 1 GB
         other.close()
         t.join(60)
         assert not t.is_alive()
