@@ -62,11 +62,20 @@ def _app(proxy: ProxyThread, **kwargs: object) -> pymysql.Connection:
 
 
 def _drops(lab: Lab) -> dict[str, int]:
-    """DROP TABLE + DROP DATABASE statements each server has run."""
+    """DROP TABLE + DROP DATABASE statements each server has run, once every server has
+    applied what the writer had (a DROP of another test still replicating would count)."""
+    writer = lab.connect_root("master1")
+    with writer.cursor() as cur:
+        cur.execute("SELECT @@GLOBAL.gtid_binlog_pos")
+        row = cur.fetchone()
+    writer.close()
+    position = next(iter(row.values())) if isinstance(row, dict) else row[0]
     out = {}
     for name in NODES:
         conn = lab.connect_root(name)
         with conn.cursor() as cur:
+            if name != "master1":
+                cur.execute("SELECT MASTER_GTID_WAIT(%s, 30)", (position,))
             cur.execute(
                 "SELECT SUM(VARIABLE_VALUE) FROM information_schema.GLOBAL_STATUS "
                 "WHERE VARIABLE_NAME IN ('COM_DROP_TABLE', 'COM_DROP_DB')"
