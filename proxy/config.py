@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -116,6 +117,28 @@ class Account(_Model):
     password: str = ""
 
 
+class Admin(Account):
+    """The admin interface (listeners.admin) and the HTTP API (listeners.http)."""
+
+    username: str = "admin"
+    password: str = "admin"
+    # An admin SELECT runs on a worker thread and is interrupted after this long.
+    query_timeout_ms: int = Field(5000, ge=1, le=3_600_000)
+    # Bearer token the HTTP API asks for, beyond /metrics, /healthz and /readyz. Unset (or
+    # empty), /api/* answer on a loopback listener only.
+    http_token: str | None = None
+
+
+def is_loopback(host: str) -> bool:
+    """Does a listener on host accept connections from this machine only?"""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
 class Pool(_Model):
     max_idle_per_server: int = Field(64, ge=0)
     idle_timeout_s: float = Field(300.0, gt=0)
@@ -144,7 +167,7 @@ class Config(_Model):
     users: list[User]
     monitor: Account = Account(username="monitor")
     backend_admin: Account | None = None  # flips read_only on failover
-    admin: Account = Account(username="admin", password="admin")  # the 6032 interface
+    admin: Admin = Admin()  # the 6032 interface and the HTTP API token
     frontend_tls: TLSFiles | None = None
     auth_plugin: Literal["mysql_native_password", "caching_sha2_password"] = "mysql_native_password"
     # What clients see as the server version. Unset: the writer's own version string, so that
@@ -172,9 +195,11 @@ class Config(_Model):
         if not any(s.role == "master" for s in self.servers):
             raise ValueError("servers: at least one server must have role: master")
         admin_host = self.listeners.admin.host
-        if not self.admin.password and admin_host not in ("127.0.0.1", "localhost", "::1"):
+        if self.admin.password in ("", "admin") and not is_loopback(admin_host):
+            # The admin can switch the writer over, take servers offline and reload.
             raise ValueError(
-                f"admin.password: must not be empty when the admin listens on {admin_host}"
+                f"admin.password: must be set, and not to the default, when the admin listens "
+                f"on {admin_host} (listeners.admin.host), which is not a loopback address"
             )
         names = {s.name for s in self.servers}
         for i, rule in enumerate(self.query_rules):
@@ -197,6 +222,7 @@ class Config(_Model):
         return [s for s in self.servers if s.role == "replica"]
 
 
+_NAMES_KEY = re.compile(r"[\w.\[\]]+: ")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -240,6 +266,8 @@ def parse_config(data: Any) -> Config:
         elif err["type"] == "missing":
             msg = "is required"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        if not err["loc"] and _NAMES_KEY.match(msg):
+            raise ConfigError(f"{msg}{more}") from None  # a check across keys names its key
         raise ConfigError(f"{_key(tuple(err['loc']))}: {msg}{more}") from None
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from proxy.admin.tables import digest_rows, pool_rows, server_rows
+from proxy.config import is_loopback
 from proxy.metrics import exposition
 
 if TYPE_CHECKING:
@@ -17,7 +20,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    503: "Service Unavailable",
+}
+# Paths anyone who reaches the port may read (Prometheus, load balancer probes).
+_OPEN = frozenset({"/metrics", "/healthz", "/readyz"})
+_AUTHORIZATION = re.compile(rb"^authorization:[ \t]*bearer[ \t]+(\S+)[ \t]*\r?$", re.I | re.M)
 
 
 class HttpServer:
@@ -27,6 +40,7 @@ class HttpServer:
         self.proxy = proxy
         self.render_metrics = exposition(proxy)
         self._server: asyncio.Server | None = None
+        self._loopback = True
         self.routes: dict[str, Callable[[], tuple[int, str, bytes]]] = {
             "/metrics": self._metrics,
             "/healthz": lambda: _json(200, {"status": "ok"}),
@@ -38,6 +52,13 @@ class HttpServer:
 
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
+        self._loopback = is_loopback(host)
+        if not self._loopback and not self.proxy.config.admin.http_token:
+            log.warning(
+                "HTTP API on %s: /api/* refused until admin.http_token is set "
+                "(/metrics, /healthz and /readyz are served)",
+                host,
+            )
 
     @property
     def port(self) -> int:
@@ -67,11 +88,14 @@ class HttpServer:
                 status, ctype, body = _json(404, {"error": f"no such path: {path}"})
             elif method not in ("GET", "HEAD"):
                 status, ctype, body = _json(405, {"error": "only GET"})
+            elif path not in _OPEN and (refused := self._refused(request)) is not None:
+                status, ctype, body = refused
             else:
                 status, ctype, body = route()
+            challenge = 'WWW-Authenticate: Bearer realm="pyproxy"\r\n' if status == 401 else ""
             head = (
                 f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"
-                f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n{challenge}"
                 "Connection: close\r\n\r\n"
             ).encode()
             writer.write(head + (b"" if method == "HEAD" else body))
@@ -88,6 +112,22 @@ class HttpServer:
             log.exception("HTTP request failed")
         finally:
             writer.close()
+
+    def _refused(self, request: bytes) -> tuple[int, str, bytes] | None:
+        """Why a request for the API is refused, or None: with admin.http_token set, it
+        needs `Authorization: Bearer <token>`; without one, only a loopback listener serves."""
+        token = self.proxy.config.admin.http_token  # read now: a reload may change it
+        if token:
+            m = _AUTHORIZATION.search(request)
+            if m is None or not hmac.compare_digest(m.group(1), token.encode()):
+                return _json(401, {"error": "this path needs Authorization: Bearer <token>"})
+            return None
+        if self._loopback:
+            return None
+        return _json(
+            403,
+            {"error": "set admin.http_token to use the API on a non-loopback listener"},
+        )
 
 
 def _json(status: int, data: Any) -> tuple[int, str, bytes]:

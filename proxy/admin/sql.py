@@ -6,6 +6,8 @@ import asyncio
 import logging
 import re
 import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from proxy.admin.tables import TABLES
@@ -27,6 +29,11 @@ _RELOAD = re.compile(r"^\s*(?:pyproxy\s+reload(?:\s+config)?|load\s+mysql\s+\w+\
                      r"\s+\w+|reload)\s*;?\s*$", re.I)  # fmt: skip
 _VERSION_COMMENT = re.compile(r"^\s*select\s+@@version_comment\s+limit\s+1\s*;?\s*$", re.I)
 
+MAX_ROWS = 100_000
+"""The most rows an admin query may return (its result is built in memory)."""
+_PROGRESS_STEPS = 10_000
+_MAX_VALUE_BYTES = 16 << 20
+
 HELP = (
     "SELECT ... FROM runtime_mysql_servers | stats_mysql_query_digest | "
     "stats_mysql_connection_pool | mysql_query_rules | mysql_users;  "
@@ -42,6 +49,8 @@ class AdminServer:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_id = 0
+        # Admin queries run here, off the event loop; two at a time, the others queue.
+        self._worker = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pyproxy-admin")
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -58,6 +67,7 @@ class AdminServer:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._worker.shutdown(wait=False, cancel_futures=True)  # running ones end by deadline
 
     def _new_client(self) -> ClientConnection:
         client = ClientConnection(1 << 20, self.proxy.metrics)
@@ -140,8 +150,7 @@ class AdminServer:
             if command in ("help", "pyproxy help"):
                 return build_result_set(["help"], [[HELP]], caps)
             if command.startswith(("select", "with")):
-                columns, rows = query(self.proxy, sql)
-                return build_result_set(columns, rows, caps)
+                return await self._query(sql, caps)
             return build_err(
                 1,
                 ErrorCode.ER_NOT_SUPPORTED_YET,
@@ -152,6 +161,15 @@ class AdminServer:
         except sqlite3.Error as exc:
             return build_err(1, ErrorCode.ER_PARSE_ERROR, f"admin query failed: {exc}")
 
+    async def _query(self, sql: str, caps: int) -> bytes:
+        """A SELECT over the admin tables: the snapshot is taken here, on the loop that owns
+        the state; SQLite runs on the admin's worker thread, so a heavy query never holds up
+        client traffic, and it is interrupted after admin.query_timeout_ms."""
+        tables = snapshot(self.proxy, sql)
+        timeout_ms = self.proxy.config.admin.query_timeout_ms
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, run_query, tables, sql, caps, timeout_ms)
+
     async def _reload(self, caps: int) -> bytes:
         ok, message = await self.proxy.reload()
         if not ok:
@@ -159,22 +177,50 @@ class AdminServer:
         return build_ok(1, caps, info=message)
 
 
-def query(proxy: ProxyServer, sql: str) -> tuple[list[str], list[list[object]]]:
-    """Answer a SELECT over the admin tables from a fresh in-memory SQLite snapshot."""
+Snapshot = dict[str, tuple[tuple[str, ...], list[tuple[object, ...]]]]
+"""Table name -> (columns, rows): the runtime state an admin query reads."""
+
+
+def snapshot(proxy: ProxyServer, sql: str) -> Snapshot:
+    """The admin tables sql names, copied from the proxy's runtime state."""
+    lowered = sql.lower()
+    return {
+        table: (columns, [tuple(row[c] for c in columns) for row in build(proxy)])
+        for table, (columns, build) in TABLES.items()
+        if table in lowered
+    }
+
+
+def run_query(tables: Snapshot, sql: str, caps: int, timeout_ms: int) -> bytes:
+    """Answer a SELECT from a fresh in-memory SQLite database of the snapshot: the framed
+    result set, or an error when it runs past timeout_ms or returns too many rows."""
+    deadline = time.monotonic() + timeout_ms / 1000
     db = sqlite3.connect(":memory:")
+    # SQLite calls this every N virtual-machine steps; non-zero interrupts the statement.
+    db.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
+    # One step can't be interrupted: bound what one step may allocate (zeroblob(1e9)...).
+    db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _MAX_VALUE_BYTES)
     try:
-        lowered = sql.lower()
-        for table, (columns, build) in TABLES.items():
-            if table not in lowered:
-                continue
+        for table, (columns, rows) in tables.items():
             db.execute(f"CREATE TABLE {table} ({', '.join(columns)})")
-            rows = build(proxy)
-            db.executemany(
-                f"INSERT INTO {table} VALUES ({', '.join('?' * len(columns))})",
-                [tuple(row[c] for c in columns) for row in rows],
-            )
+            db.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(columns))})", rows)
         cur = db.execute(sql)
         names = [d[0] for d in cur.description or ()]
-        return names, [list(r) for r in cur.fetchall()]
+        result = cur.fetchmany(MAX_ROWS + 1)
+        if len(result) > MAX_ROWS:
+            return build_err(
+                1,
+                ErrorCode.ER_UNKNOWN_ERROR,
+                f"admin query returns more than {MAX_ROWS} rows: add a WHERE or a LIMIT",
+            )
+        return build_result_set(names, result, caps)
+    except sqlite3.OperationalError:
+        if time.monotonic() <= deadline:
+            raise
+        return build_err(
+            1,
+            ErrorCode.ER_QUERY_INTERRUPTED,
+            f"admin query interrupted: it ran longer than admin.query_timeout_ms ({timeout_ms} ms)",
+        )
     finally:
         db.close()

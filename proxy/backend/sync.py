@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -27,6 +28,10 @@ def set_names_sql(collation_id: int, mariadb: bool) -> str:
     if not collation or (mariadb and collation.endswith("_0900_ai_ci")):
         return f"SET NAMES {charset}"
     return f"SET NAMES {charset} COLLATE {collation}"
+
+
+# sql_mode set to a plain string, the only value read here: `SET sql_mode = 'A,B'`.
+_SQL_MODE = re.compile(r"""\bsql_mode\s*:?=\s*(['"])([\w,\s]*)\1\s*(?:,|;|$)""", re.IGNORECASE)
 
 
 class StepKind(Enum):
@@ -58,6 +63,15 @@ class SessionState:
     # A connection left with state nobody tracks (user variables, temporary tables, locks,
     # an open transaction): it is reset before anyone else uses it.
     tainted: bool = False
+
+    def backslash_escapes(self) -> bool | None:
+        """Do the session's strings treat backslash as an escape? None: not known here (the
+        server's default sql_mode, or sql_mode set to an expression)."""
+        for name, sql in self.variables.items():
+            if "sql_mode" in name.split(","):
+                m = _SQL_MODE.search(sql)
+                return None if m is None else "NO_BACKSLASH_ESCAPES" not in m.group(2).upper()
+        return None
 
     def copy(self) -> SessionState:
         return SessionState(

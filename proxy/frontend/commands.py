@@ -12,6 +12,7 @@ from proxy.frontend.session import Session
 from proxy.protocol.constants import Command, ErrorCode, ServerStatus
 from proxy.protocol.handshake import parse_change_user
 from proxy.protocol.packets import Packet, ProtocolError, build_command, build_packet
+from proxy.routing.digest import reported_digest
 
 Handler = Callable[[Session, Packet], Awaitable[bool]]
 
@@ -54,7 +55,14 @@ async def com_query(session: Session, packet: Packet) -> bool:
     frame = _frame(packet)
     override = None
     if server.router.rules:
-        action = server.router.rules.match(sql, digest.text, session.username, session.state.schema)
+        action = server.router.rules.decide(
+            sql,
+            digest.text,
+            session.username,
+            session.state.schema,
+            multi=stmt.is_multi_statement,
+            backslash_escapes=session.state.backslash_escapes() if "\\" in sql else True,
+        )
         if action is not None:
             if action.block is not None:
                 session.send_error(ErrorCode.ER_NOT_ALLOWED_COMMAND, action.block)
@@ -64,6 +72,9 @@ async def com_query(session: Session, packet: Packet) -> bool:
                 digest, stmt = server.classifier.classify(sql)
                 frame = build_packet(0, bytes((Command.COM_QUERY,)) + sql.encode())
             override = action.route
+    if "\\" in sql:
+        # No literal in the statistics, whatever the session's sql_mode.
+        digest = reported_digest(sql, digest, session.state.backslash_escapes())
     if session.gtid_conn is not None and not stmt.needs_previous_backend:
         await session.ask_gtid()
     # route_wait is a coroutine: only entered when there is something to wait for or check.

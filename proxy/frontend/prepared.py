@@ -22,6 +22,7 @@ from proxy.protocol.packets import (
     read_stmt_id,
 )
 from proxy.protocol.response import ResponseScanner
+from proxy.routing.digest import reported_digest
 
 if TYPE_CHECKING:
     from proxy.cluster import ServerState
@@ -43,6 +44,7 @@ class ClientStmt:
     stmt: Classification
     num_params: int
     num_columns: int
+    override: str | None = None  # the route a query rule gave it
     param_types: bytes | None = None  # the last types the client bound (2 bytes per param)
     pinned_conn: BackendConnection | None = None  # long data sent or a cursor open there
 
@@ -62,8 +64,31 @@ def _stmt_id(packet: Packet) -> int:
 
 async def com_stmt_prepare(session: Session, packet: Packet) -> bool:
     sql = packet.payload[1:].decode("utf-8", "replace")
-    digest, stmt = session.server.classifier.classify(sql)  # once, at prepare
-    target = await session.route_wait(stmt)
+    server = session.server
+    digest, stmt = server.classifier.classify(sql)  # once, at prepare
+    override = None
+    payload = packet.payload
+    if server.router.rules:
+        action = server.router.rules.decide(
+            sql,
+            digest.text,
+            session.username,
+            session.state.schema,
+            multi=stmt.is_multi_statement,
+            backslash_escapes=session.state.backslash_escapes() if "\\" in sql else True,
+        )
+        if action is not None and action.block is not None:
+            session.send_error(ErrorCode.ER_NOT_ALLOWED_COMMAND, action.block)
+            return True
+        if action is not None and action.rewritten_sql is not None:
+            sql = action.rewritten_sql
+            digest, stmt = server.classifier.classify(sql)
+            payload = bytes((Command.COM_STMT_PREPARE,)) + sql.encode()
+        override = action.route if action is not None else None
+    if "\\" in sql:
+        # No literal in the statistics, whatever the session's sql_mode.
+        digest = reported_digest(sql, digest, session.state.backslash_escapes())
+    target = await session.route_wait(stmt, override)
     if target is None:
         return True
     try:
@@ -75,7 +100,7 @@ async def com_stmt_prepare(session: Session, packet: Packet) -> bool:
     buf = bytearray()
     scanner = ResponseScanner(Command.COM_STMT_PREPARE, conn.caps)
     try:
-        await conn.relay(build_packet(0, packet.payload), scanner, Sink(buf.extend))
+        await conn.relay(build_packet(0, payload), scanner, Sink(buf.extend))
     except BackendError as exc:
         session.detach(conn, broken=True)
         session.report_backend_failure(target, exc)
@@ -90,7 +115,7 @@ async def com_stmt_prepare(session: Session, packet: Packet) -> bool:
     offset = scanner.stmt_id_offset if scanner.stmt_id_offset is not None else 5
     buf[offset : offset + 4] = client_id.to_bytes(4, "little")
     session.stmts[client_id] = ClientStmt(
-        sql, digest, stmt, scanner.prepare.num_params, scanner.prepare.num_columns
+        sql, digest, stmt, scanner.prepare.num_params, scanner.prepare.num_columns, override
     )
     session.client.write(bytes(buf))
     return True
@@ -176,9 +201,9 @@ async def com_stmt_execute(session: Session, packet: Packet) -> bool:
     if session.gtid_conn is not None and not cs.stmt.needs_previous_backend:
         await session.ask_gtid()
     if cs.pinned_conn is None:
-        target = session.route(cs.stmt, quiet=True)
+        target = session.route(cs.stmt, quiet=True, override=cs.override)
         if target is None or session.must_check(cs.stmt, target):
-            target = await session.route_wait(cs.stmt, chosen=target)
+            target = await session.route_wait(cs.stmt, cs.override, chosen=target)
     else:
         target = session.target_of(cs.pinned_conn)
     if target is None:
@@ -220,7 +245,7 @@ async def com_stmt_send_long_data(session: Session, packet: Packet) -> bool:
     if cs is None:
         return True
     target = (
-        session.route(cs.stmt, quiet=True)
+        session.route(cs.stmt, quiet=True, override=cs.override)
         if cs.pinned_conn is None
         else (session.target_of(cs.pinned_conn))
     )

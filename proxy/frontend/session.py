@@ -445,10 +445,16 @@ class Session:
             self._after_response(conn, scanner)
             self.server.metrics.bytes_out += scanner.consumed
             if sink.held is not None:
+                assert stmt is not None
                 err = scanner.error
-                if err is not None and err.code == ErrorCode.ER_OPTION_PREVENTS_STATEMENT:
-                    # Refused as read-only: the writer changed under us. Follow it.
-                    assert stmt is not None
+                if (
+                    err is not None
+                    and err.code == ErrorCode.ER_OPTION_PREVENTS_STATEMENT
+                    and target.name == self.server.cluster.writer
+                    and (override or stmt.hint_route) in (None, "writer")
+                ):
+                    # The writer refused it as read-only: the writer changed under us. Follow
+                    # it. A server named by a hint or rule, or a replica, answers for itself.
                     self.server.note_read_only(target)
                     retried, conn = True, None
                     new = await self.route_wait(stmt, override, exclude=target.name)

@@ -15,6 +15,7 @@ __all__ = (
     "digest_id",
     "normalize",
     "parse_hints",
+    "reported_digest",
 )
 
 CONSISTENCY_LEVELS = frozenset({"eventual", "strong", "read_your_writes"})
@@ -171,6 +172,29 @@ def compute_digest(sql: str) -> Digest:
     if not comments:
         return Digest(text, digest_id(text))
     return Digest(text, digest_id(text), comments, parse_hints(comments))
+
+
+def reported_digest(sql: str, digest: Digest, backslash_escapes: bool | None) -> Digest:
+    """The digest to show in statistics for sql, run by a session whose strings have
+    backslash escapes (True), have none (False: NO_BACKSLASH_ESCAPES) or either (None).
+
+    `digest` is sql's default-mode digest. Only a backslash in a string can make the two
+    readings differ; then the session's reading is used, and when it is unknown, only what
+    both readings agree on is kept (cut where they part, marked `...`): no literal of either
+    reading can show through.
+    """
+    if backslash_escapes is True or "\\" not in sql:
+        return digest
+    alt, _ = normalize(sql, backslash_escapes=False)
+    if alt == digest.text:
+        return digest
+    if backslash_escapes is None:
+        text = digest.text
+        n = 0
+        while n < len(text) and n < len(alt) and text[n] == alt[n]:
+            n += 1
+        alt = text[:n] + "..."
+    return Digest(alt, digest_id(alt), digest.comments, digest.hints)
 
 
 def _scan(sql: str, low: str, comments: list[str], escapes: bool) -> str:

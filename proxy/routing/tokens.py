@@ -33,16 +33,28 @@ _DIGEST_TOKEN = re.compile(rf"`(?:[^`]|``)*`?|{_VARIABLE}|[\w$]+|{_OPERATORS}|\S
 
 # Raw SQL: the same tokens plus literals; group 1 (comments, executable comment markers,
 # whitespace) is skipped.
-_RAW_TOKEN = re.compile(
-    r"""
+_RAW_PATTERN = r"""
     (/\*(?!m?!)(?:[^*]*\*+(?:[^/*][^*]*\*+)*/|.*)|--(?=\s|$)[^\n]*|\#[^\n]*|/\*m?![0-9]*|\*/|\s+)
-   |'(?>(?:[^'\\]|\\.|'')*)(?:'|.*)|"(?>(?:[^"\\]|\\.|"")*)(?:"|.*)|`(?:[^`]|``)*`?
-   |@@?(?:`(?:[^`]|``)*`?|'(?>(?:[^'\\]|\\.|'')*)(?:'|.*)|"(?>(?:[^"\\]|\\.|"")*)(?:"|.*)
+   |'(?>{S1})(?:'|.*)|"(?>{S2})(?:"|.*)|`(?:[^`]|``)*`?
+   |@@?(?:`(?:[^`]|``)*`?|'(?>{S1})(?:'|.*)|"(?>{S2})(?:"|.*)
       |[\w$.]+)?
    |[\w$]+(?:\.[0-9]+)?|:=|<=>|[<>!]=|<>|->>?|\|\||&&|\S
-    """,
-    re.VERBOSE | re.DOTALL | re.IGNORECASE,
-)
+    """
+
+
+def _raw_regex(escapes: bool) -> re.Pattern[str]:
+    # {S1}/{S2}: string bodies with backslash escapes (the default) or without them
+    # (sql_mode NO_BACKSLASH_ESCAPES).
+    s1, s2 = (
+        (r"(?:[^'\\]|\\.|'')*", r'(?:[^"\\]|\\.|"")*')
+        if escapes
+        else ("(?:[^']|'')*", '(?:[^"]|"")*')
+    )
+    pattern = _RAW_PATTERN.replace("{S1}", s1).replace("{S2}", s2)
+    return re.compile(pattern, re.VERBOSE | re.DOTALL | re.IGNORECASE)
+
+
+_RAW_TOKEN = (_raw_regex(False), _raw_regex(True))  # indexed by backslash_escapes
 
 # sqlparse lexes '+@' or '-@' as one operator: a space keeps '@' at a token start.
 _AT_AFTER_OPERATOR = re.compile(r"(?<=[^\s@\w`?])@")
@@ -160,16 +172,17 @@ def split_statements(tokens: list[str]) -> list[tuple[int, int]]:
     return ranges
 
 
-def raw_statements(sql: str) -> list[tuple[str, list[str]]]:
+def raw_statements(sql: str, *, backslash_escapes: bool = True) -> list[tuple[str, list[str]]]:
     """Split raw SQL like split_statements: (statement text, its tokens) per statement.
 
     Tokens keep literals verbatim (quotes included); words are lower-cased. The text runs
     from the first to the last token, so surrounding comments and executable comment
-    markers (`/*!40101 ... */`) are left out.
+    markers (`/*!40101 ... */`) are left out. backslash_escapes=False reads strings as a
+    session with NO_BACKSLASH_ESCAPES would.
     """
     tokens: list[str] = []
     spans: list[tuple[int, int]] = []
-    for m in _RAW_TOKEN.finditer(sql):
+    for m in _RAW_TOKEN[backslash_escapes].finditer(sql):
         if m.lastindex == 1:
             continue
         t = m.group()

@@ -22,6 +22,7 @@ import yaml
 from proxy.lab.lab import Lab
 from proxy.testing import ProxyThread
 from tests.conftest import Endpoint
+from tests.support.pyproxy_process import pyproxy_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,6 +115,45 @@ def test_dashboard_queries_only_exported_metrics(
         "grafana/provisioning/dashboards/pyproxy.yaml",
     ):
         assert yaml.safe_load((ROOT / path).read_text())["apiVersion"] == 1
+
+
+def _get_with(port: int, path: str, token: str | None) -> tuple[int, dict[str, str]]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status, dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers)
+
+
+def test_http_api_token(lab: Lab, tmp_path: Path) -> None:
+    data = lab.proxy_config()
+    data["admin"]["http_token"] = "${H2_TEST_TOKEN}"  # secrets may come from the environment
+    os.environ["H2_TEST_TOKEN"] = "t0ken-from-env"
+    try:
+        with pyproxy_process(data, tmp_path) as running:
+            port = running.ports["http"]
+            for path in ("/metrics", "/healthz", "/readyz"):
+                assert _get_with(port, path, None)[0] == 200, path
+            for path in ("/api/servers", "/api/digests", "/api/pools"):
+                status, headers = _get_with(port, path, None)
+                assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+                assert _get_with(port, path, "wrong")[0] == 401
+                assert _get_with(port, path, "t0ken-from-env")[0] == 200
+    finally:
+        del os.environ["H2_TEST_TOKEN"]
+
+
+def test_http_api_off_loopback_needs_a_token(lab: Lab, tmp_path: Path) -> None:
+    data = lab.proxy_config()
+    data["listeners"]["http"]["host"] = "0.0.0.0"
+    with pyproxy_process(data, tmp_path) as running:
+        port = running.ports["http"]
+        assert _get_with(port, "/metrics", None)[0] == 200
+        assert _get_with(port, "/api/digests", None)[0] == 403
+        assert "admin.http_token" in running.log_text()
 
 
 def test_http_api(proxy: ProxyThread) -> None:
@@ -331,9 +371,14 @@ def test_docker_compose_agrees_with_config() -> None:
     for name, host_port in expected.items():
         svc = services[name]
         assert svc["image"] == "mysql:8.4"
-        assert svc["ports"] == [f"{host_port}:3306"]
+        assert svc["ports"] == [f"127.0.0.1:{host_port}:3306"]
         assert "--read-only=ON" in svc["command"] and "--gtid-mode=ON" in svc["command"]
-    assert services["pyproxy"]["ports"] == ["6033:6033", "6032:6032", "6070:6070"]
+    # The admin and the HTTP API are published on the host's loopback only.
+    assert services["pyproxy"]["ports"] == [
+        "6033:6033",
+        "127.0.0.1:6032:6032",
+        "127.0.0.1:6070:6070",
+    ]
     docker_cfg = yaml.safe_load((ROOT / "config/pyproxy.docker.yaml").read_text())
     assert {s["host"]: s["port"] for s in docker_cfg["servers"]} == dict.fromkeys(expected, 3306)
     assert {s["name"] for s in docker_cfg["servers"]} == set(expected)
@@ -350,29 +395,126 @@ def test_docker_compose_agrees_with_config() -> None:
     # The file is valid for Compose itself.
     tool = shutil.which("docker-compose")
     assert tool, "docker-compose (Debian package) is missing"
-    res = subprocess.run(
-        [tool, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+
+    def compose_config(**env: str) -> subprocess.CompletedProcess[str]:
+        environ = {k: v for k, v in os.environ.items() if k != "ADMIN_PASSWORD"}
+        return subprocess.run(
+            [tool, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**environ, **env},
+        )
+
+    res = compose_config(ADMIN_PASSWORD="s3cret")
     assert res.returncode == 0, res.stderr
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "proxy.cli",
-            "--config",
-            str(ROOT / "config/pyproxy.docker.yaml"),
-            "--check",
-        ],
-        check=True,
-        env={
-            **os.environ,
-            "APP_PASSWORD": "a",
-            "MONITOR_PASSWORD": "b",
-            "BACKEND_ADMIN_PASSWORD": "c",
-            "ADMIN_PASSWORD": "d",
-        },
-    )
+    # No admin password chosen: Compose itself refuses, naming the variable.
+    res = compose_config()
+    assert res.returncode != 0 and "set ADMIN_PASSWORD" in res.stderr, res.stderr
+
+    def check(admin_password: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "proxy.cli",
+                "--config",
+                str(ROOT / "config/pyproxy.docker.yaml"),
+                "--check",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={
+                **os.environ,
+                "APP_PASSWORD": "a",
+                "MONITOR_PASSWORD": "b",
+                "BACKEND_ADMIN_PASSWORD": "c",
+                "ADMIN_PASSWORD": admin_password,
+            },
+        )
+
+    assert check("d").returncode == 0
+    # The admin listens on 0.0.0.0 in the container: admin/admin or no password is refused.
+    for weak in ("admin", ""):
+        res = check(weak)
+        assert res.returncode != 0
+        assert "admin.password: must be set, and not to the default" in res.stderr, res.stderr
+
+
+RUNAWAY = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT COUNT(*) FROM c"
+
+
+def test_runaway_admin_query_neither_blocks_clients_nor_runs_forever(
+    lab: Lab, tmp_path: Path
+) -> None:
+    data = lab.proxy_config()
+    data["admin"]["query_timeout_ms"] = 8000
+    with pyproxy_process(data, tmp_path) as running:
+
+        def admin() -> pymysql.Connection:
+            return pymysql.connect(
+                host="127.0.0.1", port=running.ports["admin"], user="admin", password="admin"
+            )
+
+        outcome: list[object] = []
+
+        def runaway() -> None:
+            conn = admin()
+            started = time.monotonic()
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(RUNAWAY)
+                outcome.append("finished")
+            except pymysql.err.MySQLError as exc:
+                outcome.append(exc.args)
+            outcome.append(time.monotonic() - started)
+            with conn.cursor() as cur:  # the admin session goes on
+                cur.execute("SELECT COUNT(*) FROM runtime_mysql_servers")
+                outcome.append(cur.fetchone())
+            conn.close()
+
+        t = threading.Thread(target=runaway)
+        t.start()
+        time.sleep(0.5)  # the runaway query is running
+        worst = 0.0
+        answered = 0
+        while t.is_alive() and answered < 200:
+            started = time.monotonic()
+            conn = pymysql.connect(  # a new client: accept, login and a query
+                host="127.0.0.1",
+                port=running.ports["mysql"],
+                user="app",
+                password="app-pass",
+                database="demo_db",
+            )
+            with conn.cursor() as cur:
+                for _ in range(5):
+                    cur.execute("SELECT 1")
+                    assert cur.fetchone() == (1,)
+                    answered += 1
+            conn.close()
+            worst = max(worst, time.monotonic() - started)
+        # Another admin query is answered meanwhile (a second worker thread).
+        other = admin()
+        with other.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM runtime_mysql_servers")
+            assert cur.fetchone() == ("4",)
+            with pytest.raises(pymysql.err.MySQLError, match="more than 100000 rows"):
+                cur.execute(
+                    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+                    "WHERE x < 200000) SELECT x FROM c"
+                )
+            with pytest.raises(pymysql.err.MySQLError, match="too big"):
+                cur.execute("SELECT length(zeroblob(1000000000))")  # one step, 1 GB
+        other.close()
+        t.join(60)
+        assert not t.is_alive()
+    # Generous bounds: the loop was blocked for the whole query before (15 s for 20M rows).
+    assert answered >= 10 and worst < 4.0, (answered, worst)
+    code, message = outcome[0]  # type: ignore[misc]
+    assert code == 1317 and "admin.query_timeout_ms (8000 ms)" in message
+    assert 7.5 < outcome[1] < 60  # type: ignore[operator]
+    assert outcome[2] == ("4",)

@@ -63,16 +63,42 @@ def test_file_errors_are_one_line(tmp_path: Path) -> None:
         load_config(bad)
 
 
-def test_empty_admin_password_only_on_loopback() -> None:
-    parse_config({**BASE, "admin": {"username": "admin", "password": ""}})
-    with pytest.raises(ConfigError, match=r"admin\.password: must not be empty"):
+@pytest.mark.parametrize("password", ["", "admin"])
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "proxy.example.com"])
+def test_default_admin_password_only_on_loopback(password: str, host: str) -> None:
+    for loopback in ("127.0.0.1", "127.0.0.2", "localhost", "::1"):
         parse_config(
             {
                 **BASE,
-                "admin": {"username": "admin", "password": ""},
-                "listeners": {"admin": {"host": "0.0.0.0", "port": 6032}},
+                "admin": {"username": "admin", "password": password},
+                "listeners": {"admin": {"host": loopback, "port": 6032}},
             }
         )
+    with pytest.raises(ConfigError) as err:
+        parse_config(
+            {
+                **BASE,
+                "admin": {"username": "admin", "password": password},
+                "listeners": {"admin": {"host": host, "port": 6032}},
+            }
+        )
+    assert str(err.value).startswith("admin.password: must be set, and not to the default")
+    assert "listeners.admin.host" in str(err.value)
+    no_admin = {**BASE, "listeners": {"admin": {"host": host, "port": 6032}}}
+    with pytest.raises(ConfigError, match=r"^admin\.password: "):
+        parse_config(no_admin)  # admin/admin is the default
+    parse_config({**no_admin, "admin": {"password": "s3cret"}})
+
+
+def test_admin_settings() -> None:
+    cfg = parse_config(BASE)
+    assert (cfg.admin.username, cfg.admin.query_timeout_ms, cfg.admin.http_token) == (
+        "admin",
+        5000,
+        None,
+    )
+    with pytest.raises(ConfigError, match=r"^admin\.query_timeout_ms: "):
+        parse_config({**BASE, "admin": {"query_timeout_ms": 0}})
 
 
 def test_example_configs_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
