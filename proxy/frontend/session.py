@@ -86,6 +86,9 @@ class Session:
         self.client = client
         self.id = session_id
         self.phase = SessionPhase.HANDSHAKE
+        self.phase_since = time.monotonic()  # idle time, and SHOW PROCESSLIST's Time
+        self.command = b""  # the payload of the command running now (or run last)
+        self.wait_timeout: int | None = None  # seconds, once the client sets wait_timeout
         self.user: User | None = None
         self.caps = 0
         self.state = SessionState()
@@ -108,7 +111,18 @@ class Session:
 
     # -- state changes in one place ------------------------------------------------------------
     def change_phase(self, phase: SessionPhase) -> None:
-        self.phase = phase
+        if phase is not self.phase:
+            self.phase = phase
+            self.phase_since = time.monotonic()
+
+    def start_command(self, payload: bytes) -> None:
+        """A client command begins: busy until it is answered (not idle, not swept)."""
+        self.command = payload
+        self.change_phase(SessionPhase.EXECUTING)
+
+    @property
+    def is_executing(self) -> bool:
+        return self.phase is SessionPhase.EXECUTING
 
     @property
     def username(self) -> str:
@@ -608,6 +622,19 @@ class Session:
         # Unknown: reads go to the writer until a GTID is known again (the safe side).
         self.last_gtid = gtid
 
+    async def learn_wait_timeout(self) -> None:
+        """The client set wait_timeout: read back the value the server made of it (clamped,
+        expressions evaluated), after which the proxy closes this client when idle."""
+        conn = self.attached.get(self.last_server) if self.last_server else None
+        if conn is None or conn.broken:
+            return
+        try:
+            value = await conn.query_scalar("SELECT @@session.wait_timeout")
+        except BackendError:
+            return
+        if value is not None and value.isdigit():
+            self.wait_timeout = int(value)
+
     def consistency(self, stmt: Classification) -> str:
         return (
             stmt.hint_consistency
@@ -668,6 +695,7 @@ class Session:
         self.state = state
         self.pins.reasons.clear()
         self.stmts.clear()
+        self.wait_timeout = None
 
     async def change_user(self, request: ChangeUser) -> bool:
         cfg = self.server.config
