@@ -63,6 +63,13 @@ def _stmt_id(packet: Packet) -> int:
 async def com_stmt_prepare(session: Session, packet: Packet) -> bool:
     sql = packet.payload[1:].decode("utf-8", "replace")
     digest, stmt = session.server.classifier.classify(sql)  # once, at prepare
+    if stmt.is_kill:
+        # A backend would take the id as one of its threads, shared by many clients.
+        session.send_error(
+            ErrorCode.ER_UNSUPPORTED_PS,
+            "pyproxy does not prepare KILL: send it as a plain query (COM_QUERY)",
+        )
+        return True
     target = await session.route_wait(stmt)
     if target is None:
         return True
