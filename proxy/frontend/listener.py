@@ -185,7 +185,7 @@ class ProxyServer:
                 if idle > limit:
                     log.info("session %d: idle for %.0fs, closing", session.id, idle)
                     session.client.close()
-                elif idle > RELEASE_IDLE_S and session.attached:
+                elif idle > RELEASE_IDLE_S and session.attached and not session.keeps_backends:
                     session.release_unpinned()
 
     # -- services for sessions ---------------------------------------------------------------------

@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# Beyond pool.idle_timeout_s, the pool's reaper closes an idle connection within this long.
+POOL_SLACK_S = 10.0
 # Plain ints for the per-statement status checks (IntFlag arithmetic is slow).
 _AUTOCOMMIT = int(ServerStatus.AUTOCOMMIT)
 _STATE_CHANGED = int(ServerStatus.SESSION_STATE_CHANGED)
@@ -281,10 +283,17 @@ class Session:
     def detach(self, conn: BackendConnection, broken: bool = False) -> None:
         if self.attached.get(conn.server_name) is conn:
             del self.attached[conn.server_name]
-        if broken or conn.broken:
+        if broken or conn.broken or self.keeps_backends:
             self.server.pool.discard(conn)
         else:
             self.server.pool.release(conn)
+
+    @property
+    def keeps_backends(self) -> bool:
+        """The client set a wait_timeout short enough for its server to close an idle pooled
+        connection carrying it: the session keeps its connections and they close with it."""
+        limit = self.wait_timeout
+        return limit is not None and limit < self.server.config.pool.idle_timeout_s + POOL_SLACK_S
 
     def release_unpinned(self) -> None:
         """Give back connections the session does not need between statements."""

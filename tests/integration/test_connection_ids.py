@@ -72,6 +72,15 @@ def _ids(conn: pymysql.Connection) -> list[object]:
     return [row[0] for row in _rows(conn, "SHOW PROCESSLIST")]
 
 
+async def _pooled_with_wait_timeout(proxy: ProxyThread) -> list[str]:
+    return [
+        f"{conn.server_name} thread {conn.thread_id}"
+        for queue in proxy.server.pool._idle.values()
+        for conn in queue
+        if conn.broken or "wait_timeout" in conn.session.variables
+    ]
+
+
 def test_issue_36_processlist_id_is_the_handshake_id(ids_proxy: ProxyThread, lab: Lab) -> None:
     """PyMySQL's test_issue_36, through pyproxy."""
     killer = _connect(ids_proxy, lab)
@@ -228,7 +237,18 @@ def test_connection_gone_away(ids_proxy: ProxyThread, lab: Lab) -> None:
     _rows(conn, "SET SESSION interactive_timeout = 1")
     time.sleep(2)
     assert _rows(conn, "SELECT 4") == [(4,)]
-    # Other clients, and later sessions on the same backend connections, are unaffected.
+    # pyproxy's pool never keeps a connection carrying a client's short wait_timeout (its
+    # server would close it there): the session keeps it, idle past the 1 s after which
+    # sessions give back their connections, and it closes with the session.
+    conn = _connect(ids_proxy, lab)
+    _rows(conn, "SET wait_timeout = 4")
+    assert _rows(conn, "SELECT @@wait_timeout") == [(4,)]
+    time.sleep(2)
+    assert ids_proxy.call(_pooled_with_wait_timeout(ids_proxy)) == []
+    assert _rows(conn, "SELECT 7") == [(7,)]
+    time.sleep(6)
+    assert _broken(conn) in (2006, 2013, 4031)
+    assert ids_proxy.call(_pooled_with_wait_timeout(ids_proxy)) == []
     fresh = _connect(ids_proxy, lab)
     assert _rows(fresh, "SELECT @@wait_timeout") == [(28800,)]
     time.sleep(2)
