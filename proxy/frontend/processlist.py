@@ -71,15 +71,10 @@ def result_set(asker: Session, full: bool) -> bytes:
 
 def _row(s: Session, asker: Session, full: bool, now: float) -> list[object]:
     busy = s is asker or s.is_executing
-    command = s.command
-    info: str | None = None
-    name = "Sleep"
-    if busy and command:
-        name = _COMMAND_NAMES.get(command[0], "Query")
-        info = _info(s, command)
-        if info is not None and not full:
-            info = info[:INFO_CHARS]
-    conn = _backend(s)
+    name, info = command_of(s, busy)
+    if info is not None and not full:
+        info = info[:INFO_CHARS]
+    conn = backend_of(s)
     return [
         s.id,
         s.username,
@@ -94,6 +89,14 @@ def _row(s: Session, asker: Session, full: bool, now: float) -> list[object]:
     ]
 
 
+def command_of(s: Session, busy: bool) -> tuple[str, str | None]:
+    """SHOW PROCESSLIST's Command and Info: what a busy session runs (Sleep when idle)."""
+    command = s.command
+    if not busy or not command:
+        return "Sleep", None
+    return _COMMAND_NAMES.get(command[0], "Query"), _info(s, command)
+
+
 def _info(s: Session, command: bytes) -> str | None:
     if command[0] == Command.COM_QUERY:
         return command[1:].decode("utf-8", "replace")
@@ -103,7 +106,7 @@ def _info(s: Session, command: bytes) -> str | None:
     return None
 
 
-def _backend(s: Session) -> BackendConnection | None:
+def backend_of(s: Session) -> BackendConnection | None:
     """The backend connection the session runs on now, or keeps between statements."""
     if s.current is not None:
         return s.current

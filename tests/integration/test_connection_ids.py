@@ -129,6 +129,17 @@ def test_kill_the_id_connection_id_returned(ids_proxy: ProxyThread, lab: Lab) ->
     assert _rows(conn1, "SELECT CONNECTION_ID()")[0][0] == backend_id  # stable, as direct
     row = next(r for r in _rows(conn2, "SHOW PROCESSLIST") if r[0] == conn1.thread_id())
     assert row[9] == backend_id
+    # The admin's ProxySQL-style table shows the same, for every user.
+    admin = pymysql.connect(
+        host="127.0.0.1", port=ids_proxy.server.admin.port, user="admin", password="admin"
+    )
+    sql = (
+        "SELECT SessionID, user, server, backend_thread_id, hostgroup FROM stats_mysql_processlist"
+    )
+    rows = {int(str(r[0])): [str(v) for v in r[1:]] for r in _rows(admin, sql)}  # all text
+    admin.close()
+    assert rows[conn1.thread_id()] == [lab.accounts.app.username, row[8], str(backend_id), "0"]
+    assert conn2.thread_id() in rows
     _rows(conn2, f"KILL {backend_id}")
     assert _broken(conn1) in (2006, 2013)
     # KILL QUERY by the CONNECTION_ID() id interrupts the statement, not the connection.
