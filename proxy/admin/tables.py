@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from proxy.frontend.processlist import backend_of, command_of
 from proxy.routing.stats import READER_HOSTGROUP, WRITER_HOSTGROUP
 
 if TYPE_CHECKING:
@@ -90,6 +92,35 @@ def pool_rows(proxy: ProxyServer) -> list[Row]:
             if name in proxy.monitor.stats
             else 0,
             "server": name,
+        })  # fmt: skip
+    return rows
+
+
+def processlist_rows(proxy: ProxyServer) -> list[Row]:
+    """stats_mysql_processlist: every user's client sessions and the backend each runs on."""
+    rows = []
+    now = time.monotonic()
+    for session in sorted(proxy.sessions.values(), key=lambda s: s.id):
+        if session.user is None:
+            continue  # still logging in
+        command, info = command_of(session, session.is_executing)
+        conn = backend_of(session)
+        server = proxy.cluster.servers.get(conn.server_name) if conn is not None else None
+        rows.append({
+            "ThreadID": 0,  # pyproxy runs one event loop
+            "SessionID": session.id,
+            "user": session.username,
+            "db": session.state.schema or None,
+            "cli_host": session.client.peer[0],
+            "cli_port": session.client.peer[1],
+            "hostgroup": _hostgroup(proxy, server.config.name) if server is not None else None,
+            "srv_host": server.config.host if server is not None else None,
+            "srv_port": server.config.port if server is not None else None,
+            "command": command,
+            "time_ms": int((now - session.phase_since) * 1000),
+            "info": info,
+            "server": conn.server_name if conn is not None else None,
+            "backend_thread_id": conn.thread_id if conn is not None else None,
         })  # fmt: skip
     return rows
 
@@ -194,6 +225,22 @@ _RULE_COLS = (
     "hits",
     "comment",
 )
+_PROCESSLIST_COLS = (
+    "ThreadID",
+    "SessionID",
+    "user",
+    "db",
+    "cli_host",
+    "cli_port",
+    "hostgroup",
+    "srv_host",
+    "srv_port",
+    "command",
+    "time_ms",
+    "info",
+    "server",
+    "backend_thread_id",
+)
 _USER_COLS = ("username", "default_schema", "max_connections", "consistency", "active")
 
 # table name -> (columns, row builder); the admin answers SELECTs over these.
@@ -202,6 +249,7 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[ProxyServer], list[Row]]]] = 
     "mysql_servers": (_SERVER_COLS, server_rows),
     "stats_mysql_query_digest": (_DIGEST_COLS, digest_rows),
     "stats_mysql_connection_pool": (_POOL_COLS, pool_rows),
+    "stats_mysql_processlist": (_PROCESSLIST_COLS, processlist_rows),
     "mysql_query_rules": (_RULE_COLS, rule_rows),
     "runtime_mysql_query_rules": (_RULE_COLS, rule_rows),
     "mysql_users": (_USER_COLS, user_rows),

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Awaitable, Callable
 
 from proxy.backend.sync import SessionState
-from proxy.frontend import prepared
+from proxy.frontend import prepared, processlist
 from proxy.frontend.session import Session
 from proxy.protocol.constants import Command, ErrorCode, ServerStatus
 from proxy.protocol.handshake import parse_change_user
 from proxy.protocol.packets import Packet, ProtocolError, build_command, build_packet
+from proxy.routing.classifier import Classification
 from proxy.routing.digest import reported_digest
 
 Handler = Callable[[Session, Packet], Awaitable[bool]]
-
-_KILL = re.compile(r"^\s*KILL\s+(?:(QUERY|CONNECTION)\s+)?(\d+)\s*;?\s*$", re.IGNORECASE)
 
 
 def dispatch(session: Session, packet: Packet) -> Awaitable[bool]:
@@ -28,6 +26,7 @@ def dispatch(session: Session, packet: Packet) -> Awaitable[bool]:
     payload = packet.payload
     if not payload:
         raise ProtocolError("empty command packet")
+    session.start_command(payload)
     return HANDLERS.get(payload[0], com_unknown)(session, packet)
 
 
@@ -48,10 +47,13 @@ async def com_ping(session: Session, packet: Packet) -> bool:
 async def com_query(session: Session, packet: Packet) -> bool:
     server = session.server
     sql = packet.payload[1:].decode("utf-8", "replace")
-    if sql[:4].upper() == "KILL" and (m := _KILL.match(sql)):
-        await server.kill(session, int(m.group(2)), (m.group(1) or "").upper() == "QUERY")
-        return True
     digest, stmt = server.classifier.classify(sql)
+    if stmt.is_kill:
+        await _kill(session, stmt)
+        return True
+    if stmt.verb == "show" and (full := processlist.STATEMENTS.get(digest.text)) is not None:
+        session.client.write(processlist.result_set(session, full))
+        return True
     frame = _frame(packet)
     override = None
     if server.router.rules:
@@ -88,7 +90,36 @@ async def com_query(session: Session, packet: Packet) -> bool:
     session.account(target, digest, stmt, scanner, time.perf_counter() - started)
     if scanner is not None:
         session.note_statement(stmt, sql, scanner)
+    if (
+        stmt.changes_session_state
+        and "wait_timeout" in stmt.session_vars
+        and scanner is not None
+        and scanner.error is None
+    ):
+        await session.learn_wait_timeout()
     return True
+
+
+async def _kill(session: Session, stmt: Classification) -> None:
+    """KILL [HARD|SOFT] [CONNECTION|QUERY] id, answered by pyproxy for its own ids (never
+    forwarded: the backends' threads are shared by many clients)."""
+    refusal = None
+    if stmt.is_multi_statement:
+        refusal = "pyproxy does not support KILL inside a multi-statement batch"
+    elif stmt.kill_variant == "USER":
+        refusal = "pyproxy does not support KILL USER: KILL each Id that SHOW PROCESSLIST shows"
+    elif stmt.kill_variant == "QUERY_ID":
+        refusal = (
+            "pyproxy does not support KILL QUERY ID (query ids belong to one backend): "
+            "use KILL QUERY with the Id that SHOW PROCESSLIST shows"
+        )
+    elif stmt.kill_id is None:
+        refusal = "pyproxy supports KILL with a thread id number only"
+    if refusal is not None:
+        session.send_error(ErrorCode.ER_NOT_SUPPORTED_YET, refusal)
+        return
+    assert stmt.kill_id is not None
+    await session.server.kill(session, stmt.kill_id, stmt.kill_variant == "QUERY")
 
 
 async def com_init_db(session: Session, packet: Packet) -> bool:

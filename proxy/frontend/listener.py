@@ -16,12 +16,13 @@ from proxy.cluster import Cluster, HostStatus, ServerState
 from proxy.config import Config, ConfigError, load_config
 from proxy.frontend import commands
 from proxy.frontend.client import ClientConnection
+from proxy.frontend.processlist import kill_target
 from proxy.frontend.session import Session, SessionPhase
 from proxy.health.monitor import Monitor
 from proxy.metrics import Metrics
 from proxy.protocol.auth import RsaKeyPair, generate_rsa_key_pair
 from proxy.protocol.constants import ErrorCode
-from proxy.protocol.packets import ProtocolError, build_err
+from proxy.protocol.packets import ErrPacket, ProtocolError, build_err
 from proxy.routing.classifier import Classifier
 from proxy.routing.router import Router
 from proxy.routing.rules import QueryRules
@@ -31,9 +32,16 @@ log = logging.getLogger(__name__)
 
 # A session idle this long gives back backend connections it does not need (multiplexing).
 RELEASE_IDLE_S = 1.0
+# How often idle sessions are looked at: a client's wait_timeout of 1 s closes it within 1.25 s.
+SWEEP_INTERVAL_S = 0.25
 FALLBACK_VERSION = "8.0.36-pyproxy"
 # A schema confirmed to exist at a login is not asked of a backend again for this long.
 SCHEMA_CACHE_S = 5.0
+# Session ids (the handshake's connection id, SHOW PROCESSLIST's Id) live far above the
+# backends' thread ids (what CONNECTION_ID() returns), so a KILL id names one or the other;
+# below 2**31 for clients that keep the id in a signed 32-bit int.
+FIRST_SESSION_ID = 1_000_000_000
+LAST_SESSION_ID = 2**31 - 1
 
 
 class ProxyServer:
@@ -141,33 +149,46 @@ class ProxyServer:
             client.close()
             return
         self.metrics.accepted += 1
-        self._next_id = self._next_id % 0xFFFFFFFF + 1
-        session = Session(self, client, self._next_id)
+        session = Session(self, client, self._new_session_id())
         self.sessions[session.id] = session
         task = asyncio.get_running_loop().create_task(session.run(commands.dispatch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _new_session_id(self) -> int:
+        while True:
+            if FIRST_SESSION_ID <= self._next_id < LAST_SESSION_ID:
+                self._next_id += 1
+            else:
+                self._next_id = FIRST_SESSION_ID
+            if self._next_id not in self.sessions:  # after a wrap: skip ids still in use
+                return self._next_id
+
     def session_closed(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
 
     async def _sweep(self) -> None:
-        """Once a second: idle timeouts, and giving back idle sessions' backend connections."""
+        """Idle timeouts, and giving back idle sessions' backend connections."""
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(SWEEP_INTERVAL_S)
             now = time.monotonic()
-            limit = self.config.limits.client_idle_timeout_s
+            default = self.config.limits.client_idle_timeout_s
             query_timeout = self.config.routing.query_timeout_ms / 1000
             for session in list(self.sessions.values()):
                 if session.phase is not SessionPhase.IDLE:
                     if query_timeout and session.phase is SessionPhase.EXECUTING:
                         session.check_deadline(now, query_timeout)
                     continue
-                idle = now - session.client.last_active
+                idle = now - session.phase_since
+                # The client's own wait_timeout applies, as on the server; the configured
+                # limit stays the upper bound. Closed without a word, as MariaDB does.
+                limit = default
+                if session.wait_timeout is not None:
+                    limit = min(default, session.wait_timeout)
                 if idle > limit:
                     log.info("session %d: idle for %.0fs, closing", session.id, idle)
                     session.client.close()
-                elif idle > RELEASE_IDLE_S and session.attached:
+                elif idle > RELEASE_IDLE_S and session.attached and not session.keeps_backends:
                     session.release_unpinned()
 
     # -- services for sessions ---------------------------------------------------------------------
@@ -337,15 +358,12 @@ class ProxyServer:
         event.set()
 
     async def kill(self, session: Session, target_id: int, query_only: bool) -> None:
-        """KILL [QUERY] id: ids are the proxy's own; the matching backend query is killed."""
-        target = self.sessions.get(target_id)
-        if target is None:
-            session.send_error(ErrorCode.ER_NO_SUCH_THREAD, f"Unknown thread id: {target_id}")
-            return
-        if target.username != session.username:
-            session.send_error(
-                ErrorCode.ER_KILL_DENIED_ERROR, f"You are not owner of thread {target_id}"
-            )
+        """KILL [QUERY] id (a session id or a pinned backend thread id, see kill_target): the
+        session's running backend query is killed; KILL CONNECTION then closes its client
+        without a word, as MariaDB does (the client sees the connection lost)."""
+        target = kill_target(self, session, target_id)
+        if isinstance(target, ErrPacket):
+            session.send_error(target.code, target.message)
             return
         running = target.current
         if running is not None and target is not session:

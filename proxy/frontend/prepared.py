@@ -66,6 +66,13 @@ async def com_stmt_prepare(session: Session, packet: Packet) -> bool:
     sql = packet.payload[1:].decode("utf-8", "replace")
     server = session.server
     digest, stmt = server.classifier.classify(sql)  # once, at prepare
+    if stmt.is_kill:
+        # A backend would take the id as one of its threads, shared by many clients.
+        session.send_error(
+            ErrorCode.ER_UNSUPPORTED_PS,
+            "pyproxy does not prepare KILL: send it as a plain query (COM_QUERY)",
+        )
+        return True
     override = None
     payload = packet.payload
     if server.router.rules:

@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 # stop it before the backend connection is dropped.
 KILL_GRACE_S = 5.0
 
+# Beyond pool.idle_timeout_s, the pool's reaper closes an idle connection within this long.
+POOL_SLACK_S = 10.0
+
 # Plain ints for the per-statement status checks (IntFlag arithmetic is slow).
 _AUTOCOMMIT = int(ServerStatus.AUTOCOMMIT)
 _STATE_CHANGED = int(ServerStatus.SESSION_STATE_CHANGED)
@@ -90,6 +93,9 @@ class Session:
         self.client = client
         self.id = session_id
         self.phase = SessionPhase.HANDSHAKE
+        self.phase_since = time.monotonic()  # idle time, and SHOW PROCESSLIST's Time
+        self.command = b""  # the payload of the command running now (or run last)
+        self.wait_timeout: int | None = None  # seconds, once the client sets wait_timeout
         self.user: User | None = None
         self.caps = 0
         self.state = SessionState()
@@ -116,7 +122,18 @@ class Session:
 
     # -- state changes in one place ------------------------------------------------------------
     def change_phase(self, phase: SessionPhase) -> None:
-        self.phase = phase
+        if phase is not self.phase:
+            self.phase = phase
+            self.phase_since = time.monotonic()
+
+    def start_command(self, payload: bytes) -> None:
+        """A client command begins: busy until it is answered (not idle, not swept)."""
+        self.command = payload
+        self.change_phase(SessionPhase.EXECUTING)
+
+    @property
+    def is_executing(self) -> bool:
+        return self.phase is SessionPhase.EXECUTING
 
     @property
     def username(self) -> str:
@@ -323,10 +340,17 @@ class Session:
     def detach(self, conn: BackendConnection, broken: bool = False) -> None:
         if self.attached.get(conn.server_name) is conn:
             del self.attached[conn.server_name]
-        if broken or conn.broken:
+        if broken or conn.broken or self.keeps_backends:
             self.server.pool.discard(conn)
         else:
             self.server.pool.release(conn)
+
+    @property
+    def keeps_backends(self) -> bool:
+        """The client set a wait_timeout short enough for its server to close an idle pooled
+        connection carrying it: the session keeps its connections and they close with it."""
+        limit = self.wait_timeout
+        return limit is not None and limit < self.server.config.pool.idle_timeout_s + POOL_SLACK_S
 
     def release_unpinned(self) -> None:
         """Give back connections the session does not need between statements."""
@@ -725,6 +749,19 @@ class Session:
             return
         self.last_gtid = value.decode() if value else None
 
+    async def learn_wait_timeout(self) -> None:
+        """The client set wait_timeout: read back the value the server made of it (clamped,
+        expressions evaluated), after which the proxy closes this client when idle."""
+        conn = self.attached.get(self.last_server) if self.last_server else None
+        if conn is None or conn.broken:
+            return
+        try:
+            value = await conn.query_scalar("SELECT @@session.wait_timeout")
+        except BackendError:
+            return
+        if value is not None and value.isdigit():
+            self.wait_timeout = int(value)
+
     def consistency(self, stmt: Classification) -> str:
         return (
             stmt.hint_consistency
@@ -786,6 +823,7 @@ class Session:
         self.pins.reasons.clear()
         self.pinned_server = None
         self.stmts.clear()
+        self.wait_timeout = None
 
     async def change_user(self, request: ChangeUser) -> bool:
         cfg = self.server.config

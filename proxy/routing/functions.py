@@ -40,7 +40,7 @@ week weekday weekofyear year yearweek add_months months_between
 _CRYPTO_AND_INFO = """
 aes_decrypt aes_encrypt compress decode des_decrypt des_encrypt encode encrypt md5
 old_password password random_bytes sha sha1 sha2 uncompress uncompressed_length
-validate_password_strength kdf benchmark connection_id current_role current_user database
+validate_password_strength kdf benchmark current_role current_user database
 schema session_user system_user user version icu_version roles_graphml uuid uuid_short
 uuid_to_bin bin_to_uuid is_uuid sys_guid ps_thread_id ps_current_thread_id
 """
@@ -89,6 +89,8 @@ PINNING_FUNCTIONS: MappingProxyType[str, str] = MappingProxyType(
         "is_used_lock": "user-level lock",
         "is_free_lock": "user-level lock",
         "lastval": "sequence value of this session",
+        # The client now knows this backend connection's id (to KILL it, or to log it).
+        "connection_id": "CONNECTION_ID()",
     }
 )
 # Functions that report on the previous statement: they run on the backend that ran it,

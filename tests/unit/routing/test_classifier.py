@@ -431,7 +431,8 @@ CASES: list[tuple[str, StatementKind, dict[str, Any]]] = [
     ("SELECT * FROM t USE INDEX (idx_a) WHERE a = 1", R, {}),
     ("SELECT * FROM t1 JOIN t2 USING (id)", R, {}),
     ("SELECT BENCHMARK(10, MD5('x'))", R, {}),
-    ("SELECT CONNECTION_ID()", R, {}),
+    # The client learns its backend connection's id: keep it (KILL of that id must reach it).
+    ("SELECT CONNECTION_ID()", W, {"pins_session": True, "pin_reason": "CONNECTION_ID()"}),
     ("SELECT REPLACE(name, 'a', 'b'), INSERT(name, 1, 2, 'x') FROM t", R, {}),
     ("SELECT LEFT(name, 3), RIGHT(name, 2) FROM t", R, {}),
     ("SELECT ST_Distance_Sphere(POINT(1, 2), POINT(3, 4))", R, {}),
@@ -544,6 +545,11 @@ CASES: list[tuple[str, StatementKind, dict[str, Any]]] = [
     ("KILL HARD QUERY 42", W, {"kill_id": 42, "kill_variant": "QUERY"}),
     ("KILL QUERY ID 7", W, {"kill_id": 7, "kill_variant": "QUERY_ID"}),
     ("KILL USER 'bob'", W, {"kill_id": None, "kill_variant": "USER"}),
+    ("/* c */ KILL 5", W, {"is_kill": True, "kill_id": 5, "kill_variant": "CONNECTION"}),
+    ("kill soft connection 8;", W, {"kill_id": 8, "kill_variant": "CONNECTION"}),
+    ("KILL HARD 9", W, {"kill_id": 9, "kill_variant": "CONNECTION"}),
+    ("KILL CONNECTION_ID()", W, {"is_kill": True, "kill_id": None, "kill_variant": "CONNECTION"}),
+    ("SELECT 1; KILL 5", W, {"is_kill": True, "is_multi_statement": True}),
     # --- quoting and odd but valid text ---
     ("SELECT 'a' 'b'", R, {}),
     ("SELECT * FROM t WHERE name = 'O\\'Brien'", R, {}),
