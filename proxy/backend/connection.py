@@ -183,6 +183,14 @@ class BackendConnection(asyncio.Protocol):
         detail = f": {exc}" if exc else ""
         self._fail(BackendError(f"connection to {self.server_name} lost{detail}"))
 
+    def abort(self, reason: Exception) -> None:
+        """Drop the connection at once, mid-response or not (its client went away): the relay
+        in flight ends with reason, and the connection is never pooled again."""
+        relay, self._relay = self._relay, None
+        self._fail(BackendError(f"connection to {self.server_name} aborted: {reason}"))
+        if relay is not None and not relay[2].done():
+            relay[2].set_exception(reason)
+
     def _fail(self, exc: BackendError) -> None:
         self.broken = True
         self._lost = exc

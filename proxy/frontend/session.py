@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import logging
@@ -37,6 +38,7 @@ from proxy.protocol.packets import (
     build_ok,
     build_packet,
     encode_end_of_result,
+    log_text,
     parse_ok,
 )
 from proxy.protocol.response import ResponseScanner
@@ -105,6 +107,7 @@ class Session:
         self.killed = False
         client.on_pause = self._pause_backend
         client.on_resume = self._resume_backend
+        client.on_lost = self._client_gone
 
     # -- state changes in one place ------------------------------------------------------------
     def change_phase(self, phase: SessionPhase) -> None:
@@ -124,16 +127,28 @@ class Session:
         except ClientGone:
             pass
         except PacketTooLarge:
+            if self.phase is SessionPhase.HANDSHAKE:
+                self.server.metrics.refused["handshake_too_large"] += 1
+                log.info(
+                    "session %d (%s): packet too large before login, closing",
+                    self.id,
+                    self.client.peer[0],
+                )
             self.send_error(
                 ErrorCode.ER_NET_PACKET_TOO_LARGE,
                 "Got a packet bigger than 'max_allowed_packet' bytes",
                 seq=1,
             )
         except ProtocolError as exc:
-            log.info("session %d (%s): malformed packet: %s", self.id, self.client.peer[0], exc)
+            log.info(
+                "session %d (%s): malformed packet: %s",
+                self.id,
+                self.client.peer[0],
+                log_text(str(exc)),
+            )
             self.send_error(ErrorCode.ER_MALFORMED_PACKET, "Malformed communication packet", 1)
         except BackendError as exc:
-            log.warning("session %d: backend failed mid-result: %s", self.id, exc)
+            log.warning("session %d: backend failed mid-result: %s", self.id, log_text(str(exc)))
         except Exception:
             log.exception("session %d: internal error", self.id)
             self.send_error(ErrorCode.ER_UNKNOWN_ERROR, "pyproxy internal error", 1)
@@ -142,6 +157,29 @@ class Session:
 
     # -- authentication ------------------------------------------------------------------------
     async def authenticate(self) -> bool:
+        """Log the client in; False when it was refused (it got the error) or gave up."""
+        timeout = self.server.config.limits.connect_timeout_s
+        try:
+            # One deadline over the whole exchange with the client (TLS included), like
+            # MySQL's connect_timeout: a silent or trickling client cannot hold a slot.
+            async with asyncio.timeout(timeout):
+                action, auth = await self._client_auth()
+        except TimeoutError:
+            self.server.metrics.refused["connect_timeout"] += 1
+            log.info(
+                "session %d (%s): no login within connect_timeout_s (%gs), closing",
+                self.id,
+                self.client.peer[0],
+                timeout,
+            )
+            return False
+        if action is None:
+            return False
+        return await self._logged_in(action, auth)
+
+    async def _client_auth(self) -> tuple[AuthDone | None, ServerAuth]:
+        """The handshake with the client up to its verified credentials (AuthDone), or None
+        after the client got an access-denied error."""
         cfg = self.server.config
         auth = ServerAuth(
             lambda name: u.password if (u := cfg.user(name)) else None,
@@ -168,15 +206,27 @@ class Session:
                     self.client.write(action.data)
                 self.server.metrics.refused["auth"] += 1
                 log.info(
-                    "session %d: %s from %s", self.id, action.error.message, self.client.peer[0]
+                    "session %d: %s from %s",
+                    self.id,
+                    log_text(action.error.message),
+                    self.client.peer[0],
                 )
-                return False
+                return None, auth
             elif isinstance(action, AuthDone):
-                break
+                return action, auth
             packet = await self.client.read_packet()
             action = auth.feed(packet.payload, packet.seq)
+
+    async def _logged_in(self, action: AuthDone, auth: ServerAuth) -> bool:
+        """Admit the authenticated client (connection limits), check its schema, send OK."""
+        cfg = self.server.config
         user = cfg.user(auth.username)
         assert user is not None
+        refusal = self.server.admit(self, user)
+        if refusal is not None:
+            self.client.write(build_packet(auth_seq(action), _encode_err(refusal)))
+            return False
+        self.client.logged_in()
         self.user = user
         self.caps = auth.capabilities
         assert auth.response is not None
@@ -224,6 +274,20 @@ class Session:
             if remaining <= 0:
                 return ErrPacket(ErrorCode.CR_CONN_HOST_ERROR, f"pyproxy: {last}", "HY000")
             await self.server.topology_changed(remaining)
+
+    def _client_gone(self) -> None:
+        """The client hung up. A result still being relayed to it is abandoned at once: its
+        backend connection is aborted (and never pooled) rather than drained."""
+        conn = self.current
+        if conn is None or self.phase is not SessionPhase.EXECUTING:
+            return
+        log.info(
+            "session %d (%s): client went away mid-result; backend connection to %s aborted",
+            self.id,
+            self.client.peer[0],
+            conn.server_name,
+        )
+        conn.abort(ClientGone())
 
     async def _start_tls(self) -> None:
         assert self.server.tls is not None
