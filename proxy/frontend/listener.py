@@ -178,12 +178,23 @@ class ProxyServer:
             return ErrPacket(ErrorCode.ER_CON_COUNT_ERROR, "Too many connections", "08004")
         if self._per_user[user.username] >= user.max_connections:
             self.metrics.refused["max_user_connections"] += 1
-            return ErrPacket(
-                ErrorCode.ER_TOO_MANY_USER_CONNECTIONS,
-                f"User {user.username} already has more than 'max_user_connections' "
-                "active connections",
-                "42000",
-            )
+            return _too_many_user_connections(user.username)
+        self._admitted[session.id] = user.username
+        self._per_user[user.username] += 1
+        return None
+
+    def switch_user(self, session: Session, user: User) -> ErrPacket | None:
+        """COM_CHANGE_USER to another user: it must have room under its max_connections."""
+        old = self._admitted.get(session.id)
+        if old == user.username:
+            return None
+        if self._per_user[user.username] >= user.max_connections:
+            self.metrics.refused["max_user_connections"] += 1
+            return _too_many_user_connections(user.username)
+        if old is not None:
+            self._per_user[old] -= 1
+            if not self._per_user[old]:
+                del self._per_user[old]
         self._admitted[session.id] = user.username
         self._per_user[user.username] += 1
         return None
@@ -417,6 +428,14 @@ class ProxyServer:
             self.pool.discard(conn)
             return
         self.pool.release(conn)
+
+
+def _too_many_user_connections(username: str) -> ErrPacket:
+    return ErrPacket(
+        ErrorCode.ER_TOO_MANY_USER_CONNECTIONS,
+        f"User {username} already has more than 'max_user_connections' active connections",
+        "42000",
+    )
 
 
 def _frontend_tls(config: Config) -> ssl.SSLContext | None:

@@ -758,6 +758,10 @@ class Session:
                 seq,
             )
             return False  # MySQL closes the connection after a failed change-user
+        refusal = self.server.switch_user(self, user)
+        if refusal is not None:
+            self.client.write(build_packet(seq, _encode_err(refusal)))
+            return False
         self.user = user
         self.reset(
             SessionState(

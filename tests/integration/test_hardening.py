@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import mysql.connector
 import pymysql
 import pytest
 
@@ -81,25 +82,31 @@ def running_anywhere(proxy: LabProxy, text: str) -> int:
     return found
 
 
-def hang_up_mid_result(proxy: LabProxy) -> None:
-    """Log in, ask for a 40 MB result, read 64 KiB of it and close (with a reset)."""
+def hang_up_mid_result(proxy: LabProxy, how: str) -> None:
+    """Log in, ask for a 40 MB result, read 64 KiB of it and hang up: with a FIN first (what
+    made the proxy write into a closed socket and die of SIGPIPE), with a reset, or plainly."""
     rude = RawClient(proxy.port)
     rude.login(proxy.user, proxy.password, "demo_db")
     rude.query(BIG_RESULT)
     got = 0
     while got < 64 * 1024:
         got += len(rude.sock.recv(65536))
-    rude.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    if how == "fin":
+        rude.sock.shutdown(socket.SHUT_WR)
+    elif how == "reset":
+        rude.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     rude.close()
 
 
 def test_client_gone_mid_result(proxy: LabProxy) -> None:
     with PoliteClients(proxy, 4) as polite:
-        for _ in range(3):
-            hang_up_mid_result(proxy)
+        for how in ("fin", "reset", "close") * 2:
+            hang_up_mid_result(proxy, how)
+            time.sleep(0.3)
+            assert proxy.alive(), proxy.log_tail()
         time.sleep(1)
     assert_unharmed(proxy, polite)
-    assert proxy.log_text().count("client went away mid-result") >= 3, proxy.log_tail()
+    assert proxy.log_text().count("client went away mid-result") >= 6, proxy.log_tail()
     # Abandoned, not drained in the background: the big SELECTs are gone from the servers.
     assert wait_until(lambda: running_anywhere(proxy, "seq_1_to_200000") == 0)
 
@@ -253,6 +260,14 @@ def test_user_max_connections(proxy: LabProxy) -> None:
         "User capped already has more than 'max_user_connections' active connections"
     )
     assert proxy.refused("max_user_connections") == before + 1
+    # Nor by COM_CHANGE_USER from another user's session.
+    other = mysql.connector.connect(
+        host="127.0.0.1", port=proxy.port, user=proxy.user, password=proxy.password, use_pure=True
+    )
+    with pytest.raises(mysql.connector.Error) as switched:
+        other.cmd_change_user(username="capped", password="capped-pass")
+    assert switched.value.errno == ErrorCode.ER_TOO_MANY_USER_CONNECTIONS
+    other.close()
     capped.pop().close()
     assert wait_until(lambda: _can_login_capped(proxy))
     for client in capped:  # the first ones were never disturbed
