@@ -38,6 +38,7 @@ class LabProxy(ProxyProcess):
         workdir: Path,
         limits: dict[str, Any] | None = None,
         extra_users: list[dict[str, Any]] | None = None,
+        pool: dict[str, Any] | None = None,
     ) -> None:
         data = lab.proxy_config()
         self.admin_port, self.http_port = free_port(), free_port()
@@ -47,6 +48,8 @@ class LabProxy(ProxyProcess):
         data["listeners"]["http"]["port"] = self.http_port
         if limits:
             data["limits"] = limits
+        if pool:
+            data["pool"] = pool
         data["users"] += extra_users or []
         workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / "pyproxy.yaml"
@@ -129,8 +132,9 @@ def lab_proxy(
     workdir: Path,
     limits: dict[str, Any] | None = None,
     extra_users: list[dict[str, Any]] | None = None,
+    pool: dict[str, Any] | None = None,
 ) -> Iterator[LabProxy]:
-    proxy = LabProxy(lab, workdir, limits, extra_users)
+    proxy = LabProxy(lab, workdir, limits, extra_users, pool)
     proxy.start(proxy.user, proxy.password)
     try:
         yield proxy
