@@ -77,7 +77,6 @@ def pyproxy_command() -> list[str]:
     return [sys.executable, "-m", "proxy.cli"]
 
 
-
 class ProxyFailed(RuntimeError):
     """pyproxy did not start, or died."""
 

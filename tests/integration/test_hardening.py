@@ -99,6 +99,11 @@ def hang_up_mid_result(proxy: LabProxy, how: str) -> None:
 
 
 def test_client_gone_mid_result(proxy: LabProxy) -> None:
+    status = Path(f"/proc/{proxy.pid}/status").read_text()
+    ignored = int(
+        next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16
+    )
+    assert ignored & 1 << (signal.SIGPIPE - 1), "SIGPIPE must stay ignored in the proxy"
     with PoliteClients(proxy, 4) as polite:
         for how in ("fin", "reset", "close") * 2:
             hang_up_mid_result(proxy, how)
