@@ -99,6 +99,10 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if exc is not None:
+            # Reset or broken: commands still buffered are dropped, as the kernel drops them
+            # for a server on a reset (after a clean close they still run, like on MySQL).
+            self.reader.clear()
         hw = self._handshake_waiter
         if hw is not None and not hw.done():
             hw.set_result(None)

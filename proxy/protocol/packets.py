@@ -317,6 +317,12 @@ class PacketReader:
         self._buf.clear()
         return data
 
+    def clear(self) -> None:
+        """Drop everything received and not yet read (the peer is gone)."""
+        self._buf = bytearray()
+        self._parts = []
+        self._split_len = 0
+
     def read(self) -> Packet | None:
         """Next complete logical packet, or None until more bytes arrive."""
         buf = self._buf

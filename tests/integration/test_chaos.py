@@ -165,7 +165,11 @@ def test_chaos(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> None:
                 t.join(60)
         statements, errors = polite.statements, polite.errors
         assert proxy.alive(), proxy.log_tail()
-        time.sleep(3)  # sessions gone, pool trimmed, aborted backends reaped
+        # Every rude session ends (one that hung up cleanly may still run what it had sent).
+        settle = time.monotonic() + 30
+        while (sessions_after := proxy.client_connections()) and time.monotonic() < settle:
+            time.sleep(0.5)
+        time.sleep(2)  # the pool trimmed, aborted backends gone from the servers
         rss_after = proxy.rss_mib()
         backends_after = proxy.backend_connections()
         print(
@@ -173,11 +177,13 @@ def test_chaos(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> None:
             f"errors {len(errors)}\n"
             f"rude actions: {dict(rude.actions)}\n"
             f"RSS MiB: before {rss_before:.0f}, peak {rss_peak:.0f}, after {rss_after:.0f}\n"
-            f"app backend connections: before {backends_before}, after {backends_after}"
+            f"app backend connections: before {backends_before}, after {backends_after}\n"
+            f"client sessions left in the proxy: {sessions_after}"
         )
         assert errors == [], errors[:5]
         assert statements > POLITE
         assert all(rude.actions[kind] > 0 for kind in rude.actions)
+        assert sessions_after == 0  # every rude session was ended and forgotten
         assert rss_after < rss_before + 64
         for server, count in backends_after.items():
             assert count <= backends_before[server] + IDLE_POOL * PROFILES, (server, count)

@@ -94,6 +94,14 @@ class LabProxy(ProxyProcess):
         with urllib.request.urlopen(url, timeout=10) as resp:
             return str(resp.read().decode())
 
+    def client_connections(self) -> int:
+        """The pyproxy_client_connections gauge: client sessions open in the proxy now."""
+        m = re.search(
+            r"^pyproxy_client_connections ([0-9.e+]+)$", self.metrics_text(), re.MULTILINE
+        )
+        assert m is not None
+        return int(float(m.group(1)))
+
     def refused(self, reason: str) -> int:
         """pyproxy_client_connections_refused{reason=...} as scraped now."""
         line = f'pyproxy_client_connections_refused_total{{reason="{reason}"}} '

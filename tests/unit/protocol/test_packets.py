@@ -255,6 +255,17 @@ def test_reader_ready_tells_whether_read_makes_progress() -> None:
     assert not reader.ready
 
 
+def test_reader_clear_drops_partial_packets() -> None:
+    reader = PacketReader()
+    reader.feed(build_packet(0, b"z" * (MAX_PACKET_PAYLOAD + 5))[:-2])
+    assert reader.read() is None and reader.buffered > MAX_PACKET_PAYLOAD
+    reader.clear()
+    assert reader.buffered == 0
+    reader.feed(build_packet(0, b"ok"))
+    packet = reader.read()
+    assert packet is not None and packet.payload == b"ok"
+
+
 def test_reader_rejects_out_of_order_fragment() -> None:
     wire = bytearray(build_packet(0, b"q" * (MAX_PACKET_PAYLOAD + 3)))
     wire[MAX_PACKET_PAYLOAD + 4 + 3] = 2  # continuation should be seq 1
