@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.proxyproc import CLK_TCK, raise_nofile
+from proxy.testing import CLK_TCK, raise_nofile
 
 CONFIG = """\
 global

@@ -17,11 +17,11 @@ from bench import report, sysbench
 from bench.classification import run_classify
 from bench.hop import HopProxy
 from bench.idle import hold_idle_connections
-from bench.proxyproc import ProxyProcess, raise_nofile
 from bench.ryw import run_ryw
 from bench.settings import Settings, parse_settings
 from bench.summary import Measured, ScenarioRuns, public, summarise, targets
 from bench.topology import BenchLab, free_port
+from proxy.testing import ProxyProcess, raise_nofile
 
 IDLE_SETTLE_S = 2.0  # a session idle for 1 s hands its backend connection back
 

@@ -284,14 +284,21 @@ def _switchover(config: Config, target: str) -> int:
 
 def entry() -> None:
     """The `pyproxy` console script."""
-    # `pyproxy lab status | head` should end quietly, like any Unix tool. (Not in main():
-    # tests call main() in-process, where a closed socket must stay an exception.)
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    sys.exit(main())
+    sys.exit(main(quiet_pipe=True))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _only_prints(args: argparse.Namespace) -> bool:
+    """Commands that just print (no proxy, no client sessions in this process)."""
+    return bool(args.command == "lab" and args.lab_cmd != "run")
+
+
+def main(argv: Sequence[str] | None = None, quiet_pipe: bool = False) -> int:
     args = build_parser().parse_args(argv)
+    if quiet_pipe and _only_prints(args):
+        # `pyproxy lab status | head` should end quietly, like any Unix tool. Only there: a
+        # process serving clients must keep SIGPIPE ignored, or one client closing its socket
+        # mid-result would kill it. (Not for tests calling main() in-process either.)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -146,7 +146,14 @@ class Pool(_Model):
 
 
 class Limits(_Model):
-    max_client_connections: int = Field(10_000, ge=1)
+    max_client_connections: int = Field(10_000, ge=1)  # logged-in clients
+    # Connections still in the handshake (not logged in yet) count here, not above; when
+    # full, the oldest handshake is dropped to make room, so a flood of silent sockets
+    # cannot lock real clients out.
+    max_unauthenticated_connections: int = Field(1_000, ge=1)
+    # The whole login (handshake, TLS, auth exchange) must finish within this (MySQL's
+    # connect_timeout).
+    connect_timeout_s: float = Field(10.0, gt=0)
     max_allowed_packet: int = Field(64 * 1024 * 1024, ge=1024)
     client_idle_timeout_s: float = Field(28_800.0, gt=0)
 

@@ -103,7 +103,14 @@ class ProxyCollector:
             "Client connections refused, by reason",
             labels=["reason"],
         )
-        for reason in ("max_connections", "auth"):
+        for reason in (
+            "max_connections",
+            "max_user_connections",
+            "auth",
+            "connect_timeout",
+            "handshake_evicted",
+            "handshake_too_large",
+        ):
             refused.add_metric([reason], m.refused.get(reason, 0))
         yield refused
         lost = CounterMetricFamily(

@@ -1,17 +1,30 @@
-"""Running a ProxyServer on its own event loop thread, for tests and tools."""
+"""Running pyproxy for tests, tools and the benchmark: in a thread of this process, or as the
+real `pyproxy` process."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Coroutine
+import time
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, TypeVar
+
+import pymysql
 
 from proxy.config import Config
 from proxy.frontend.listener import ProxyServer
 
 T = TypeVar("T")
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class ProxyThread:
@@ -53,3 +66,150 @@ def _new_loop() -> asyncio.AbstractEventLoop:
         return uvloop.new_event_loop()
     except ImportError:  # pragma: no cover
         return asyncio.new_event_loop()
+
+
+# -- the real process ------------------------------------------------------------------------------
+def pyproxy_command() -> list[str]:
+    """The `pyproxy` console script of this interpreter's environment (else `python -m`)."""
+    script = Path(sys.executable).with_name("pyproxy")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "proxy.cli"]
+
+
+class ProxyFailed(RuntimeError):
+    """pyproxy did not start, or died."""
+
+
+def raise_nofile() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to the hard limit; returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+class ProxyProcess:
+    """`pyproxy --config CFG` in its own session (Ctrl-C in the terminal reaches only us)."""
+
+    def __init__(
+        self, config: Path, port: int, log: Path, command: Sequence[str] | None = None
+    ) -> None:
+        self.config = config
+        self.port = port
+        self.log_path = log
+        self.command = list(command or pyproxy_command())
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.nofile = 0
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise ProxyFailed("pyproxy is not running")
+        return self.proc.pid
+
+    def start(self, user: str, password: str, timeout: float = 30) -> None:
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [*self.command, "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=raise_nofile,  # thousands of client sockets need a high limit
+            )
+        self._wait_ready(user, password, timeout)
+        self.nofile = _proc_nofile(self.pid)
+
+    def _wait_ready(self, user: str, password: str, timeout: float) -> None:
+        """Listening and routing: a read and a write both answer through it."""
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    pass
+                conn = pymysql.connect(
+                    host="127.0.0.1",
+                    port=self.port,
+                    user=user,
+                    password=password,
+                    connect_timeout=3,
+                    read_timeout=5,
+                )
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT 1")
+                        cur.execute("SELECT /* pyproxy:writer */ 1")
+                    return
+                finally:
+                    conn.close()
+            except (OSError, pymysql.err.MySQLError) as exc:
+                last = exc
+                time.sleep(0.2)
+        raise ProxyFailed(
+            f"pyproxy not ready on port {self.port} after {timeout}s: {last}\n{self.log_tail()}"
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise ProxyFailed(f"pyproxy exited with {self.proc.returncode}\n{self.log_tail()}")
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the proxy process (all its threads) so far."""
+        self._check_alive()
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+        return (utime + stime) / CLK_TCK
+
+    def rss_kb(self) -> int:
+        self._check_alive()
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise ProxyFailed("no VmRSS in /proc status")
+
+    def log_text(self) -> str:
+        """Everything the process logged so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def stop(self, timeout: float = 20) -> dict[str, object]:
+        """SIGTERM, then SIGKILL if it has not exited after `timeout` s; how it went."""
+        if self.proc is None:
+            return {}
+        proc, self.proc = self.proc, None
+        start = time.monotonic()
+        killed = False
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                killed = True
+                proc.kill()
+                proc.wait()
+        return {
+            "exit_code": proc.returncode,
+            "stop_s": round(time.monotonic() - start, 2),
+            "killed_after_sigterm_timeout": killed,
+        }
+
+
+def _proc_nofile(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    return 0

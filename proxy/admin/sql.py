@@ -82,7 +82,8 @@ class AdminServer:
 
     async def _session(self, client: ClientConnection, conn_id: int) -> None:
         try:
-            caps = await self._authenticate(client, conn_id)
+            async with asyncio.timeout(self.proxy.config.limits.connect_timeout_s):
+                caps = await self._authenticate(client, conn_id)
             if caps is None:
                 return
             while True:
@@ -97,7 +98,7 @@ class AdminServer:
                     client.write(build_ok(1, caps))
                 else:
                     client.write(build_err(1, ErrorCode.ER_UNKNOWN_COM_ERROR, "Unknown command"))
-        except (ClientGone, ProtocolError):
+        except (ClientGone, ProtocolError, TimeoutError):
             pass
         except Exception:
             log.exception("admin session failed")
@@ -122,6 +123,7 @@ class AdminServer:
                 return None
             elif isinstance(action, AuthDone):
                 client.write(action.data)
+                client.logged_in()
                 return auth.capabilities
             packet = await client.read_packet()
             action = auth.feed(packet.payload, packet.seq)

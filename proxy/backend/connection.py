@@ -184,11 +184,15 @@ class BackendConnection(asyncio.Protocol):
         detail = f": {exc}" if exc else ""
         self._fail(BackendError(f"connection to {self.server_name} lost{detail}"))
 
-    def abort(self, reason: str) -> None:
-        """Drop the connection now (its server went DOWN, a deadline passed): a relay in
-        progress ends with a BackendError."""
-        if not self.broken:
-            self._fail(BackendError(f"connection to {self.server_name} aborted: {reason}"))
+    def abort(self, reason: str, exc: Exception | None = None) -> None:
+        """Drop the connection at once, mid-response or not (its client went away, its server
+        was marked DOWN, a deadline passed); it is never pooled again. A relay in flight ends
+        with exc, or a BackendError saying why."""
+        relay, self._relay = self._relay, None
+        lost = BackendError(f"connection to {self.server_name} aborted: {reason}")
+        self._fail(lost)
+        if relay is not None and not relay[2].done():
+            relay[2].set_exception(exc or lost)
 
     def _fail(self, exc: BackendError) -> None:
         self.broken = True

@@ -9,7 +9,17 @@ from collections.abc import Callable
 from typing import cast
 
 from proxy.metrics import Metrics
+from proxy.protocol.handshake import MAX_HANDSHAKE_PAYLOAD
 from proxy.protocol.packets import Packet, PacketReader
+
+# A client with more unprocessed input than this (and a whole command among it) is not read
+# from until the session catches up: a pipelining client cannot make the proxy buffer its
+# flood. A single packet being assembled may be bigger (up to max_allowed_packet).
+INPUT_LIMIT = 1 << 20
+
+# Commands already in the buffer are run back to back; every this many the session yields to
+# the event loop so that one pipelining client cannot starve the others.
+YIELD_EVERY = 32
 
 
 class ClientGone(Exception):
@@ -22,7 +32,10 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, max_payload: int, metrics: Metrics) -> None:
         self.metrics = metrics
         self.transport: asyncio.Transport | None = None
-        self.reader = PacketReader(max_payload=max_payload)
+        # Before login only handshake-sized packets: a bigger header ends the connection
+        # before any of its payload is buffered. logged_in() raises it to max_payload.
+        self.max_payload = max_payload
+        self.reader = PacketReader(max_payload=min(max_payload, MAX_HANDSHAKE_PAYLOAD))
         self.peer = ("?", 0)
         self.closed = False
         self.last_active = time.monotonic()
@@ -33,6 +46,11 @@ class ClientConnection(asyncio.Protocol):
         self.on_pause: Callable[[], None] | None = None
         self.on_resume: Callable[[], None] | None = None
         self.paused = False
+        self._drained: asyncio.Future[None] | None = None  # resolved by resume_writing
+        self.reading_paused = False  # we stopped reading: too much unprocessed input
+        self._streak = 0  # packets returned in a row without waiting for the network
+        # Set by the session: the client went away (a relay to it is abandoned at once).
+        self.on_lost: Callable[[], None] | None = None
         self.on_connected: Callable[[ClientConnection], None] | None = None
         self._tls: ssl.SSLObject | None = None
         self._tls_in_bio = ssl.MemoryBIO()
@@ -62,7 +80,16 @@ class ClientConnection(asyncio.Protocol):
             return
         if self._tls is not None:
             data = self._tls_in(data)
-        self.reader.feed(data)
+        reader = self.reader
+        reader.feed(data)
+        if (
+            not self.reading_paused
+            and reader.buffered > INPUT_LIMIT
+            and reader.ready
+            and self.transport is not None
+        ):
+            self.reading_paused = True
+            self.transport.pause_reading()
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
@@ -72,15 +99,24 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if exc is not None:
+            # Reset or broken: commands still buffered are dropped, as the kernel drops them
+            # for a server on a reset (after a clean close they still run, like on MySQL).
+            self.reader.clear()
         hw = self._handshake_waiter
         if hw is not None and not hw.done():
             hw.set_result(None)
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
+        d = self._drained
+        if d is not None and not d.done():
+            d.set_result(None)
         if self.paused and self.on_resume is not None:
             self.paused = False
             self.on_resume()
+        if self.on_lost is not None:
+            self.on_lost()
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -89,16 +125,39 @@ class ClientConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.paused = False
+        d = self._drained
+        if d is not None and not d.done():
+            d.set_result(None)
         if self.on_resume is not None:
             self.on_resume()
 
     # -- used by the session -------------------------------------------------------------------
+    def logged_in(self) -> None:
+        """The client authenticated: packets up to max_allowed_packet from now on."""
+        self.reader.max_payload = self.max_payload
+
     async def read_packet(self) -> Packet:
-        """Next packet from the client; raises ClientGone, or the reader's ProtocolError."""
+        """Next packet from the client; raises ClientGone, or the reader's ProtocolError.
+
+        Backpressure both ways: a client that does not read its answers gets no further
+        command run until they drained, and one that sent more than INPUT_LIMIT ahead is
+        not read from until the session caught up.
+        """
+        if self.paused and not self.closed:
+            await self._wait_drained()
         while True:
             packet = self.reader.read()
             if packet is not None:
+                if self.reading_paused:
+                    self._maybe_resume_reading()
+                self._streak += 1
+                if self._streak >= YIELD_EVERY:
+                    self._streak = 0
+                    await asyncio.sleep(0)
                 return packet
+            self._streak = 0
+            if self.reading_paused:
+                self._maybe_resume_reading()
             if self.closed:
                 raise ClientGone()
             self._waiter = (self._loop or asyncio.get_running_loop()).create_future()
@@ -106,6 +165,20 @@ class ClientConnection(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
+
+    def _maybe_resume_reading(self) -> None:
+        reader = self.reader
+        if (reader.buffered <= INPUT_LIMIT or not reader.ready) and self.transport is not None:
+            self.reading_paused = False
+            if not self.closed:
+                self.transport.resume_reading()
+
+    async def _wait_drained(self) -> None:
+        self._drained = (self._loop or asyncio.get_running_loop()).create_future()
+        try:
+            await self._drained
+        finally:
+            self._drained = None
 
     def write(self, data: bytes) -> None:
         if not self.closed and self.transport is not None:
@@ -139,6 +212,8 @@ class ClientConnection(asyncio.Protocol):
                     raise ClientGone() from None
                 finally:
                     self._handshake_waiter = None
+            except ssl.SSLError:
+                raise ClientGone() from None  # not TLS, or a broken handshake: like a hang-up
         self._flush_tls()
         self._tls = tls
         # Application data that came with the end of the handshake.

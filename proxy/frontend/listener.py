@@ -7,13 +7,14 @@ import contextlib
 import logging
 import ssl
 import time
+from collections import Counter
 
 from proxy.admin.http import HttpServer
 from proxy.admin.sql import AdminServer
 from proxy.backend.connection import BackendError, read_greeting
 from proxy.backend.pool import BackendPool
 from proxy.cluster import Cluster, HostStatus, ServerState
-from proxy.config import Config, ConfigError, load_config
+from proxy.config import Config, ConfigError, User, load_config
 from proxy.frontend import commands
 from proxy.frontend.client import ClientConnection
 from proxy.frontend.processlist import kill_target
@@ -58,6 +59,11 @@ class ProxyServer:
         self.router = Router(self.cluster, config)
         self.digests = QueryDigests()
         self.sessions: dict[int, Session] = {}
+        # Sessions still logging in, oldest first, and the logged-in ones per user: changed
+        # only by _on_connected, admit and session_closed.
+        self._handshaking: dict[int, Session] = {}
+        self._admitted: dict[int, str] = {}  # session id -> user name
+        self._per_user: Counter[str] = Counter()
         self.metrics = Metrics()
         self.tls = _frontend_tls(config)
         # caching_sha2_password clients without TLS may ask for our RSA key (full auth).
@@ -143,14 +149,29 @@ class ProxyServer:
         return client
 
     def _on_connected(self, client: ClientConnection) -> None:
-        if len(self.sessions) >= self.config.limits.max_client_connections:
+        limits = self.config.limits
+        if len(self._admitted) >= limits.max_client_connections:
             self.metrics.refused["max_connections"] += 1
             client.write(build_err(0, ErrorCode.ER_CON_COUNT_ERROR, "Too many connections"))
             client.close()
             return
+        if len(self._handshaking) >= limits.max_unauthenticated_connections:
+            # Make room by dropping the oldest handshake: a real client logs in within
+            # milliseconds, so a flood of silent sockets only ever evicts itself.
+            oldest = next(iter(self._handshaking.values()))
+            self._handshaking.pop(oldest.id)
+            self.metrics.refused["handshake_evicted"] += 1
+            log.info(
+                "session %d (%s): evicted, %d connections are logging in",
+                oldest.id,
+                oldest.client.peer[0],
+                len(self._handshaking) + 1,
+            )
+            oldest.client.close()
         self.metrics.accepted += 1
         session = Session(self, client, self._new_session_id())
         self.sessions[session.id] = session
+        self._handshaking[session.id] = session
         task = asyncio.get_running_loop().create_task(session.run(commands.dispatch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -164,8 +185,44 @@ class ProxyServer:
             if self._next_id not in self.sessions:  # after a wrap: skip ids still in use
                 return self._next_id
 
+    def admit(self, session: Session, user: User) -> ErrPacket | None:
+        """A client has authenticated as user: it now counts against max_client_connections
+        and the user's max_connections, or gets the error MySQL gives when one is full."""
+        self._handshaking.pop(session.id, None)
+        if len(self._admitted) >= self.config.limits.max_client_connections:
+            self.metrics.refused["max_connections"] += 1
+            return ErrPacket(ErrorCode.ER_CON_COUNT_ERROR, "Too many connections", "08004")
+        if self._per_user[user.username] >= user.max_connections:
+            self.metrics.refused["max_user_connections"] += 1
+            return _too_many_user_connections(user.username)
+        self._admitted[session.id] = user.username
+        self._per_user[user.username] += 1
+        return None
+
+    def switch_user(self, session: Session, user: User) -> ErrPacket | None:
+        """COM_CHANGE_USER to another user: it must have room under its max_connections."""
+        old = self._admitted.get(session.id)
+        if old == user.username:
+            return None
+        if self._per_user[user.username] >= user.max_connections:
+            self.metrics.refused["max_user_connections"] += 1
+            return _too_many_user_connections(user.username)
+        if old is not None:
+            self._per_user[old] -= 1
+            if not self._per_user[old]:
+                del self._per_user[old]
+        self._admitted[session.id] = user.username
+        self._per_user[user.username] += 1
+        return None
+
     def session_closed(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
+        self._handshaking.pop(session.id, None)
+        name = self._admitted.pop(session.id, None)
+        if name is not None:
+            self._per_user[name] -= 1
+            if not self._per_user[name]:
+                del self._per_user[name]
 
     async def _sweep(self) -> None:
         """Idle timeouts, and giving back idle sessions' backend connections."""
@@ -402,6 +459,14 @@ class ProxyServer:
             self.pool.discard(conn)
             return
         self.pool.release(conn)
+
+
+def _too_many_user_connections(username: str) -> ErrPacket:
+    return ErrPacket(
+        ErrorCode.ER_TOO_MANY_USER_CONNECTIONS,
+        f"User {username} already has more than 'max_user_connections' active connections",
+        "42000",
+    )
 
 
 def _frontend_tls(config: Config) -> ssl.SSLContext | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import logging
@@ -37,6 +38,7 @@ from proxy.protocol.packets import (
     build_ok,
     build_packet,
     encode_end_of_result,
+    log_text,
     parse_ok,
 )
 from proxy.protocol.response import ResponseScanner
@@ -119,6 +121,7 @@ class Session:
         self.kill_sent: BackendConnection | None = None  # KILL QUERY sent for its statement
         client.on_pause = self._pause_backend
         client.on_resume = self._resume_backend
+        client.on_lost = self._client_gone
 
     # -- state changes in one place ------------------------------------------------------------
     def change_phase(self, phase: SessionPhase) -> None:
@@ -149,18 +152,30 @@ class Session:
         except ClientGone:
             pass
         except PacketTooLarge:
+            if self.phase is SessionPhase.HANDSHAKE:
+                self.server.metrics.refused["handshake_too_large"] += 1
+                log.info(
+                    "session %d (%s): packet too large before login, closing",
+                    self.id,
+                    self.client.peer[0],
+                )
             self.send_error(
                 ErrorCode.ER_NET_PACKET_TOO_LARGE,
                 "Got a packet bigger than 'max_allowed_packet' bytes",
                 seq=1,
             )
         except ProtocolError as exc:
-            log.info("session %d (%s): malformed packet: %s", self.id, self.client.peer[0], exc)
+            log.info(
+                "session %d (%s): malformed packet: %s",
+                self.id,
+                self.client.peer[0],
+                log_text(str(exc)),
+            )
             self.send_error(ErrorCode.ER_MALFORMED_PACKET, "Malformed communication packet", 1)
         except SessionLost as exc:
             self._refuse_recovery(exc)
         except BackendError as exc:
-            log.warning("session %d: backend failed mid-result: %s", self.id, exc)
+            log.warning("session %d: backend failed mid-result: %s", self.id, log_text(str(exc)))
         except Exception:
             log.exception("session %d: internal error", self.id)
             self.send_error(ErrorCode.ER_UNKNOWN_ERROR, "pyproxy internal error", 1)
@@ -169,6 +184,29 @@ class Session:
 
     # -- authentication ------------------------------------------------------------------------
     async def authenticate(self) -> bool:
+        """Log the client in; False when it was refused (it got the error) or gave up."""
+        timeout = self.server.config.limits.connect_timeout_s
+        try:
+            # One deadline over the whole exchange with the client (TLS included), like
+            # MySQL's connect_timeout: a silent or trickling client cannot hold a slot.
+            async with asyncio.timeout(timeout):
+                action, auth = await self._client_auth()
+        except TimeoutError:
+            self.server.metrics.refused["connect_timeout"] += 1
+            log.info(
+                "session %d (%s): no login within connect_timeout_s (%gs), closing",
+                self.id,
+                self.client.peer[0],
+                timeout,
+            )
+            return False
+        if action is None:
+            return False
+        return await self._logged_in(action, auth)
+
+    async def _client_auth(self) -> tuple[AuthDone | None, ServerAuth]:
+        """The handshake with the client up to its verified credentials (AuthDone), or None
+        after the client got an access-denied error."""
         cfg = self.server.config
         auth = ServerAuth(
             lambda name: u.password if (u := cfg.user(name)) else None,
@@ -195,15 +233,27 @@ class Session:
                     self.client.write(action.data)
                 self.server.metrics.refused["auth"] += 1
                 log.info(
-                    "session %d: %s from %s", self.id, action.error.message, self.client.peer[0]
+                    "session %d: %s from %s",
+                    self.id,
+                    log_text(action.error.message),
+                    self.client.peer[0],
                 )
-                return False
+                return None, auth
             elif isinstance(action, AuthDone):
-                break
+                return action, auth
             packet = await self.client.read_packet()
             action = auth.feed(packet.payload, packet.seq)
+
+    async def _logged_in(self, action: AuthDone, auth: ServerAuth) -> bool:
+        """Admit the authenticated client (connection limits), check its schema, send OK."""
+        cfg = self.server.config
         user = cfg.user(auth.username)
         assert user is not None
+        refusal = self.server.admit(self, user)
+        if refusal is not None:
+            self.client.write(build_packet(auth_seq(action), _encode_err(refusal)))
+            return False
+        self.client.logged_in()
         self.user = user
         self.caps = auth.capabilities
         assert auth.response is not None
@@ -251,6 +301,20 @@ class Session:
             if remaining <= 0:
                 return ErrPacket(ErrorCode.CR_CONN_HOST_ERROR, f"pyproxy: {last}", "HY000")
             await self.server.topology_changed(remaining)
+
+    def _client_gone(self) -> None:
+        """The client hung up. A result still being relayed to it is abandoned at once: its
+        backend connection is aborted (and never pooled) rather than drained."""
+        conn = self.current
+        if conn is None or self.phase is not SessionPhase.EXECUTING:
+            return
+        log.info(
+            "session %d (%s): client went away mid-result; backend connection to %s aborted",
+            self.id,
+            self.client.peer[0],
+            conn.server_name,
+        )
+        conn.abort("its client went away", ClientGone())
 
     async def _start_tls(self) -> None:
         assert self.server.tls is not None
@@ -300,7 +364,7 @@ class Session:
     def _held_on_pins(self) -> str:
         return ", ".join(sorted(r for r in self.pins.reasons if ":" not in r)) or "pinned state"
 
-    def _carry_over(self, conn: BackendConnection, seq: int = 1) -> None:
+    def _carry_over(self, conn: BackendConnection, seq: int | None = 1) -> None:
         """A backend connection the session had is gone: go on with a new one only when
         nothing was lost with it (session settings are replayed); else SessionLost."""
         held = self._held_on(conn)
@@ -321,6 +385,8 @@ class Session:
             self.id,
             exc.held,
         )
+        if exc.seq is None:
+            return  # the client's stream was cut mid-packet: closing it is all that is left
         self.client.write(
             build_err(
                 exc.seq,
@@ -434,7 +500,8 @@ class Session:
             except BackendError as exc:
                 self.detach(conn, broken=True)
                 self.server.note_backend_error(target, exc)
-                self._carry_over(conn, (scanner.last_seq + 1) & 0xFF if scanner.consumed else 1)
+                seq = _error_seq(scanner)
+                self._carry_over(conn, seq)
                 if (
                     scanner.consumed == 0
                     and self.running_read
@@ -448,12 +515,13 @@ class Session:
                     target = new
                     continue
                 if scanner.consumed:
-                    # Part of the result already reached the client: end the session cleanly.
-                    self.send_error(
-                        ErrorCode.CR_SERVER_LOST,
-                        f"pyproxy: lost backend {target.name} during the query",
-                        (scanner.last_seq + 1) & 0xFF,
-                    )
+                    # Part of the result already reached the client: end the session.
+                    if seq is not None:
+                        self.send_error(
+                            ErrorCode.CR_SERVER_LOST,
+                            f"pyproxy: lost backend {target.name} during the query",
+                            seq,
+                        )
                     raise
                 self.send_error(
                     ErrorCode.CR_SERVER_LOST,
@@ -850,6 +918,10 @@ class Session:
                 seq,
             )
             return False  # MySQL closes the connection after a failed change-user
+        refusal = self.server.switch_user(self, user)
+        if refusal is not None:
+            self.client.write(build_packet(seq, _encode_err(refusal)))
+            return False
         self.user = user
         self.reset(
             SessionState(
@@ -897,6 +969,14 @@ class Session:
         self.server.session_closed(self)
 
 
+def _error_seq(scanner: ResponseScanner) -> int | None:
+    """Sequence id for an ERR replacing the rest of a response; None when the relayed part
+    ends mid-packet (no packet can follow that the client would parse)."""
+    if not scanner.consumed:
+        return 1
+    return (scanner.last_seq + 1) & 0xFF if scanner.at_packet_boundary else None
+
+
 def _use_target(replay_sql: str) -> str:
     """The schema of a `USE db` statement."""
     name = replay_sql.strip().rstrip(";").split(None, 1)[1].strip()
@@ -909,7 +989,7 @@ class SessionLost(Exception):
     """The backend connection a session depended on is gone with state the client had built
     (a transaction, user variables, ...): the client gets a lost-connection error."""
 
-    def __init__(self, held: str, seq: int = 1) -> None:
+    def __init__(self, held: str, seq: int | None = 1) -> None:
         super().__init__(held)
         self.held = held
         self.seq = seq

@@ -40,6 +40,12 @@ _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 
 DEFAULT_MAX_PACKET_SIZE: Final = 1 << 24
+
+# Largest packet a client may send before it has logged in. The biggest legitimate one is a
+# handshake response with MySQL's maximum of 64 KiB of connection attributes (the server
+# refuses more) plus the user name, auth data, schema and plugin name; everything else
+# (SSLRequest, auth switch / RSA replies) is smaller.
+MAX_HANDSHAKE_PAYLOAD: Final = 72 * 1024
 _FILLER_19 = bytes(19)
 
 _SECURE = Capability.CLIENT_SECURE_CONNECTION

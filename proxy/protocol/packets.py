@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -84,6 +85,33 @@ def decode_text(data: Buffer) -> str:
 def encode_text(text: str) -> bytes:
     """Inverse of decode_text."""
     return text.encode("utf-8", "surrogateescape")
+
+
+# Control characters (C0, DEL, C1, Unicode line/paragraph separators), undecodable bytes kept
+# as surrogates, and the backslash itself (so an escape in the input cannot pass as ours).
+_UNSAFE_FOR_LOG = re.compile("[\x00-\x1f\x7f-\x9f\\\\\u2028\u2029\ud800-\udfff]")
+
+# Client-supplied text in one log line is cut to this many characters.
+LOG_TEXT_LIMIT: Final = 200
+
+
+def _escape_for_log(m: re.Match[str]) -> str:
+    ch = m.group()
+    if ch == "\\":
+        return "\\\\"
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def log_text(value: str | Buffer, limit: int = LOG_TEXT_LIMIT) -> str:
+    """Client-supplied text made safe for one log line: control characters escaped (no forged
+    lines, no terminal escapes) and cut to *limit* characters with the size left out."""
+    text = value if isinstance(value, str) else decode_text(value)
+    extra = len(text) - limit
+    if extra > 0:
+        text = text[:limit]
+    text = _UNSAFE_FOR_LOG.sub(_escape_for_log, text)
+    return f"{text}...[{extra} more characters]" if extra > 0 else text
 
 
 # --------------------------------------------------------------------------- primitives
@@ -272,12 +300,28 @@ class PacketReader:
         """Bytes received but not yet returned as part of a packet."""
         return len(self._buf) + self._split_len
 
+    @property
+    def ready(self) -> bool:
+        """Is the next fragment complete in the buffer (read() makes progress without more
+        bytes)?"""
+        buf = self._buf
+        if len(buf) < 4:
+            return False
+        length: int = _HEADER.unpack_from(buf, 0)[0] & MAX_PACKET_PAYLOAD
+        return len(buf) >= 4 + length
+
     def take_buffered(self) -> bytes:
         """Remove and return the raw bytes not yet read as packets (e.g. the start of a TLS
         handshake that arrived right behind an SSLRequest)."""
         data = bytes(self._buf)
         self._buf.clear()
         return data
+
+    def clear(self) -> None:
+        """Drop everything received and not yet read (the peer is gone)."""
+        self._buf = bytearray()
+        self._parts = []
+        self._split_len = 0
 
     def read(self) -> Packet | None:
         """Next complete logical packet, or None until more bytes arrive."""

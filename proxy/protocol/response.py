@@ -230,6 +230,12 @@ class ResponseScanner:
         return self._state == _DONE
 
     @property
+    def at_packet_boundary(self) -> bool:
+        """Everything consumed so far ends with a whole packet (a cut here leaves the
+        client's stream parseable: one more packet, e.g. an ERR, may follow)."""
+        return not self._pending and self._hdr_len < 0 and self._remaining == 0 and not self._cont
+
+    @property
     def state(self) -> ScanState:
         """What the scanner expects next."""
         return ScanState(self._state)

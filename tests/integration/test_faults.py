@@ -16,14 +16,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pymysql
 import pytest
 
 from proxy.lab.lab import Lab
 from proxy.protocol.constants import ServerStatus
-from tests.support.proxyproc import ProxyProcess, start_proxy
-from tests.support.rawclient import RawClient
+from tests.support.proxyproc import LabProxy, RawClient, lab_proxy
 
 LOST = (1927, 2013, 2006)  # ER_CONNECTION_KILLED, CR_SERVER_LOST, CR_SERVER_GONE_ERROR
 WRITER = "master1"
@@ -32,11 +32,13 @@ RESULTS: list[str] = []
 
 
 @pytest.fixture(scope="module")
-def fault_proxy(lab: Lab) -> Iterator[ProxyProcess]:
+def fault_proxy(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProxy]:
     """pyproxy as users run it; the health checker tolerates the short restarts of the
     battery (no failover: the battery is about sessions, not elections)."""
     lab.up(masters=2, replicas=2)
-    with start_proxy(lab, health={"failure_threshold": 1000}) as proc:
+    with lab_proxy(
+        lab, tmp_path_factory.mktemp("faults"), health={"failure_threshold": 1000}
+    ) as proc:
         conn = proc.connect()
         with conn.cursor() as cur:
             cur.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (id INT PRIMARY KEY)")
@@ -147,7 +149,7 @@ CASES = _cases()
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_fault_battery(lab: Lab, fault_proxy: ProxyProcess, case: Case, fault: str) -> None:
+def test_fault_battery(lab: Lab, fault_proxy: LabProxy, case: Case, fault: str) -> None:
     # Row ids of this case: {b}1, {b}2 (b unique per case)
     prefix = (CASES.index(case) + 1) * 10 + list(FAULTS).index(fault)
     base = prefix * 10
@@ -234,7 +236,7 @@ def _run_probe(
     return "continued", result
 
 
-def test_replica_killed_mid_result(lab: Lab, fault_proxy: ProxyProcess) -> None:
+def test_replica_killed_mid_result(lab: Lab, fault_proxy: LabProxy) -> None:
     """A read streaming from a replica that dies: the client gets an error, never a
     silently short result; the proxy keeps serving."""
     lab.up(masters=2, replicas=2)
@@ -242,18 +244,19 @@ def test_replica_killed_mid_result(lab: Lab, fault_proxy: ProxyProcess) -> None:
     outcome = "complete result"
     n = 0
     cur = conn.cursor(pymysql.cursors.SSCursor)
+    cur.execute("SELECT @@server_id, seq, REPEAT('x', 200) FROM seq_1_to_2000000")
+    first = cur.fetchone()
+    assert first is not None
+    replica = {101: "replica1", 102: "replica2"}[int(first[0])]
+    killer = threading.Timer(0.2, lambda: lab.kill(replica))
+    killer.start()
     try:
-        cur.execute("SELECT @@server_id, seq, REPEAT('x', 200) FROM seq_1_to_2000000")
-        first = cur.fetchone()
-        assert first is not None
-        replica = {101: "replica1", 102: "replica2"}[int(first[0])]
-        killer = threading.Timer(0.2, lambda: lab.kill(replica))
-        killer.start()
         for n, _ in enumerate(cur, 2):  # noqa: B007 - n counts the rows read
             pass
-        killer.join()
     except pymysql.err.OperationalError as exc:
         outcome = f"lost-connection error {exc.args[0]}"
+    finally:
+        killer.join()
     # (neither cursor nor connection is closed politely: the connection is gone)
     _report(
         f"  {'read streaming from a replica':32} x {'replica SIGKILLed mid-result':32} -> {outcome}"
@@ -267,15 +270,15 @@ def test_replica_killed_mid_result(lab: Lab, fault_proxy: ProxyProcess) -> None:
     other.close()
 
 
-def test_frozen_replica_reads_move_on(lab: Lab) -> None:
+def test_frozen_replica_reads_move_on(lab: Lab, tmp_path: Path) -> None:
     """SIGSTOP a replica for 20 s under 20 reading clients: the reads stuck on it are retried
     elsewhere once it is marked DOWN; no read errors, none waits more than 2 s."""
     lab.up(masters=2, replicas=2)
-    with start_proxy(lab) as proc:
+    with lab_proxy(lab, tmp_path) as proc:
         _frozen_replica(lab, proc)
 
 
-def _frozen_replica(lab: Lab, fault_proxy: ProxyProcess) -> None:
+def _frozen_replica(lab: Lab, fault_proxy: LabProxy) -> None:
     stop = threading.Event()
     latencies: list[tuple[float, float]] = []  # (start, seconds)
     errors: list[str] = []
@@ -325,13 +328,13 @@ def _frozen_replica(lab: Lab, fault_proxy: ProxyProcess) -> None:
     lab.up(masters=2, replicas=2)
 
 
-def test_open_cursor_connection_killed(lab: Lab, fault_proxy: ProxyProcess) -> None:
+def test_open_cursor_connection_killed(lab: Lab, fault_proxy: LabProxy) -> None:
     """A COM_STMT_FETCH cursor whose backend connection dies between fetches: the client
     gets a lost-connection error, never a cursor that silently ends early. (PHP's mysqlnd
     ends such a cursor silently even on a direct connection, so a bare client is used.)"""
     lab.up(masters=2, replicas=2)
-    ep = fault_proxy.endpoint()
-    client = RawClient(ep.host, ep.port, ep.user, ep.password, ep.database)
+    client = RawClient(fault_proxy.port)
+    client.login(fault_proxy.user, fault_proxy.password, "demo_db")
     try:
         stmt_id = client.prepare("SELECT seq FROM seq_1_to_5000")
         opened = client.execute_cursor(stmt_id)
@@ -352,11 +355,11 @@ def test_open_cursor_connection_killed(lab: Lab, fault_proxy: ProxyProcess) -> N
     assert after.error is not None and after.error.code in LOST, outcome
 
 
-def test_query_timeout_kills_the_statement(lab: Lab) -> None:
+def test_query_timeout_kills_the_statement(lab: Lab, tmp_path: Path) -> None:
     """routing.query_timeout_ms: a statement running too long gets KILL QUERY on its server;
     the client gets the server's error and its connection goes on."""
     lab.up(masters=2, replicas=2)
-    with start_proxy(lab, routing={"query_timeout_ms": 1500}) as proc:
+    with lab_proxy(lab, tmp_path, routing={"query_timeout_ms": 1500}) as proc:
         conn = proc.connect()
         started = time.monotonic()
         with conn.cursor() as cur:
@@ -370,7 +373,7 @@ def test_query_timeout_kills_the_statement(lab: Lab) -> None:
                 cur.execute("SELECT /* pyproxy:writer */ SLEEP(30)")
             assert err.value.args[0] == 1317
         conn.close()
-        metrics = proc.metrics()
+        metrics = proc.metrics_text()
     _report(
         f"  {'SELECT SLEEP(30)':32} x {'query_timeout_ms 1500':32} -> interrupted after {took:.1f}s"
     )

@@ -22,7 +22,7 @@ import yaml
 from proxy.lab.lab import Lab
 from proxy.testing import ProxyThread
 from tests.conftest import Endpoint
-from tests.support.pyproxy_process import pyproxy_process
+from tests.support.proxyproc import lab_proxy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,12 +129,11 @@ def _get_with(port: int, path: str, token: str | None) -> tuple[int, dict[str, s
 
 
 def test_http_api_token(lab: Lab, tmp_path: Path) -> None:
-    data = lab.proxy_config()
-    data["admin"]["http_token"] = "${H2_TEST_TOKEN}"  # secrets may come from the environment
     os.environ["H2_TEST_TOKEN"] = "t0ken-from-env"
     try:
-        with pyproxy_process(data, tmp_path) as running:
-            port = running.ports["http"]
+        # secrets may come from the environment
+        with lab_proxy(lab, tmp_path, admin={"http_token": "${H2_TEST_TOKEN}"}) as running:
+            port = running.http_port
             for path in ("/metrics", "/healthz", "/readyz"):
                 assert _get_with(port, path, None)[0] == 200, path
             for path in ("/api/servers", "/api/digests", "/api/pools"):
@@ -147,10 +146,8 @@ def test_http_api_token(lab: Lab, tmp_path: Path) -> None:
 
 
 def test_http_api_off_loopback_needs_a_token(lab: Lab, tmp_path: Path) -> None:
-    data = lab.proxy_config()
-    data["listeners"]["http"]["host"] = "0.0.0.0"
-    with pyproxy_process(data, tmp_path) as running:
-        port = running.ports["http"]
+    with lab_proxy(lab, tmp_path, listeners={"http": {"host": "0.0.0.0"}}) as running:
+        port = running.http_port
         assert _get_with(port, "/metrics", None)[0] == 200
         assert _get_with(port, "/api/digests", None)[0] == 403
         assert "admin.http_token" in running.log_text()
@@ -450,13 +447,11 @@ RUNAWAY = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELEC
 def test_runaway_admin_query_neither_blocks_clients_nor_runs_forever(
     lab: Lab, tmp_path: Path
 ) -> None:
-    data = lab.proxy_config()
-    data["admin"]["query_timeout_ms"] = 8000
-    with pyproxy_process(data, tmp_path) as running:
+    with lab_proxy(lab, tmp_path, admin={"query_timeout_ms": 8000}) as running:
 
         def admin() -> pymysql.Connection:
             return pymysql.connect(
-                host="127.0.0.1", port=running.ports["admin"], user="admin", password="admin"
+                host="127.0.0.1", port=running.admin_port, user="admin", password="admin"
             )
 
         outcome: list[object] = []
@@ -485,7 +480,7 @@ def test_runaway_admin_query_neither_blocks_clients_nor_runs_forever(
             started = time.monotonic()
             conn = pymysql.connect(  # a new client: accept, login and a query
                 host="127.0.0.1",
-                port=running.ports["mysql"],
+                port=running.port,
                 user="app",
                 password="app-pass",
                 database="demo_db",

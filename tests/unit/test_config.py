@@ -20,6 +20,15 @@ def test_minimal_config_and_env_default() -> None:
     assert cfg.listeners.mysql.port == 6033
 
 
+def test_client_limit_defaults() -> None:
+    limits = parse_config(BASE).limits
+    assert limits.connect_timeout_s == 10.0  # MySQL's connect_timeout
+    assert limits.max_unauthenticated_connections == 1000
+    assert parse_config(BASE).users[0].max_connections == 10_000
+    with pytest.raises(ConfigError, match=r"limits\.connect_timeout_s"):
+        parse_config({**BASE, "limits": {"connect_timeout_s": 0}})
+
+
 def test_env_substitution(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APP_PW", "from-env")
     assert parse_config(BASE).users[0].password == "from-env"

@@ -50,6 +50,7 @@ from proxy.protocol.packets import (
     is_eof,
     is_err,
     is_ok,
+    log_text,
     next_seq,
     packet_count,
     parse_column_definition,
@@ -236,6 +237,33 @@ def test_reader_max_payload_counts_all_fragments() -> None:
     reader.feed(build_packet(0, b"y" * (MAX_PACKET_PAYLOAD + 11))[: MAX_PACKET_PAYLOAD + 8])
     with pytest.raises(PacketTooLarge):
         reader.read()
+
+
+def test_reader_ready_tells_whether_read_makes_progress() -> None:
+    reader = PacketReader()
+    assert not reader.ready
+    wire = build_packet(0, b"abc") + build_packet(1, b"defg")
+    reader.feed(wire[:5])
+    assert not reader.ready  # a header and part of its payload
+    reader.feed(wire[5:9])
+    assert reader.ready
+    assert reader.read() is not None
+    assert not reader.ready  # two bytes of the next header
+    reader.feed(wire[9:])
+    assert reader.ready
+    assert reader.read() is not None
+    assert not reader.ready
+
+
+def test_reader_clear_drops_partial_packets() -> None:
+    reader = PacketReader()
+    reader.feed(build_packet(0, b"z" * (MAX_PACKET_PAYLOAD + 5))[:-2])
+    assert reader.read() is None and reader.buffered > MAX_PACKET_PAYLOAD
+    reader.clear()
+    assert reader.buffered == 0
+    reader.feed(build_packet(0, b"ok"))
+    packet = reader.read()
+    assert packet is not None and packet.payload == b"ok"
 
 
 def test_reader_rejects_out_of_order_fragment() -> None:
@@ -497,3 +525,22 @@ def test_stmt_id_helpers() -> None:
         read_stmt_id(b"\x19\x01")
     with pytest.raises(MalformedPacket):
         write_stmt_id(bytearray(b"\x19\x01"), 3)
+
+
+# --------------------------------------------------------------------------- log text
+
+
+@pytest.mark.parametrize(
+    ("value", "logged"),
+    [
+        ("app", "app"),
+        ("app\n2026-01-01 INFO forged", "app\\x0a2026-01-01 INFO forged"),
+        ("a\r\tb\x1b[31m", "a\\x0d\\x09b\\x1b[31m"),
+        ("back\\slash", "back\\\\slash"),  # our escapes cannot be forged either
+        ("line\u2028sep\x85", "line\\u2028sep\\x85"),
+        (b"caf\xc3\xa9 \xff", "caf\u00e9 \\udcff"),  # undecodable bytes stay visible
+        ("x" * 205, "x" * 200 + "...[5 more characters]"),
+    ],
+)
+def test_log_text(value: str | bytes, logged: str) -> None:
+    assert log_text(value) == logged

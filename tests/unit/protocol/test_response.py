@@ -532,3 +532,23 @@ def test_many_rows_in_one_chunk() -> None:
     assert scanner.feed(memoryview(wire)) == len(wire)
     assert scanner.done and scanner.rows == 20000
     assert scanner.last_seq == (len(rows) + 4) & 0xFF  # seq 1 + count + 2 defs + rows + OK
+
+
+def test_packet_boundary_while_a_response_is_cut() -> None:
+    """Where a relay may be cut and still be followed by an ERR the client can parse."""
+    case = CASES["select-session-track-dep"]
+    wire = build_payloads(1, case.payloads)
+    first_len = int.from_bytes(wire[:3], "little") + 4
+    for cut in range(1, len(wire)):
+        scanner = ResponseScanner(case.command, case.caps)
+        scanner.feed(wire[:cut])
+        at_boundary = scanner.at_packet_boundary
+        ends_packet = cut == first_len or _ends_packet(wire, cut)
+        assert at_boundary == ends_packet, cut
+
+
+def _ends_packet(wire: bytes, cut: int) -> bool:
+    pos = 0
+    while pos < cut:
+        pos += int.from_bytes(wire[pos : pos + 3], "little") + 4
+    return pos == cut
