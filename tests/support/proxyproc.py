@@ -20,7 +20,7 @@ from proxy.lab.lab import Lab
 from proxy.protocol.auth import AuthDone, AuthFailed, AuthSend, ClientAuth
 from proxy.protocol.handshake import parse_handshake_v10
 from proxy.protocol.packets import Packet, PacketReader, build_command, is_err, parse_err
-from proxy.testing import ProxyProcess
+from proxy.testing import ProxyFailed, ProxyProcess
 
 
 def free_port() -> int:
@@ -134,6 +134,28 @@ class LabProxy(ProxyProcess):
         assert not outcome.get("killed_after_sigterm_timeout"), outcome
 
 
+def start_lab_proxy(
+    lab: Lab,
+    workdir: Path,
+    limits: dict[str, Any] | None = None,
+    extra_users: list[dict[str, Any]] | None = None,
+    pool: dict[str, Any] | None = None,
+) -> LabProxy:
+    """A started LabProxy. A free port can be taken before the proxy binds it (the tests'
+    own client sockets use the same ephemeral range): then again with other ports."""
+    for attempt in range(3):
+        proxy = LabProxy(lab, workdir, limits, extra_users, pool)
+        try:
+            proxy.start(proxy.user, proxy.password)
+        except ProxyFailed as exc:
+            proxy.stop()
+            if "address already in use" not in str(exc) or attempt == 2:
+                raise
+            continue
+        return proxy
+    raise AssertionError("unreachable")
+
+
 @contextmanager
 def lab_proxy(
     lab: Lab,
@@ -142,8 +164,7 @@ def lab_proxy(
     extra_users: list[dict[str, Any]] | None = None,
     pool: dict[str, Any] | None = None,
 ) -> Iterator[LabProxy]:
-    proxy = LabProxy(lab, workdir, limits, extra_users, pool)
-    proxy.start(proxy.user, proxy.password)
+    proxy = start_lab_proxy(lab, workdir, limits, extra_users, pool)
     try:
         yield proxy
     finally:
