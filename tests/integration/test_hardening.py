@@ -22,11 +22,19 @@ from proxy.lab.lab import Lab
 from proxy.protocol.constants import ErrorCode
 from proxy.protocol.packets import build_command
 from proxy.testing import raise_nofile
-from tests.support.proxyproc import LabProxy, PoliteClients, RawClient, lab_proxy
+from tests.support.proxyproc import (
+    LabProxy,
+    PoliteClients,
+    RawClient,
+    lab_proxy,
+    start_lab_proxy,
+)
 
 MIB = 1 << 20
 CONNECT_TIMEOUT_S = 2.0
 LIMITS = {
+    # Fewer than the silent sockets below: they must not count against it.
+    "max_client_connections": 1000,
     "connect_timeout_s": CONNECT_TIMEOUT_S,
     "max_unauthenticated_connections": 300,
     "max_allowed_packet": 4 * MIB,
@@ -242,8 +250,7 @@ def test_pipelined_flood_does_not_freeze_others(proxy: LabProxy) -> None:
 
 
 def test_sigterm_stops_the_proxy_during_a_flood(lab: Lab, tmp_path: Path) -> None:
-    proxy = LabProxy(lab, tmp_path, limits=LIMITS)
-    proxy.start(proxy.user, proxy.password)
+    proxy = start_lab_proxy(lab, tmp_path, limits=LIMITS)
     try:
         flood = threading.Thread(target=ping_flood, args=(proxy, 10_000_000, 30), daemon=True)
         flood.start()

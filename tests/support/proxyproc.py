@@ -22,7 +22,7 @@ from proxy.protocol.constants import Command
 from proxy.protocol.handshake import parse_handshake_v10
 from proxy.protocol.packets import Packet, PacketReader, build_command, is_err, parse_err
 from proxy.protocol.response import ResponseScanner
-from proxy.testing import ProxyProcess
+from proxy.testing import ProxyFailed, ProxyProcess
 from tests.conftest import Endpoint
 
 CURSOR_TYPE_READ_ONLY = 0x01
@@ -143,11 +143,26 @@ class LabProxy(ProxyProcess):
         assert not outcome.get("killed_after_sigterm_timeout"), outcome
 
 
+def start_lab_proxy(lab: Lab, workdir: Path, **sections: Any) -> LabProxy:
+    """A started LabProxy. A free port can be taken before the proxy binds it (the tests'
+    own client sockets use the same ephemeral range): then again with other ports."""
+    for attempt in range(3):
+        proxy = LabProxy(lab, workdir, **sections)
+        try:
+            proxy.start(proxy.user, proxy.password)
+        except ProxyFailed as exc:
+            proxy.stop()
+            if "address already in use" not in str(exc) or attempt == 2:
+                raise
+            continue
+        return proxy
+    raise AssertionError("unreachable")
+
+
 @contextmanager
 def lab_proxy(lab: Lab, workdir: Path, **sections: Any) -> Iterator[LabProxy]:
     """pyproxy started as users start it; on exit it must stop cleanly on SIGTERM."""
-    proxy = LabProxy(lab, workdir, **sections)
-    proxy.start(proxy.user, proxy.password)
+    proxy = start_lab_proxy(lab, workdir, **sections)
     try:
         yield proxy
     finally:
