@@ -56,7 +56,9 @@ PROFILE_CAPS = (
 )
 
 
-_IN_TRANS = int(ServerStatus.IN_TRANS)  # a plain int: IntFlag arithmetic is slow per statement
+# Plain ints: IntFlag arithmetic is slow per statement.
+_IN_TRANS = int(ServerStatus.IN_TRANS)
+_AUTOCOMMIT = int(ServerStatus.AUTOCOMMIT)
 
 # Limit for the proxy's own commands on a backend connection (state sync, prepares, resets).
 INTERNAL_TIMEOUT_S = 10.0
@@ -73,9 +75,21 @@ class BackendError(Exception):
 class ConnState(enum.Enum):
     CONNECTING = "connecting"
     IDLE = "idle"  # ready for a command
-    BUSY = "busy"  # a command is in flight and we read its response packet by packet
-    RELAYING = "relaying"  # a response is being forwarded to a client
+    RELAYING = "relaying"  # a command is in flight; its response goes to a sink
     CLOSED = "closed"
+
+
+# The moves a connection may make (CLOSED is reachable from anywhere, see _fail/close).
+_MOVES: dict[ConnState, frozenset[ConnState]] = {
+    ConnState.CONNECTING: frozenset({ConnState.IDLE}),
+    ConnState.IDLE: frozenset({ConnState.RELAYING}),
+    ConnState.RELAYING: frozenset({ConnState.IDLE}),
+    ConnState.CLOSED: frozenset(),
+}
+
+
+class ConnectionBusy(RuntimeError):
+    """A command was started on a backend connection that is not idle (a proxy bug)."""
 
 
 @dataclass
@@ -95,11 +109,10 @@ class Sink:
     so the session may retry the statement elsewhere (a write refused as read-only).
     """
 
-    __slots__ = ("bytes_out", "held", "hold_errors", "write")
+    __slots__ = ("held", "hold_errors", "write")
 
     def __init__(self, write: Callable[[bytes], object] | None, hold_errors: bool = False) -> None:
         self.write = write
-        self.bytes_out = 0
         self.hold_errors = hold_errors
         self.held: bytes | None = None
 
@@ -132,9 +145,33 @@ class BackendConnection(asyncio.Protocol):
         self._lost: Exception | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    # -- state ---------------------------------------------------------------------------------
-    def change_state(self, new: ConnState) -> None:
+    # -- state: changed only here ----------------------------------------------------------------
+    def _set_state(self, new: ConnState) -> None:
+        if new is not ConnState.CLOSED and new not in _MOVES[self.state]:
+            raise ConnectionBusy(
+                f"{self.server_name} connection: {self.state.value} -> {new.value} is not allowed"
+            )
         self.state = new
+
+    def note_session(
+        self,
+        *,
+        schema: str | None = None,
+        variable: tuple[str, str] | None = None,
+        tainted: bool = False,
+    ) -> None:
+        """The session changed state on this connection (what sync_steps compares with): its
+        schema, a session variable (key, statement to replay), or left it tainted (the next
+        user resets it)."""
+        if schema is not None:
+            self.session.schema = schema
+        if variable is not None:
+            key, sql = variable
+            # Re-inserting moves the key last, so replay keeps the client's order.
+            self.session.variables.pop(key, None)
+            self.session.variables[key] = sql
+        if tainted:
+            self.session.tainted = True
 
     @property
     def in_transaction(self) -> bool:
@@ -160,18 +197,17 @@ class BackendConnection(asyncio.Protocol):
                 sink.hold_errors
                 and scanner.done
                 and scanner.error is not None
-                and not (sink.bytes_out)
+                and scanner.consumed == used  # the whole response is this one chunk
             ):
                 sink.held = chunk
             elif sink.write is not None:
                 sink.write(chunk)
-            sink.bytes_out += used
             if scanner.done or scanner.infile:
                 # infile: the server asked for the client's file; the session sends it and
                 # resumes the relay for the server's final answer.
                 self._relay = None
-                if scanner.status is not None:
-                    self.status = scanner.status
+                if scanner.done:
+                    self._response_done(scanner)
                 if used < len(data):
                     self._reader.feed(data[used:])
                 if not fut.done():
@@ -179,6 +215,14 @@ class BackendConnection(asyncio.Protocol):
             return
         self._reader.feed(data)
         self._wake()
+
+    def _response_done(self, scanner: ResponseScanner) -> None:
+        """A response ended: record the server's status and be ready for the next command."""
+        status = scanner.status
+        if status is not None:
+            self.status = status
+            self.session.autocommit = bool(status & _AUTOCOMMIT)
+        self._set_state(ConnState.IDLE)
 
     def connection_lost(self, exc: Exception | None) -> None:
         detail = f": {exc}" if exc else ""
@@ -197,7 +241,7 @@ class BackendConnection(asyncio.Protocol):
     def _fail(self, exc: BackendError) -> None:
         self.broken = True
         self._lost = exc
-        self.change_state(ConnState.CLOSED)
+        self._set_state(ConnState.CLOSED)
         if self.transport is not None:
             self.transport.abort()
         if self._relay is not None:
@@ -289,7 +333,7 @@ class BackendConnection(asyncio.Protocol):
         self._password = password
         self._collation = collation
         self.session = SessionState(schema=database, collation=collation)
-        self.change_state(ConnState.IDLE)
+        self._set_state(ConnState.IDLE)
 
     # -- commands ------------------------------------------------------------------------------
     def relay(self, command: bytes, scanner: ResponseScanner, sink: Sink) -> asyncio.Future[None]:
@@ -304,7 +348,7 @@ class BackendConnection(asyncio.Protocol):
             assert self._lost is not None
             fut.set_exception(self._lost)
             return fut
-        self.change_state(ConnState.RELAYING)
+        self._set_state(ConnState.RELAYING)  # raises ConnectionBusy if a command runs
         self._relay = (scanner, sink, fut)
         self.write(command)
         return fut
@@ -321,6 +365,8 @@ class BackendConnection(asyncio.Protocol):
             assert self._lost is not None
             fut.set_exception(self._lost)
             return fut
+        if self.state is not ConnState.RELAYING or self._relay is not None:
+            raise ConnectionBusy(f"{self.server_name}: no LOCAL INFILE request to answer")
         self._relay = (scanner, sink, fut)
         return fut
 
@@ -338,7 +384,6 @@ class BackendConnection(asyncio.Protocol):
             )
             assert self._lost is not None
             raise self._lost from None
-        self.change_state(ConnState.IDLE)
         return scanner
 
     async def query(self, sql: str) -> ResponseScanner:
@@ -360,7 +405,6 @@ class BackendConnection(asyncio.Protocol):
             self._fail(BackendError(f"{self.server_name} did not answer {sql!r}"))
             assert self._lost is not None
             raise self._lost from None
-        self.change_state(ConnState.IDLE)
         if scanner.error is not None or not scanner.is_result_set:
             return None
         reader = PacketReader()
@@ -443,7 +487,7 @@ class BackendConnection(asyncio.Protocol):
             if not self.broken and self.state is ConnState.IDLE:
                 self.transport.write(build_command(Command.COM_QUIT))
             self.transport.close()
-        self.change_state(ConnState.CLOSED)
+        self._set_state(ConnState.CLOSED)
 
 
 async def read_greeting(host: str, port: int, timeout: float) -> HandshakeV10:

@@ -130,7 +130,7 @@ async def com_init_db(session: Session, packet: Packet) -> bool:
         session.state.schema = schema
         conn = session.attached.get(target.name)
         if conn is not None:
-            conn.session.schema = schema
+            conn.note_session(schema=schema)
     return True
 
 

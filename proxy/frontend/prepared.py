@@ -10,7 +10,6 @@ from proxy.backend.connection import (
     BackendConnection,
     BackendError,
     BackendStmt,
-    ConnState,
     Sink,
 )
 from proxy.protocol.constants import Command, ErrorCode, ServerStatus
@@ -112,7 +111,6 @@ async def com_stmt_prepare(session: Session, packet: Packet) -> bool:
         session.detach(conn, broken=True)
         session.report_backend_failure(target, exc)
         return True
-    conn.change_state(ConnState.IDLE)
     if scanner.error is not None or scanner.prepare is None:
         session.client.write(bytes(buf))
         return True

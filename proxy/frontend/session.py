@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from proxy.backend.connection import BackendConnection, BackendError, ConnState, Sink
+from proxy.backend.connection import BackendConnection, BackendError, Sink
 from proxy.backend.sync import SessionState, sync_steps
 from proxy.cluster import ServerState
 from proxy.config import User
@@ -533,7 +533,6 @@ class Session:
                 target.outstanding -= 1
                 self.current = None
                 self.running_read = False
-            conn.change_state(ConnState.IDLE)
             self._after_response(conn, scanner)
             self.server.metrics.bytes_out += scanner.consumed
             if sink.held is not None:
@@ -596,11 +595,10 @@ class Session:
         await conn.resume_relay(scanner, self.sink)
 
     def _after_response(self, conn: BackendConnection, scanner: ResponseScanner) -> None:
+        """The session's side of a response (the connection recorded its own)."""
         if scanner.status is not None:
             self.status = scanner.status
-            conn.status = scanner.status
             self.state.autocommit = bool(scanner.status & _AUTOCOMMIT)
-            conn.session.autocommit = self.state.autocommit
             if scanner.status & _STATE_CHANGED and scanner.ok_payload:
                 self._learn_session_state(conn, scanner.ok_payload)
 
@@ -610,7 +608,8 @@ class Session:
         except ProtocolError:
             return
         if ok.schema is not None:
-            self.state.schema = conn.session.schema = ok.schema
+            self.state.schema = ok.schema
+            conn.note_session(schema=ok.schema)
 
     # -- routing ---------------------------------------------------------------------------------
     def route(
@@ -773,16 +772,16 @@ class Session:
             schema = _use_target(stmt.replay_sql)
             self.state.schema = schema
             if conn is not None:
-                conn.session.schema = schema
+                conn.note_session(schema=schema)
             return
         if names == ("autocommit",):
             return  # followed through the status flags of every response
         key = "names" if "character_set_client" in names else ",".join(names) or sql
-        for target in (self.state, conn.session if conn is not None else None):
-            if target is not None:
-                # Re-inserting moves the key last, so replay keeps the client's order.
-                target.variables.pop(key, None)
-                target.variables[key] = stmt.replay_sql
+        # Re-inserting moves the key last, so replay keeps the client's order.
+        self.state.variables.pop(key, None)
+        self.state.variables[key] = stmt.replay_sql
+        if conn is not None:
+            conn.note_session(variable=(key, stmt.replay_sql))
 
     # -- read your writes ------------------------------------------------------------------------
     def _note_commit(self, scanner: ResponseScanner) -> None:
@@ -885,7 +884,7 @@ class Session:
     def reset(self, state: SessionState) -> None:
         """Forget everything session-bound (COM_RESET_CONNECTION, COM_CHANGE_USER)."""
         for conn in list(self.attached.values()):
-            conn.session.tainted = True
+            conn.note_session(tainted=True)
             self.detach(conn)
         self.state = state
         self.pins.reasons.clear()
@@ -963,7 +962,7 @@ class Session:
         self.change_phase(SessionPhase.CLOSED)
         for conn in list(self.attached.values()):
             # The next session to get this connection finds it reset (COM_RESET_CONNECTION).
-            conn.session.tainted = True
+            conn.note_session(tainted=True)
             self.detach(conn)
         self.client.close()
         self.server.session_closed(self)
