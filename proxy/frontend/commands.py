@@ -79,12 +79,9 @@ async def com_query(session: Session, packet: Packet) -> bool:
         digest = reported_digest(sql, digest, session.state.backslash_escapes())
     if session.gtid_conn is not None and not stmt.needs_previous_backend:
         await session.ask_gtid()
-    # route_wait is a coroutine: only entered when there is something to wait for or check.
-    target = session.route(stmt, quiet=True, override=override)
-    if target is None or session.must_check(stmt, target):
-        target = await session.route_wait(stmt, override, chosen=target)
-        if target is None:
-            return True
+    target = session.route(stmt, override) or await session.route_wait(stmt, override)
+    if target is None:
+        return True
     started = time.perf_counter()
     scanner = await session.forward(target, Command.COM_QUERY, frame, stmt=stmt, override=override)
     session.account(target, digest, stmt, scanner, time.perf_counter() - started)

@@ -94,7 +94,7 @@ async def com_stmt_prepare(session: Session, packet: Packet) -> bool:
     if "\\" in sql:
         # No literal in the statistics, whatever the session's sql_mode.
         digest = reported_digest(sql, digest, session.state.backslash_escapes())
-    target = await session.route_wait(stmt, override)
+    target = session.route(stmt, override) or await session.route_wait(stmt, override)
     if target is None:
         return True
     try:
@@ -206,9 +206,9 @@ async def com_stmt_execute(session: Session, packet: Packet) -> bool:
     if session.gtid_conn is not None and not cs.stmt.needs_previous_backend:
         await session.ask_gtid()
     if cs.pinned_conn is None:
-        target = session.route(cs.stmt, quiet=True, override=cs.override)
-        if target is None or session.must_check(cs.stmt, target):
-            target = await session.route_wait(cs.stmt, cs.override, chosen=target)
+        target = session.route(cs.stmt, cs.override) or await session.route_wait(
+            cs.stmt, cs.override
+        )
     else:
         target = session.target_of(cs.pinned_conn)
     if target is None:
@@ -249,11 +249,14 @@ async def com_stmt_send_long_data(session: Session, packet: Packet) -> bool:
     cs = session.stmts.get(client_id)
     if cs is None:
         return True
-    target = (
-        session.route(cs.stmt, quiet=True, override=cs.override)
-        if cs.pinned_conn is None
-        else (session.target_of(cs.pinned_conn))
-    )
+    if cs.pinned_conn is None:
+        # The execute that follows runs where the data goes: routed (and checked for
+        # read-your-writes) now. No response to this command, so no error either.
+        target = session.route(cs.stmt, cs.override) or await session.route_wait(
+            cs.stmt, cs.override, silent=True
+        )
+    else:
+        target = session.target_of(cs.pinned_conn)
     if target is None:
         return True
     found = await _backend_stmt(session, cs, target)

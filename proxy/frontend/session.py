@@ -119,6 +119,7 @@ class Session:
         self.exec_started = 0.0  # monotonic time the running statement was sent
         self.running_read = False  # the running statement is a retryable read
         self.kill_sent: BackendConnection | None = None  # KILL QUERY sent for its statement
+        self._routed: ServerState | None = None  # route()'s choice, for route_wait
         client.on_pause = self._pause_backend
         client.on_resume = self._resume_backend
         client.on_lost = self._client_gone
@@ -449,112 +450,114 @@ class Session:
     ) -> ResponseScanner | None:
         """Send a framed client command to target and relay the response to the client.
 
-        Returns the finished scanner, or None when the client already got an error. With
-        stmt given (a text statement outside a transaction) it is retried once elsewhere when
-        that is safe: a read whose server died before any byte reached the client, or a write
-        the server refused as read-only (it did not run; the writer moved).
+        Returns the finished scanner, or None when the client already got an error. A text
+        statement (stmt given) outside a transaction and pins is run again elsewhere, once,
+        when the first try failed in a way _attempt() says is safe to retry.
         """
-        retried = False
+        retry = stmt if stmt is not None and not self.pins and not self._in_transaction() else None
         while True:
-            retryable = (
-                stmt is not None
-                and not retried
-                and not self.pins.reasons
-                and not self._in_transaction()
-            )
-            if conn is None:
-                conn = self.ready_backend(target)
-            if conn is None:
-                try:
-                    conn = await self.backend_for(target)
-                except StateSyncError as exc:
-                    self.client.write(build_packet(1, _encode_err(exc.err)))
-                    return None
-                except BackendError as exc:
-                    self.server.note_backend_error(target, exc)
-                    if retryable and exc.err is None and stmt is not None:
-                        retried = True
-                        new = await self.route_wait(stmt, override, exclude=target.name)
-                        if new is None:
-                            return None
-                        target = new
-                        continue
-                    self.send_error(ErrorCode.CR_CONN_HOST_ERROR, f"pyproxy: {exc}", 1)
-                    return None
-            scanner = ResponseScanner(command, conn.caps, cursor=cursor)
-            sink = self.sink
-            if retryable and stmt is not None and stmt.kind is StatementKind.WRITE:
-                sink = Sink(self.client.write, hold_errors=True)
-            self.current = conn
-            self.last_server = conn.server_name
-            self.exec_started = time.monotonic()
-            self.running_read = retryable and stmt is not None and stmt.is_read
-            target.outstanding += 1
-            self.change_phase(SessionPhase.EXECUTING)
-            if self.client.paused and conn.transport is not None:
-                conn.transport.pause_reading()
+            result = await self._attempt(target, command, packet, cursor, conn, retry, override)
+            if not isinstance(result, _Retry):
+                return result
+            assert retry is not None
+            new = await self.route_wait(retry, override, exclude=target.name)
+            if new is None:
+                return None
+            target, conn, retry = new, None, None  # at most one retry
+
+    async def _attempt(
+        self,
+        target: ServerState,
+        command: int,
+        packet: bytes,
+        cursor: bool,
+        conn: BackendConnection | None,
+        retry: Classification | None,
+        override: str | None,
+    ) -> ResponseScanner | _Retry | None:
+        """One try of forward(): the scanner, None (the client got an error), or _RETRY when
+        the statement may run elsewhere (retry given): its server could not be reached, a
+        read died before any byte reached the client, or the writer refused a write as
+        read-only (it did not run: the writer moved)."""
+        if conn is None:
+            conn = self.ready_backend(target)
+        if conn is None:
             try:
-                await conn.relay(packet, scanner, sink)
-                while scanner.infile:
-                    await self._relay_infile(conn, scanner)
+                conn = await self.backend_for(target)
+            except StateSyncError as exc:
+                self.send_err_packet(exc.err)
+                return None
             except BackendError as exc:
-                self.detach(conn, broken=True)
                 self.server.note_backend_error(target, exc)
-                seq = _error_seq(scanner)
-                self._carry_over(conn, seq)
-                if (
-                    scanner.consumed == 0
-                    and self.running_read
-                    and self.kill_sent is not conn
-                    and stmt is not None
-                ):
-                    retried, conn = True, None
-                    new = await self.route_wait(stmt, override, exclude=target.name)
-                    if new is None:
-                        return None
-                    target = new
-                    continue
-                if scanner.consumed:
-                    # Part of the result already reached the client: end the session.
-                    if seq is not None:
-                        self.send_error(
-                            ErrorCode.CR_SERVER_LOST,
-                            f"pyproxy: lost backend {target.name} during the query",
-                            seq,
-                        )
-                    raise
+                if retry is not None and exc.err is None:
+                    return _RETRY
+                self.send_error(ErrorCode.CR_CONN_HOST_ERROR, f"pyproxy: {exc}")
+                return None
+        scanner = ResponseScanner(command, conn.caps, cursor=cursor)
+        hold = retry is not None and retry.kind is StatementKind.WRITE
+        sink = Sink(self.client.write, hold_errors=True) if hold else self.sink
+        self._begin(conn, target, read=retry is not None and retry.is_read)
+        try:
+            await conn.relay(packet, scanner, sink)
+            while scanner.infile:
+                await self._relay_infile(conn, scanner)
+        except BackendError as exc:
+            return self._lost_mid_statement(conn, target, scanner, exc)
+        finally:
+            self._end(target)
+        self._after_response(conn, scanner)
+        self.server.metrics.bytes_out += scanner.consumed
+        if sink.held is not None:
+            assert retry is not None
+            if _writer_moved(scanner, target, self.server.cluster.writer, retry, override):
+                self.server.note_read_only(target)
+                return _RETRY
+            self.client.write(sink.held)
+        return scanner
+
+    def _begin(self, conn: BackendConnection, target: ServerState, read: bool) -> None:
+        self.current = conn
+        self.last_server = conn.server_name
+        self.exec_started = time.monotonic()
+        self.running_read = read
+        target.outstanding += 1
+        self.change_phase(SessionPhase.EXECUTING)
+        if self.client.paused and conn.transport is not None:
+            conn.transport.pause_reading()
+
+    def _end(self, target: ServerState) -> None:
+        target.outstanding -= 1
+        self.current = None
+        self.running_read = False
+
+    def _lost_mid_statement(
+        self,
+        conn: BackendConnection,
+        target: ServerState,
+        scanner: ResponseScanner,
+        exc: BackendError,
+    ) -> _Retry | None:
+        """The backend connection died while running the statement: _RETRY for a read that
+        sent nothing yet (unless KILL QUERY stopped it), else the client gets the error; a
+        session that lost state with it, or whose client got part of a result, ends."""
+        self.detach(conn, broken=True)
+        self.server.note_backend_error(target, exc)
+        seq = _error_seq(scanner)
+        self._carry_over(conn, seq)  # raises SessionLost when state went with it
+        if scanner.consumed == 0 and self.running_read and self.kill_sent is not conn:
+            return _RETRY
+        if scanner.consumed:
+            if seq is not None:
                 self.send_error(
                     ErrorCode.CR_SERVER_LOST,
-                    f"pyproxy: lost connection to backend {target.name}: {exc}",
-                    1,
+                    f"pyproxy: lost backend {target.name} during the query",
+                    seq,
                 )
-                return None
-            finally:
-                target.outstanding -= 1
-                self.current = None
-                self.running_read = False
-            self._after_response(conn, scanner)
-            self.server.metrics.bytes_out += scanner.consumed
-            if sink.held is not None:
-                assert stmt is not None
-                err = scanner.error
-                if (
-                    err is not None
-                    and err.code == ErrorCode.ER_OPTION_PREVENTS_STATEMENT
-                    and target.name == self.server.cluster.writer
-                    and (override or stmt.hint_route) in (None, "writer")
-                ):
-                    # The writer refused it as read-only: the writer changed under us. Follow
-                    # it. A server named by a hint or rule, or a replica, answers for itself.
-                    self.server.note_read_only(target)
-                    retried, conn = True, None
-                    new = await self.route_wait(stmt, override, exclude=target.name)
-                    if new is None:
-                        return None
-                    target = new
-                    continue
-                self.client.write(sink.held)
-            return scanner
+            raise exc
+        self.send_error(
+            ErrorCode.CR_SERVER_LOST, f"pyproxy: lost connection to backend {target.name}: {exc}"
+        )
+        return None
 
     def server_down(self, name: str) -> None:
         """The health checker marked a server DOWN: a read running there is dropped, so that
@@ -611,11 +614,55 @@ class Session:
             self.state.schema = ok.schema
             conn.note_session(schema=ok.schema)
 
-    # -- routing ---------------------------------------------------------------------------------
-    def route(
-        self, stmt: Classification, quiet: bool = False, override: str | None = None
+    # -- routing: one entry point ----------------------------------------------------------------
+    def route(self, stmt: Classification, override: str | None = None) -> ServerState | None:
+        """Where stmt runs, when that is known at once: the per-statement fast path, with no
+        coroutine. None means "await route_wait(stmt, override)": a failover to wait out, or
+        a replica to check for what the session must see. Callers write
+        `session.route(stmt, o) or await session.route_wait(stmt, o)`."""
+        target = self._choose(stmt, override)
+        if target is None or self._must_check(stmt, target):
+            self._routed = target  # route_wait starts from it (asking again would advance
+            return None  # the replica rotation)
+        return target
+
+    async def route_wait(
+        self,
+        stmt: Classification,
+        override: str | None = None,
+        *,
+        exclude: str | None = None,
+        silent: bool = False,
     ) -> ServerState | None:
-        """The server a statement runs on; None (after an ERR to the client) when none can."""
+        """route(), waiting out a failover (statements needing the writer are held up to
+        failover_hold_ms until one is elected) and checking a replica has the session's
+        writes. None: no server can take it, and the client got the error (unless silent:
+        for commands that get no response). exclude: a server that just failed it."""
+        target, self._routed = self._routed, None
+        if target is None or target.name == exclude:
+            target = self._choose(stmt, override)
+        if target is None or target.name == exclude:
+            hold = self.server.config.health.failover_hold_ms / 1000
+            deadline = time.monotonic() + hold
+            while (remaining := deadline - time.monotonic()) > 0:
+                await self.server.topology_changed(remaining)
+                target = self._choose(stmt, override)
+                if target is not None and target.name != exclude:
+                    break
+            else:
+                if not silent:
+                    self.send_error(
+                        ErrorCode.CR_CONN_HOST_ERROR,
+                        "pyproxy: no backend server is available for this statement "
+                        f"(waited {hold * 1000:.0f} ms for a failover)",
+                    )
+                return None
+        if self._must_check(stmt, target):
+            target = await self._fresh_target(target, stmt)
+        return target
+
+    def _choose(self, stmt: Classification, override: str | None) -> ServerState | None:
+        """The server for stmt given the session's situation; None when none is usable."""
         for conn in self.attached.values():
             if conn.in_transaction:  # a transaction stays where it began
                 return self.target_of(conn)
@@ -630,7 +677,7 @@ class Session:
             and (stmt.is_read or self.last_server == self.server.cluster.writer)
         ):
             return self.server.cluster.server(self.last_server)
-        target = self.server.router.choose(
+        return self.server.router.choose(
             stmt,
             autocommit=self.state.autocommit,
             # With the last write's GTID known, route_wait checks the replica instead.
@@ -638,53 +685,14 @@ class Session:
             consistency=self.user.consistency if self.user else None,
             override=override,
         )
-        if target is None and not quiet:
-            self.send_error(
-                ErrorCode.CR_CONN_HOST_ERROR,
-                "pyproxy: no backend server is available for this statement",
-            )
-        return target
 
-    def must_check(self, stmt: Classification, target: ServerState) -> bool:
+    def _must_check(self, stmt: Classification, target: ServerState) -> bool:
         """Must a read routed to target first check the replica has the session's writes?"""
         return bool(
             (self.last_gtid or self.read_floor)
             and stmt.is_read
             and target.name != self.server.cluster.writer
         )
-
-    async def route_wait(
-        self,
-        stmt: Classification,
-        override: str | None = None,
-        exclude: str | None = None,
-        chosen: ServerState | None = None,
-    ) -> ServerState | None:
-        """route(), but waiting out a failover: statements needing the writer are held (up to
-        failover_hold_ms) until one is elected, then run there instead of failing. chosen: what
-        route() just returned (not asked again: that would advance the replica rotation)."""
-        target = chosen or self.route(stmt, quiet=True, override=override)
-        if target is None or target.name == exclude:
-            hold = self.server.config.health.failover_hold_ms / 1000
-            deadline = time.monotonic() + hold
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                await self.server.topology_changed(remaining)
-                target = self.route(stmt, quiet=True, override=override)
-                if target is not None and target.name != exclude:
-                    break
-            if target is None or target.name == exclude:
-                self.send_error(
-                    ErrorCode.CR_CONN_HOST_ERROR,
-                    "pyproxy: no backend server is available for this statement "
-                    f"(waited {hold * 1000:.0f} ms for a failover)",
-                )
-                return None
-        if self.must_check(stmt, target):
-            target = await self._fresh_target(target, stmt)
-        return target
 
     async def _fresh_target(self, first: ServerState, stmt: Classification) -> ServerState:
         """The chosen replica if it has what the session must see, else another replica that
@@ -955,6 +963,10 @@ class Session:
     def send_error(self, code: int, message: str, seq: int = 1) -> None:
         self.client.write(build_err(seq, code, message))
 
+    def send_err_packet(self, err: ErrPacket, seq: int = 1) -> None:
+        """A server's (or the proxy's) ERR packet, as it is."""
+        self.client.write(build_err(seq, err.code, err.message, err.sqlstate))
+
     # -- teardown --------------------------------------------------------------------------------
     def close(self) -> None:
         if self.phase is SessionPhase.CLOSED:
@@ -982,6 +994,33 @@ def _use_target(replay_sql: str) -> str:
     if name.startswith("`") and name.endswith("`"):
         name = name[1:-1].replace("``", "`")
     return name
+
+
+class _Retry(enum.Enum):
+    """_attempt()'s answer when the statement may run again elsewhere."""
+
+    RETRY = "retry"
+
+
+_RETRY = _Retry.RETRY
+
+
+def _writer_moved(
+    scanner: ResponseScanner,
+    target: ServerState,
+    writer: str | None,
+    stmt: Classification,
+    override: str | None,
+) -> bool:
+    """A write the writer refused as read-only: the writer changed under us; follow it. A
+    server named by a hint or rule, or a replica, answers for itself (its 1290 stands)."""
+    err = scanner.error
+    return (
+        err is not None
+        and err.code == ErrorCode.ER_OPTION_PREVENTS_STATEMENT
+        and target.name == writer
+        and (override or stmt.hint_route) in (None, "writer")
+    )
 
 
 class SessionLost(Exception):

@@ -26,7 +26,6 @@ from proxy.protocol.constants import ServerStatus
 from tests.support.proxyproc import LabProxy, RawClient, lab_proxy
 
 LOST = (1927, 2013, 2006)  # ER_CONNECTION_KILLED, CR_SERVER_LOST, CR_SERVER_GONE_ERROR
-WRITER = "master1"
 TABLE = "demo_db.fault_rows"
 RESULTS: list[str] = []
 
@@ -52,6 +51,17 @@ def fault_proxy(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def _report(line: str) -> None:
     RESULTS.append(line)
     print(line)
+
+
+def _writer(lab: Lab) -> str:
+    """The writable master (earlier tests may have failed the lab over to master2)."""
+    writable = [
+        r["node"]
+        for r in lab.status()
+        if r["role"].startswith("master") and r["read_only"] == "OFF"
+    ]
+    assert len(writable) == 1, writable
+    return str(writable[0])
 
 
 def _root_exec(lab: Lab, node: str, sql: str) -> list[tuple[object, ...]]:
@@ -130,11 +140,11 @@ def _cases() -> list[Case]:
 
 
 def _fault_kill(lab: Lab) -> None:
-    _kill_app_connections(lab, WRITER)
+    _kill_app_connections(lab, _writer(lab))
 
 
 def _fault_restart(lab: Lab) -> None:
-    assert lab.kill(WRITER) is not None
+    assert lab.kill(_writer(lab)) is not None
     lab.up(masters=2, replicas=2)
 
 
@@ -154,12 +164,13 @@ def test_fault_battery(lab: Lab, fault_proxy: LabProxy, case: Case, fault: str) 
     prefix = (CASES.index(case) + 1) * 10 + list(FAULTS).index(fault)
     base = prefix * 10
     sub = {"t": TABLE, "b": prefix}
+    writer = _writer(lab)
     wait_timeout = fault == "backend wait_timeout expired"
     if wait_timeout:
         # Backend connections opened from now on expire after 2 idle seconds; the pool's
         # older ones are closed so that the session gets a new one.
-        _root_exec(lab, WRITER, "SET GLOBAL wait_timeout = 2")
-        _kill_app_connections(lab, WRITER)
+        _root_exec(lab, writer, "SET GLOBAL wait_timeout = 2")
+        _kill_app_connections(lab, writer)
         time.sleep(0.5)
     committed: set[int] = set()
     uncommitted: set[int] = set()
@@ -171,7 +182,7 @@ def test_fault_battery(lab: Lab, fault_proxy: LabProxy, case: Case, fault: str) 
                 _track(sql.format(**sub), case, committed, uncommitted)
     finally:
         if wait_timeout:
-            _root_exec(lab, WRITER, "SET GLOBAL wait_timeout = 28800")
+            _root_exec(lab, writer, "SET GLOBAL wait_timeout = 28800")
     FAULTS[fault](lab)
     time.sleep(0.5)  # the proxy sees the closed socket
     outcome, result = _run_probe(conn, case, sub, committed, uncommitted)
@@ -179,7 +190,7 @@ def test_fault_battery(lab: Lab, fault_proxy: LabProxy, case: Case, fault: str) 
     stored = {
         int(r[0])
         for r in _root_exec(
-            lab, WRITER, f"SELECT id FROM {TABLE} WHERE id BETWEEN {base} AND {base + 9}"
+            lab, writer, f"SELECT id FROM {TABLE} WHERE id BETWEEN {base} AND {base + 9}"
         )
     }
     _report(f"  {case.name:32} x {fault:32} -> {outcome}")
