@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from proxy.lab.lab import Lab
 from proxy.testing import ProxyThread
-from tests.conftest import Endpoint, proxy_config
+from tests.support.endpoints import Endpoint, proxy_config
 
 
 def _connect(ep: Endpoint, **kwargs: object) -> pymysql.Connection:
