@@ -59,3 +59,9 @@ def test_merge_mariadb_takes_the_maximum_per_domain() -> None:
     assert merge_mariadb("", "") == ""
     merged = merge_mariadb("0-1-10", "0-2-12")
     assert contains(merged, "0-1-10") and contains(merged, "0-2-12")
+
+
+def test_containment_over_several_domains() -> None:
+    assert contains("1-1-10,2-2-5", "1-1-10,2-2-4")
+    assert not contains("1-1-9,2-2-5", "1-1-10")
+    assert not contains("2-2-5", "1-1-1")
