@@ -7,14 +7,13 @@ import os
 import signal
 import sys
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from proxy.config import Config, parse_config
 from proxy.lab.lab import Lab
 from proxy.testing import ProxyThread
+from tests.support.endpoints import Endpoint, proxy_config
 
 LAB_ENV = "PYPROXY_TEST_LAB"
 
@@ -53,26 +52,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(str(item.fspath)).parent.name == "integration":
             item.add_marker(pytest.mark.integration)
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where a MySQL client connects, and as whom."""
-
-    host: str
-    port: int
-    user: str
-    password: str
-    database: str
-
-
-def proxy_config(lab: Lab, **overrides: object) -> Config:
-    """A proxy config for the lab, listening on free ports."""
-    data = lab.proxy_config()
-    for listener in data["listeners"].values():
-        listener["port"] = 0
-    data.update(overrides)
-    return parse_config(data)
 
 
 def _dump_proxy_tasks(thread: ProxyThread) -> None:

@@ -11,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from proxy.admin.tables import TABLES
+from proxy.authio import drive_auth
 from proxy.frontend.client import ClientConnection, ClientGone
-from proxy.protocol.auth import AuthAction, AuthDone, AuthFailed, AuthSend, ServerAuth
+from proxy.protocol.auth import AuthFailed, ServerAuth
 from proxy.protocol.constants import Command, ErrorCode
 from proxy.protocol.packets import ProtocolError, build_err, build_ok, build_result_set
 
@@ -114,19 +115,12 @@ class AdminServer:
             default_plugin="mysql_native_password",
             client_host=client.peer[0],
         )
-        action: AuthAction = auth.start()
-        while True:
-            if isinstance(action, AuthSend):
-                client.write(action.data)
-            elif isinstance(action, AuthFailed):
-                client.write(action.data)
-                return None
-            elif isinstance(action, AuthDone):
-                client.write(action.data)
-                client.logged_in()
-                return auth.capabilities
-            packet = await client.read_packet()
-            action = auth.feed(packet.payload, packet.seq)
+        action = await drive_auth(auth.start(), auth.feed, client.read_packet, client.write)
+        if isinstance(action, AuthFailed):
+            return None
+        client.write(action.data)
+        client.logged_in()
+        return auth.capabilities
 
     # -- statements ------------------------------------------------------------------------------
     async def execute(self, sql: str, caps: int) -> bytes:

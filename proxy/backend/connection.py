@@ -12,14 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
+from proxy.authio import drive_auth
 from proxy.backend.sync import SessionState, Step, StepKind
 from proxy.protocol.auth import (
     DEFAULT_CLIENT_CAPABILITIES,
     AuthAction,
-    AuthDone,
     AuthFailed,
-    AuthSend,
-    AuthStartTLS,
     ClientAuth,
 )
 from proxy.protocol.constants import Capability, Command, ErrorCode, ServerStatus
@@ -307,28 +305,21 @@ class BackendConnection(asyncio.Protocol):
             charset=collation,
             tls=tls is not None,
         )
-        action: AuthAction = auth.start()
-        while True:
-            if isinstance(action, AuthStartTLS):
-                self.write(action.data)
-                loop = asyncio.get_running_loop()
-                assert self.transport is not None
-                new = await loop.start_tls(self.transport, self, tls)  # type: ignore[arg-type]
-                assert new is not None
-                self.transport = new
-                action = auth.tls_established()
-                continue
-            if isinstance(action, AuthFailed):
-                raise BackendError(
-                    f"{self.server_name} refused user {self.user!r}: {action.error.message}",
-                    action.error,
-                )
-            if isinstance(action, AuthDone):
-                break
-            if isinstance(action, AuthSend):
-                self.write(action.data)
-            packet = await self.read_packet()
-            action = auth.feed(packet.payload, packet.seq)
+
+        async def start_tls() -> AuthAction:
+            assert self.transport is not None
+            loop = asyncio.get_running_loop()
+            new = await loop.start_tls(self.transport, self, tls)  # type: ignore[arg-type]
+            assert new is not None
+            self.transport = new
+            return auth.tls_established()
+
+        action = await drive_auth(auth.start(), auth.feed, self.read_packet, self.write, start_tls)
+        if isinstance(action, AuthFailed):
+            raise BackendError(
+                f"{self.server_name} refused user {self.user!r}: {action.error.message}",
+                action.error,
+            )
         self.caps = auth.capabilities
         self._password = password
         self._collation = collation
@@ -469,16 +460,8 @@ class BackendConnection(asyncio.Protocol):
             capabilities=self.caps,
             charset=self._collation,
         )
-        action: AuthAction = auth.start_change_user()
-        while True:
-            if isinstance(action, AuthFailed):
-                return action.error
-            if isinstance(action, AuthDone):
-                return None
-            if isinstance(action, AuthSend):
-                self.write(action.data)
-            packet = await self.read_packet()
-            action = auth.feed(packet.payload, packet.seq)
+        action = await drive_auth(auth.start_change_user(), auth.feed, self.read_packet, self.write)
+        return action.error if isinstance(action, AuthFailed) else None
 
     def close(self) -> None:
         if self.state is ConnState.CLOSED:

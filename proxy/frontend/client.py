@@ -191,6 +191,11 @@ class ClientConnection(asyncio.Protocol):
     # TLS runs over memory BIOs rather than loop.start_tls: a client sends its TLS ClientHello
     # right behind the SSLRequest, often in the same read, and those bytes must reach the TLS
     # engine, not be lost in the plain-text packet buffer.
+    @property
+    def tls(self) -> bool:
+        """The connection runs over TLS."""
+        return self._tls is not None
+
     async def start_tls(self, context: ssl.SSLContext, timeout: float = 10.0) -> None:
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         tls = context.wrap_bio(incoming, outgoing, server_side=True)

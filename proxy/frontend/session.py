@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from proxy.authio import drive_auth
 from proxy.backend.connection import BackendConnection, BackendError, Sink
 from proxy.backend.sync import SessionState, sync_steps
 from proxy.cluster import ServerState
@@ -18,17 +19,13 @@ from proxy.config import User
 from proxy.frontend.client import ClientConnection, ClientGone
 from proxy.protocol.auth import (
     DEFAULT_SERVER_CAPABILITIES,
-    AuthAction,
     AuthDone,
     AuthFailed,
-    AuthSend,
-    AuthStartTLS,
+    AuthWait,
     ServerAuth,
-    generate_scramble,
-    verify_native_password,
 )
 from proxy.protocol.constants import Capability, ErrorCode, ServerStatus
-from proxy.protocol.handshake import AuthSwitchRequest, ChangeUser, encode_auth_switch_request
+from proxy.protocol.handshake import ChangeUser
 from proxy.protocol.packets import (
     ErrPacket,
     Packet,
@@ -221,29 +218,22 @@ class Session:
             client_host=self.client.peer[0],
         )
         self.scramble = auth.scramble
-        action: AuthAction = auth.start()
-        while True:
-            if isinstance(action, AuthSend):
-                self.client.write(action.data)
-            elif isinstance(action, AuthStartTLS):
-                if action.data:
-                    self.client.write(action.data)
-                await self._start_tls()
-            elif isinstance(action, AuthFailed):
-                if action.data:
-                    self.client.write(action.data)
-                self.server.metrics.refused["auth"] += 1
-                log.info(
-                    "session %d: %s from %s",
-                    self.id,
-                    log_text(action.error.message),
-                    self.client.peer[0],
-                )
-                return None, auth
-            elif isinstance(action, AuthDone):
-                return action, auth
-            packet = await self.client.read_packet()
-            action = auth.feed(packet.payload, packet.seq)
+        action = await drive_auth(
+            auth.start(), auth.feed, self.client.read_packet, self.client.write, self._start_tls
+        )
+        if isinstance(action, AuthFailed):
+            self._auth_refused(action)
+            return None, auth
+        return action, auth
+
+    def _auth_refused(self, action: AuthFailed) -> None:
+        self.server.metrics.refused["auth"] += 1
+        log.info(
+            "session %d: %s from %s",
+            self.id,
+            log_text(action.error.message),
+            self.client.peer[0],
+        )
 
     async def _logged_in(self, action: AuthDone, auth: ServerAuth) -> bool:
         """Admit the authenticated client (connection limits), check its schema, send OK."""
@@ -252,7 +242,7 @@ class Session:
         assert user is not None
         refusal = self.server.admit(self, user)
         if refusal is not None:
-            self.client.write(build_packet(auth_seq(action), _encode_err(refusal)))
+            self.send_err_packet(refusal, auth_seq(action))
             return False
         self.client.logged_in()
         self.user = user
@@ -267,7 +257,7 @@ class Session:
             # MySQL refuses the login when the schema does not exist; check it on a backend.
             err = await self._check_schema(auth.database)
             if err is not None:
-                self.client.write(build_packet(auth_seq(action), _encode_err(err)))
+                self.send_err_packet(err, auth_seq(action))
                 return False
         if action.data:
             self.client.write(action.data)
@@ -317,9 +307,10 @@ class Session:
         )
         conn.abort("its client went away", ClientGone())
 
-    async def _start_tls(self) -> None:
+    async def _start_tls(self) -> AuthWait:
         assert self.server.tls is not None
         await self.client.start_tls(self.server.tls)
+        return AuthWait()
 
     # -- backends --------------------------------------------------------------------------------
     def ready_backend(self, target: ServerState) -> BackendConnection | None:
@@ -901,33 +892,32 @@ class Session:
         self.wait_timeout = None
 
     async def change_user(self, request: ChangeUser) -> bool:
+        """COM_CHANGE_USER from the client: authenticated like a login (same plugins), then a
+        reset; a refused one closes the connection, as MySQL does."""
         cfg = self.server.config
-        user = cfg.user(request.username)
-        seq = 1
-        ok = False
-        if user is not None and request.auth_plugin_name in (None, "mysql_native_password"):
-            ok = verify_native_password(self.scramble, request.auth_response, user.password)
-        if not ok:
-            # Ask for a fresh native-password scramble: every client library supports it.
-            scramble = generate_scramble()
-            switch = AuthSwitchRequest("mysql_native_password", scramble + b"\0")
-            self.client.write(build_packet(seq, encode_auth_switch_request(switch)))
-            reply = await self.client.read_packet()
-            seq = reply.next_seq
-            ok = user is not None and verify_native_password(scramble, reply.payload, user.password)
-        if not ok or user is None:
-            self.server.metrics.refused["auth"] += 1
-            using = "YES" if request.auth_response else "NO"
-            self.send_error(
-                ErrorCode.ER_ACCESS_DENIED_ERROR,
-                f"Access denied for user '{request.username}'@'{self.client.peer[0]}'"
-                f" (using password: {using})",
-                seq,
-            )
-            return False  # MySQL closes the connection after a failed change-user
+        auth = ServerAuth(
+            lambda name: u.password if (u := cfg.user(name)) else None,
+            connection_id=self.id,
+            default_plugin=cfg.auth_plugin,
+            capabilities=self.caps,
+            status=int(ServerStatus.AUTOCOMMIT),
+            secure_transport=self.client.tls,
+            rsa_key=self.server.rsa_key,
+            client_host=self.client.peer[0],
+            scramble=self.scramble,
+        )
+        action = await drive_auth(
+            auth.start_change_user(request), auth.feed, self.client.read_packet, self.client.write
+        )
+        if isinstance(action, AuthFailed):
+            self._auth_refused(action)
+            return False
+        seq = auth_seq(action)
+        user = cfg.user(auth.username)
+        assert user is not None
         refusal = self.server.switch_user(self, user)
         if refusal is not None:
-            self.client.write(build_packet(seq, _encode_err(refusal)))
+            self.send_err_packet(refusal, seq)
             return False
         self.user = user
         self.reset(
@@ -942,12 +932,12 @@ class Session:
             try:
                 await self.backend_for(self.sticky_target())
             except StateSyncError as exc:
-                self.client.write(build_packet(seq, _encode_err(exc.err)))
+                self.send_err_packet(exc.err, seq)
                 return True
             except BackendError as exc:
                 self.report_backend_failure(self.sticky_target(), exc)
                 return True
-        self.send_ok(seq)
+        self.client.write(action.data)
         return True
 
     # -- replies made by the proxy itself ----------------------------------------------------------
@@ -1037,12 +1027,6 @@ class StateSyncError(Exception):
     def __init__(self, err: ErrPacket) -> None:
         super().__init__(err.message)
         self.err = err
-
-
-def _encode_err(err: ErrPacket) -> bytes:
-    from proxy.protocol.packets import encode_err
-
-    return encode_err(err.code, err.message, err.sqlstate)
 
 
 def auth_seq(action: object) -> int:

@@ -599,6 +599,8 @@ class ServerAuth:
         self.capabilities = self.server_capabilities  # narrowed once the client answers
         self.response: HandshakeResponse41 | None = None
         self.plugin = default_plugin
+        self._username = ""
+        self._database: str | None = None
         self._password: str | None = None
         self._seq = 0
         self._state = _ServerState.INIT
@@ -613,12 +615,12 @@ class ServerAuth:
     @property
     def username(self) -> str:
         """User name the client sent ("" before its response)."""
-        return self.response.username if self.response else ""
+        return self._username
 
     @property
     def database(self) -> str | None:
-        """Default schema requested with CLIENT_CONNECT_WITH_DB."""
-        return self.response.database if self.response else None
+        """Default schema requested with CLIENT_CONNECT_WITH_DB (or by COM_CHANGE_USER)."""
+        return self._database
 
     # -- flow
 
@@ -697,15 +699,35 @@ class ServerAuth:
         if resp.capabilities & Capability.CLIENT_SSL and not self.tls:
             # The client claims TLS without having asked for it: refuse rather than trust.
             return self._fail(_error(ErrorCode.ER_HANDSHAKE_ERROR, "Bad handshake"))
-        self._password = self._password_for(resp.username)
-        if resp.capabilities & Capability.CLIENT_PLUGIN_AUTH:
-            client_plugin = resp.auth_plugin_name or _NATIVE
-        else:
-            client_plugin = _NATIVE
+        self._username = resp.username
+        self._database = resp.database
+        plugin_auth = bool(resp.capabilities & Capability.CLIENT_PLUGIN_AUTH)
+        return self._identify(plugin_auth, resp.auth_plugin_name, resp.auth_response)
+
+    def start_change_user(self, request: ChangeUser) -> AuthAction:
+        """Authenticate a client's COM_CHANGE_USER (its packet had seq 0) instead of a login.
+
+        Construct with the connection's scramble (the client answers the original greeting's
+        challenge), its negotiated capabilities, ``secure_transport`` when it is on TLS, and no
+        ``tls_available``: the exchange goes on as after a handshake response (auth switch,
+        caching_sha2 fast or full authentication) and ends in the OK or ERR.
+        """
+        if self._state is not _ServerState.INIT:
+            raise RuntimeError("ServerAuth already started")
+        self._seq = 0
+        self._username = request.username
+        self._database = request.database or None
+        plugin_auth = bool(self.capabilities & Capability.CLIENT_PLUGIN_AUTH)
+        return self._identify(plugin_auth, request.auth_plugin_name, request.auth_response)
+
+    def _identify(self, plugin_auth: bool, plugin: str | None, auth_response: bytes) -> AuthAction:
+        """Verify the client's first answer, or ask it to switch to the default plugin."""
+        self._password = self._password_for(self._username)
+        client_plugin = (plugin or _NATIVE) if plugin_auth else _NATIVE
         if client_plugin in self.allowed_plugins:
             self.plugin = client_plugin
-            return self._verify(client_plugin, resp.auth_response)
-        if not resp.capabilities & Capability.CLIENT_PLUGIN_AUTH:
+            return self._verify(client_plugin, auth_response)
+        if not plugin_auth:
             return self._fail(
                 _error(
                     ErrorCode.ER_NOT_SUPPORTED_AUTH_MODE,

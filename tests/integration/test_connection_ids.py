@@ -12,7 +12,7 @@ from pymysql.constants import CLIENT
 
 from proxy.lab.lab import Lab
 from proxy.testing import ProxyThread
-from tests.conftest import proxy_config
+from tests.support.endpoints import proxy_config
 
 OTHER_USER = ("app_other", "other-pass")  # a second account: KILL across users is refused
 

@@ -14,7 +14,7 @@ import pytest
 from proxy.cluster import HostStatus
 from proxy.lab.lab import Lab
 from proxy.testing import ProxyThread
-from tests.conftest import proxy_config
+from tests.support.endpoints import proxy_config
 
 
 @pytest.fixture(scope="module")

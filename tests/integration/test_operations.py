@@ -21,7 +21,7 @@ import yaml
 
 from proxy.lab.lab import Lab
 from proxy.testing import ProxyThread
-from tests.conftest import Endpoint
+from tests.support.endpoints import Endpoint
 from tests.support.proxyproc import lab_proxy
 
 ROOT = Path(__file__).resolve().parents[2]

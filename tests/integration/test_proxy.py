@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import mysql.connector
 import pymysql
 import pytest
 from cryptography import x509
@@ -20,7 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from proxy.lab.lab import Lab
 from proxy.testing import ProxyThread
-from tests.conftest import Endpoint, proxy_config
+from tests.support.endpoints import Endpoint, proxy_config
 
 
 def _connect(ep: Endpoint, **kwargs: object) -> pymysql.Connection:
@@ -380,6 +381,42 @@ def test_tls_and_auth_plugins(lab: Lab, tls_files: tuple[Path, Path], plugin: st
         with pytest.raises(pymysql.err.OperationalError) as err:
             _connect(ep, password="bad")
         assert err.value.args[0] == 1045
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("client_plugin", ["mysql_native_password", "caching_sha2_password"])
+@pytest.mark.parametrize("plugin", ["mysql_native_password", "caching_sha2_password"])
+def test_change_user_auth_plugins(lab: Lab, plugin: str, client_plugin: str) -> None:
+    """COM_CHANGE_USER is authenticated like a login, whichever plugin the proxy announces and
+    the client uses; a wrong password gets 1045 and the connection is closed."""
+    server = ProxyThread(proxy_config(lab, auth_plugin=plugin)).start()
+    try:
+        acct = lab.accounts.app
+        conn = mysql.connector.connect(
+            host="127.0.0.1",
+            port=server.port,
+            user=acct.username,
+            password=acct.password,
+            database="demo_db",
+            auth_plugin=client_plugin,
+            use_pure=True,
+            connection_timeout=10,
+        )
+        cur = conn.cursor()
+        cur.execute("SET @v = 1")
+        conn.cmd_change_user(username=acct.username, password=acct.password, database="demo_db")
+        cur = conn.cursor()
+        cur.execute("SELECT @v, DATABASE(), CURRENT_USER()")
+        assert cur.fetchone() == (None, "demo_db", f"{acct.username}@%")
+        with pytest.raises(mysql.connector.Error) as refused:
+            conn.cmd_change_user(username=acct.username, password="wrong", database="demo_db")
+        assert refused.value.errno == 1045
+        assert refused.value.msg == (
+            f"Access denied for user '{acct.username}'@'127.0.0.1' (using password: YES)"
+        )
+        with pytest.raises(mysql.connector.Error):
+            conn.cmd_query("SELECT 1")
     finally:
         server.stop()
 

@@ -18,13 +18,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from proxy.lab.lab import Lab
 from proxy.testing import ProxyThread
-from tests.conftest import Endpoint, proxy_config
 from tests.integration.clients._support import (
     HERE,
     client_env,
     require_tool,
     run_json,
 )
+from tests.support.endpoints import Endpoint, proxy_config
 
 ITERATIONS = 1000
 DELAY_S = 2  # replica2 applies everything this late (MASTER_DELAY)

@@ -15,7 +15,7 @@ import pytest
 from proxy.lab.lab import Lab
 from proxy.routing.stats import DigestStats
 from proxy.testing import ProxyThread
-from tests.conftest import proxy_config
+from tests.support.endpoints import proxy_config
 
 WRITER, REPLICA1, REPLICA2 = 1, 101, 102
 

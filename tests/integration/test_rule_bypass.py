@@ -15,7 +15,7 @@ from pymysql.constants import CLIENT
 from proxy.lab.lab import Lab
 from proxy.routing.rules import UNCHECKABLE
 from proxy.testing import ProxyThread
-from tests.conftest import proxy_config
+from tests.support.endpoints import proxy_config
 
 NODES = ("master1", "master2", "replica1", "replica2")
 BLOCKED = "DROP is not allowed through pyproxy"

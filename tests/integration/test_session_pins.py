@@ -7,7 +7,7 @@ import random
 import pymysql
 import pytest
 
-from tests.conftest import Endpoint
+from tests.support.endpoints import Endpoint
 
 READ_ONLY = 1290  # ER_OPTION_PREVENTS_STATEMENT: the replica refused a write
 

@@ -19,7 +19,7 @@ from proxy.lab.lab import Lab
 from proxy.lab.servers import free_port
 from proxy.testing import ProxyThread
 from proxy.tools.crud import statements
-from tests.conftest import proxy_config
+from tests.support.endpoints import proxy_config
 
 
 def _up(lab: Lab) -> None:

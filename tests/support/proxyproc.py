@@ -23,7 +23,7 @@ from proxy.protocol.handshake import parse_handshake_v10
 from proxy.protocol.packets import Packet, PacketReader, build_command, is_err, parse_err
 from proxy.protocol.response import ResponseScanner
 from proxy.testing import ProxyFailed, ProxyProcess
-from tests.conftest import Endpoint
+from tests.support.endpoints import Endpoint
 
 CURSOR_TYPE_READ_ONLY = 0x01
 

@@ -76,31 +76,3 @@ def test_mysql_statements_use_new_names() -> None:
     assert any("semisync_source.so" in s for s in semisync_statements(Flavor.MYSQL, (8, 4), 1000))
     maria = change_source_statements(Flavor.MARIADB, src, Account("repl", "x"))
     assert "MASTER_USE_GTID=slave_pos" in maria[1]
-
-
-def test_election_rules() -> None:
-    from proxy.health.policy import MasterView, elect
-
-    m = MasterView
-    # Follow the one writable master, whoever this proxy thought was the writer.
-    assert elect("m1", [m("m1", False, False, False), m("m2", True, False, False)]).writer == "m2"
-    # A failing (not yet DOWN) writer is kept: no failover on a blip.
-    assert elect("m1", [m("m1", False, False, False), m("m2", True, False, True)]).writer == "m1"
-    # DOWN writer, no writable master: promote the next by priority.
-    e = elect("m1", [m("m1", False, True, False), m("m2", True, False, True)])
-    assert (e.writer, e.promote) == ("m2", "m2")
-    # Two writable: keep the current one and fence the other; no current: hold and report.
-    e = elect("m2", [m("m1", True, False, False), m("m2", True, False, False)])
-    assert (e.writer, e.fence, e.conflict) == ("m2", ["m1"], ["m1", "m2"])
-    e = elect(None, [m("m1", True, False, False), m("m2", True, False, False)])
-    assert (e.writer, e.fence) == (None, [])
-    # Current writer up but read-only: a switchover elsewhere; hold.
-    assert elect("m1", [m("m1", True, False, True), m("m2", True, False, True)]).writer is None
-
-
-def test_gtid_containment() -> None:
-    from proxy.routing.gtid import contains as gtid_contains
-
-    assert gtid_contains("1-1-10,2-2-5", "1-1-10,2-2-4")
-    assert not gtid_contains("1-1-9,2-2-5", "1-1-10")
-    assert not gtid_contains("2-2-5", "1-1-1")

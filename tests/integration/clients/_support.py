@@ -16,7 +16,7 @@ import pymysql
 import pytest
 
 if TYPE_CHECKING:
-    from tests.conftest import Endpoint
+    from tests.support.endpoints import Endpoint
 
 HERE = Path(__file__).resolve().parent
 

@@ -13,7 +13,7 @@ from tests.integration.clients._support import drop_tables, unique
 
 if TYPE_CHECKING:
     from proxy.lab.lab import Lab
-    from tests.conftest import Endpoint
+    from tests.support.endpoints import Endpoint
 
 DIRECT_ENV = "PYPROXY_CLIENTS_DIRECT"
 

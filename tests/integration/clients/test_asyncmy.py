@@ -10,7 +10,7 @@ import pytest
 from asyncmy.cursors import DictCursor
 
 if TYPE_CHECKING:
-    from tests.conftest import Endpoint
+    from tests.support.endpoints import Endpoint
 
 
 async def _connect(ep: Endpoint, **kwargs: Any) -> asyncmy.Connection:

@@ -17,7 +17,7 @@ from tests.integration.clients._support import (
 )
 
 if TYPE_CHECKING:
-    from tests.conftest import Endpoint
+    from tests.support.endpoints import Endpoint
 
 CONNECTOR_J = Path("/usr/share/java/mariadb-java-client.jar")
 

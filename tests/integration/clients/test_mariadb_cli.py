@@ -11,7 +11,7 @@ import pytest
 from tests.integration.clients._support import require_tool, run, unique
 
 if TYPE_CHECKING:
-    from tests.conftest import Endpoint
+    from tests.support.endpoints import Endpoint
 
 
 def _mariadb(ep: Endpoint, *options: str) -> list[str]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from tests.integration.clients._support import connect, drop_schema, require_tool, run, unique
 
 if TYPE_CHECKING:
-    from tests.conftest import Endpoint
+    from tests.support.endpoints import Endpoint
 
 
 def test_slap_auto_generated_load(proxy_endpoint: Endpoint) -> None:

@@ -17,7 +17,7 @@ from mysql.connector.cursor import MySQLCursorPrepared
 from tests.integration.clients._support import unique
 
 if TYPE_CHECKING:
-    from tests.conftest import Endpoint
+    from tests.support.endpoints import Endpoint
 
 
 def _connect(ep: Endpoint) -> MySQLConnection:

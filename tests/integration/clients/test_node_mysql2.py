@@ -14,7 +14,7 @@ from tests.integration.clients._support import (
 )
 
 if TYPE_CHECKING:
-    from tests.conftest import Endpoint
+    from tests.support.endpoints import Endpoint
 
 NODE_DIR = HERE / "node"
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from tests.integration.clients._support import HERE, client_env, require_tool, run, run_json
 
 if TYPE_CHECKING:
-    from tests.conftest import Endpoint
+    from tests.support.endpoints import Endpoint
 
 
 def test_dbd_mariadb_client(proxy_endpoint: Endpoint, new_table: Callable[[], str]) -> None:

@@ -17,7 +17,7 @@ from pymysql.constants import CLIENT
 from tests.integration.clients._support import connect, unique
 
 if TYPE_CHECKING:
-    from tests.conftest import Endpoint
+    from tests.support.endpoints import Endpoint
 
     Conn = pymysql.Connection[Any]
 

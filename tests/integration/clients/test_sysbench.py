@@ -14,7 +14,7 @@ import pytest
 from tests.integration.clients._support import connect, drop_schema, require_tool, run, unique
 
 if TYPE_CHECKING:
-    from tests.conftest import Endpoint
+    from tests.support.endpoints import Endpoint
 
 
 @pytest.fixture

@@ -1,10 +1,10 @@
-"""SessionState: what pyproxy can tell of a session's sql_mode."""
+"""SessionState (what pyproxy can tell of a session's sql_mode) and sync_steps."""
 
 from __future__ import annotations
 
 import pytest
 
-from proxy.backend.sync import SessionState
+from proxy.backend.sync import SessionState, Step, StepKind, set_names_sql, sync_steps
 
 
 @pytest.mark.parametrize(
@@ -22,3 +22,106 @@ from proxy.backend.sync import SessionState
 )
 def test_backslash_escapes(variables: dict[str, str], escapes: bool | None) -> None:
     assert SessionState(variables=variables).backslash_escapes() is escapes
+
+
+# --------------------------------------------------------------------------- sync_steps
+
+
+def _q(sql: str) -> Step:
+    return Step(StepKind.QUERY, sql)
+
+
+def test_in_sync_needs_nothing() -> None:
+    state = SessionState(schema="db", variables={"time_zone": "SET time_zone='+00:00'"})
+    assert sync_steps(state, state.copy(), mariadb=True) == []
+    # No schema wanted: whatever the connection has is fine.
+    assert sync_steps(SessionState(), SessionState(schema="other"), mariadb=True) == []
+
+
+def test_fresh_connection_gets_everything_in_order() -> None:
+    want = SessionState(
+        schema="shop",
+        collation=46,
+        autocommit=False,
+        multi_statements=True,
+        variables={"time_zone": "SET time_zone='+02:00'", "sql_mode": "SET sql_mode=''"},
+    )
+    assert sync_steps(want, SessionState(), mariadb=True) == [
+        Step(StepKind.INIT_DB, "shop"),
+        Step(StepKind.SET_OPTION, "on"),
+        _q("SET NAMES utf8mb4 COLLATE utf8mb4_bin"),
+        _q("SET time_zone='+02:00'"),
+        _q("SET sql_mode=''"),
+        _q("SET autocommit=0"),
+    ]
+
+
+def test_only_the_differences_are_replayed() -> None:
+    have = SessionState(schema="a", variables={"time_zone": "SET time_zone='+00:00'"})
+    want = have.copy()
+    want.variables["sql_mode"] = "SET sql_mode=''"
+    want.multi_statements = False
+    assert sync_steps(want, have, mariadb=True) == [_q("SET sql_mode=''")]
+    want.autocommit = False
+    assert sync_steps(want, have, mariadb=True)[-1] == _q("SET autocommit=0")
+
+
+@pytest.mark.parametrize(
+    "have_vars",
+    [
+        {"time_zone": "SET time_zone='+00:00'"},  # left by an earlier session
+        {"sql_mode": "SET sql_mode='ANSI'"},  # same variable, another value
+    ],
+)
+def test_stale_variable_resets_and_replays(have_vars: dict[str, str]) -> None:
+    have = SessionState(schema="db", multi_statements=True, variables=have_vars)
+    want_vars = {"sql_mode": "SET sql_mode=''"}
+    want = SessionState(schema="db", multi_statements=True, variables=want_vars)
+    assert sync_steps(want, have, mariadb=True) == [
+        Step(StepKind.RESET),
+        # The reset keeps schema and multi-statements but puts the charset back to defaults.
+        _q("SET NAMES utf8mb4 COLLATE utf8mb4_general_ci"),
+        _q("SET sql_mode=''"),
+    ]
+
+
+def test_tainted_connection_is_reset() -> None:
+    have = SessionState(schema="db", tainted=True)
+    steps = sync_steps(SessionState(schema="db"), have, mariadb=False)
+    assert steps[0] == Step(StepKind.RESET)
+    assert Step(StepKind.INIT_DB, "db") not in steps  # a reset keeps the schema
+
+
+def test_set_names_by_the_client_replaces_the_handshake_collation() -> None:
+    want = SessionState(collation=8, variables={"names": "SET NAMES latin1"})
+    have = SessionState(collation=45, variables={"names": "SET NAMES latin1"})
+    assert sync_steps(want, have, mariadb=True) == []
+    assert sync_steps(want, SessionState(), mariadb=True) == [_q("SET NAMES latin1")]
+
+
+def test_multi_statements_off() -> None:
+    want = SessionState(multi_statements=False)
+    have = SessionState(multi_statements=True)
+    assert sync_steps(want, have, mariadb=True) == [Step(StepKind.SET_OPTION, "off")]
+
+
+@pytest.mark.parametrize(
+    ("collation", "mariadb", "sql"),
+    [
+        (255, True, "SET NAMES utf8mb4"),  # MariaDB before 11.4 lacks utf8mb4_0900_ai_ci
+        (255, False, "SET NAMES utf8mb4 COLLATE utf8mb4_0900_ai_ci"),
+        (8, True, "SET NAMES latin1 COLLATE latin1_swedish_ci"),
+        (999, True, "SET NAMES utf8mb4"),  # unknown id: the default character set
+    ],
+)
+def test_set_names_sql(collation: int, mariadb: bool, sql: str) -> None:
+    assert set_names_sql(collation, mariadb) == sql
+    assert sync_steps(SessionState(collation=collation), SessionState(), mariadb) == [_q(sql)]
+
+
+def test_copy_is_independent() -> None:
+    state = SessionState(schema="db", variables={"a": "SET @@a=1"}, tainted=True)
+    dup = state.copy()
+    dup.variables["b"] = "SET @@b=2"
+    assert state.variables == {"a": "SET @@a=1"}
+    assert not dup.tainted  # a copy is the wanted state, never a leftover

@@ -518,3 +518,103 @@ def test_client_change_user() -> None:
     assert _sent_payload(client.feed(switch, 1), 2) == _ref_sha2(b"pw2", SCRAMBLE)
     assert isinstance(client.feed(b"\x01\x03", 3), AuthWait)
     assert isinstance(client.feed(build_ok(4, client.capabilities)[4:], 4), AuthDone)
+
+
+# --------------------------------------------------------------------------- COM_CHANGE_USER
+
+
+def run_change_user(
+    server_options: dict[str, object], user: str, password: str, **client_kw: object
+) -> tuple[AuthAction, AuthAction, Transcript, ServerAuth]:
+    """A client's COM_CHANGE_USER (ClientAuth) against ServerAuth.start_change_user, as on a
+    connection that logged in with the greeting of *server_options*."""
+    login = _server(**server_options)
+    greeting = login.greeting()
+    client = _client(user, password, database="db2", **client_kw)(greeting)
+    server = _server(
+        **server_options, scramble=greeting.auth_plugin_data, capabilities=client.capabilities
+    )
+    log = Transcript()
+    to_client, to_server = PacketReader(), PacketReader()
+    (request,) = _drain(to_server, client.start_change_user().data, "c>s", log)
+    s_act = server.start_change_user(parse_change_user(request.payload, client.capabilities))
+    c_act: AuthAction = AuthWait()
+    for _ in range(10):
+        assert isinstance(s_act, AuthSend | AuthDone | AuthFailed), s_act
+        for pkt in _drain(to_client, s_act.data, "s>c", log):
+            c_act = client.feed(pkt.payload, pkt.seq)
+        if isinstance(s_act, AuthDone | AuthFailed):
+            return c_act, s_act, log, server
+        assert isinstance(c_act, AuthSend), c_act
+        for pkt in _drain(to_server, c_act.data, "c>s", log):
+            s_act = server.feed(pkt.payload, pkt.seq)
+    raise AssertionError("change-user exchange did not end")
+
+
+@pytest.mark.parametrize("server_plugin", [NATIVE, SHA2])
+@pytest.mark.parametrize("client_plugin", [NATIVE, SHA2])
+@pytest.mark.parametrize("strict", [False, True])
+def test_change_user_plugins(server_plugin: str, client_plugin: str, strict: bool) -> None:
+    c_act, s_act, log, server = run_change_user(
+        {"default_plugin": server_plugin, "allowed_plugins": [server_plugin] if strict else None},
+        "ünï",
+        "pässwörd",
+        plugin=client_plugin,
+    )
+    assert isinstance(c_act, AuthDone) and isinstance(s_act, AuthDone), (c_act, s_act)
+    assert server.done and server.username == "ünï" and server.database == "db2"
+    expected = server_plugin if strict else client_plugin
+    assert server.plugin == expected
+    switched = any(p[:1] == b"\xfe" for p in log.payloads("s>c"))
+    assert switched == (expected != client_plugin)
+    # The request is seq 0; every packet follows the previous one.
+    assert [seq for _, seq, _ in log.packets] == list(range(len(log.packets)))
+    assert (b"\x01\x03" in log.payloads("s>c")) == (expected == SHA2)
+    assert log.payloads("s>c")[-1][0] == 0x00
+
+
+@pytest.mark.parametrize("plugin", [NATIVE, SHA2])
+def test_change_user_wrong_password_or_unknown_user(plugin: str) -> None:
+    for user, password in (("alice", "wrong"), ("mallory", "s3cret!")):
+        c_act, s_act, log, _ = run_change_user(
+            {"default_plugin": plugin}, user, password, plugin=plugin
+        )
+        assert isinstance(s_act, AuthFailed) and isinstance(c_act, AuthFailed)
+        assert s_act.error.code == ErrorCode.ER_ACCESS_DENIED_ERROR
+        assert s_act.error.message == (
+            f"Access denied for user '{user}'@'10.0.0.7' (using password: YES)"
+        )
+        assert log.packets[-1][:2] == ("s>c", 1)
+
+
+def test_change_user_caching_sha2_rsa_exchange(rsa_key: RsaKeyPair) -> None:
+    c_act, s_act, log, _ = run_change_user(
+        {"default_plugin": SHA2, "rsa_key": rsa_key, "force_full_auth": True},
+        "alice",
+        "s3cret!",
+        plugin=SHA2,
+    )
+    assert isinstance(s_act, AuthDone) and isinstance(c_act, AuthDone)
+    assert log.payloads("c>s")[1] == b"\x02"  # public key request
+    assert log.payloads("s>c")[1] == b"\x01" + rsa_key.public_pem
+    assert b"s3cret!" not in b"".join(log.payloads("c>s"))
+    assert [seq for _, seq, _ in log.packets] == list(range(len(log.packets)))
+
+
+def test_change_user_caching_sha2_full_auth_over_tls() -> None:
+    c_act, s_act, log, _ = run_change_user(
+        {"default_plugin": SHA2, "secure_transport": True, "force_full_auth": True},
+        "alice",
+        "s3cret!",
+        plugin=SHA2,
+        secure_transport=True,
+    )
+    assert isinstance(s_act, AuthDone) and isinstance(c_act, AuthDone)
+    assert b"s3cret!\0" in log.payloads("c>s")
+
+
+def test_change_user_starts_once() -> None:
+    server = _server()
+    server.start()
+    with pytest.raises(RuntimeError):
+        server.start_change_user(parse_change_user(b"\x11alice\x00\x00", 0))

@@ -126,3 +126,54 @@ def test_hits_count_matches() -> None:
             sql, compute_digest(sql).text, "app", None, multi=";" in sql, backslash_escapes=True
         )
     assert rules.hits == [2, 0, 0]
+
+
+def _match(rules: QueryRules, sql: str, user: str = "app", schema: str | None = "a") -> object:
+    action = rules.match(sql, compute_digest(sql).text, user, schema)
+    return None if action is None else (action.index, action.route or action.rewritten_sql)
+
+
+def test_first_matching_rule_wins_with_user_and_schema_filters() -> None:
+    rules = QueryRules(
+        [
+            QueryRule(match_digest="^select", username="bob", route="r1"),
+            QueryRule(match_digest="^select", schema_name="b", route="r2"),
+            QueryRule(match_digest="^select", route="writer"),
+            QueryRule(match_digest="^select", route="never"),  # shadowed by the one before
+        ]
+    )
+    assert _match(rules, "SELECT 1", user="bob") == (0, "r1")
+    assert _match(rules, "SELECT 1", schema="b") == (1, "r2")
+    assert _match(rules, "SELECT 1", schema=None) == (2, "writer")
+    assert _match(rules, "UPDATE t SET a = 1") is None
+    assert rules.hits == [1, 1, 1, 0]
+
+
+def test_digest_rules_are_cached_per_user_and_schema() -> None:
+    rules = QueryRules([QueryRule(match_digest="^select", username="bob", route="r1")])
+    # Same digest, other literals: the cached decision stands, and hits still count.
+    assert _match(rules, "SELECT 1", user="bob") == (0, "r1")
+    assert _match(rules, "SELECT 2", user="bob") == (0, "r1")
+    assert _match(rules, "SELECT 3", user="app") is None  # another user: not the cached answer
+    assert rules.hits == [2]
+
+
+def test_pattern_rules_see_the_literals() -> None:
+    rules = QueryRules(
+        [
+            QueryRule(match_pattern=r"id = 42\b", route="r1"),
+            QueryRule(match_pattern=r"\bfrom old\b", rewrite="from new"),
+        ]
+    )
+    assert _match(rules, "SELECT * FROM t WHERE id = 42") == (0, "r1")
+    assert _match(rules, "SELECT * FROM t WHERE id = 43") is None
+    assert _match(rules, "SELECT * from old") == (1, "SELECT * from new")
+    # Without rewrite (statements inside a batch), rewrite rules are passed over.
+    assert rules.match("SELECT * from old", "", "app", None, rewrite=False) is None
+
+
+def test_no_rules() -> None:
+    rules = QueryRules([])
+    assert not rules and rules.rules == []
+    assert _match(rules, "DROP TABLE t") is None
+    assert QueryRules(RULES) and QueryRules(RULES).rules == RULES

@@ -1,0 +1,78 @@
+"""_rewrite_execute: a client's COM_STMT_EXECUTE readdressed to a backend statement."""
+
+from __future__ import annotations
+
+import struct
+
+from proxy.backend.connection import BackendStmt
+from proxy.frontend.prepared import ClientStmt, _rewrite_execute
+from proxy.protocol.constants import Command
+from proxy.routing.classifier import Classifier
+
+LONGLONG, VAR_STRING = b"\x08\x00", b"\xfd\x00"
+
+
+def _client_stmt(num_params: int) -> ClientStmt:
+    sql = "SELECT * FROM t WHERE a = ? AND b = ?" if num_params else "SELECT 1"
+    digest, stmt = Classifier(tokenizer="regex").classify(sql)
+    return ClientStmt(sql, digest, stmt, num_params=num_params, num_columns=1)
+
+
+def _execute(stmt_id: int, nulls: bytes, types: bytes | None, values: bytes) -> bytes:
+    """COM_STMT_EXECUTE payload: id, flags, iteration count, NULL bitmap, bound flag..."""
+    head = bytes((Command.COM_STMT_EXECUTE,)) + struct.pack("<IBI", stmt_id, 0, 1) + nulls
+    if types is None:
+        return head + b"\x00" + values
+    return head + b"\x01" + types + values
+
+
+VALUES = struct.pack("<q", 7) + b"\x03abc"
+
+
+def test_statement_id_replaced_and_types_kept() -> None:
+    cs, bs = _client_stmt(2), BackendStmt(stmt_id=900, num_params=2, num_columns=1)
+    types = LONGLONG + VAR_STRING
+    out = _rewrite_execute(_execute(1, b"\x00", types, VALUES), cs, bs)
+    assert out == _execute(900, b"\x00", types, VALUES)
+    assert cs.param_types == types and bs.bound_types == types
+
+
+def test_types_put_back_for_a_backend_statement_that_lacks_them() -> None:
+    cs = _client_stmt(2)
+    types = LONGLONG + VAR_STRING
+    first = BackendStmt(stmt_id=5, num_params=2, num_columns=1)
+    _rewrite_execute(_execute(1, b"\x00", types, VALUES), cs, first)
+    # The client sends no types again; a statement on another backend never saw them.
+    other = BackendStmt(stmt_id=6, num_params=2, num_columns=1)
+    out = _rewrite_execute(_execute(1, b"\x00", None, VALUES), cs, other)
+    assert out == _execute(6, b"\x00", types, VALUES)
+    assert other.bound_types == types
+    # The same backend statement again: it has them, the packet stays as the client sent it.
+    assert _rewrite_execute(_execute(1, b"\x00", None, VALUES), cs, other) == _execute(
+        6, b"\x00", None, VALUES
+    )
+
+
+def test_new_types_replace_the_old_ones() -> None:
+    cs, bs = _client_stmt(2), BackendStmt(stmt_id=5, num_params=2, num_columns=1)
+    _rewrite_execute(_execute(1, b"\x00", LONGLONG + LONGLONG, b""), cs, bs)
+    _rewrite_execute(_execute(1, b"\x00", VAR_STRING + VAR_STRING, b""), cs, bs)
+    assert cs.param_types == bs.bound_types == VAR_STRING + VAR_STRING
+
+
+def test_no_types_known_yet_leaves_the_packet() -> None:
+    cs, bs = _client_stmt(2), BackendStmt(stmt_id=5, num_params=2, num_columns=1)
+    out = _rewrite_execute(_execute(1, b"\x03", None, b""), cs, bs)  # both NULL
+    assert out == _execute(5, b"\x03", None, b"")
+    assert cs.param_types is None and bs.bound_types is None
+
+
+def test_no_parameters_and_malformed_packets_only_get_the_id() -> None:
+    bs = BackendStmt(stmt_id=0x01020304, num_params=0, num_columns=1)
+    payload = bytes((Command.COM_STMT_EXECUTE,)) + struct.pack("<IBI", 1, 0, 1)
+    assert _rewrite_execute(payload, _client_stmt(0), bs)[1:5] == b"\x04\x03\x02\x01"
+    # Too short to hold the bound flag: the server will refuse it, not the proxy.
+    short = payload + b"\x00"
+    assert (
+        _rewrite_execute(short, _client_stmt(2), bs) == short[:1] + b"\x04\x03\x02\x01" + short[5:]
+    )
