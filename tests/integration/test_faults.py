@@ -31,6 +31,18 @@ RESULTS: list[str] = []
 
 
 @pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A lab of this module's own: the faults here (servers killed, restarted, frozen) must
+    not make the proxies of other tests fail over."""
+    own = Lab(tmp_path_factory.mktemp("faults") / "lab")
+    own.up(masters=2, replicas=2)
+    try:
+        yield own
+    finally:
+        own.destroy()
+
+
+@pytest.fixture(scope="module")
 def fault_proxy(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProxy]:
     """pyproxy as users run it; the health checker tolerates the short restarts of the
     battery (no failover: the battery is about sessions, not elections)."""
