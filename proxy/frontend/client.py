@@ -39,7 +39,6 @@ class ClientConnection(asyncio.Protocol):
         self.peer = ("?", 0)
         self.closed = False
         self.last_active = time.monotonic()
-        self.bytes_in = 0
         self._waiter: asyncio.Future[None] | None = None
         # Set by the session: called when our send buffer is full / drained, so the backend
         # being relayed stops or resumes reading (the proxy never buffers a whole result).
@@ -70,7 +69,6 @@ class ClientConnection(asyncio.Protocol):
             self.on_connected(self)
 
     def data_received(self, data: bytes) -> None:
-        self.bytes_in += len(data)
         self.metrics.bytes_in += len(data)
         self.last_active = time.monotonic()
         if self._handshake_waiter is not None:

@@ -432,8 +432,7 @@ class ProxyServer:
             session.send_error(ErrorCode.ER_CONNECTION_KILLED, "Connection was killed")
         else:
             session.send_ok()
-        target.killed = True
-        target.client.close()
+        target.kill()
 
     def kill_query_soon(self, session: Session, server: str, thread_id: int) -> None:
         """KILL QUERY on a backend, in the background (for the query deadline)."""

@@ -112,10 +112,10 @@ class Session:
         self.stmts: dict[int, ClientStmt] = {}
         self.next_stmt_id = 1
         self.sink = Sink(client.write)
-        self.killed = False
         self.exec_started = 0.0  # monotonic time the running statement was sent
         self.running_read = False  # the running statement is a retryable read
         self.kill_sent: BackendConnection | None = None  # KILL QUERY sent for its statement
+        self.killed = False  # by KILL [CONNECTION]: nothing more runs for it
         self._routed: ServerState | None = None  # route()'s choice, for route_wait
         client.on_pause = self._pause_backend
         client.on_resume = self._resume_backend
@@ -470,6 +470,10 @@ class Session:
         the statement may run elsewhere (retry given): its server could not be reached, a
         read died before any byte reached the client, or the writer refused a write as
         read-only (it did not run: the writer moved)."""
+        if self.killed:
+            # KILLed while the statement waited for a server: it must not run. (A client
+            # that merely hung up still has the commands it sent run, as on a server.)
+            raise ClientGone()
         if conn is None:
             conn = self.ready_backend(target)
         if conn is None:
@@ -958,6 +962,12 @@ class Session:
         self.client.write(build_err(seq, err.code, err.message, err.sqlstate))
 
     # -- teardown --------------------------------------------------------------------------------
+    def kill(self) -> None:
+        """KILL [CONNECTION] of this session: its client is closed and nothing more it sent
+        runs, not even a statement still waiting for a server."""
+        self.killed = True
+        self.client.close()
+
     def close(self) -> None:
         if self.phase is SessionPhase.CLOSED:
             return
