@@ -115,9 +115,9 @@ class ResponseScanner:
     count, prepare-OK) are copied and decoded. Rows are counted, never decoded or copied.
 
     *caps* are the capabilities negotiated on the backend connection (and *mariadb_caps*
-    its MariaDB extended ones); *cursor* says the COM_STMT_EXECUTE asked for a cursor
-    (``execute_opens_cursor(payload)``); *first_seq*, if given, is the sequence id the
-    first response packet must carry (1 unless the command itself was split).
+    its MariaDB extended ones); *cursor* says the COM_STMT_EXECUTE asked for a cursor (a
+    READ_ONLY, FOR_UPDATE or SCROLLABLE bit in its flags byte); *first_seq*, if given, is the
+    sequence id the first response packet must carry (1 unless the command itself was split).
 
     After LOCAL INFILE (``infile`` is True) the client must send the file and an empty
     packet; keep feeding the server's bytes afterwards, the answer is OK/ERR.

@@ -10,7 +10,6 @@ from proxy.protocol.constants import (
     Collation,
     ColumnType,
     Command,
-    CursorType,
     ErrorCode,
     LenencPrefix,
     PacketHeader,
@@ -18,7 +17,6 @@ from proxy.protocol.constants import (
     SessionTrackType,
     SetOption,
 )
-from proxy.protocol.packets import execute_opens_cursor
 
 
 def test_values() -> None:
@@ -52,10 +50,3 @@ def test_values() -> None:
     for member, value in expected:
         assert int(member) == value, member
     assert PacketHeader(0xFE).name == "EOF"  # AUTH_SWITCH is an alias of the same byte
-
-
-def test_cursor_flags() -> None:
-    execute = bytes.fromhex("17 01 00 00 00")
-    assert not execute_opens_cursor(execute + bytes([CursorType.NO_CURSOR]))
-    assert execute_opens_cursor(execute + bytes([CursorType.READ_ONLY]))
-    assert not execute_opens_cursor(execute + bytes([CursorType.PARAMETER_COUNT_AVAILABLE]))
