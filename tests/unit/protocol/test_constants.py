@@ -15,7 +15,6 @@ from proxy.protocol.constants import (
     PacketHeader,
     ServerStatus,
     SessionTrackType,
-    SetOption,
 )
 
 
@@ -38,7 +37,6 @@ def test_values() -> None:
         (SessionTrackType.TRANSACTION_STATE, 5),
         (ColumnType.VAR_STRING, 0xFD),
         (ColumnType.JSON, 0xF5),
-        (SetOption.MULTI_STATEMENTS_OFF, 1),
         (Collation.LATIN1_SWEDISH_CI, 8),
         (Collation.BINARY, 63),
         (Collation.UTF8MB4_0900_AI_CI, 255),

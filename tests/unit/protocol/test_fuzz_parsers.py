@@ -18,12 +18,10 @@ from proxy.protocol.handshake import (
     HandshakeResponse41,
     encode_change_user,
     encode_handshake_response,
-    parse_auth_more_data,
     parse_auth_switch_request,
     parse_change_user,
     parse_handshake_response,
     parse_handshake_v10,
-    parse_ssl_request,
 )
 from proxy.protocol.packets import (
     OkPacket,
@@ -119,11 +117,9 @@ def only_protocol_errors(parse: Callable[[], object]) -> None:
 
 PARSERS: list[tuple[str, Callable[[bytes, int], object]]] = [
     ("handshake_response", lambda p, c: parse_handshake_response(p)),
-    ("ssl_request", lambda p, c: parse_ssl_request(p)),
     ("change_user", parse_change_user),
     ("greeting", lambda p, c: parse_handshake_v10(p)),
     ("auth_switch", lambda p, c: parse_auth_switch_request(p)),
-    ("auth_more_data", lambda p, c: parse_auth_more_data(p)),
     ("ok", parse_ok),
     ("err", lambda p, c: parse_err(p)),
     ("eof", lambda p, c: parse_eof(p)),
