@@ -245,21 +245,6 @@ class ResponseScanner:
         """At least one result set (column count + definitions) was returned."""
         return self.result_sets > 0
 
-    @property
-    def stmt_id(self) -> int | None:
-        """Statement id from the prepare-OK packet."""
-        return self.prepare.stmt_id if self.prepare else None
-
-    @property
-    def num_params(self) -> int | None:
-        """Parameter count from the prepare-OK packet."""
-        return self.prepare.num_params if self.prepare else None
-
-    @property
-    def num_columns(self) -> int | None:
-        """Column count from the prepare-OK packet."""
-        return self.prepare.num_columns if self.prepare else None
-
     # ------------------------------------------------------------------ feeding
 
     def feed(self, data: Buffer) -> int:

@@ -20,6 +20,7 @@ from proxy.protocol.packets import (
     MalformedPacket,
     OkPacket,
     PacketOutOfOrder,
+    PrepareOk,
     SessionStateChange,
     build_payloads,
     encode_column_count,
@@ -289,18 +290,24 @@ def _cases() -> dict[str, Case]:
             pr,
             caps,
             prepare_response(caps, 0x01020304, 2, 3),
-            {"stmt_id": 0x01020304, "num_params": 2, "num_columns": 3, "stmt_id_offset": 5},
+            {"prepare": PrepareOk(0x01020304, num_columns=3, num_params=2), "stmt_id_offset": 5},
         )
         cases[f"prepare-params-only-{mode}"] = Case(
-            pr, caps, prepare_response(caps, 8, 4, 0), {"num_params": 4, "num_columns": 0}
+            pr,
+            caps,
+            prepare_response(caps, 8, 4, 0),
+            {"prepare": PrepareOk(8, num_columns=0, num_params=4)},
         )
         cases[f"prepare-cols-only-{mode}"] = Case(
-            pr, caps, prepare_response(caps, 9, 0, 1), {"num_params": 0, "num_columns": 1}
+            pr,
+            caps,
+            prepare_response(caps, 9, 0, 1),
+            {"prepare": PrepareOk(9, num_columns=1, num_params=0)},
         )
         cases[f"prepare-nothing-{mode}"] = Case(
-            pr, caps, prepare_response(caps, 10, 0, 0), {"stmt_id": 10}
+            pr, caps, prepare_response(caps, 10, 0, 0), {"prepare": PrepareOk(10, 0, 0)}
         )
-        cases[f"prepare-err-{mode}"] = Case(pr, caps, [err()], {"stmt_id": None})
+        cases[f"prepare-err-{mode}"] = Case(pr, caps, [err()], {"prepare": None})
         fl = Command.COM_FIELD_LIST
         fields = [
             encode_column_definition(ColumnDefinition(f"f{i}", default_value=b"d"), field_list=True)
@@ -394,7 +401,11 @@ def test_prepare_stmt_id_offset_allows_rewrite() -> None:
     wire = bytearray(build_payloads(1, prepare_response(DEPRECATE, 77, 1, 1)))
     scanner = ResponseScanner(Command.COM_STMT_PREPARE, DEPRECATE)
     scanner.feed(wire)
-    assert scanner.done and scanner.stmt_id == 77 and scanner.stmt_id_offset is not None
+    assert (
+        scanner.done
+        and scanner.prepare == PrepareOk(77, 1, 1)
+        and scanner.stmt_id_offset is not None
+    )
     offset = scanner.stmt_id_offset
     assert int.from_bytes(wire[offset : offset + 4], "little") == 77
 
