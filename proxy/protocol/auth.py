@@ -123,9 +123,9 @@ def _xor(a: bytes, b: bytes) -> bytes:
     return bytes(x ^ y for x, y in zip(a, b, strict=True))
 
 
-def generate_scramble(length: int = SCRAMBLE_LENGTH) -> bytes:
+def generate_scramble() -> bytes:
     """Random challenge; 7-bit and NUL-free because clients read it as a C string."""
-    return bytes((b & 0x7F) or 0x01 for b in os.urandom(length))
+    return bytes((b & 0x7F) or 0x01 for b in os.urandom(SCRAMBLE_LENGTH))
 
 
 def _challenge(data: bytes) -> bytes:
@@ -205,16 +205,13 @@ class RsaKeyPair:
     public_pem: bytes
 
 
-def _key_pair(private_key: rsa.RSAPrivateKey) -> RsaKeyPair:
+def generate_rsa_key_pair() -> RsaKeyPair:
+    """Fresh 2048-bit RSA key pair (slow: generate once per process, not per connection)."""
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = private_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return RsaKeyPair(private_key, pem)
-
-
-def generate_rsa_key_pair(bits: int = 2048) -> RsaKeyPair:
-    """Fresh RSA key pair (slow: generate once per process, not per connection)."""
-    return _key_pair(rsa.generate_private_key(public_exponent=65537, key_size=bits))
 
 
 def rsa_decrypt_password(key: RsaKeyPair, ciphertext: bytes, scramble: bytes) -> bytes:

@@ -99,13 +99,13 @@ def _escape_for_log(m: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def log_text(value: str | Buffer, limit: int = LOG_TEXT_LIMIT) -> str:
+def log_text(value: str | Buffer) -> str:
     """Client-supplied text made safe for one log line: control characters escaped (no forged
-    lines, no terminal escapes) and cut to *limit* characters with the size left out."""
+    lines, no terminal escapes) and cut to LOG_TEXT_LIMIT characters with the size left out."""
     text = value if isinstance(value, str) else decode_text(value)
-    extra = len(text) - limit
+    extra = len(text) - LOG_TEXT_LIMIT
     if extra > 0:
-        text = text[:limit]
+        text = text[:LOG_TEXT_LIMIT]
     text = _UNSAFE_FOR_LOG.sub(_escape_for_log, text)
     return f"{text}...[{extra} more characters]" if extra > 0 else text
 
@@ -356,9 +356,9 @@ def encode_command(command: int, body: Buffer = b"") -> bytes:
     return bytes((command,)) + body
 
 
-def build_command(command: int, body: Buffer = b"", seq: int = 0) -> bytes:
+def build_command(command: int, body: Buffer = b"") -> bytes:
     """Framed command packet (commands start a new exchange at seq 0)."""
-    return build_packet(seq, encode_command(command, body))
+    return build_packet(0, encode_command(command, body))
 
 
 # --------------------------------------------------------------------------- OK / ERR / EOF
@@ -540,16 +540,12 @@ def build_ok(
     caps: int,
     *,
     affected_rows: int = 0,
-    last_insert_id: int = 0,
     status: int = ServerStatus.AUTOCOMMIT,
-    warnings: int = 0,
     info: str = "",
-    session_state: Sequence[SessionStateChange] = (),
-    eof_header: bool = False,
 ) -> bytes:
     """Framed OK packet."""
-    ok = OkPacket(affected_rows, last_insert_id, status, warnings, info, tuple(session_state))
-    return build_packet(seq, encode_ok(ok, caps, eof_header=eof_header))
+    ok = OkPacket(affected_rows=affected_rows, status=status, info=info)
+    return build_packet(seq, encode_ok(ok, caps))
 
 
 def parse_err(payload: Buffer) -> ErrPacket:
@@ -563,29 +559,18 @@ def parse_err(payload: Buffer) -> ErrPacket:
     return ErrPacket(code, decode_text(data[3:]), "HY000")
 
 
-def encode_err(
-    code: int, message: str, sqlstate: str | None = None, *, with_sqlstate: bool = True
-) -> bytes:
+def encode_err(code: int, message: str, sqlstate: str | None = None) -> bytes:
     """ERR packet payload; SQLSTATE defaults to the one MySQL uses for *code*."""
     head = _ERR_HEAD.pack(_ERR_HEADER, code)
-    if not with_sqlstate:
-        return head + encode_text(message)
     state = sqlstate_for(code) if sqlstate is None else sqlstate
     if len(state) != 5 or not state.isascii():
         raise ValueError(f"invalid SQLSTATE {state!r}")
     return head + b"#" + state.encode("ascii") + encode_text(message)
 
 
-def build_err(
-    seq: int,
-    code: int,
-    message: str,
-    sqlstate: str | None = None,
-    *,
-    with_sqlstate: bool = True,
-) -> bytes:
+def build_err(seq: int, code: int, message: str, sqlstate: str | None = None) -> bytes:
     """Framed ERR packet."""
-    return build_packet(seq, encode_err(code, message, sqlstate, with_sqlstate=with_sqlstate))
+    return build_packet(seq, encode_err(code, message, sqlstate))
 
 
 def parse_eof(payload: Buffer) -> EofPacket:
@@ -618,13 +603,11 @@ def is_err(payload: Buffer) -> bool:
     return len(payload) > 0 and payload[0] == _ERR_HEADER
 
 
-def encode_end_of_result(
-    caps: int, status: int = ServerStatus.AUTOCOMMIT, warnings: int = 0
-) -> bytes:
+def encode_end_of_result(caps: int, status: int = ServerStatus.AUTOCOMMIT) -> bytes:
     """Payload that ends a result set for a peer with *caps*."""
     if caps & _DEPRECATE_EOF:
-        return encode_ok(OkPacket(status=status, warnings=warnings), caps, eof_header=True)
-    return encode_eof(warnings, status)
+        return encode_ok(OkPacket(status=status), caps, eof_header=True)
+    return encode_eof(0, status)
 
 
 # --------------------------------------------------------------------------- columns & rows
@@ -645,10 +628,9 @@ class ColumnDefinition:
     column_length: int = 0
     flags: int = 0
     decimals: int = 0
-    default_value: bytes | None = None  # only in COM_FIELD_LIST responses
 
 
-def encode_column_definition(col: ColumnDefinition, *, field_list: bool = False) -> bytes:
+def encode_column_definition(col: ColumnDefinition) -> bytes:
     """ColumnDefinition41 payload."""
     parts = [
         encode_lenenc_bytes(encode_text(text))
@@ -659,10 +641,6 @@ def encode_column_definition(col: ColumnDefinition, *, field_list: bool = False)
         _COLDEF_FIXED.pack(col.charset, col.column_length, col.column_type, col.flags, col.decimals)
     )
     parts.append(b"\x00\x00")
-    if field_list:
-        parts.append(
-            b"\xfb" if col.default_value is None else encode_lenenc_bytes(col.default_value)
-        )
     return b"".join(parts)
 
 
@@ -714,7 +692,6 @@ def encode_result_set(
     caps: int,
     *,
     status: int = ServerStatus.AUTOCOMMIT,
-    warnings: int = 0,
 ) -> list[bytes]:
     """Payloads of a complete text result set, one per logical packet."""
     if not columns:
@@ -728,7 +705,7 @@ def encode_result_set(
         if len(row) != width:
             raise ValueError(f"row has {len(row)} values, expected {width}")
         payloads.append(encode_text_row(row))
-    payloads.append(encode_end_of_result(caps, status, warnings))
+    payloads.append(encode_end_of_result(caps, status))
     return payloads
 
 
@@ -746,14 +723,12 @@ def build_result_set(
     columns: Sequence[ColumnDefinition | str],
     rows: Iterable[Sequence[object]],
     caps: int,
-    start_seq: int = 1,
     *,
     status: int = ServerStatus.AUTOCOMMIT,
-    warnings: int = 0,
 ) -> bytes:
-    """Framed text result set; a column given as a plain name becomes a utf8mb4 VARCHAR."""
-    payloads = encode_result_set(columns, rows, caps, status=status, warnings=warnings)
-    return build_payloads(start_seq, payloads)
+    """Framed text result set answering a command (sequence ids from 1); a column given as a
+    plain name becomes a utf8mb4 VARCHAR."""
+    return build_payloads(1, encode_result_set(columns, rows, caps, status=status))
 
 
 # --------------------------------------------------------------------------- prepared statements

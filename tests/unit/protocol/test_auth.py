@@ -57,7 +57,7 @@ USERS = {"alice": "s3cret!", "nopw": "", "ünï": "pässwörd"}
 
 @pytest.fixture(scope="module")
 def rsa_key() -> RsaKeyPair:
-    return generate_rsa_key_pair(2048)
+    return generate_rsa_key_pair()
 
 
 # --------------------------------------------------------------------------- scrambles

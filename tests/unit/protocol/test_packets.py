@@ -347,9 +347,12 @@ def test_ok_session_track_without_info() -> None:
 
 
 def test_build_ok_and_ok_as_eof() -> None:
-    wire = build_ok(2, DEPRECATE, affected_rows=3, status=ServerStatus.IN_TRANS, eof_header=True)
-    assert wire == bytes.fromhex("07000002 fe 03 00 01 00 00 00")
-    payload = wire[4:]
+    assert build_ok(2, P41, affected_rows=3, info="x") == bytes.fromhex(
+        "08000002 00 03 00 02 00 00 00 78"
+    )
+    ok = OkPacket(affected_rows=3, status=ServerStatus.IN_TRANS)
+    payload = encode_ok(ok, DEPRECATE, eof_header=True)
+    assert payload == bytes.fromhex("fe 03 00 01 00 00 00")
     assert parse_ok(payload, DEPRECATE).affected_rows == 3
     assert end_of_result(payload, DEPRECATE).status == ServerStatus.IN_TRANS
 
@@ -363,7 +366,6 @@ def test_err_packets() -> None:
     # Before the handshake completes servers omit the SQLSTATE marker.
     pre = bytes.fromhex("ff 69 04") + b"Host 'h' is not allowed to connect"
     assert parse_err(pre) == ErrPacket(1129, "Host 'h' is not allowed to connect", "HY000")
-    assert encode_err(1129, "Host 'h' is not allowed to connect", with_sqlstate=False) == pre
     wire = build_err(1, ErrorCode.ER_UNKNOWN_STMT_HANDLER, "Unknown prepared statement handler")
     assert header(wire) == (len(wire) - 4, 1)
     assert parse_err(wire[4:]).sqlstate == "HY000"
@@ -420,10 +422,6 @@ def test_column_definition_hex_and_round_trip() -> None:
     )
     assert encode_column_definition(col) == raw
     assert column_definition(raw) == col
-    for default in (b"dflt", None):
-        listed = ColumnDefinition("c", default_value=default)
-        encoded = encode_column_definition(listed, field_list=True)
-        assert column_definition(encoded, field_list=True) == listed
 
 
 def test_text_rows() -> None:
@@ -438,7 +436,7 @@ def test_text_rows() -> None:
 def test_build_result_set(caps: int) -> None:
     cols: list[ColumnDefinition | str] = ["id", ColumnDefinition("name", charset=45)]
     rows = [(1, "alice"), (2, None)]
-    wire = build_result_set(cols, rows, caps, 1, status=ServerStatus.AUTOCOMMIT)
+    wire = build_result_set(cols, rows, caps, status=ServerStatus.AUTOCOMMIT)
     reader = PacketReader()
     reader.feed(wire)
     packets = list(reader)

@@ -25,7 +25,6 @@ from proxy.protocol.packets import (
     build_payloads,
     encode_column_count,
     encode_column_definition,
-    encode_end_of_result,
     encode_eof,
     encode_err,
     encode_lenenc_bytes,
@@ -65,7 +64,9 @@ def ok(caps: int, **kw: object) -> bytes:
 
 
 def end(caps: int, status: int = AC, warnings: int = 0) -> bytes:
-    return encode_end_of_result(caps, status, warnings)
+    if caps & Capability.CLIENT_DEPRECATE_EOF:
+        return encode_ok(OkPacket(status=status, warnings=warnings), caps, eof_header=True)
+    return encode_eof(warnings, status)
 
 
 def err(code: int = 1064, message: str = "You have an error in your SQL syntax") -> bytes:
@@ -310,7 +311,7 @@ def _cases() -> dict[str, Case]:
         cases[f"prepare-err-{mode}"] = Case(pr, caps, [err()], {"prepare": None})
         fl = Command.COM_FIELD_LIST
         fields = [
-            encode_column_definition(ColumnDefinition(f"f{i}", default_value=b"d"), field_list=True)
+            encode_column_definition(ColumnDefinition(f"f{i}")) + encode_lenenc_bytes(b"d")
             for i in range(4)
         ]
         cases[f"field-list-{mode}"] = Case(fl, caps, [*fields, end(caps)], {"columns": 4})

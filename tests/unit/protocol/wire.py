@@ -84,8 +84,8 @@ def _lenenc_bytes(data: bytes, pos: int) -> tuple[bytes | None, int]:
     return data[pos : pos + length], pos + length
 
 
-def column_definition(payload: bytes, *, field_list: bool = False) -> ColumnDefinition:
-    """Read a ColumnDefinition41 payload (*field_list*: one answering COM_FIELD_LIST)."""
+def column_definition(payload: bytes) -> ColumnDefinition:
+    """Read a ColumnDefinition41 payload."""
     names: list[str] = []
     pos = 0
     for _ in range(6):
@@ -97,9 +97,6 @@ def column_definition(payload: bytes, *, field_list: bool = False) -> ColumnDefi
     pos += 1 + 10
     assert payload[pos : pos + 2] == b"\0\0", "filler"
     pos += 2
-    default: bytes | None = None
-    if field_list:
-        default, pos = _lenenc_bytes(payload, pos)
     assert pos == len(payload), "trailing bytes after the column definition"
     catalog, schema, table, org_table, name, org_name = names
     return ColumnDefinition(
@@ -114,7 +111,6 @@ def column_definition(payload: bytes, *, field_list: bool = False) -> ColumnDefi
         column_length=length,
         flags=flags,
         decimals=decimals,
-        default_value=default,
     )
 
 
