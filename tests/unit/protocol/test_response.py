@@ -168,8 +168,6 @@ def _cases() -> dict[str, Case]:
             [ok(caps, affected_rows=3, last_insert_id=70000, status=AC | 1, warnings=2)],
             {
                 "affected_rows": 3,
-                "last_insert_id": 70000,
-                "warnings": 2,
                 "status": AC | 1,
                 "rows": 0,
                 "result_sets": 0,
@@ -185,7 +183,6 @@ def _cases() -> dict[str, Case]:
                 "rows": 120,
                 "result_sets": 1,
                 "columns": 3,
-                "warnings": 4,
                 "status": AC | ServerStatus.IN_TRANS,
                 "is_result_set": True,
             },
@@ -216,7 +213,7 @@ def _cases() -> dict[str, Case]:
                 *result_set(caps, 3, text_rows(4), AC | MORE),
                 ok(caps, affected_rows=9, last_insert_id=5, status=AC),
             ],
-            {"rows": 9, "result_sets": 2, "affected_rows": 9, "last_insert_id": 5, "status": AC},
+            {"rows": 9, "result_sets": 2, "affected_rows": 9, "status": AC},
         )
         cases[f"multi-err-{mode}"] = Case(
             q,
@@ -437,7 +434,6 @@ def test_local_infile(caps: int, chunking: str) -> None:
     request = build_payloads(1, [b"\xfb/tmp/data.csv"])
     assert scan(scanner, request, chunker) == len(request)
     assert scanner.infile and not scanner.done
-    assert scanner.infile_filename == b"/tmp/data.csv"
     # The client sends its file as packets 2..4; the server's answer continues at 5 and,
     # in a multi-statement, may be followed by another result.
     answer = build_payloads(
