@@ -254,11 +254,6 @@ class Packet:
     payload: bytes
     last_seq: int  # sequence id of the last fragment (== seq unless the payload was split)
 
-    @property
-    def next_seq(self) -> int:
-        """Sequence id the peer's next packet must carry."""
-        return (self.last_seq + 1) & 0xFF
-
 
 class PacketReader:
     """Reassembles logical packets from a byte stream fed in arbitrary pieces."""
