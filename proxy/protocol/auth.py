@@ -123,9 +123,9 @@ def _xor(a: bytes, b: bytes) -> bytes:
     return bytes(x ^ y for x, y in zip(a, b, strict=True))
 
 
-def generate_scramble(length: int = SCRAMBLE_LENGTH) -> bytes:
+def generate_scramble() -> bytes:
     """Random challenge; 7-bit and NUL-free because clients read it as a C string."""
-    return bytes((b & 0x7F) or 0x01 for b in os.urandom(length))
+    return bytes((b & 0x7F) or 0x01 for b in os.urandom(SCRAMBLE_LENGTH))
 
 
 def _challenge(data: bytes) -> bytes:
@@ -143,30 +143,10 @@ def scramble_native_password(password: Password, scramble: bytes) -> bytes:
     return _xor(stage1, hashlib.sha1(_challenge(scramble) + stage2).digest())
 
 
-def native_password_hash(password: Password) -> str:
-    """The '*HEX' form mysql.user stores for mysql_native_password."""
-    pw = _pw_bytes(password)
-    if not pw:
-        return ""
-    return "*" + hashlib.sha1(hashlib.sha1(pw).digest()).hexdigest().upper()
-
-
 def verify_native_password(scramble: bytes, response: bytes, password: Password) -> bool:
     """Check a client's mysql_native_password response against a known plaintext password."""
     expected = scramble_native_password(password, scramble)
     return hmac.compare_digest(expected, _strip_empty(response))
-
-
-def verify_native_password_hash(scramble: bytes, response: bytes, stored_hash: str) -> bool:
-    """Check a mysql_native_password response against a stored '*HEX' double-SHA1 hash."""
-    response = _strip_empty(response)
-    if not stored_hash:
-        return not response
-    if len(response) != 20:
-        return False
-    stage2 = bytes.fromhex(stored_hash.removeprefix("*"))
-    stage1 = _xor(response, hashlib.sha1(_challenge(scramble) + stage2).digest())
-    return hmac.compare_digest(hashlib.sha1(stage1).digest(), stage2)
 
 
 def scramble_caching_sha2(password: Password, scramble: bytes) -> bytes:
@@ -225,24 +205,13 @@ class RsaKeyPair:
     public_pem: bytes
 
 
-def _key_pair(private_key: rsa.RSAPrivateKey) -> RsaKeyPair:
+def generate_rsa_key_pair() -> RsaKeyPair:
+    """Fresh 2048-bit RSA key pair (slow: generate once per process, not per connection)."""
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = private_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return RsaKeyPair(private_key, pem)
-
-
-def generate_rsa_key_pair(bits: int = 2048) -> RsaKeyPair:
-    """Fresh RSA key pair (slow: generate once per process, not per connection)."""
-    return _key_pair(rsa.generate_private_key(public_exponent=65537, key_size=bits))
-
-
-def load_rsa_key_pair(private_pem: bytes, passphrase: bytes | None = None) -> RsaKeyPair:
-    """Key pair from a PEM private key."""
-    key = serialization.load_pem_private_key(private_pem, passphrase)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("not an RSA private key")
-    return _key_pair(key)
 
 
 def rsa_decrypt_password(key: RsaKeyPair, ciphertext: bytes, scramble: bytes) -> bytes:

@@ -318,23 +318,6 @@ class ColumnFlag(IntFlag):
     NUM = 1 << 15
 
 
-class CursorType(IntFlag):
-    """Flags byte of COM_STMT_EXECUTE."""
-
-    NO_CURSOR = 0
-    READ_ONLY = 1
-    FOR_UPDATE = 2
-    SCROLLABLE = 4
-    PARAMETER_COUNT_AVAILABLE = 8  # MySQL 8.0.26+ with CLIENT_QUERY_ATTRIBUTES
-
-
-class SetOption(IntEnum):
-    """Argument of COM_SET_OPTION."""
-
-    MULTI_STATEMENTS_ON = 0
-    MULTI_STATEMENTS_OFF = 1
-
-
 class Collation(IntEnum):
     """Collation ids a proxy commonly announces (the handshake's 'charset' byte)."""
 

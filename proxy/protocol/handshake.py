@@ -246,13 +246,6 @@ def _encode_head(caps: int, max_packet: int, charset: int, mariadb_caps: int) ->
     return _RESPONSE_HEAD.pack(caps, max_packet, charset & 0xFF, _FILLER_19, mariadb_caps)
 
 
-def parse_ssl_request(payload: Buffer) -> SSLRequest:
-    """Parse an SSLRequest."""
-    if not is_ssl_request(payload):
-        raise MalformedPacket("not an SSLRequest")
-    return SSLRequest(*_parse_head(bytes(payload)))
-
-
 def encode_ssl_request(req: SSLRequest) -> bytes:
     """SSLRequest payload (CLIENT_SSL is always set)."""
     caps = req.capabilities | Capability.CLIENT_SSL
@@ -328,11 +321,6 @@ class AuthSwitchRequest:
     plugin_data: bytes  # for the scramble-based plugins: 20-byte scramble + NUL
 
 
-def is_auth_switch_request(payload: Buffer) -> bool:
-    """0xFE during the connection phase means AuthSwitchRequest."""
-    return len(payload) > 0 and payload[0] == _AUTH_SWITCH_HEADER
-
-
 def parse_auth_switch_request(payload: Buffer) -> AuthSwitchRequest:
     """Parse AuthSwitchRequest (a lone 0xFE is the old-password switch of 4.1 servers)."""
     data = bytes(payload)
@@ -347,18 +335,6 @@ def parse_auth_switch_request(payload: Buffer) -> AuthSwitchRequest:
 def encode_auth_switch_request(req: AuthSwitchRequest) -> bytes:
     """AuthSwitchRequest payload."""
     return b"\xfe" + encode_nul_bytes(encode_text(req.plugin_name)) + req.plugin_data
-
-
-def is_auth_more_data(payload: Buffer) -> bool:
-    """0x01 during the connection phase means AuthMoreData."""
-    return len(payload) > 0 and payload[0] == _AUTH_MORE_DATA_HEADER
-
-
-def parse_auth_more_data(payload: Buffer) -> bytes:
-    """Plugin data carried by an AuthMoreData packet."""
-    if not is_auth_more_data(payload):
-        raise MalformedPacket("not an AuthMoreData packet")
-    return bytes(payload[1:])
 
 
 def encode_auth_more_data(data: bytes) -> bytes:

@@ -13,7 +13,6 @@ from proxy.protocol.constants import (
     MAX_PACKET_PAYLOAD,
     Capability,
     ColumnType,
-    CursorType,
     LenencPrefix,
     PacketHeader,
     ServerStatus,
@@ -47,10 +46,7 @@ _U64 = struct.Struct("<Q")
 _STATUS_WARNINGS = struct.Struct("<HH")
 _EOF = struct.Struct("<BHH")
 _ERR_HEAD = struct.Struct("<BH")
-_PREPARE_OK = struct.Struct("<BIHHBH")
 _COLDEF_FIXED = struct.Struct("<HIBHB")  # charset, length, type, flags, decimals
-
-_CURSOR_FLAGS: Final = int(CursorType.READ_ONLY | CursorType.FOR_UPDATE | CursorType.SCROLLABLE)
 
 _P41 = Capability.CLIENT_PROTOCOL_41
 _TRANSACTIONS = Capability.CLIENT_TRANSACTIONS
@@ -103,13 +99,13 @@ def _escape_for_log(m: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def log_text(value: str | Buffer, limit: int = LOG_TEXT_LIMIT) -> str:
+def log_text(value: str | Buffer) -> str:
     """Client-supplied text made safe for one log line: control characters escaped (no forged
-    lines, no terminal escapes) and cut to *limit* characters with the size left out."""
+    lines, no terminal escapes) and cut to LOG_TEXT_LIMIT characters with the size left out."""
     text = value if isinstance(value, str) else decode_text(value)
-    extra = len(text) - limit
+    extra = len(text) - LOG_TEXT_LIMIT
     if extra > 0:
-        text = text[:limit]
+        text = text[:LOG_TEXT_LIMIT]
     text = _UNSAFE_FOR_LOG.sub(_escape_for_log, text)
     return f"{text}...[{extra} more characters]" if extra > 0 else text
 
@@ -227,11 +223,6 @@ def packet_count(payload_len: int) -> int:
     return payload_len // MAX_PACKET_PAYLOAD + 1
 
 
-def wire_size(payload_len: int) -> int:
-    """Bytes on the wire for a payload of this length, headers included."""
-    return payload_len + 4 * packet_count(payload_len)
-
-
 def next_seq(seq: int, payload_len: int) -> int:
     """Sequence id following a payload of this length sent starting at *seq*."""
     return (seq + packet_count(payload_len)) & 0xFF
@@ -255,15 +246,6 @@ def build_packet(seq: int, payload: Buffer) -> bytes:
             return b"".join(parts)
 
 
-def parse_header(buf: Buffer, pos: int = 0) -> tuple[int, int]:
-    """(payload length, sequence id) of the packet header at *pos*."""
-    try:
-        value = _HEADER.unpack_from(buf, pos)[0]
-    except struct.error:
-        raise MalformedPacket("truncated packet header") from None
-    return value & MAX_PACKET_PAYLOAD, value >> 24
-
-
 @dataclass(frozen=True, slots=True)
 class Packet:
     """One logical packet: its payload joined from all fragments."""
@@ -271,11 +253,6 @@ class Packet:
     seq: int
     payload: bytes
     last_seq: int  # sequence id of the last fragment (== seq unless the payload was split)
-
-    @property
-    def next_seq(self) -> int:
-        """Sequence id the peer's next packet must carry."""
-        return (self.last_seq + 1) & 0xFF
 
 
 class PacketReader:
@@ -374,9 +351,9 @@ def encode_command(command: int, body: Buffer = b"") -> bytes:
     return bytes((command,)) + body
 
 
-def build_command(command: int, body: Buffer = b"", seq: int = 0) -> bytes:
+def build_command(command: int, body: Buffer = b"") -> bytes:
     """Framed command packet (commands start a new exchange at seq 0)."""
-    return build_packet(seq, encode_command(command, body))
+    return build_packet(0, encode_command(command, body))
 
 
 # --------------------------------------------------------------------------- OK / ERR / EOF
@@ -558,16 +535,12 @@ def build_ok(
     caps: int,
     *,
     affected_rows: int = 0,
-    last_insert_id: int = 0,
     status: int = ServerStatus.AUTOCOMMIT,
-    warnings: int = 0,
     info: str = "",
-    session_state: Sequence[SessionStateChange] = (),
-    eof_header: bool = False,
 ) -> bytes:
     """Framed OK packet."""
-    ok = OkPacket(affected_rows, last_insert_id, status, warnings, info, tuple(session_state))
-    return build_packet(seq, encode_ok(ok, caps, eof_header=eof_header))
+    ok = OkPacket(affected_rows=affected_rows, status=status, info=info)
+    return build_packet(seq, encode_ok(ok, caps))
 
 
 def parse_err(payload: Buffer) -> ErrPacket:
@@ -581,29 +554,18 @@ def parse_err(payload: Buffer) -> ErrPacket:
     return ErrPacket(code, decode_text(data[3:]), "HY000")
 
 
-def encode_err(
-    code: int, message: str, sqlstate: str | None = None, *, with_sqlstate: bool = True
-) -> bytes:
+def encode_err(code: int, message: str, sqlstate: str | None = None) -> bytes:
     """ERR packet payload; SQLSTATE defaults to the one MySQL uses for *code*."""
     head = _ERR_HEAD.pack(_ERR_HEADER, code)
-    if not with_sqlstate:
-        return head + encode_text(message)
     state = sqlstate_for(code) if sqlstate is None else sqlstate
     if len(state) != 5 or not state.isascii():
         raise ValueError(f"invalid SQLSTATE {state!r}")
     return head + b"#" + state.encode("ascii") + encode_text(message)
 
 
-def build_err(
-    seq: int,
-    code: int,
-    message: str,
-    sqlstate: str | None = None,
-    *,
-    with_sqlstate: bool = True,
-) -> bytes:
+def build_err(seq: int, code: int, message: str, sqlstate: str | None = None) -> bytes:
     """Framed ERR packet."""
-    return build_packet(seq, encode_err(code, message, sqlstate, with_sqlstate=with_sqlstate))
+    return build_packet(seq, encode_err(code, message, sqlstate))
 
 
 def parse_eof(payload: Buffer) -> EofPacket:
@@ -626,11 +588,6 @@ def encode_eof(warnings: int = 0, status: int = ServerStatus.AUTOCOMMIT) -> byte
     return _EOF.pack(_EOF_HEADER, warnings, status)
 
 
-def build_eof(seq: int, warnings: int = 0, status: int = ServerStatus.AUTOCOMMIT) -> bytes:
-    """Framed classic EOF packet."""
-    return build_packet(seq, encode_eof(warnings, status))
-
-
 def is_ok(payload: Buffer) -> bool:
     """Payload is an OK packet (0x00 header)."""
     return len(payload) > 0 and payload[0] == _OK_HEADER
@@ -641,33 +598,11 @@ def is_err(payload: Buffer) -> bool:
     return len(payload) > 0 and payload[0] == _ERR_HEADER
 
 
-def is_eof(payload: Buffer, caps: int = 0) -> bool:
-    """Payload ends a result set (classic EOF, or OK-as-EOF under CLIENT_DEPRECATE_EOF).
-
-    A text row may also start with 0xFE (an 8-byte length prefix), but such a row is
-    always longer than any terminator: >= 9 bytes, and >= 0xFFFFFF bytes in total.
-    """
-    if not payload or payload[0] != _EOF_HEADER:
-        return False
-    limit = MAX_PACKET_PAYLOAD if caps & _DEPRECATE_EOF else 9
-    return len(payload) < limit
-
-
-def parse_end_of_result(payload: Buffer, caps: int) -> OkPacket:
-    """Parse the packet that ends a result set, EOF or OK-as-EOF depending on *caps*."""
-    if caps & _DEPRECATE_EOF:
-        return parse_ok(payload, caps)
-    eof = parse_eof(payload)
-    return OkPacket(status=eof.status, warnings=eof.warnings)
-
-
-def encode_end_of_result(
-    caps: int, status: int = ServerStatus.AUTOCOMMIT, warnings: int = 0
-) -> bytes:
+def encode_end_of_result(caps: int, status: int = ServerStatus.AUTOCOMMIT) -> bytes:
     """Payload that ends a result set for a peer with *caps*."""
     if caps & _DEPRECATE_EOF:
-        return encode_ok(OkPacket(status=status, warnings=warnings), caps, eof_header=True)
-    return encode_eof(warnings, status)
+        return encode_ok(OkPacket(status=status), caps, eof_header=True)
+    return encode_eof(0, status)
 
 
 # --------------------------------------------------------------------------- columns & rows
@@ -688,43 +623,9 @@ class ColumnDefinition:
     column_length: int = 0
     flags: int = 0
     decimals: int = 0
-    default_value: bytes | None = None  # only in COM_FIELD_LIST responses
 
 
-def parse_column_definition(payload: Buffer, *, field_list: bool = False) -> ColumnDefinition:
-    """Parse a ColumnDefinition41 payload (*field_list*: it answers COM_FIELD_LIST)."""
-    data = bytes(payload)
-    names: list[str] = []
-    pos = 0
-    for _ in range(6):
-        raw, pos = read_lenenc_bytes(data, pos)
-        names.append(decode_text(raw))
-    fixed_len, pos = read_lenenc_int(data, pos)
-    if fixed_len < _COLDEF_FIXED.size or pos + fixed_len > len(data):
-        raise MalformedPacket("bad fixed-length block in column definition")
-    charset, length, col_type, flags, decimals = _COLDEF_FIXED.unpack_from(data, pos)
-    pos += fixed_len  # the length prefix is authoritative; skips the 2-byte filler
-    default: bytes | None = None
-    if field_list and pos < len(data):
-        default, pos = read_lenenc_bytes_or_null(data, pos)
-    catalog, schema, table, org_table, name, org_name = names
-    return ColumnDefinition(
-        name=name,
-        column_type=col_type,
-        schema=schema,
-        table=table,
-        org_table=org_table,
-        org_name=org_name,
-        catalog=catalog,
-        charset=charset,
-        column_length=length,
-        flags=flags,
-        decimals=decimals,
-        default_value=default,
-    )
-
-
-def encode_column_definition(col: ColumnDefinition, *, field_list: bool = False) -> bytes:
+def encode_column_definition(col: ColumnDefinition) -> bytes:
     """ColumnDefinition41 payload."""
     parts = [
         encode_lenenc_bytes(encode_text(text))
@@ -735,10 +636,6 @@ def encode_column_definition(col: ColumnDefinition, *, field_list: bool = False)
         _COLDEF_FIXED.pack(col.charset, col.column_length, col.column_type, col.flags, col.decimals)
     )
     parts.append(b"\x00\x00")
-    if field_list:
-        parts.append(
-            b"\xfb" if col.default_value is None else encode_lenenc_bytes(col.default_value)
-        )
     return b"".join(parts)
 
 
@@ -790,7 +687,6 @@ def encode_result_set(
     caps: int,
     *,
     status: int = ServerStatus.AUTOCOMMIT,
-    warnings: int = 0,
 ) -> list[bytes]:
     """Payloads of a complete text result set, one per logical packet."""
     if not columns:
@@ -804,7 +700,7 @@ def encode_result_set(
         if len(row) != width:
             raise ValueError(f"row has {len(row)} values, expected {width}")
         payloads.append(encode_text_row(row))
-    payloads.append(encode_end_of_result(caps, status, warnings))
+    payloads.append(encode_end_of_result(caps, status))
     return payloads
 
 
@@ -822,14 +718,12 @@ def build_result_set(
     columns: Sequence[ColumnDefinition | str],
     rows: Iterable[Sequence[object]],
     caps: int,
-    start_seq: int = 1,
     *,
     status: int = ServerStatus.AUTOCOMMIT,
-    warnings: int = 0,
 ) -> bytes:
-    """Framed text result set; a column given as a plain name becomes a utf8mb4 VARCHAR."""
-    payloads = encode_result_set(columns, rows, caps, status=status, warnings=warnings)
-    return build_payloads(start_seq, payloads)
+    """Framed text result set answering a command (sequence ids from 1); a column given as a
+    plain name becomes a utf8mb4 VARCHAR."""
+    return build_payloads(1, encode_result_set(columns, rows, caps, status=status))
 
 
 # --------------------------------------------------------------------------- prepared statements
@@ -856,63 +750,6 @@ def parse_prepare_ok(payload: Buffer) -> PrepareOk:
     return PrepareOk(stmt_id, num_columns, num_params, warnings)
 
 
-def encode_prepare_ok(prep: PrepareOk) -> bytes:
-    """COM_STMT_PREPARE_OK payload."""
-    return _PREPARE_OK.pack(
-        _OK_HEADER, prep.stmt_id, prep.num_columns, prep.num_params, 0, prep.warnings
-    )
-
-
-def build_prepare_ok(seq: int, prep: PrepareOk) -> bytes:
-    """Framed COM_STMT_PREPARE_OK packet."""
-    return build_packet(seq, encode_prepare_ok(prep))
-
-
-def encode_prepare_response(
-    prep: PrepareOk,
-    params: Sequence[ColumnDefinition],
-    columns: Sequence[ColumnDefinition],
-    caps: int,
-    status: int = ServerStatus.AUTOCOMMIT,
-) -> list[bytes]:
-    """Payloads of a full COM_STMT_PREPARE response (e.g. to replay a cached prepare)."""
-    if len(params) != prep.num_params or len(columns) != prep.num_columns:
-        raise ValueError("definition counts disagree with the prepare-OK packet")
-    payloads = [encode_prepare_ok(prep)]
-    for defs in (params, columns):
-        if defs:
-            payloads.extend(encode_column_definition(d) for d in defs)
-            if not caps & _DEPRECATE_EOF:
-                payloads.append(encode_eof(0, status))
-    return payloads
-
-
-def read_stmt_id(payload: Buffer, offset: int = 0) -> int:
-    """Statement id of a COM_STMT_* (or prepare-OK) payload starting at *offset*."""
-    return read_u32(payload, offset + STMT_ID_OFFSET)
-
-
-def write_stmt_id(buf: bytearray | memoryview, stmt_id: int, offset: int = 0) -> None:
-    """Overwrite the statement id in place (*offset*: where the payload starts in *buf*)."""
-    if offset + STMT_ID_OFFSET + 4 > len(buf):
-        raise MalformedPacket("payload too short to hold a statement id")
-    _U32.pack_into(buf, offset + STMT_ID_OFFSET, stmt_id)
-
-
-def replace_stmt_id(payload: Buffer, stmt_id: int) -> bytearray:
-    """Copy of *payload* with another statement id (one copy of the payload, no more)."""
-    out = bytearray(payload)
-    write_stmt_id(out, stmt_id)
-    return out
-
-
-def execute_flags(payload: Buffer) -> int:
-    """Flags byte of a COM_STMT_EXECUTE payload (see CursorType)."""
-    if len(payload) < 6:
-        raise MalformedPacket("COM_STMT_EXECUTE payload too short")
-    return payload[5]
-
-
-def execute_opens_cursor(payload: Buffer) -> bool:
-    """The COM_STMT_EXECUTE asks for a cursor (PARAMETER_COUNT_AVAILABLE is not one)."""
-    return bool(execute_flags(payload) & _CURSOR_FLAGS)
+def read_stmt_id(payload: Buffer) -> int:
+    """Statement id of a COM_STMT_* (or prepare-OK) payload."""
+    return read_u32(payload, STMT_ID_OFFSET)

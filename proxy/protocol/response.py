@@ -80,7 +80,7 @@ _DEPRECATE_EOF_CAP: Final = int(Capability.CLIENT_DEPRECATE_EOF)
 _OPTIONAL_METADATA_CAP: Final = int(Capability.CLIENT_OPTIONAL_RESULTSET_METADATA)
 _CACHE_METADATA_CAP: Final = int(MariaDBCapability.MARIADB_CLIENT_CACHE_METADATA)
 _HEADER = struct.Struct("<I")  # 3-byte length and sequence id as one integer
-_STATUS_WARNINGS = struct.Struct("<HH")
+_U16 = struct.Struct("<H")
 
 # Commands whose reply may hold result sets, several of them with MORE_RESULTS_EXISTS.
 _QUERY_LIKE: Final = frozenset(
@@ -115,9 +115,9 @@ class ResponseScanner:
     count, prepare-OK) are copied and decoded. Rows are counted, never decoded or copied.
 
     *caps* are the capabilities negotiated on the backend connection (and *mariadb_caps*
-    its MariaDB extended ones); *cursor* says the COM_STMT_EXECUTE asked for a cursor
-    (``execute_opens_cursor(payload)``); *first_seq*, if given, is the sequence id the
-    first response packet must carry (1 unless the command itself was split).
+    its MariaDB extended ones); *cursor* says the COM_STMT_EXECUTE asked for a cursor (a
+    READ_ONLY, FOR_UPDATE or SCROLLABLE bit in its flags byte); *first_seq*, if given, is the
+    sequence id the first response packet must carry (1 unless the command itself was split).
 
     After LOCAL INFILE (``infile`` is True) the client must send the file and an empty
     packet; keep feeding the server's bytes afterwards, the answer is OK/ERR.
@@ -146,8 +146,6 @@ class ResponseScanner:
         "consumed",
         "error",
         "infile",
-        "infile_filename",
-        "last_insert_id",
         "last_seq",
         "ok_payload",
         "packets",
@@ -156,7 +154,6 @@ class ResponseScanner:
         "rows",
         "status",
         "stmt_id_offset",
-        "warnings",
     )
 
     def __init__(
@@ -198,13 +195,10 @@ class ResponseScanner:
         self.columns = 0
         self.result_sets = 0
         self.status: int | None = None
-        self.warnings = 0
         self.affected_rows = 0
-        self.last_insert_id = 0
         self.ok_payload: bytes | None = None
         self.error: ErrPacket | None = None
         self.infile = False
-        self.infile_filename: bytes | None = None
         self.prepare: PrepareOk | None = None
         self.stmt_id_offset: int | None = None
         if command in _NO_RESPONSE:
@@ -244,21 +238,6 @@ class ResponseScanner:
     def is_result_set(self) -> bool:
         """At least one result set (column count + definitions) was returned."""
         return self.result_sets > 0
-
-    @property
-    def stmt_id(self) -> int | None:
-        """Statement id from the prepare-OK packet."""
-        return self.prepare.stmt_id if self.prepare else None
-
-    @property
-    def num_params(self) -> int | None:
-        """Parameter count from the prepare-OK packet."""
-        return self.prepare.num_params if self.prepare else None
-
-    @property
-    def num_columns(self) -> int | None:
-        """Column count from the prepare-OK packet."""
-        return self.prepare.num_columns if self.prepare else None
 
     # ------------------------------------------------------------------ feeding
 
@@ -484,14 +463,13 @@ class ResponseScanner:
                 self._end_of_result(p)
             elif first == _LOCAL_INFILE_HEADER:
                 self.infile = True
-                self.infile_filename = p[1:]
                 self._expect_seq = None  # the client's file packets advance the sequence
             else:
                 self._column_count(p)
         elif state in (_ROWS, _FIELD_LIST, _SINGLE):
             self._end_of_result(p)
         elif state == _COLUMNS_EOF:
-            self.warnings, self.status = parse_eof_fields(p)
+            self.status = parse_eof_fields(p)[1]
             if self._cursor and self.status & _CURSOR_EXISTS:
                 self._state = _DONE  # rows come later, through COM_STMT_FETCH
             else:
@@ -527,17 +505,15 @@ class ResponseScanner:
             raise MalformedPacket(f"expected OK or EOF, got 0x{p[0]:02X}")
         if p[0] == _OK_HEADER or self._deprecate_eof:
             affected, pos = read_lenenc_int(p, 1)
-            insert_id, pos = read_lenenc_int(p, pos)
-            status = warnings = 0
-            if pos + 4 <= len(p):
-                status, warnings = _STATUS_WARNINGS.unpack_from(p, pos)
+            pos = read_lenenc_int(p, pos)[1]  # last insert id
+            status = 0
+            if pos + 4 <= len(p):  # status and warnings
+                status = _U16.unpack_from(p, pos)[0]
             self.affected_rows = affected
-            self.last_insert_id = insert_id
             self.ok_payload = p
         else:
-            warnings, status = parse_eof_fields(p)
+            status = parse_eof_fields(p)[1]
         self.status = status
-        self.warnings = warnings
         if self._multi and status & _MORE_RESULTS:
             self._state = _FIRST
         else:
@@ -549,7 +525,6 @@ class ResponseScanner:
         prep = parse_prepare_ok(p)
         self.prepare = prep
         self.stmt_id_offset = 4 + STMT_ID_OFFSET  # prepare-OK is always the first packet
-        self.warnings = prep.warnings
         if self._optional_metadata and len(p) > 12 and p[12] == 0:
             self._state = _DONE  # metadata suppressed: no definitions follow
         elif prep.num_params:

@@ -1,4 +1,4 @@
-"""Classify SQL statements for read/write splitting: kind, transaction, session and pin flags."""
+"""Classify SQL statements for read/write splitting: kind, session-state and pin flags."""
 
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ __all__ = (
     "Classification",
     "Classifier",
     "StatementKind",
-    "classify_digest_text",
 )
 
 
@@ -62,18 +61,7 @@ class Classification:
     kind: StatementKind
     verb: str = ""
     """First keyword of the (first) statement, lower-case: 'select', 'insert', 'set'..."""
-    write_reason: str | None = None
-    """Why the kind is WRITE, for logs and metrics."""
     is_multi_statement: bool = False
-
-    begins_transaction: bool = False
-    """BEGIN, START TRANSACTION, XA START/BEGIN, COMMIT/ROLLBACK AND CHAIN."""
-    read_only_transaction: bool = False
-    """START TRANSACTION READ ONLY: the transaction may run on a replica."""
-    ends_transaction: bool = False
-    """COMMIT, ROLLBACK (not ROLLBACK TO SAVEPOINT), XA COMMIT/ROLLBACK."""
-    implicit_commit: bool = False
-    """Commits an open transaction first (DDL, LOCK TABLES, BEGIN, SET autocommit=1...)."""
 
     changes_session_state: bool = False
     """Session state every backend of the session must replay (SET session vars, USE...)."""
@@ -84,8 +72,6 @@ class Classification:
     next_transaction_only: bool = False
     """SET TRANSACTION without SESSION: applies to the next transaction only, wherever it
     runs; replay_sql holds it. Not session state."""
-    sets_autocommit: bool | None = None
-    """The autocommit value set by this statement, when it sets one to a known value."""
 
     pins_session: bool = False
     """State now lives on one backend (user variables, locks, temporary tables, SQL-level
@@ -127,11 +113,8 @@ class _Acc:
     """Mutable accumulator for classifying one digest; frozen into a Classification."""
 
     __slots__ = (
-        "begins",
         "changes",
         "ddl",
-        "ends",
-        "implicit",
         "kill_id",
         "kill_variant",
         "literal_needed",
@@ -139,24 +122,15 @@ class _Acc:
         "pin_reason",
         "pins",
         "prev_backend",
-        "read_only_tx",
         "session_vars",
-        "sets_autocommit",
         "write",
-        "write_reason",
     )
 
     def __init__(self) -> None:
-        self.write = False
-        self.write_reason: str | None = None
-        self.begins = False
-        self.read_only_tx = False
-        self.ends = False
-        self.implicit = False
+        self.write = False  # the statement may write (each place that sets it says why)
         self.changes = False
         self.session_vars: list[str] = []
         self.next_tx = False
-        self.sets_autocommit: bool | None = None
         self.pins = False
         self.pin_reason: str | None = None
         self.prev_backend = False
@@ -165,16 +139,11 @@ class _Acc:
         self.kill_variant: str | None = None
         self.literal_needed = False
 
-    def to_writer(self, reason: str) -> None:
-        self.write = True
-        if self.write_reason is None:
-            self.write_reason = reason
-
     def pin(self, reason: str) -> None:
         self.pins = True
         if self.pin_reason is None:
             self.pin_reason = reason
-        self.to_writer(f"pins the session: {reason}")
+        self.write = True  # the pinned backend is the writer
 
     def session_change(self, *names: str) -> None:
         self.changes = True
@@ -182,10 +151,9 @@ class _Acc:
             if name not in self.session_vars:
                 self.session_vars.append(name)
 
-    def ddl_statement(self, reason: str, *, implicit_commit: bool = True) -> None:
+    def ddl_statement(self) -> None:
         self.ddl = True
-        self.implicit = self.implicit or implicit_commit
-        self.to_writer(reason)
+        self.write = True
 
 
 def _is_word(t: str) -> bool:
@@ -241,7 +209,7 @@ def _scan(tokens: list[str], start: int, acc: _Acc, *, query: bool) -> None:
                 _keyword(tokens, i, acc, query=query)
         elif query and (c == "`" or c == "?") and i + 1 < n and tokens[i + 1] == "(":
             # `f`(...), or "f"(...) under ANSI_QUOTES (digested as ?): a stored function.
-            acc.to_writer(f"stored function {t}()")
+            acc.write = True  # a stored function may write
         prev = t
 
 
@@ -249,7 +217,7 @@ def _call(tokens: list[str], i: int, prev: str, acc: _Acc, *, query: bool) -> No
     name = tokens[i]
     if prev == ".":
         if query:
-            acc.to_writer(f"stored function {prev}{name}()")
+            acc.write = True  # db.f(): a stored function
         return
     if name in PREVIOUS_STATEMENT_FUNCTIONS:
         acc.prev_backend = True  # runs where the previous statement ran; no pin
@@ -259,7 +227,7 @@ def _call(tokens: list[str], i: int, prev: str, acc: _Acc, *, query: bool) -> No
         acc.pin(reason)
         return
     if name in WRITING_FUNCTIONS:
-        acc.to_writer(f"{name}() writes")
+        acc.write = True  # a function that writes
         return
     if not query or is_side_effect_free(name):
         return
@@ -268,7 +236,7 @@ def _call(tokens: list[str], i: int, prev: str, acc: _Acc, *, query: bool) -> No
     j = _closing(tokens, i + 1)
     if _at(tokens, j + 1) == "as" and _at(tokens, j + 2) == "(":
         return  # CTE column list: name (a, b) AS (...)
-    acc.to_writer(f"unknown function {name}(): may be a stored function that writes")
+    acc.write = True  # an unknown function may be a stored function that writes
 
 
 def _keyword(tokens: list[str], i: int, acc: _Acc, *, query: bool) -> None:
@@ -277,19 +245,19 @@ def _keyword(tokens: list[str], i: int, acc: _Acc, *, query: bool) -> None:
         acc.pin("SQL_CALC_FOUND_ROWS")
     elif t in ("next", "previous") and tokens[i + 1 : i + 3] == ["value", "for"]:
         if t == "next":
-            acc.to_writer("NEXT VALUE FOR writes a sequence")
+            acc.write = True  # NEXT VALUE FOR writes a sequence
         else:
             acc.pin("sequence value of this session")
     elif not query:
         return
     elif t == "into":
-        acc.to_writer("INTO clause")
+        acc.write = True  # INTO clause
     elif (t == "for" and _at(tokens, i + 1) in ("update", "share")) or (
         t == "lock" and _at(tokens, i + 1) == "in"
     ):
-        acc.to_writer("locking read")  # FOR UPDATE/SHARE, LOCK IN SHARE MODE (+ NOWAIT...)
+        acc.write = True  # locking read: FOR UPDATE/SHARE, LOCK IN SHARE MODE (+ NOWAIT...)
     elif t in ("update", "delete", "insert", "replace"):
-        acc.to_writer(f"{t.upper()} inside a query")
+        acc.write = True  # UPDATE/DELETE/... inside a query
 
 
 # --- statements ---------------------------------------------------------------------------
@@ -326,7 +294,7 @@ def _statement(tokens: list[str], acc: _Acc) -> bool:
     if v in _QUERY_START:
         _query(tokens, acc)
     elif v in _DML:
-        acc.to_writer(v.upper())
+        acc.write = True  # DML
         _scan(tokens, 1, acc, query=False)
     elif v == "set":
         return _set(tokens, acc)
@@ -355,22 +323,21 @@ def _statement(tokens: list[str], acc: _Acc) -> bool:
         else:
             acc.pin("SQL-level prepared statement")
     elif v in ("call", "load") and _at(tokens, 1) != "index":
-        acc.to_writer(f"{v.upper()}: may do anything")
+        acc.write = True  # CALL/LOAD: may do anything
         _scan(tokens, 1, acc, query=False)
     elif v == "kill":
         _kill(tokens, acc)
     elif v in _MAINTENANCE_DDL:
-        acc.ddl_statement("table maintenance")
+        acc.ddl_statement()  # table maintenance
     elif v in _MAINTENANCE or (v == "load" and _at(tokens, 1) == "index"):
-        acc.implicit = True
-        acc.to_writer("table maintenance")
+        acc.write = True  # table maintenance
     elif v in _ADMIN:
-        acc.to_writer(f"{v.upper()}: server administration")
+        acc.write = True  # server administration
     elif v == "get" and "diagnostics" in tokens[1:3]:
         acc.prev_backend = True
         _scan(tokens, 2, acc, query=False)  # GET DIAGNOSTICS @n = NUMBER sets a user variable
     else:
-        acc.to_writer(f"not understood: {v}" if _is_word(v) else "not understood")
+        acc.write = True  # not understood
     return False
 
 
@@ -383,14 +350,14 @@ def _query(tokens: list[str], acc: _Acc) -> None:
         body = _with_body(tokens, i)
         verb = _at(tokens, body) if body is not None else ""
         if verb in _DML:
-            acc.to_writer(f"WITH ... {verb.upper()}")
+            acc.write = True  # WITH ... INSERT/UPDATE/...
             _scan(tokens, i, acc, query=False)
             return
         if verb not in _QUERY_START:
-            acc.to_writer("not understood: WITH")
+            acc.write = True  # not understood: WITH
             return
     elif v not in _QUERY_START:
-        acc.to_writer("not understood")
+        acc.write = True  # not understood
         return
     _scan(tokens, i, acc, query=True)
 
@@ -423,7 +390,7 @@ def _show(tokens: list[str], acc: _Acc) -> None:
     ):
         acc.prev_backend = True
     elif what in _SERVER_SPECIFIC_SHOW or (what == "engine" and tokens[-1] in ("status", "mutex")):
-        acc.to_writer(f"SHOW {what.upper()} describes one server")
+        acc.write = True  # describes one server
         return
     _scan(tokens, i, acc, query=True)
 
@@ -444,13 +411,13 @@ def _explain(tokens: list[str], acc: _Acc) -> None:
             acc.pin("user variable")  # MySQL 8.3: EXPLAIN FORMAT=JSON INTO @v
             i += 2
         elif t == "for" and _at(tokens, i + 1) == "connection":
-            acc.to_writer("EXPLAIN FOR CONNECTION describes one server")
+            acc.write = True  # EXPLAIN FOR CONNECTION describes one server
             return
         else:
             break
     inner = tokens[i:]
     if not inner:
-        acc.to_writer("not understood: EXPLAIN")
+        acc.write = True  # not understood: EXPLAIN
     elif analyze:
         _statement(inner, acc)  # EXPLAIN ANALYZE executes the statement
     # Otherwise nothing is executed: DESCRIBE t, EXPLAIN SELECT/UPDATE ... are READ.
@@ -461,48 +428,23 @@ def _analyze(tokens: list[str], acc: _Acc) -> None:
     if _at(tokens, i) == "format" and _at(tokens, i + 1) == "=":
         i += 3
     if _at(tokens, i) in ("table", "tables", "no_write_to_binlog", "local"):
-        acc.ddl_statement("table maintenance")
+        acc.ddl_statement()  # table maintenance
     elif i < len(tokens):
         _statement(tokens[i:], acc)  # MariaDB ANALYZE <statement> executes it
     else:
-        acc.to_writer("not understood: ANALYZE")
+        acc.write = True  # not understood: ANALYZE
 
 
 def _transaction(tokens: list[str], acc: _Acc) -> None:
-    v = tokens[0]
-    second = _at(tokens, 1)
-    if v == "begin":
-        if second == "not":
-            acc.to_writer("compound statement")
-            _scan(tokens, 1, acc, query=False)
-            return
-        acc.begins = acc.implicit = True
-        acc.to_writer("starts a transaction")
-    elif v == "start":
-        if second != "transaction":
-            acc.to_writer(f"START {second.upper()}")  # START SLAVE / REPLICA / GROUP_...
-            return
-        acc.begins = acc.implicit = True
-        modes = tokens[2:]
-        if "only" in modes and "write" not in modes:
-            acc.read_only_tx = True  # stays READ: the transaction may run on a replica
-        else:
-            acc.to_writer("starts a transaction")
-    elif v in ("commit", "rollback"):
-        acc.to_writer("ends a transaction")
-        if v == "rollback" and "to" in tokens:
-            return  # ROLLBACK TO SAVEPOINT stays in the transaction
-        acc.ends = True
-        if "chain" in tokens and "no" not in tokens:
-            acc.begins = True
-    elif v == "xa":
-        acc.to_writer("XA transaction")
-        if second in ("start", "begin"):
-            acc.begins = True
-        elif second in ("commit", "rollback"):
-            acc.ends = True
-    else:
-        acc.to_writer("savepoint")
+    modes = tokens[2:]
+    if tokens[0] == "begin" and _at(tokens, 1) == "not":
+        acc.write = True  # compound statement
+        _scan(tokens, 1, acc, query=False)
+    elif tokens[0] != "start" or _at(tokens, 1) != "transaction":
+        # BEGIN, COMMIT, ROLLBACK, XA, SAVEPOINT, RELEASE; START SLAVE / REPLICA / GROUP_...
+        acc.write = True
+    elif "only" not in modes or "write" in modes:
+        acc.write = True  # START TRANSACTION; READ ONLY stays READ: it may run on a replica
 
 
 def _ddl(tokens: list[str], acc: _Acc) -> None:
@@ -511,11 +453,11 @@ def _ddl(tokens: list[str], acc: _Acc) -> None:
     if v == "drop" and second == "prepare":
         acc.pin("SQL-level prepared statement")
     elif second == "temporary" and v in ("create", "drop"):
-        # No implicit commit; the table exists on this backend's session only.
-        acc.ddl_statement("temporary table", implicit_commit=False)
+        # The table exists on this backend's session only.
+        acc.ddl_statement()
         acc.pin("temporary table")
     else:
-        acc.ddl_statement(f"{v.upper()} (DDL)")
+        acc.ddl_statement()
 
 
 def _locking(tokens: list[str], acc: _Acc) -> None:
@@ -525,18 +467,16 @@ def _locking(tokens: list[str], acc: _Acc) -> None:
     elif v == "backup":
         acc.pin("BACKUP STAGE/LOCK")
     elif v == "flush":
-        acc.implicit = True
         if "lock" in tokens or "export" in tokens:
             acc.pin("FLUSH TABLES WITH READ LOCK")
         else:
-            acc.to_writer("FLUSH")
+            acc.write = True  # FLUSH
     else:
-        acc.implicit = acc.implicit or _at(tokens, 1) in ("table", "tables")
         acc.pin(f"{v.upper()} {_at(tokens, 1).upper()}".strip())
 
 
 def _kill(tokens: list[str], acc: _Acc) -> None:
-    acc.to_writer("KILL is handled by the session layer")
+    acc.write = True  # KILL is handled by the session layer
     i = 1
     while _at(tokens, i) in ("hard", "soft"):
         i += 1
@@ -591,10 +531,10 @@ def _set(tokens: list[str], acc: _Acc) -> bool:
             if t == "for" and depth == 0 and j + 1 < len(tokens):
                 _scan(tokens[2:j], 0, acc, query=True)
                 return _statement(tokens[j + 1 :], acc)
-        acc.to_writer("not understood: SET STATEMENT")
+        acc.write = True  # not understood: SET STATEMENT
         return False
     if first in ("password", "default") or (first == "resource" and second == "group"):
-        acc.ddl_statement("account management")
+        acc.ddl_statement()  # account management
         return False
     if first == "role":
         acc.session_change("role")
@@ -602,11 +542,11 @@ def _set(tokens: list[str], acc: _Acc) -> bool:
     if first == "transaction":
         # Next transaction only: goes with the next BEGIN, which is routed to the writer.
         acc.next_tx = True
-        acc.to_writer("SET TRANSACTION applies to the next transaction")
+        acc.write = True  # SET TRANSACTION applies to the next transaction
         return True
     if second == "transaction" and first in _SCOPES:
         if _SCOPES[first] == "global":
-            acc.to_writer("SET GLOBAL TRANSACTION")
+            acc.write = True  # SET GLOBAL TRANSACTION
             return False
         if "isolation" in tokens:
             acc.session_change("transaction_isolation")
@@ -618,7 +558,7 @@ def _set(tokens: list[str], acc: _Acc) -> bool:
     scope = "session"  # a GLOBAL/SESSION keyword carries on to the next assignments
     items = _split_commas(tokens, 1)
     if not items:
-        acc.to_writer("not understood: SET")
+        acc.write = True  # not understood: SET
     for item in items:
         j = 0
         if item[0] in _SCOPES:
@@ -647,14 +587,14 @@ def _set(tokens: list[str], acc: _Acc) -> bool:
             name = head
             var_scope = scope
         else:
-            acc.to_writer("not understood: SET")
+            acc.write = True  # not understood: SET
             continue
         if _at(item, j + 1) not in ("=", ":="):
-            acc.to_writer("not understood: SET")
+            acc.write = True  # not understood: SET
             continue
         value = item[j + 2 :]
         if var_scope == "global":
-            acc.to_writer("SET GLOBAL/PERSIST changes the server")
+            acc.write = True  # SET GLOBAL/PERSIST changes the server
             continue
         acc.session_change(name)
         replay = True
@@ -668,15 +608,10 @@ def _set(tokens: list[str], acc: _Acc) -> bool:
 
 
 def _autocommit(value: list[str], acc: _Acc) -> None:
+    # On or off (? is a literal): the session reads the new value from the server's status
+    # flags. A variable, DEFAULT or an expression is pinned.
     v = value[0].lower() if len(value) == 1 else ""
-    if v in _TRUE:
-        acc.sets_autocommit = True
-        acc.implicit = True  # SET autocommit=1 commits an open transaction
-    elif v in _FALSE:
-        acc.sets_autocommit = False
-    elif v == "?":
-        acc.literal_needed = True  # 0 or 1: read from the statement text
-    else:
+    if v not in _TRUE and v not in _FALSE and v != "?":
         acc.pin("autocommit set to a value unknown here")
 
 
@@ -720,16 +655,10 @@ def _classify_tokens(tokens: list[str]) -> tuple[Classification, bool, tuple[boo
     c = Classification(
         kind=StatementKind.WRITE if acc.write else StatementKind.READ,
         verb=verb,
-        write_reason=acc.write_reason,
         is_multi_statement=len(ranges) > 1,
-        begins_transaction=acc.begins,
-        read_only_transaction=acc.read_only_tx,
-        ends_transaction=acc.ends,
-        implicit_commit=acc.implicit,
         changes_session_state=acc.changes,
         session_vars=tuple(acc.session_vars),
         next_transaction_only=acc.next_tx,
-        sets_autocommit=acc.sets_autocommit,
         pins_session=acc.pins,
         pin_reason=acc.pin_reason,
         needs_previous_backend=acc.prev_backend,
@@ -741,17 +670,8 @@ def _classify_tokens(tokens: list[str]) -> tuple[Classification, bool, tuple[boo
     return c, replay or acc.literal_needed, mask
 
 
-def classify_digest_text(text: str, tokenizer: Tokenizer = regex_tokens) -> Classification:
-    """Classify normalized digest text (as produced by normalize / compute_digest).
-
-    Fields that depend on literals (autocommit value, KILL id) and replay_sql are left
-    empty here: Classifier.classify fills them from the SQL text.
-    """
-    return _classify_tokens(tokenizer(text))[0]
-
-
 def _per_statement(c: Classification, sql: str, mask: tuple[bool, ...]) -> Classification:
-    """Fill the fields the digest can't give: replay text, autocommit value, KILL id."""
+    """Fill the fields the digest can't give: replay text, KILL id."""
     try:
         statements = raw_statements(sql)
         if len(statements) == len(mask):
@@ -760,14 +680,11 @@ def _per_statement(c: Classification, sql: str, mask: tuple[bool, ...]) -> Class
             for (text, tokens), wanted in zip(statements, mask, strict=True):
                 if wanted:
                     replay.append(text)
-                if wanted or tokens[0] == "kill":
-                    _statement(tokens, acc)
-            autocommit = c.sets_autocommit if acc.sets_autocommit is None else acc.sets_autocommit
+                if tokens[0] == "kill":
+                    _kill(tokens, acc)
             return replace(
                 c,
                 replay_sql="; ".join(replay) if replay else None,
-                sets_autocommit=autocommit,
-                implicit_commit=c.implicit_commit or autocommit is True,
                 kill_id=acc.kill_id if acc.kill_id is not None else c.kill_id,
             )
     except Exception:  # a bug here must not break routing: fall through to the safe answer
@@ -778,7 +695,6 @@ def _per_statement(c: Classification, sql: str, mask: tuple[bool, ...]) -> Class
         kind=StatementKind.WRITE,
         pins_session=True,
         pin_reason=c.pin_reason or "statement not understood",
-        write_reason=c.write_reason or "statement not understood",
     )
 
 
@@ -878,11 +794,7 @@ class Classifier:
         alt = self._entry(alt_text).classification
         if alt.kind is StatementKind.READ:
             return c
-        return replace(
-            c,
-            kind=StatementKind.WRITE,
-            write_reason=f"with NO_BACKSLASH_ESCAPES: {alt.write_reason}",
-        )
+        return replace(c, kind=StatementKind.WRITE)
 
     def _classify_text(self, text: str) -> CachedDigest:
         if self.tokenizer != "regex" and len(text) <= _MAX_SQLPARSE_TEXT:
@@ -894,7 +806,7 @@ class Classifier:
             tokenize = regex_tokens
         try:
             c, per_statement, mask = _classify_tokens(tokenize(text))
-        except Exception as exc:  # a classifier bug must not break routing: go to the writer
-            c = Classification(StatementKind.WRITE, write_reason=f"classifier error: {exc!r}")
+        except Exception:  # a classifier bug must not break routing: go to the writer
+            c = Classification(StatementKind.WRITE)
             per_statement, mask = False, ()
         return CachedDigest(Digest(text, digest_id(text)), c, per_statement, mask)

@@ -21,15 +21,12 @@ from proxy.protocol.auth import (
     ServerAuth,
     generate_rsa_key_pair,
     generate_scramble,
-    load_rsa_key_pair,
-    native_password_hash,
     rsa_decrypt_password,
     rsa_encrypt_password,
     scramble_caching_sha2,
     scramble_native_password,
     verify_caching_sha2,
     verify_native_password,
-    verify_native_password_hash,
     xor_password,
 )
 from proxy.protocol.constants import AuthPlugin, Capability, ErrorCode
@@ -60,7 +57,7 @@ USERS = {"alice": "s3cret!", "nopw": "", "ünï": "pässwörd"}
 
 @pytest.fixture(scope="module")
 def rsa_key() -> RsaKeyPair:
-    return generate_rsa_key_pair(2048)
+    return generate_rsa_key_pair()
 
 
 # --------------------------------------------------------------------------- scrambles
@@ -94,15 +91,6 @@ def test_native_scramble_known_vector() -> None:
     assert not verify_native_password(SCRAMBLE, b"", "pw")
 
 
-def test_native_hash() -> None:
-    assert native_password_hash("secret") == "*14E65567ABDB5135D0CFD9A70B3032C179A49EE7"
-    stored = native_password_hash("pw")
-    assert verify_native_password_hash(SCRAMBLE, _ref_native(b"pw", SCRAMBLE), stored)
-    assert not verify_native_password_hash(SCRAMBLE, _ref_native(b"px", SCRAMBLE), stored)
-    assert not verify_native_password_hash(SCRAMBLE, b"short", stored)
-    assert verify_native_password_hash(SCRAMBLE, b"", "")
-
-
 def test_caching_sha2_scramble() -> None:
     for pw in ("secret", "pässwörd", "x" * 100):
         expected = _ref_sha2(pw.encode(), SCRAMBLE)
@@ -133,17 +121,6 @@ def test_rsa_round_trip(rsa_key: RsaKeyPair) -> None:
     assert xor_password("pässwörd", SCRAMBLE) == plain
     with pytest.raises(ValueError):
         rsa_decrypt_password(rsa_key, b"\x00" * 256, SCRAMBLE)
-
-
-def test_load_rsa_key_pair(rsa_key: RsaKeyPair) -> None:
-    from cryptography.hazmat.primitives import serialization
-
-    pem = rsa_key.private_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    assert load_rsa_key_pair(pem).public_pem == rsa_key.public_pem
 
 
 # --------------------------------------------------------------------------- driving both ends

@@ -10,15 +10,12 @@ from proxy.protocol.constants import (
     Collation,
     ColumnType,
     Command,
-    CursorType,
     ErrorCode,
     LenencPrefix,
     PacketHeader,
     ServerStatus,
     SessionTrackType,
-    SetOption,
 )
-from proxy.protocol.packets import execute_opens_cursor
 
 
 def test_values() -> None:
@@ -40,7 +37,6 @@ def test_values() -> None:
         (SessionTrackType.TRANSACTION_STATE, 5),
         (ColumnType.VAR_STRING, 0xFD),
         (ColumnType.JSON, 0xF5),
-        (SetOption.MULTI_STATEMENTS_OFF, 1),
         (Collation.LATIN1_SWEDISH_CI, 8),
         (Collation.BINARY, 63),
         (Collation.UTF8MB4_0900_AI_CI, 255),
@@ -52,10 +48,3 @@ def test_values() -> None:
     for member, value in expected:
         assert int(member) == value, member
     assert PacketHeader(0xFE).name == "EOF"  # AUTH_SWITCH is an alias of the same byte
-
-
-def test_cursor_flags() -> None:
-    execute = bytes.fromhex("17 01 00 00 00")
-    assert not execute_opens_cursor(execute + bytes([CursorType.NO_CURSOR]))
-    assert execute_opens_cursor(execute + bytes([CursorType.READ_ONLY]))
-    assert not execute_opens_cursor(execute + bytes([CursorType.PARAMETER_COUNT_AVAILABLE]))
