@@ -27,6 +27,7 @@ from proxy.health.policy import (
 )
 from proxy.health.replstatus import normalize_replica_status
 from proxy.topology import (
+    Event,
     PositionObserved,
     ServerConfigured,
     ServerError,
@@ -107,7 +108,7 @@ class Monitor:
             self._wake[server.name] = asyncio.Event()
             self._tasks.append(asyncio.get_running_loop().create_task(self._watch(server)))
 
-    def _topology_event(self, event: object) -> None:
+    def _topology_event(self, event: Event) -> None:
         """Servers added or removed by a config reload are watched or forgotten."""
         if isinstance(event, ServerConfigured):
             self.add_server(event.server)
