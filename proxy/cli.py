@@ -124,9 +124,9 @@ def setup_logging(config: Config) -> None:
 
 
 async def _serve(config: Config, config_path: str | None) -> None:
-    from proxy.frontend.listener import ProxyServer
+    from proxy.app import Proxy
 
-    server = ProxyServer(config, config_path=config_path)
+    server = Proxy(config, config_path=config_path)
     try:
         await server.start()
     except OSError as exc:
@@ -254,9 +254,10 @@ def _switchover(config: Config, target: str) -> int:
     """Swap read_only on the servers; every pyproxy in front of them follows within a check."""
     from proxy.cluster import Cluster
     from proxy.health.monitor import Monitor
+    from proxy.topology import Topology as ClusterTopology
 
     async def run() -> str:
-        monitor = Monitor(config, Cluster.from_config(config))
+        monitor = Monitor(lambda: config, ClusterTopology(Cluster.from_config(config)))
         await monitor.check_all()
         try:
             writable = monitor.writable_masters()

@@ -1,4 +1,4 @@
-"""Runtime view of the backend servers: which one is the writer, which may take reads."""
+"""Runtime view of the backend servers (read by everyone; changed only by proxy.topology)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ import enum
 from dataclasses import dataclass, field
 
 from proxy.config import Config, Server
+
+WRITER_HOSTGROUP = 0  # ProxySQL's usual writer hostgroup
+READER_HOSTGROUP = 1
+STANDBY_HOSTGROUP = 2  # masters that are not the writer (ProxySQL's backup writers)
 
 
 class HostStatus(enum.Enum):
@@ -37,7 +41,7 @@ class ServerState:
 
 @dataclass
 class Cluster:
-    """Server states plus the current writer; the health checker is the one that changes it."""
+    """Server states plus the current writer, and what they mean (role, hostgroup)."""
 
     servers: dict[str, ServerState] = field(default_factory=dict)
     writer: str | None = None
@@ -52,8 +56,23 @@ class Cluster:
     def server(self, name: str) -> ServerState:
         return self.servers[name]
 
-    def set_writer(self, name: str | None) -> None:
-        self.writer = name
+    def role(self, name: str) -> str:
+        """writer / reader / standby / shunned / offline / down, for metrics and the admin."""
+        st = self.servers[name]
+        if st.status is HostStatus.DOWN:
+            return "down"
+        if st.status is HostStatus.OFFLINE_SOFT:
+            return "offline"
+        if st.status is HostStatus.SHUNNED:
+            return "shunned"
+        if name == self.writer:
+            return "writer"
+        return "reader" if st.config.role == "replica" else "standby"
 
-    def replicas(self) -> list[ServerState]:
-        return [s for s in self.servers.values() if s.config.role == "replica"]
+    def hostgroup(self, name: str) -> int:
+        """ProxySQL's hostgroup of a server: writer 0, replicas 1, other masters 2."""
+        if name == self.writer:
+            return WRITER_HOSTGROUP
+        if self.servers[name].config.role == "replica":
+            return READER_HOSTGROUP
+        return STANDBY_HOSTGROUP

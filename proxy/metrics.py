@@ -17,7 +17,7 @@ from prometheus_client.core import (
 )
 
 if TYPE_CHECKING:
-    from proxy.frontend.listener import ProxyServer
+    from proxy.view import ProxyView
 
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -85,7 +85,7 @@ class Metrics:
 class ProxyCollector:
     """Builds the exposition from the proxy's live state (prometheus-client custom collector)."""
 
-    def __init__(self, server: ProxyServer) -> None:
+    def __init__(self, server: ProxyView) -> None:
         self.server = server
 
     def describe(self) -> list[Metric]:
@@ -184,19 +184,19 @@ class ProxyCollector:
             conns.add_metric([name, "in_use"], in_use.get(name, 0))
             conns.add_metric([name, "idle"], pool.idle_count(name))
             errors.add_metric([name], m.backend_errors.get(name, 0))
-            cs = s.monitor.stats.get(name)
+            cs = s.check_stats.get(name)
             if cs is not None:
                 checks.add_metric([name, "ok"], cs.checks_ok)
                 checks.add_metric([name, "failed"], cs.checks_failed)
                 check_lat.add_metric([name], cs.last_latency_s)
-            current = s.server_role(name)
+            current = s.cluster.role(name)
             for label in ("writer", "reader", "standby", "shunned", "offline", "down"):
                 state.add_metric([name, label], 1.0 if label == current else 0.0)
             if st.lag_s is not None:
                 lag.add_metric([name], st.lag_s)
         yield from (conns, errors, checks, check_lat, state, lag)
 
-        events = s.monitor.failovers
+        events = s.failovers
         yield _counter(
             "pyproxy_failovers", "Writer changes (failovers and switchovers)", len(events)
         )
@@ -209,7 +209,7 @@ class ProxyCollector:
         yield _counter(
             "pyproxy_writer_conflicts",
             "Times two masters were writable at once",
-            s.monitor.conflicts,
+            s.conflicts,
         )
         hits = CounterMetricFamily("pyproxy_query_rule_hits", "Query rule matches", labels=["rule"])
         rules = s.router.rules
@@ -245,7 +245,7 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, value=value)
 
 
-def exposition(server: ProxyServer) -> Callable[[], bytes]:
+def exposition(server: ProxyView) -> Callable[[], bytes]:
     """A function rendering the text exposition for this proxy."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ProxyCollector(server))

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 import pymysql
 
+from proxy.app import Proxy
 from proxy.config import Config
-from proxy.frontend.listener import ProxyServer
 
 T = TypeVar("T")
 
@@ -33,7 +33,7 @@ class ProxyThread:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.loop = _new_loop()
-        self.server = ProxyServer(config)
+        self.server = Proxy(config)
         self._thread = threading.Thread(target=self.loop.run_forever, name="pyproxy", daemon=True)
 
     def start(self) -> ProxyThread:

@@ -16,7 +16,7 @@ from proxy.config import is_loopback
 from proxy.metrics import exposition
 
 if TYPE_CHECKING:
-    from proxy.frontend.listener import ProxyServer
+    from proxy.view import ProxyView
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ _AUTHORIZATION = re.compile(rb"^authorization:[ \t]*bearer[ \t]+(\S+)[ \t]*\r?$"
 class HttpServer:
     """A minimal HTTP/1.1 server (one request per connection) on the proxy's event loop."""
 
-    def __init__(self, proxy: ProxyServer) -> None:
+    def __init__(self, proxy: ProxyView) -> None:
         self.proxy = proxy
         self.render_metrics = exposition(proxy)
         self._server: asyncio.Server | None = None

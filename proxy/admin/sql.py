@@ -18,7 +18,7 @@ from proxy.protocol.constants import Command, ErrorCode
 from proxy.protocol.packets import ProtocolError, build_err, build_ok, build_result_set
 
 if TYPE_CHECKING:
-    from proxy.frontend.listener import ProxyServer
+    from proxy.view import ProxyView
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ HELP = (
 class AdminServer:
     """Accepts admin connections (admin credentials from the config) on the proxy's loop."""
 
-    def __init__(self, proxy: ProxyServer) -> None:
+    def __init__(self, proxy: ProxyView) -> None:
         self.proxy = proxy
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -177,7 +177,7 @@ Snapshot = dict[str, tuple[tuple[str, ...], list[tuple[object, ...]]]]
 """Table name -> (columns, rows): the runtime state an admin query reads."""
 
 
-def snapshot(proxy: ProxyServer, sql: str) -> Snapshot:
+def snapshot(proxy: ProxyView, sql: str) -> Snapshot:
     """The admin tables sql names, copied from the proxy's runtime state."""
     lowered = sql.lower()
     return {

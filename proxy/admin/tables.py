@@ -6,31 +6,22 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from proxy.cluster import READER_HOSTGROUP, WRITER_HOSTGROUP
 from proxy.frontend.processlist import backend_of, command_of
-from proxy.routing.stats import READER_HOSTGROUP, WRITER_HOSTGROUP
 
 if TYPE_CHECKING:
-    from proxy.frontend.listener import ProxyServer
+    from proxy.view import ProxyView
 
 Row = dict[str, Any]
-STANDBY_HOSTGROUP = 2  # masters that are not the writer (ProxySQL's backup writers)
 
 
-def _hostgroup(proxy: ProxyServer, name: str) -> int:
-    if name == proxy.cluster.writer:
-        return WRITER_HOSTGROUP
-    if proxy.cluster.server(name).config.role == "replica":
-        return READER_HOSTGROUP
-    return STANDBY_HOSTGROUP
-
-
-def server_rows(proxy: ProxyServer) -> list[Row]:
+def server_rows(proxy: ProxyView) -> list[Row]:
     """runtime_mysql_servers, plus pyproxy's own columns (name, role, read_only, lag...)."""
     rows = []
     for name, st in proxy.cluster.servers.items():
         cfg = st.config
         rows.append({
-            "hostgroup_id": _hostgroup(proxy, name),
+            "hostgroup_id": proxy.cluster.hostgroup(name),
             "hostname": cfg.host,
             "port": cfg.port,
             "status": st.status.value,
@@ -38,9 +29,9 @@ def server_rows(proxy: ProxyServer) -> list[Row]:
             "max_connections": cfg.max_connections,
             "max_replication_lag": int(proxy.config.health.max_replication_lag_s),
             "use_ssl": int(cfg.tls.enabled),
-            "comment": f"{name} ({proxy.server_role(name)})",
+            "comment": f"{name} ({proxy.cluster.role(name)})",
             "name": name,
-            "role": proxy.server_role(name),
+            "role": proxy.cluster.role(name),
             "read_only": None if st.read_only is None else int(st.read_only),
             "replication_lag": st.lag_s,
             "reason": st.reason or st.last_error,
@@ -48,7 +39,7 @@ def server_rows(proxy: ProxyServer) -> list[Row]:
     return rows
 
 
-def digest_rows(proxy: ProxyServer) -> list[Row]:
+def digest_rows(proxy: ProxyView) -> list[Row]:
     """stats_mysql_query_digest (times in microseconds, like ProxySQL)."""
     return [
         {
@@ -71,14 +62,14 @@ def digest_rows(proxy: ProxyServer) -> list[Row]:
     ]
 
 
-def pool_rows(proxy: ProxyServer) -> list[Row]:
+def pool_rows(proxy: ProxyView) -> list[Row]:
     """stats_mysql_connection_pool."""
     in_use = proxy.backend_in_use()
     rows = []
     for name, st in proxy.cluster.servers.items():
         stats = proxy.pool.stats[name]
         rows.append({
-            "hostgroup": _hostgroup(proxy, name),
+            "hostgroup": proxy.cluster.hostgroup(name),
             "srv_host": st.config.host,
             "srv_port": st.config.port,
             "status": st.status.value,
@@ -88,15 +79,15 @@ def pool_rows(proxy: ProxyServer) -> list[Row]:
             "ConnERR": stats.errors,
             "ConnReused": stats.reused,
             "Queries_in_flight": st.outstanding,
-            "Latency_us": int(proxy.monitor.stats[name].last_latency_s * 1e6)
-            if name in proxy.monitor.stats
+            "Latency_us": int(proxy.check_stats[name].last_latency_s * 1e6)
+            if name in proxy.check_stats
             else 0,
             "server": name,
         })  # fmt: skip
     return rows
 
 
-def processlist_rows(proxy: ProxyServer) -> list[Row]:
+def processlist_rows(proxy: ProxyView) -> list[Row]:
     """stats_mysql_processlist: every user's client sessions and the backend each runs on."""
     rows = []
     now = time.monotonic()
@@ -113,7 +104,7 @@ def processlist_rows(proxy: ProxyServer) -> list[Row]:
             "db": session.state.schema or None,
             "cli_host": session.client.peer[0],
             "cli_port": session.client.peer[1],
-            "hostgroup": _hostgroup(proxy, server.config.name) if server is not None else None,
+            "hostgroup": proxy.cluster.hostgroup(server.name) if server is not None else None,
             "srv_host": server.config.host if server is not None else None,
             "srv_port": server.config.port if server is not None else None,
             "command": command,
@@ -125,7 +116,7 @@ def processlist_rows(proxy: ProxyServer) -> list[Row]:
     return rows
 
 
-def rule_rows(proxy: ProxyServer) -> list[Row]:
+def rule_rows(proxy: ProxyView) -> list[Row]:
     """mysql_query_rules, with their hit counts."""
     rules = proxy.router.rules
     rows = []
@@ -150,7 +141,7 @@ def rule_rows(proxy: ProxyServer) -> list[Row]:
     return rows
 
 
-def user_rows(proxy: ProxyServer) -> list[Row]:
+def user_rows(proxy: ProxyView) -> list[Row]:
     """mysql_users (without passwords)."""
     return [
         {
@@ -244,7 +235,7 @@ _PROCESSLIST_COLS = (
 _USER_COLS = ("username", "default_schema", "max_connections", "consistency", "active")
 
 # table name -> (columns, row builder); the admin answers SELECTs over these.
-TABLES: dict[str, tuple[tuple[str, ...], Callable[[ProxyServer], list[Row]]]] = {
+TABLES: dict[str, tuple[tuple[str, ...], Callable[[ProxyView], list[Row]]]] = {
     "runtime_mysql_servers": (_SERVER_COLS, server_rows),
     "mysql_servers": (_SERVER_COLS, server_rows),
     "stats_mysql_query_digest": (_DIGEST_COLS, digest_rows),

@@ -8,6 +8,7 @@ import logging
 import ssl
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from proxy.backend.connection import (
@@ -37,8 +38,8 @@ class PoolStats:
 class BackendPool:
     """Idle connections kept for reuse; a bounded number of connections per server."""
 
-    def __init__(self, config: PoolConfig) -> None:
-        self.config = config
+    def __init__(self, settings: Callable[[], PoolConfig]) -> None:
+        self._settings = settings  # the running config's pool section (a reload swaps it)
         self._idle: dict[PoolKey, deque[BackendConnection]] = defaultdict(deque)
         self._open: dict[str, int] = defaultdict(int)  # per server: idle + in use
         self._freed: dict[str, asyncio.Condition] = {}
@@ -48,6 +49,10 @@ class BackendPool:
         # when given back, never pooled again.
         self._generation: dict[str, int] = defaultdict(int)
         self._reaper: asyncio.Task[None] | None = None
+
+    @property
+    def config(self) -> PoolConfig:
+        return self._settings()
 
     def start(self) -> None:
         self._reaper = asyncio.get_running_loop().create_task(self._reap())
@@ -129,7 +134,7 @@ class BackendPool:
         loop = asyncio.get_running_loop()
         timeout = self.config.connect_timeout_ms / 1000
         conn = BackendConnection(server.name, client_caps & PROFILE_CAPS, user.username)
-        tls = _tls_context(server) if server.tls.enabled else None
+        tls = tls_context(server) if server.tls.enabled else None
         try:
             async with asyncio.timeout(timeout):
                 await loop.create_connection(lambda: conn, server.host, server.port)
@@ -209,7 +214,8 @@ class BackendPool:
                 self._close(queue.popleft())
 
 
-def _tls_context(server: Server) -> ssl.SSLContext:
+def tls_context(server: Server) -> ssl.SSLContext:
+    """The client-side TLS context for a backend (servers[].tls): data path and health checks."""
     ctx = ssl.create_default_context(cafile=server.tls.ca)
     if not server.tls.verify:
         ctx.check_hostname = False

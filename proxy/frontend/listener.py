@@ -1,33 +1,31 @@
-"""Accepting client connections: limits, the session registry, KILL, shutdown."""
+"""Accepting client connections: limits, the session registry, services for sessions, KILL."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 import time
 from collections import Counter
+from collections.abc import Callable
 
-from proxy.admin.http import HttpServer
-from proxy.admin.sql import AdminServer
-from proxy.backend.connection import BackendError, read_greeting
+from proxy.backend.connection import BackendError
 from proxy.backend.pool import BackendPool
-from proxy.cluster import Cluster, HostStatus, ServerState
-from proxy.config import Config, ConfigError, User, load_config
+from proxy.cluster import HostStatus, ServerState
+from proxy.config import Config, User
 from proxy.frontend import commands
 from proxy.frontend.client import ClientConnection
 from proxy.frontend.processlist import kill_target
 from proxy.frontend.session import Session, SessionPhase
-from proxy.health.monitor import Monitor
 from proxy.metrics import Metrics
 from proxy.protocol.auth import RsaKeyPair, generate_rsa_key_pair
 from proxy.protocol.constants import ErrorCode
-from proxy.protocol.packets import ErrPacket, ProtocolError, build_err
+from proxy.protocol.packets import ErrPacket, build_err
 from proxy.routing.classifier import Classifier
 from proxy.routing.router import Router
-from proxy.routing.rules import QueryRules
-from proxy.routing.stats import READER_HOSTGROUP, WRITER_HOSTGROUP, QueryDigests
+from proxy.routing.stats import QueryDigests
+from proxy.topology import Event, ServerError, ServerStatusChanged, Topology, WriterChanged
+from proxy.view import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +44,25 @@ LAST_SESSION_ID = 2**31 - 1
 
 
 class ProxyServer:
-    """The MySQL-facing server: owns sessions, the pool, the cluster view and the classifier."""
+    """The MySQL-facing listener: sessions, their limits and services (routing, pool, KILL)."""
 
     def __init__(
-        self, config: Config, cluster: Cluster | None = None, config_path: str | None = None
+        self,
+        snapshot: Callable[[], Snapshot],
+        topology: Topology,
+        pool: BackendPool,
+        metrics: Metrics,
+        recheck: Callable[[str], None],
     ) -> None:
-        self.config = config
-        self.config_path = config_path
-        self.cluster = cluster or Cluster.from_config(config)
-        self.pool = BackendPool(config.pool)
+        """snapshot(): the running config and router; recheck(server): ask the health checker
+        to look at a server now (the data path saw it fail)."""
+        self._snapshot = snapshot
+        self.topology = topology
+        self.cluster = topology.cluster  # read only: changes go through topology.apply
+        self.pool = pool
+        self.metrics = metrics
+        self._recheck = recheck
         self.classifier = Classifier()
-        self.router = Router(self.cluster, config)
         self.digests = QueryDigests()
         self.sessions: dict[int, Session] = {}
         # Sessions still logging in, oldest first, and the logged-in ones per user: changed
@@ -64,68 +70,46 @@ class ProxyServer:
         self._handshaking: dict[int, Session] = {}
         self._admitted: dict[int, str] = {}  # session id -> user name
         self._per_user: Counter[str] = Counter()
-        self.metrics = Metrics()
-        self.tls = _frontend_tls(config)
+        self.tls = _frontend_tls(self.config)
         # caching_sha2_password clients without TLS may ask for our RSA key (full auth).
         self.rsa_key: RsaKeyPair = generate_rsa_key_pair()
         self._next_id = 0
-        self.server_version = config.server_version or FALLBACK_VERSION
+        self.server_version = self.config.server_version or FALLBACK_VERSION
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self.monitor = Monitor(
-            config,
-            self.cluster,
-            on_writer_change=self._writer_changed,
-            on_server_down=self._server_down,
-        )
-        self.monitor.request_switchover = self.switchover
-        self.admin = AdminServer(self)
-        self.http = HttpServer(self)
-        self._topology_event = asyncio.Event()
         self._schemas: dict[tuple[str, str], float] = {}  # (user, schema) -> last confirmed
+        topology.subscribe(self._topology_event)
+
+    @property
+    def config(self) -> Config:
+        return self._snapshot().config
+
+    @property
+    def router(self) -> Router:
+        return self._snapshot().router
 
     # -- lifecycle -------------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
-        self.server_version = self.config.server_version or await self._backend_version()
-        if self.config.health.enabled:
-            # The first round of checks finds the writer before any client is accepted.
-            await self.monitor.start()
-        listen = self.config.listeners.mysql
         self._server = await loop.create_server(
-            self._new_client, listen.host, listen.port, reuse_address=True, backlog=1024
+            self._new_client, host, port, reuse_address=True, backlog=1024
         )
-        self.pool.start()
         self._sweeper = loop.create_task(self._sweep())
-        listeners = self.config.listeners
-        if listeners.admin.port >= 0:
-            await self.admin.start(listeners.admin.host, listeners.admin.port)
-        if listeners.http.port >= 0:
-            await self.http.start(listeners.http.host, listeners.http.port)
-
-    async def _backend_version(self) -> str:
-        timeout = self.config.pool.connect_timeout_ms / 1000
-        for server in self.config.masters + self.config.replicas:
-            try:
-                greeting = await read_greeting(server.host, server.port, timeout)
-            except (OSError, TimeoutError, BackendError, ProtocolError) as exc:
-                log.warning("cannot read %s's version: %s", server.name, exc)
-                continue
-            return greeting.server_version
-        log.warning("no backend answered; announcing version %s", FALLBACK_VERSION)
-        return FALLBACK_VERSION
 
     @property
     def port(self) -> int:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def stop(self, grace_s: float = 5.0) -> None:
+    def close(self) -> None:
+        """Stop accepting clients."""
         if self._server is not None:
             self._server.close()
-        await self.admin.stop()
-        await self.http.stop()
+
+    async def stop(self, grace_s: float) -> None:
+        """Let running statements finish (up to grace_s), then close every session."""
+        self.close()
         deadline = time.monotonic() + grace_s
         while any(s.phase is SessionPhase.EXECUTING for s in self.sessions.values()):
             if time.monotonic() > deadline:
@@ -137,10 +121,7 @@ class ProxyServer:
             task.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        await self.monitor.stop()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.pool.close()
-        await asyncio.sleep(0.05)  # let the COM_QUITs and closes reach the servers
 
     # -- clients ---------------------------------------------------------------------------------
     def _new_client(self) -> ClientConnection:
@@ -265,126 +246,24 @@ class ProxyServer:
                 counts[name] = counts.get(name, 0) + 1
         return counts
 
-    def server_role(self, name: str) -> str:
-        """writer / reader / standby / shunned / offline / down, for metrics and the admin."""
-        st = self.cluster.server(name)
-        if st.status is HostStatus.DOWN:
-            return "down"
-        if st.status is HostStatus.OFFLINE_SOFT:
-            return "offline"
-        if st.status is HostStatus.SHUNNED:
-            return "shunned"
-        if name == self.cluster.writer:
-            return "writer"
-        return "reader" if st.config.role == "replica" else "standby"
-
-    def hostgroup(self, server: str) -> int:
-        return WRITER_HOSTGROUP if server == self.cluster.writer else READER_HOSTGROUP
-
     def writer(self) -> ServerState | None:
         return self.router.writer()
 
     def note_backend_error(self, target: ServerState, exc: BackendError) -> None:
         self.metrics.backend_errors[target.name] += 1
-        target.last_error = str(exc)
+        self.topology.apply(ServerError(target.name, str(exc)))
         log.warning("backend %s: %s", target.name, exc)
         if exc.err is None:  # a network-level failure, not a refused login: check it now
-            self.monitor.recheck(target.name)
+            self._recheck(target.name)
 
     def note_read_only(self, target: ServerState) -> None:
         """The writer refused a write as read-only: it was demoted; re-check it now."""
-        self.monitor.recheck(target.name)
+        self._recheck(target.name)
         if target.name == self.cluster.writer:
-            self.cluster.set_writer(None)
-            self._writer_changed(target.name, None)
+            self.topology.apply(WriterChanged(target.name, None, "refused a write as read-only"))
 
-    def set_server_offline(self, name: str, offline: bool) -> None:
-        """Drain (OFFLINE_SOFT: running statements finish, nothing new) or bring back."""
-        if name not in self.cluster.servers:
-            raise ValueError(f"no server named {name!r}")
-        state = self.cluster.server(name)
-        if offline:
-            state.status = HostStatus.OFFLINE_SOFT
-            state.reason = "set OFFLINE by an operator"
-            self.pool.drop_server(name)
-        elif state.status is HostStatus.OFFLINE_SOFT:
-            state.status = HostStatus.ONLINE
-            state.reason = ""
-            self.monitor.recheck(name)  # it earns its real status at the next check
-        log.warning("server %s set %s by the admin", name, "OFFLINE" if offline else "ONLINE")
-        self._notify_topology()
-
-    async def reload(self) -> tuple[bool, str]:
-        """Re-read the config file and apply it without dropping clients (SIGHUP, admin)."""
-        if self.config_path is None:
-            return False, "no config file to reload (the proxy was started without one)"
-        try:
-            new = load_config(self.config_path)
-        except ConfigError as exc:
-            log.error("config reload refused, keeping the running config: %s", exc)
-            return False, f"config reload refused: {exc}"
-        self.apply_config(new)
-        log.warning("config reloaded from %s", self.config_path)
-        return True, f"reloaded {self.config_path}"
-
-    def apply_config(self, new: Config) -> None:
-        old = self.config
-        if new.listeners != old.listeners:
-            log.warning("listener changes take effect at the next restart")
-            new = new.model_copy(update={"listeners": old.listeners})
-        names = {s.name for s in new.servers}
-        for server in new.servers:
-            state = self.cluster.servers.get(server.name)
-            if state is None:
-                self.cluster.servers[server.name] = ServerState(server)
-                self.pool.stats[server.name]  # create the entry
-            else:
-                if (state.config.host, state.config.port) != (server.host, server.port):
-                    self.pool.drop_server(server.name)
-                state.config = server
-        for name in [n for n in self.cluster.servers if n not in names]:
-            self.pool.drop_server(name)
-            self.monitor.remove_server(name)
-            del self.cluster.servers[name]
-        self.config = new
-        self.pool.config = new.pool
-        self.router.config = new
-        self.router.rules = QueryRules(new.query_rules)
-        self.monitor.config = new
-        for server in new.servers:
-            self.monitor.add_server(server)
-        self._notify_topology()
-
-    async def switchover(self, target: str) -> None:
-        """Planned writer change with no client error: hold new writes, let running ones and
-        open transactions on the old writer finish, swap read_only, resume on the new one."""
-        old = self.cluster.writer
-        if target == old:
-            return
-        if target not in {m.name for m in self.config.masters}:
-            raise ValueError(f"{target} is not a master")
-        if old is None:
-            raise RuntimeError("no current writer to switch over from")
-        monitor = self.monitor
-        monitor.paused = True
-        try:
-            self.cluster.set_writer(None)
-            self._notify_topology()
-            deadline = time.monotonic() + self.config.health.failover_hold_ms / 1000
-            while time.monotonic() < deadline and self._busy_on(old):
-                await asyncio.sleep(0.005)
-            try:
-                await monitor.swap_writer(old, target)
-            except RuntimeError:
-                self.cluster.set_writer(old)
-                raise
-            self.cluster.set_writer(target)
-            monitor.record_switchover(old, target)
-        finally:
-            monitor.paused = False
-            self._writer_changed(old, self.cluster.writer)
-
-    def _busy_on(self, server: str) -> bool:
+    def busy_on(self, server: str) -> bool:
+        """Whether a statement or a transaction is open on server (a switchover waits)."""
         if self.cluster.server(server).outstanding:
             return True
         return any(
@@ -395,24 +274,13 @@ class ProxyServer:
 
     async def topology_changed(self, timeout: float) -> None:
         """Wait until the writer or a server's status changes (or timeout)."""
-        event = self._topology_event
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+        await self.topology.changed(timeout)
 
-    def _writer_changed(self, old: str | None, new: str | None) -> None:
-        if old is not None and old != new:
-            self.pool.drop_server(old)  # idle connections to a demoted writer are of no use
-        self._notify_topology()
-
-    def _server_down(self, name: str) -> None:
-        self.pool.drop_server(name)
-        for session in list(self.sessions.values()):
-            session.server_down(name)
-        self._notify_topology()
-
-    def _notify_topology(self) -> None:
-        event, self._topology_event = self._topology_event, asyncio.Event()
-        event.set()
+    def _topology_event(self, event: Event) -> None:
+        """Reads running on a server marked DOWN move to another one."""
+        if isinstance(event, ServerStatusChanged) and event.status is HostStatus.DOWN:
+            for session in list(self.sessions.values()):
+                session.server_down(event.name)
 
     async def kill(self, session: Session, target_id: int, query_only: bool) -> None:
         """KILL [QUERY] id (a session id or a pinned backend thread id, see kill_target): the
@@ -476,9 +344,3 @@ def _frontend_tls(config: Config) -> ssl.SSLContext | None:
     if config.frontend_tls.ca:
         ctx.load_verify_locations(config.frontend_tls.ca)
     return ctx
-
-
-async def serve_forever(server: ProxyServer) -> None:
-    await server.start()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.Event().wait()

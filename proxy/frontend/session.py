@@ -44,6 +44,7 @@ from proxy.routing.gtid import contains as gtid_contains
 from proxy.routing.gtid import is_mariadb as gtid_is_mariadb
 from proxy.routing.gtid import merge_mariadb
 from proxy.routing.router import changes_data
+from proxy.topology import GtidAdvanced
 
 if TYPE_CHECKING:
     from proxy.frontend.listener import ProxyServer
@@ -724,7 +725,7 @@ class Session:
     ) -> None:
         """Count one executed statement: the query metrics and its digest's statistics."""
         server = self.server
-        hostgroup = server.hostgroup(target.name)
+        hostgroup = server.cluster.hostgroup(target.name)
         server.metrics.record_query(
             "writer" if hostgroup == 0 else "reader",
             "read" if stmt.is_read else "write",
@@ -873,7 +874,7 @@ class Session:
         caught_up = value == b"0"
         metrics.gtid_waits["caught_up" if caught_up else "timed_out"] += 1
         if caught_up and gtid_is_mariadb(gtid):
-            target.gtid_position = merge_mariadb(target.gtid_position, gtid)
+            self.server.topology.apply(GtidAdvanced(target.name, gtid))
         return caught_up
 
     def report_backend_failure(self, target: ServerState, exc: BackendError) -> None:

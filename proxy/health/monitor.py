@@ -1,10 +1,12 @@
-"""Health checker: one task per backend, server states, writer election, fencing, promotion."""
+"""Health checker: one task per backend; what it sees and decides (states, writer election,
+fencing, promotion) goes to the topology as events."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -13,7 +15,8 @@ from typing import Any
 import asyncmy
 from asyncmy.cursors import DictCursor
 
-from proxy.cluster import Cluster, HostStatus, ServerState
+from proxy.backend.pool import tls_context
+from proxy.cluster import HostStatus
 from proxy.config import Account, Config, Server
 from proxy.health.policy import (
     CheckResult,
@@ -23,6 +26,16 @@ from proxy.health.policy import (
     replica_problem,
 )
 from proxy.health.replstatus import normalize_replica_status
+from proxy.topology import (
+    Event,
+    PositionObserved,
+    ServerConfigured,
+    ServerError,
+    ServerRemoved,
+    ServerStatusChanged,
+    Topology,
+    WriterChanged,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,32 +56,23 @@ class CheckStats:
     overloaded: bool = False
 
 
-@dataclass
-class FailoverEvent:
-    old_writer: str | None
-    new_writer: str | None
-    detected_at: float
-    promoted_at: float
-    reason: str
-
-
 class Monitor:
-    """Checks every backend with the monitor account and keeps the cluster view current."""
+    """Checks every backend with the monitor account and tells the topology what it found."""
 
     def __init__(
         self,
-        config: Config,
-        cluster: Cluster,
-        on_writer_change: Callable[[str | None, str | None], None] | None = None,
-        on_server_down: Callable[[str], None] | None = None,
+        settings: Callable[[], Config],
+        topology: Topology,
+        switchover: Callable[[str], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
-        self.config = config
-        self.cluster = cluster
-        self.on_writer_change = on_writer_change
-        self.on_server_down = on_server_down
-        self.stats: dict[str, CheckStats] = {s.name: CheckStats() for s in config.servers}
+        """settings: the running config; switchover(master): a planned switchover that holds
+        its clients' writes meanwhile (failback: after_catchup uses it)."""
+        self._settings = settings
+        self.topology = topology
+        self.cluster = topology.cluster  # read only: changes go through topology.apply
+        self._switchover = switchover
+        self.stats: dict[str, CheckStats] = {s.name: CheckStats() for s in settings().servers}
         self.results: dict[str, CheckResult] = {}
-        self.failovers: list[FailoverEvent] = []
         self.conflicts = 0  # times two masters were writable together
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -76,11 +80,13 @@ class Monitor:
         self.mariadb: dict[str, bool] = {}
         self._elect_lock = asyncio.Lock()
         self._down_since: dict[str, float] = {}
-        self.paused = False  # a switchover in progress owns the writer
         self.semisync_suspended: set[str] = set()
-        # Set by the proxy: a planned switchover that holds its clients' writes meanwhile.
-        self.request_switchover: Callable[[str], Coroutine[Any, Any, None]] | None = None
         self._failback_task: asyncio.Task[None] | None = None
+        topology.subscribe(self._topology_event)
+
+    @property
+    def config(self) -> Config:
+        return self._settings()
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def check_all(self) -> None:
@@ -102,6 +108,14 @@ class Monitor:
             self._wake[server.name] = asyncio.Event()
             self._tasks.append(asyncio.get_running_loop().create_task(self._watch(server)))
 
+    def _topology_event(self, event: Event) -> None:
+        """Servers added or removed by a config reload are watched or forgotten."""
+        if isinstance(event, ServerConfigured):
+            self.add_server(event.server)
+        elif isinstance(event, ServerRemoved):
+            self._drop_conn(event.name)
+            self.results.pop(event.name, None)
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -116,10 +130,6 @@ class Monitor:
         if server.name not in self._wake:
             self._wake[server.name] = asyncio.Event()
             self._tasks.append(asyncio.get_running_loop().create_task(self._watch(server)))
-
-    def remove_server(self, name: str) -> None:
-        self._drop_conn(name)
-        self.results.pop(name, None)
 
     def recheck(self, name: str) -> None:
         """Passive detection: the data path saw an error on this server; check it now."""
@@ -161,52 +171,46 @@ class Monitor:
             if code == ER_CON_COUNT_ERROR:
                 # Overloaded is not dead: keep its state, just note it.
                 stats.overloaded = True
-                state.last_error = "too many connections (overloaded)"
+                self.topology.apply(ServerError(server.name, "too many connections (overloaded)"))
                 return
             stats.checks_failed += 1
             stats.consecutive_failures += 1
-            state.last_error = _describe(exc, timeout)
+            error = _describe(exc, timeout)
+            self.topology.apply(ServerError(server.name, error))
             if stats.consecutive_failures >= self.config.health.failure_threshold and (
                 state.status not in (HostStatus.DOWN, HostStatus.OFFLINE_SOFT)
             ):
                 self._down_since[server.name] = time.monotonic()
-                self._set_status(state, HostStatus.DOWN, state.last_error)
-                if self.on_server_down is not None:
-                    self.on_server_down(server.name)
+                self.topology.apply(ServerStatusChanged(server.name, HostStatus.DOWN, error))
             return
         stats.overloaded = False
         stats.checks_ok += 1
         stats.consecutive_failures = 0
         stats.last_latency_s = time.monotonic() - started
         self.results[server.name] = result
-        state.read_only = result.read_only
         rs = result.replica
-        state.lag_s = None if rs is None or rs.seconds_behind is None else float(rs.seconds_behind)
-        state.gtid_position = result.gtid_position
+        lag = None if rs is None or rs.seconds_behind is None else float(rs.seconds_behind)
+        self.topology.apply(
+            PositionObserved(server.name, result.gtid_position, lag, result.read_only)
+        )
         if server.role == "replica":
             problem = replica_problem(
                 result, self.config.health.max_replication_lag_s, state.status is HostStatus.SHUNNED
             )
             if state.status is not HostStatus.OFFLINE_SOFT:
                 new = HostStatus.SHUNNED if problem else HostStatus.ONLINE
-                self._set_status(state, new, problem or "")
+                self.topology.apply(ServerStatusChanged(server.name, new, problem or ""))
         elif state.status is HostStatus.DOWN:
             # A master coming back: the election (run next) fences it before it gets anything.
-            self._set_status(state, HostStatus.ONLINE, "reachable again")
+            self.topology.apply(
+                ServerStatusChanged(server.name, HostStatus.ONLINE, "reachable again")
+            )
 
     async def _query(self, server: Server) -> CheckResult:
         started = time.monotonic()
         conn = self._conns.get(server.name)
         if conn is None:
-            acct = self.config.monitor
-            conn = await asyncmy.connect(
-                host=server.host,
-                port=server.port,
-                user=acct.username,
-                password=acct.password,
-                connect_timeout=self.config.health.check_timeout_ms / 1000,
-                autocommit=True,
-            )
+            conn = await asyncmy.connect(**self.connect_args(server, self.config.monitor))
             self._conns[server.name] = conn
             self.mariadb[server.name] = "MariaDB" in str(conn.get_server_info())
         mariadb = self.mariadb[server.name]
@@ -231,22 +235,24 @@ class Monitor:
             with contextlib.suppress(Exception):
                 conn.close()
 
-    def _set_status(self, state: ServerState, status: HostStatus, reason: str) -> None:
-        if state.status is not status:
-            log.warning(
-                "server %s: %s -> %s%s",
-                state.name,
-                state.status.value,
-                status.value,
-                f" ({reason})" if reason else "",
-            )
-            state.status = status
-        state.reason = reason
+    def connect_args(self, server: Server, account: Account) -> dict[str, Any]:
+        """asyncmy.connect's arguments for a server, with TLS as servers[].tls says (the same
+        context as the data path's), so a backend that requires TLS is checked over TLS."""
+        tls: ssl.SSLContext | None = tls_context(server) if server.tls.enabled else None
+        return {
+            "host": server.host,
+            "port": server.port,
+            "user": account.username,
+            "password": account.password,
+            "connect_timeout": self.config.health.check_timeout_ms / 1000,
+            "autocommit": True,
+            "ssl": tls,
+        }
 
     # -- the writer ------------------------------------------------------------------------------
     async def evaluate(self) -> None:
         """Run the election on the latest results and carry out what it decides."""
-        if self.paused:
+        if self.topology.switching is not None:
             return
         async with self._elect_lock:
             decision = elect(self.cluster.writer, self._views())
@@ -277,7 +283,7 @@ class Monitor:
     def _maybe_failback(self) -> None:
         """failback: after_catchup — hand the writer back to the preferred master once it has
         applied everything from the current one (as a planned switchover)."""
-        if self.config.health.failback != "after_catchup" or self.request_switchover is None:
+        if self.config.health.failback != "after_catchup" or self._switchover is None:
             return
         writer = self.cluster.writer
         preferred = self.config.masters[0]
@@ -291,7 +297,7 @@ class Monitor:
         ):
             log.warning("failback: %s caught up with %s", preferred.name, writer)
             task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
-                self.request_switchover(preferred.name)
+                self._switchover(preferred.name)
             )
             self._failback_task = task
             task.add_done_callback(self._failback_done)
@@ -320,25 +326,8 @@ class Monitor:
     def _change_writer(self, old: str | None, new: str | None, promoted: bool) -> None:
         now = time.monotonic()
         detected = self._down_since.get(old, now) if old else now
-        if old is not None or new is not None:
-            log.warning(
-                "writer: %s -> %s%s",
-                old or "none",
-                new or "none",
-                " (promoted)" if promoted else "",
-            )
-        if new is not None and old is not None:
-            self.failovers.append(
-                FailoverEvent(old, new, detected, now, "promoted" if promoted else "followed")
-            )
-        self.cluster.set_writer(new)
-        if self.on_writer_change is not None:
-            self.on_writer_change(old, new)
-
-    def record_switchover(self, old: str, new: str) -> None:
-        now = time.monotonic()
-        self.failovers.append(FailoverEvent(old, new, now, now, "switchover"))
-        log.warning("writer: %s -> %s (switchover)", old, new)
+        why = "promoted" if promoted else "followed"
+        self.topology.apply(WriterChanged(old, new, why, detected))
 
     async def _promote(self, name: str) -> bool:
         """Make a master the writer: let it apply what it received, then read_only OFF."""
@@ -419,15 +408,7 @@ class Monitor:
         timeout = max(self.config.health.failover_hold_ms / 1000, 1.0) + 1.0
         try:
             conn = await asyncio.wait_for(
-                asyncmy.connect(
-                    host=server.host,
-                    port=server.port,
-                    user=acct.username,
-                    password=acct.password,
-                    autocommit=True,
-                    connect_timeout=self.config.health.check_timeout_ms / 1000,
-                ),
-                timeout,
+                asyncmy.connect(**self.connect_args(server, acct)), timeout
             )
         except Exception as exc:
             log.error("%s: cannot connect as %s: %s", name, acct.username, exc)

@@ -5,9 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-WRITER_HOSTGROUP = 0  # ProxySQL's usual writer hostgroup
-READER_HOSTGROUP = 1
-
 
 @dataclass(slots=True)
 class DigestStats:

@@ -217,14 +217,14 @@ def _failover(
     old = proxy.server.cluster.writer
     if old is None:
         raise ToolError("pyproxy sees no writer: nothing to fail over from")
-    seen = len(proxy.server.monitor.failovers)
+    seen = len(proxy.server.failovers)
     r.t0 = time.monotonic()
     pid = lab.kill(old)
     mark = load.mark()  # writes that start after this cannot reach the dead server
     steps.event(r, "t0", r.t0, f"killed {old} (the writer, pid {pid})")
     try:
-        steps.until(lambda: len(proxy.server.monitor.failovers) > seen, "the failover")
-        ev = proxy.server.monitor.failovers[seen]
+        steps.until(lambda: len(proxy.server.failovers) > seen, "the failover")
+        ev = proxy.server.failovers[seen]
         steps.event(r, "t1", ev.detected_at, f"pyproxy detected {old} down")
         steps.event(r, "t2", ev.promoted_at, f"pyproxy promoted {ev.new_writer} (read_only OFF)")
         t3 = steps.until(lambda: mark.first_write, "a successful write after the kill")
@@ -322,7 +322,7 @@ def _switchover(
     if old is None:
         raise ToolError("pyproxy sees no writer: nothing to switch over from")
     new = next(m.name for m in proxy.config.masters if m.name != old)
-    seen = len(proxy.server.monitor.failovers)
+    seen = len(proxy.server.failovers)
     mark = load.mark()
     r.t0 = mark.at
     steps.event(r, "t0", r.t0, f"switchover {old} -> {new} requested; new writes held")
@@ -331,7 +331,7 @@ def _switchover(
     except (RuntimeError, ValueError, TimeoutError) as exc:
         r.problems.append(f"switchover failed: {exc}")
         return
-    events = proxy.server.monitor.failovers[seen:]
+    events = proxy.server.failovers[seen:]
     done = events[0].promoted_at if events else time.monotonic()
     steps.event(r, "t2", done, f"{new} is the writer (read_only OFF), {old} read_only ON")
     try:

@@ -132,7 +132,7 @@ def test_failover_fencing_and_two_proxies(fo_lab: Lab) -> None:
         writer.stop.set()
         t.join(10)
         failover_s = first_on_m2 - killed_at
-        for ev in proxy_a.server.monitor.failovers:
+        for ev in proxy_a.server.failovers:
             print(
                 f"event {ev}: detected +{(ev.detected_at - killed_at) * 1000:.0f} ms, "
                 f"promoted +{(ev.promoted_at - killed_at) * 1000:.0f} ms"
@@ -157,7 +157,7 @@ def test_failover_fencing_and_two_proxies(fo_lab: Lab) -> None:
         # Both proxies follow the same writer.
         _wait(lambda: proxy_b.server.cluster.writer == "master2", 5, "proxy B to follow")
         assert proxy_a.server.cluster.writer == "master2"
-        events = proxy_a.server.monitor.failovers
+        events = proxy_a.server.failovers
         assert events and events[-1].new_writer == "master2"
 
         # The old master comes back: fenced (read_only), catches up, takes no writes.

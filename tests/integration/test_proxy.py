@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import datetime
 import random
 import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import mysql.connector
 import pymysql
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from proxy.lab.lab import Lab
 from proxy.testing import ProxyThread
 from tests.support.endpoints import Endpoint, proxy_config
+from tests.support.tls import self_signed
 
 
 def _connect(ep: Endpoint, **kwargs: object) -> pymysql.Connection:
@@ -335,30 +330,8 @@ def test_too_many_connections_and_idle_timeout(lab: Lab) -> None:
 
 
 @pytest.fixture
-def tls_files(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pyproxy-test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    yield cert_path, key_path
+def tls_files(tmp_path: Path) -> tuple[Path, Path]:
+    return self_signed(tmp_path)
 
 
 @pytest.mark.parametrize("plugin", ["mysql_native_password", "caching_sha2_password"])

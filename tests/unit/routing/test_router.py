@@ -11,6 +11,7 @@ from proxy.cluster import Cluster, HostStatus
 from proxy.config import parse_config
 from proxy.routing.classifier import Classification, StatementKind
 from proxy.routing.router import Router, changes_data
+from proxy.topology import Topology, WriterChanged
 
 READ = Classification(StatementKind.READ, verb="select")
 WRITE = Classification(StatementKind.WRITE, verb="insert")
@@ -65,7 +66,7 @@ def test_ties_go_to_the_fewest_in_flight() -> None:
 def test_writer_serves_reads_with_at_least_weight_one() -> None:
     router = _router({"r1": 1}, writer_serves_reads=True)
     assert Counter(_names(router, 10)) == {"r1": 5, "m1": 5}
-    router.cluster.set_writer("m2")
+    Topology(router.cluster).apply(WriterChanged("m1", "m2", "test"))
     assert set(_names(router, 10)) == {"r1", "m2"}  # the old writer takes no reads
 
 
@@ -82,7 +83,7 @@ def test_writer_is_none_when_unknown_or_unusable() -> None:
     assert router.writer() is not None and router.writer().name == "m1"  # type: ignore[union-attr]
     router.cluster.server("m1").status = HostStatus.OFFLINE_SOFT
     assert router.writer() is None
-    router.cluster.set_writer(None)
+    Topology(router.cluster).apply(WriterChanged("m1", None, "test"))
     assert router.writer() is None
     assert router.choose(WRITE) is None
 

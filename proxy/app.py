@@ -1,0 +1,220 @@
+"""Wiring: builds the topology, pool, health checker, MySQL listener, admin and HTTP servers,
+runs them, and carries out the operator's commands (switchover, OFFLINE/ONLINE, reload)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+
+from proxy.admin.http import HttpServer
+from proxy.admin.sql import AdminServer
+from proxy.backend.connection import BackendError, read_greeting
+from proxy.backend.pool import BackendPool
+from proxy.cluster import Cluster, HostStatus
+from proxy.config import Config, ConfigError, load_config
+from proxy.frontend.listener import FALLBACK_VERSION, ProxyServer
+from proxy.frontend.session import Session
+from proxy.health.monitor import CheckStats, Monitor
+from proxy.metrics import Metrics
+from proxy.protocol.packets import ProtocolError
+from proxy.routing.router import Router
+from proxy.routing.stats import QueryDigests
+from proxy.topology import (
+    Event,
+    FailoverEvent,
+    ServerConfigured,
+    ServerRemoved,
+    ServerStatusChanged,
+    SwitchoverEnded,
+    SwitchoverStarted,
+    Topology,
+    WriterChanged,
+)
+from proxy.view import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+class Proxy:
+    """One running pyproxy: the parts, wired; what the admin and the metrics see (ProxyView)."""
+
+    def __init__(self, config: Config, config_path: str | None = None) -> None:
+        self.config_path = config_path
+        self.topology = Topology(Cluster.from_config(config))
+        self.snapshot = Snapshot.build(config, self.topology.cluster)
+        self.metrics = Metrics()
+        self.pool = BackendPool(lambda: self.snapshot.config.pool)
+        # The pool hears of a change first, so sessions retrying elsewhere find no stale
+        # connections to a server that went away.
+        self.topology.subscribe(self._drop_connections)
+        self.monitor = Monitor(lambda: self.snapshot.config, self.topology, self.switchover)
+        self.listener = ProxyServer(
+            lambda: self.snapshot, self.topology, self.pool, self.metrics, self.monitor.recheck
+        )
+        self.admin = AdminServer(self)
+        self.http = HttpServer(self)
+
+    # -- what the admin and the metrics read -------------------------------------------------------
+    @property
+    def config(self) -> Config:
+        return self.snapshot.config
+
+    @property
+    def router(self) -> Router:
+        return self.snapshot.router
+
+    @property
+    def cluster(self) -> Cluster:
+        return self.topology.cluster
+
+    @property
+    def sessions(self) -> Mapping[int, Session]:
+        return self.listener.sessions
+
+    @property
+    def digests(self) -> QueryDigests:
+        return self.listener.digests
+
+    @property
+    def check_stats(self) -> Mapping[str, CheckStats]:
+        return self.monitor.stats
+
+    @property
+    def failovers(self) -> Sequence[FailoverEvent]:
+        return self.topology.failovers
+
+    @property
+    def conflicts(self) -> int:
+        return self.monitor.conflicts
+
+    @property
+    def server_version(self) -> str:
+        return self.listener.server_version
+
+    @property
+    def port(self) -> int:
+        return self.listener.port
+
+    def backend_in_use(self) -> dict[str, int]:
+        return self.listener.backend_in_use()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        config = self.config
+        self.listener.server_version = config.server_version or await self._backend_version()
+        if config.health.enabled:
+            # The first round of checks finds the writer before any client is accepted.
+            await self.monitor.start()
+        listeners = config.listeners
+        await self.listener.start(listeners.mysql.host, listeners.mysql.port)
+        self.pool.start()
+        if listeners.admin.port >= 0:
+            await self.admin.start(listeners.admin.host, listeners.admin.port)
+        if listeners.http.port >= 0:
+            await self.http.start(listeners.http.host, listeners.http.port)
+
+    async def _backend_version(self) -> str:
+        timeout = self.config.pool.connect_timeout_ms / 1000
+        for server in self.config.masters + self.config.replicas:
+            try:
+                greeting = await read_greeting(server.host, server.port, timeout)
+            except (OSError, TimeoutError, BackendError, ProtocolError) as exc:
+                log.warning("cannot read %s's version: %s", server.name, exc)
+                continue
+            return greeting.server_version
+        log.warning("no backend answered; announcing version %s", FALLBACK_VERSION)
+        return FALLBACK_VERSION
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        self.listener.close()
+        await self.admin.stop()
+        await self.http.stop()
+        await self.listener.stop(grace_s)
+        await self.monitor.stop()
+        await self.pool.close()
+        await asyncio.sleep(0.05)  # let the COM_QUITs and closes reach the servers
+
+    def _drop_connections(self, event: Event) -> None:
+        """Idle connections to a server that went down, was drained, removed or moved, or
+        stopped being the writer are of no use; those in use are closed when given back."""
+        match event:
+            case WriterChanged(old=old) if old is not None:
+                self.pool.drop_server(old)
+            case SwitchoverEnded(old=old, done=True):
+                self.pool.drop_server(old)
+            case ServerStatusChanged(name=name, status=HostStatus.DOWN | HostStatus.OFFLINE_SOFT):
+                self.pool.drop_server(name)
+            case ServerConfigured(server=server, moved=moved):
+                self.pool.stats[server.name]  # create the entry
+                if moved:
+                    self.pool.drop_server(server.name)
+            case ServerRemoved(name=name):
+                self.pool.drop_server(name)
+
+    # -- operator commands -----------------------------------------------------------------------
+    def set_server_offline(self, name: str, offline: bool) -> None:
+        """Drain (OFFLINE_SOFT: running statements finish, nothing new) or bring back."""
+        if name not in self.cluster.servers:
+            raise ValueError(f"no server named {name!r}")
+        if offline:
+            reason = "set OFFLINE by an operator"
+            self.topology.apply(ServerStatusChanged(name, HostStatus.OFFLINE_SOFT, reason))
+        elif self.cluster.server(name).status is HostStatus.OFFLINE_SOFT:
+            self.topology.apply(ServerStatusChanged(name, HostStatus.ONLINE, ""))
+            self.monitor.recheck(name)  # it earns its real status at the next check
+        log.warning("server %s set %s by the admin", name, "OFFLINE" if offline else "ONLINE")
+
+    async def reload(self) -> tuple[bool, str]:
+        """Re-read the config file and apply it without dropping clients (SIGHUP, admin)."""
+        if self.config_path is None:
+            return False, "no config file to reload (the proxy was started without one)"
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("config reload refused, keeping the running config: %s", exc)
+            return False, f"config reload refused: {exc}"
+        self.apply_config(new)
+        log.warning("config reloaded from %s", self.config_path)
+        return True, f"reloaded {self.config_path}"
+
+    def apply_config(self, new: Config) -> None:
+        old = self.config
+        if new.listeners != old.listeners:
+            log.warning("listener changes take effect at the next restart")
+            new = new.model_copy(update={"listeners": old.listeners})
+        # Config, router and rules change together, in one assignment: a session reads
+        # either the old snapshot or the new one, never half of each.
+        self.snapshot = Snapshot.build(new, self.cluster)
+        names = {s.name for s in new.servers}
+        for server in new.servers:
+            state = self.cluster.servers.get(server.name)
+            moved = state is not None and (state.config.host, state.config.port) != (
+                server.host,
+                server.port,
+            )
+            self.topology.apply(ServerConfigured(server, moved))
+        for name in [n for n in self.cluster.servers if n not in names]:
+            self.topology.apply(ServerRemoved(name))
+
+    async def switchover(self, target: str) -> None:
+        """Planned writer change with no client error: hold new writes, let running ones and
+        open transactions on the old writer finish, swap read_only, resume on the new one."""
+        old = self.cluster.writer
+        if target == old:
+            return
+        if target not in {m.name for m in self.config.masters}:
+            raise ValueError(f"{target} is not a master")
+        if old is None:
+            raise RuntimeError("no current writer to switch over from")
+        self.topology.apply(SwitchoverStarted(old, target))
+        done = False
+        try:
+            deadline = time.monotonic() + self.config.health.failover_hold_ms / 1000
+            while time.monotonic() < deadline and self.listener.busy_on(old):
+                await asyncio.sleep(0.005)
+            await self.monitor.swap_writer(old, target)
+            done = True
+        finally:
+            self.topology.apply(SwitchoverEnded(old, target, done))

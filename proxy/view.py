@@ -1,0 +1,65 @@
+"""What the parts of the proxy share: the running snapshot (config and routing), and the
+narrow view of the proxy that the admin interface and the metrics read."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from proxy.cluster import Cluster
+from proxy.config import Config
+from proxy.routing.router import Router
+
+if TYPE_CHECKING:
+    from proxy.backend.pool import BackendPool
+    from proxy.frontend.session import Session
+    from proxy.health.monitor import CheckStats
+    from proxy.metrics import Metrics
+    from proxy.routing.stats import QueryDigests
+    from proxy.topology import FailoverEvent
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The config and what is built from it (router, query rules; users are in the config):
+    a reload builds a new one and swaps it in with one assignment."""
+
+    config: Config
+    router: Router
+
+    @classmethod
+    def build(cls, config: Config, cluster: Cluster) -> Snapshot:
+        return cls(config, Router(cluster, config))
+
+
+class ProxyView(Protocol):
+    """The running proxy as the admin interface and the metrics see it: read-only state, and
+    the few commands an operator may issue."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def router(self) -> Router: ...
+    @property
+    def cluster(self) -> Cluster: ...
+    @property
+    def sessions(self) -> Mapping[int, Session]: ...
+    @property
+    def pool(self) -> BackendPool: ...
+    @property
+    def digests(self) -> QueryDigests: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def check_stats(self) -> Mapping[str, CheckStats]: ...
+    @property
+    def failovers(self) -> Sequence[FailoverEvent]: ...
+    @property
+    def conflicts(self) -> int: ...
+    @property
+    def server_version(self) -> str: ...
+    def backend_in_use(self) -> dict[str, int]: ...
+    async def switchover(self, target: str) -> None: ...
+    def set_server_offline(self, name: str, offline: bool) -> None: ...
+    async def reload(self) -> tuple[bool, str]: ...
