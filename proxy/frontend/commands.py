@@ -12,7 +12,6 @@ from proxy.protocol.constants import Command, ErrorCode, ServerStatus
 from proxy.protocol.handshake import parse_change_user
 from proxy.protocol.packets import Packet, ProtocolError, build_command, build_packet
 from proxy.routing.classifier import Classification
-from proxy.routing.digest import reported_digest
 
 Handler = Callable[[Session, Packet], Awaitable[bool]]
 
@@ -54,29 +53,15 @@ async def com_query(session: Session, packet: Packet) -> bool:
     if stmt.verb == "show" and (full := processlist.STATEMENTS.get(digest.text)) is not None:
         session.client.write(processlist.result_set(session, full))
         return True
-    frame = _frame(packet)
-    override = None
-    if server.router.rules:
-        action = server.router.rules.decide(
-            sql,
-            digest.text,
-            session.username,
-            session.state.schema,
-            multi=stmt.is_multi_statement,
-            backslash_escapes=session.state.backslash_escapes() if "\\" in sql else True,
-        )
-        if action is not None:
-            if action.block is not None:
-                session.send_error(ErrorCode.ER_NOT_ALLOWED_COMMAND, action.block)
-                return True
-            if action.rewritten_sql is not None:
-                sql = action.rewritten_sql
-                digest, stmt = server.classifier.classify(sql)
-                frame = build_packet(0, bytes((Command.COM_QUERY,)) + sql.encode())
-            override = action.route
-    if "\\" in sql:
-        # No literal in the statistics, whatever the session's sql_mode.
-        digest = reported_digest(sql, digest, session.state.backslash_escapes())
+    ruled = session.apply_rules(sql, digest, stmt)
+    if ruled is None:
+        return True
+    rewritten, digest, stmt, override = ruled
+    if rewritten is sql:
+        frame = _frame(packet)
+    else:
+        sql = rewritten
+        frame = build_packet(0, bytes((Command.COM_QUERY,)) + sql.encode())
     if session.gtid_conn is not None and not stmt.needs_previous_backend:
         await session.ask_gtid()
     target = session.route(stmt, override) or await session.route_wait(stmt, override)

@@ -21,7 +21,6 @@ from proxy.protocol.packets import (
     read_stmt_id,
 )
 from proxy.protocol.response import ResponseScanner
-from proxy.routing.digest import reported_digest
 
 if TYPE_CHECKING:
     from proxy.cluster import ServerState
@@ -72,28 +71,14 @@ async def com_stmt_prepare(session: Session, packet: Packet) -> bool:
             "pyproxy does not prepare KILL: send it as a plain query (COM_QUERY)",
         )
         return True
-    override = None
+    ruled = session.apply_rules(sql, digest, stmt)
+    if ruled is None:
+        return True
+    rewritten, digest, stmt, override = ruled
     payload = packet.payload
-    if server.router.rules:
-        action = server.router.rules.decide(
-            sql,
-            digest.text,
-            session.username,
-            session.state.schema,
-            multi=stmt.is_multi_statement,
-            backslash_escapes=session.state.backslash_escapes() if "\\" in sql else True,
-        )
-        if action is not None and action.block is not None:
-            session.send_error(ErrorCode.ER_NOT_ALLOWED_COMMAND, action.block)
-            return True
-        if action is not None and action.rewritten_sql is not None:
-            sql = action.rewritten_sql
-            digest, stmt = server.classifier.classify(sql)
-            payload = bytes((Command.COM_STMT_PREPARE,)) + sql.encode()
-        override = action.route if action is not None else None
-    if "\\" in sql:
-        # No literal in the statistics, whatever the session's sql_mode.
-        digest = reported_digest(sql, digest, session.state.backslash_escapes())
+    if rewritten is not sql:
+        sql = rewritten
+        payload = bytes((Command.COM_STMT_PREPARE,)) + sql.encode()
     target = session.route(stmt, override) or await session.route_wait(stmt, override)
     if target is None:
         return True

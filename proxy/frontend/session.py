@@ -40,6 +40,7 @@ from proxy.protocol.packets import (
 )
 from proxy.protocol.response import ResponseScanner
 from proxy.routing.classifier import StatementKind
+from proxy.routing.digest import reported_digest
 from proxy.routing.gtid import contains as gtid_contains
 from proxy.routing.gtid import is_mariadb as gtid_is_mariadb
 from proxy.routing.gtid import merge_mariadb
@@ -609,6 +610,37 @@ class Session:
         if ok.schema is not None:
             self.state.schema = ok.schema
             conn.note_session(schema=ok.schema)
+
+    # -- query rules -------------------------------------------------------------------------------
+    def apply_rules(
+        self, sql: str, digest: Digest, stmt: Classification
+    ) -> tuple[str, Digest, Classification, str | None] | None:
+        """The query rules (mysql_query_rules) for a statement, text or prepared: None when
+        one blocks it (the client got its error); else the SQL to run (rewritten or as
+        sent), its digest and classification, and the route a rule asks for. The digest
+        reported in the statistics never keeps a literal, whatever the session's sql_mode."""
+        server = self.server
+        override = None
+        if server.router.rules:
+            action = server.router.rules.decide(
+                sql,
+                digest.text,
+                self.username,
+                self.state.schema,
+                multi=stmt.is_multi_statement,
+                backslash_escapes=self.state.backslash_escapes() if "\\" in sql else True,
+            )
+            if action is not None:
+                if action.block is not None:
+                    self.send_error(ErrorCode.ER_NOT_ALLOWED_COMMAND, action.block)
+                    return None
+                if action.rewritten_sql is not None:
+                    sql = action.rewritten_sql
+                    digest, stmt = server.classifier.classify(sql)
+                override = action.route
+        if "\\" in sql:
+            digest = reported_digest(sql, digest, self.state.backslash_escapes())
+        return sql, digest, stmt, override
 
     # -- routing: one entry point ----------------------------------------------------------------
     def route(self, stmt: Classification, override: str | None = None) -> ServerState | None:
