@@ -43,7 +43,7 @@ class Proxy:
     def __init__(self, config: Config, config_path: str | None = None) -> None:
         self.config_path = config_path
         self.topology = Topology(Cluster.from_config(config))
-        self.snapshot = Snapshot.build(config, self.topology.cluster)
+        first = Snapshot.build(config, self.topology.cluster)
         self.metrics = Metrics()
         self.pool = BackendPool(lambda: self.snapshot.config.pool)
         # The pool hears of a change first, so sessions retrying elsewhere find no stale
@@ -51,12 +51,18 @@ class Proxy:
         self.topology.subscribe(self._drop_connections)
         self.monitor = Monitor(lambda: self.snapshot.config, self.topology, self.switchover)
         self.listener = ProxyServer(
-            lambda: self.snapshot, self.topology, self.pool, self.metrics, self.monitor.recheck
+            first, self.topology, self.pool, self.metrics, self.monitor.recheck
         )
         self.admin = AdminServer(self)
         self.http = HttpServer(self)
 
     # -- what the admin and the metrics read -------------------------------------------------------
+    @property
+    def snapshot(self) -> Snapshot:
+        """The running config and router: held by the listener, whose sessions read it for
+        every statement (one attribute, swapped by apply_config)."""
+        return self.listener.snapshot
+
     @property
     def config(self) -> Config:
         return self.snapshot.config
@@ -186,7 +192,7 @@ class Proxy:
             new = new.model_copy(update={"listeners": old.listeners})
         # Config, router and rules change together, in one assignment: a session reads
         # either the old snapshot or the new one, never half of each.
-        self.snapshot = Snapshot.build(new, self.cluster)
+        self.listener.snapshot = Snapshot.build(new, self.cluster)
         names = {s.name for s in new.servers}
         for server in new.servers:
             state = self.cluster.servers.get(server.name)

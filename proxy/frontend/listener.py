@@ -48,15 +48,15 @@ class ProxyServer:
 
     def __init__(
         self,
-        snapshot: Callable[[], Snapshot],
+        snapshot: Snapshot,
         topology: Topology,
         pool: BackendPool,
         metrics: Metrics,
         recheck: Callable[[str], None],
     ) -> None:
-        """snapshot(): the running config and router; recheck(server): ask the health checker
-        to look at a server now (the data path saw it fail)."""
-        self._snapshot = snapshot
+        """snapshot: the running config and router (a reload assigns a new one); recheck(server):
+        ask the health checker to look at a server now (the data path saw it fail)."""
+        self.snapshot = snapshot
         self.topology = topology
         self.cluster = topology.cluster  # read only: changes go through topology.apply
         self.pool = pool
@@ -83,11 +83,11 @@ class ProxyServer:
 
     @property
     def config(self) -> Config:
-        return self._snapshot().config
+        return self.snapshot.config
 
     @property
     def router(self) -> Router:
-        return self._snapshot().router
+        return self.snapshot.router
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self, host: str, port: int) -> None:

@@ -444,64 +444,72 @@ class Session:
         """Send a framed client command to target and relay the response to the client.
 
         Returns the finished scanner, or None when the client already got an error. A text
-        statement (stmt given) outside a transaction and pins is run again elsewhere, once,
-        when the first try failed in a way _attempt() says is safe to retry.
+        statement (stmt given) outside a transaction and pins runs again elsewhere, once,
+        when the first try failed in a way that is safe to retry (_RETRY from _connect,
+        _lost_mid_statement or _answered): nothing ran, nothing reached the client.
         """
         retry = stmt if stmt is not None and not self.pins and not self._in_transaction() else None
         while True:
-            result = await self._attempt(target, command, packet, cursor, conn, retry, override)
+            if self.killed:
+                # KILLed while the statement waited for a server: it must not run. (A client
+                # that merely hung up still has the commands it sent run, as on a server.)
+                raise ClientGone()
+            got = conn or self.ready_backend(target) or await self._connect(target, retry)
+            result: ResponseScanner | _Retry | None
+            if isinstance(got, BackendConnection):
+                conn = got
+                scanner = ResponseScanner(command, conn.caps, cursor=cursor)
+                hold = retry is not None and retry.kind is StatementKind.WRITE
+                sink = Sink(self.client.write, hold_errors=True) if hold else self.sink
+                self._begin(conn, target, read=retry is not None and retry.is_read)
+                try:
+                    await conn.relay(packet, scanner, sink)
+                    while scanner.infile:
+                        await self._relay_infile(conn, scanner)
+                except BackendError as exc:
+                    result = self._lost_mid_statement(conn, target, scanner, exc)
+                else:
+                    result = self._answered(conn, target, scanner, sink, retry, override)
+                finally:
+                    self._end(target)
+            else:
+                result = got  # could not get a connection: None (error sent) or _RETRY
             if not isinstance(result, _Retry):
                 return result
-            assert retry is not None
+            assert retry is not None  # _RETRY only comes when a retry is allowed
             new = await self.route_wait(retry, override, exclude=target.name)
             if new is None:
                 return None
             target, conn, retry = new, None, None  # at most one retry
 
-    async def _attempt(
+    async def _connect(
+        self, target: ServerState, retry: Classification | None
+    ) -> BackendConnection | _Retry | None:
+        """A backend connection for forward() (none attached and ready): _RETRY when the
+        server cannot be reached and the statement may run elsewhere; None: error sent."""
+        try:
+            return await self.backend_for(target)
+        except StateSyncError as exc:
+            self.send_err_packet(exc.err)
+            return None
+        except BackendError as exc:
+            self.server.note_backend_error(target, exc)
+            if retry is not None and exc.err is None:
+                return _RETRY
+            self.send_error(ErrorCode.CR_CONN_HOST_ERROR, f"pyproxy: {exc}")
+            return None
+
+    def _answered(
         self,
+        conn: BackendConnection,
         target: ServerState,
-        command: int,
-        packet: bytes,
-        cursor: bool,
-        conn: BackendConnection | None,
+        scanner: ResponseScanner,
+        sink: Sink,
         retry: Classification | None,
         override: str | None,
-    ) -> ResponseScanner | _Retry | None:
-        """One try of forward(): the scanner, None (the client got an error), or _RETRY when
-        the statement may run elsewhere (retry given): its server could not be reached, a
-        read died before any byte reached the client, or the writer refused a write as
-        read-only (it did not run: the writer moved)."""
-        if self.killed:
-            # KILLed while the statement waited for a server: it must not run. (A client
-            # that merely hung up still has the commands it sent run, as on a server.)
-            raise ClientGone()
-        if conn is None:
-            conn = self.ready_backend(target)
-        if conn is None:
-            try:
-                conn = await self.backend_for(target)
-            except StateSyncError as exc:
-                self.send_err_packet(exc.err)
-                return None
-            except BackendError as exc:
-                self.server.note_backend_error(target, exc)
-                if retry is not None and exc.err is None:
-                    return _RETRY
-                self.send_error(ErrorCode.CR_CONN_HOST_ERROR, f"pyproxy: {exc}")
-                return None
-        scanner = ResponseScanner(command, conn.caps, cursor=cursor)
-        hold = retry is not None and retry.kind is StatementKind.WRITE
-        sink = Sink(self.client.write, hold_errors=True) if hold else self.sink
-        self._begin(conn, target, read=retry is not None and retry.is_read)
-        try:
-            await conn.relay(packet, scanner, sink)
-            while scanner.infile:
-                await self._relay_infile(conn, scanner)
-        except BackendError as exc:
-            return self._lost_mid_statement(conn, target, scanner, exc)
-        finally:
-            self._end(target)
+    ) -> ResponseScanner | _Retry:
+        """The server answered: the session learns from it; a write the writer refused as
+        read-only (held back, not sent) is _RETRY: the writer moved, and it did not run."""
         self._after_response(conn, scanner)
         self.server.metrics.bytes_out += scanner.consumed
         if sink.held is not None:
@@ -1030,7 +1038,7 @@ def _use_target(replay_sql: str) -> str:
 
 
 class _Retry(enum.Enum):
-    """_attempt()'s answer when the statement may run again elsewhere."""
+    """The answer of forward()'s steps when the statement may run again elsewhere."""
 
     RETRY = "retry"
 

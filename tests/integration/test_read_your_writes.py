@@ -82,14 +82,7 @@ def table(ep: Endpoint) -> Iterator[str]:
 
 
 def _pymysql(ep: Endpoint) -> pymysql.Connection:
-    return pymysql.connect(
-        host=ep.host,
-        port=ep.port,
-        user=ep.user,
-        password=ep.password,
-        database=ep.database,
-        autocommit=True,
-    )
+    return ep.connect()
 
 
 def _loop(

@@ -15,7 +15,7 @@ import pytest
 from proxy.lab.lab import Lab
 from proxy.routing.stats import DigestStats
 from proxy.testing import ProxyThread
-from tests.support.endpoints import proxy_config
+from tests.support.endpoints import Endpoint, proxy_config
 
 WRITER, REPLICA1, REPLICA2 = 1, 101, 102
 
@@ -45,15 +45,7 @@ def split(lab: Lab) -> Iterator[ProxyThread]:
 
 
 def _conn(proxy: ProxyThread, **kwargs: object) -> pymysql.Connection:
-    return pymysql.connect(
-        host="127.0.0.1",
-        port=proxy.port,
-        user="app",
-        password="app-pass",
-        database="demo_db",
-        autocommit=True,
-        **kwargs,
-    )  # type: ignore[arg-type]
+    return Endpoint.app(proxy.port).connect(**kwargs)
 
 
 def _connector(proxy: ProxyThread) -> Any:

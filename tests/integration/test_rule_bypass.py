@@ -15,7 +15,7 @@ from pymysql.constants import CLIENT
 from proxy.lab.lab import Lab
 from proxy.routing.rules import UNCHECKABLE
 from proxy.testing import ProxyThread
-from tests.support.endpoints import proxy_config
+from tests.support.endpoints import Endpoint, proxy_config
 
 NODES = ("master1", "master2", "replica1", "replica2")
 BLOCKED = "DROP is not allowed through pyproxy"
@@ -49,16 +49,7 @@ def guarded(lab: Lab) -> Iterator[ProxyThread]:
 
 
 def _app(proxy: ProxyThread, **kwargs: object) -> pymysql.Connection:
-    return pymysql.connect(
-        host="127.0.0.1",
-        port=proxy.port,
-        user="app",
-        password="app-pass",
-        database="demo_db",
-        autocommit=True,
-        client_flag=CLIENT.MULTI_STATEMENTS,
-        **kwargs,
-    )  # type: ignore[arg-type]
+    return Endpoint.app(proxy.port).connect(client_flag=CLIENT.MULTI_STATEMENTS, **kwargs)
 
 
 def _drops(lab: Lab) -> dict[str, int]:

@@ -13,15 +13,7 @@ READ_ONLY = 1290  # ER_OPTION_PREVENTS_STATEMENT: the replica refused a write
 
 
 def _conn(ep: Endpoint) -> pymysql.Connection:
-    return pymysql.connect(
-        host=ep.host,
-        port=ep.port,
-        user=ep.user,
-        password=ep.password,
-        database=ep.database,
-        autocommit=True,
-        read_timeout=30,
-    )
+    return ep.connect(read_timeout=30)
 
 
 @pytest.fixture(scope="module")

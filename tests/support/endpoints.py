@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import pymysql
 
 from proxy.config import Config, parse_config
 from proxy.lab.lab import Lab
@@ -17,6 +20,24 @@ class Endpoint:
     user: str
     password: str
     database: str
+
+    @classmethod
+    def app(cls, port: int) -> Endpoint:
+        """The lab's app account on a proxy port."""
+        return cls("127.0.0.1", port, "app", "app-pass", "demo_db")
+
+    def connect(self, **kwargs: Any) -> pymysql.Connection:
+        """A PyMySQL connection in autocommit mode (kwargs override)."""
+        params: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "database": self.database,
+            "autocommit": True,
+        }
+        params.update(kwargs)
+        return pymysql.connect(**params)
 
 
 def proxy_config(lab: Lab, **overrides: object) -> Config:
