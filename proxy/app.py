@@ -49,10 +49,10 @@ class Proxy:
         # The pool hears of a change first, so sessions retrying elsewhere find no stale
         # connections to a server that went away.
         self.topology.subscribe(self._drop_connections)
-        self.monitor = Monitor(lambda: self.snapshot.config, self.topology, self.switchover)
         self.listener = ProxyServer(
-            first, self.topology, self.pool, self.metrics, self.monitor.recheck
+            first, self.topology, self.pool, self.metrics, lambda name: self.monitor.recheck(name)
         )
+        self.monitor = Monitor(lambda: self.snapshot.config, self.topology, self.switchover)
         self.admin = AdminServer(self)
         self.http = HttpServer(self)
 
