@@ -17,6 +17,7 @@ from proxy.config import Config, ConfigError, load_config
 from proxy.frontend.listener import FALLBACK_VERSION, ProxyServer
 from proxy.frontend.session import Session
 from proxy.health.monitor import CheckStats, Monitor
+from proxy.health.monitorlog import MonitorLog
 from proxy.metrics import Metrics
 from proxy.protocol.packets import ProtocolError
 from proxy.routing.router import Router
@@ -86,6 +87,10 @@ class Proxy:
     @property
     def check_stats(self) -> Mapping[str, CheckStats]:
         return self.monitor.stats
+
+    @property
+    def monitor_log(self) -> MonitorLog:
+        return self.monitor.log
 
     @property
     def failovers(self) -> Sequence[FailoverEvent]:

@@ -166,6 +166,8 @@ class Health(_Model):
     max_replication_lag_s: float = Field(10.0, ge=0)
     failover_hold_ms: int = Field(5000, ge=0)
     failback: Literal["none", "after_catchup"] = "none"
+    # checks kept per server in monitor.mysql_server_ping_log, _read_only_log, _replication_lag_log
+    log_history: int = Field(100, ge=1, le=100_000)
 
 
 class Config(_Model):

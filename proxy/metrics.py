@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -24,6 +25,34 @@ LATENCY_BUCKETS = (
     2.5, 5.0, 10.0,
 )  # fmt: skip
 WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+COMMAND_BUCKETS_US = (100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000,
+                      5_000_000, 10_000_000)  # fmt: skip
+"""stats_mysql_commands_counters' cnt_100us ... cnt_10s bounds; a last slot counts the rest."""
+COMMANDS = (
+    "ALTER", "ANALYZE", "BEGIN", "CALL", "CHANGE", "CHECK", "COMMIT", "CREATE", "DEALLOCATE",
+    "DELETE", "DESCRIBE", "DO", "DROP", "EXECUTE", "EXPLAIN", "FLUSH", "GRANT", "HANDLER",
+    "INSERT", "KILL", "LOAD", "LOCK", "OPTIMIZE", "PREPARE", "PURGE", "RELEASE", "RENAME",
+    "REPLACE", "RESET", "REVOKE", "ROLLBACK", "SAVEPOINT", "SELECT", "SET", "SHOW", "START",
+    "TRUNCATE", "UNLOCK", "UPDATE", "USE", "WITH", "XA", "UNKNOWN",
+)  # fmt: skip
+"""The commands counted apart (a statement's first keyword); any other verb is UNKNOWN."""
+_COMMAND_SET = frozenset(COMMANDS)
+MAX_ERROR_KEYS = 10_000
+"""Distinct (hostgroup, server, user, client, schema, errno) rows stats_mysql_errors keeps."""
+
+ErrorKey = tuple[int, str, int, str, str, str, int]
+"""(hostgroup, hostname, port, username, client_address, schemaname, errno)."""
+
+
+@dataclass(slots=True)
+class ErrorCount:
+    """One stats_mysql_errors row's counters (times: Unix seconds)."""
+
+    count: int
+    first_seen: int
+    last_seen: int
+    last_error: str
 
 
 class Histogram:
@@ -76,10 +105,35 @@ class Metrics:
     consistency_reads_to_writer: int = 0
     gtid_waits: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     gtid_wait_seconds: Histogram = field(default_factory=lambda: Histogram(WAIT_BUCKETS))
+    # stats_mysql_commands_counters: command -> [total_time_us, total_cnt, cnt_100us..cnt_INFs]
+    commands: defaultdict[str, list[int]] = field(
+        default_factory=lambda: defaultdict(lambda: [0] * (len(COMMAND_BUCKETS_US) + 3))
+    )
+    # stats_mysql_errors: errors the servers answered, by where, who and errno
+    errors: dict[ErrorKey, ErrorCount] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)  # Unix time; ProxySQL_Uptime
 
-    def record_query(self, route: str, klass: str, ok: bool, seconds: float) -> None:
+    def record_query(self, route: str, klass: str, ok: bool, seconds: float, verb: str) -> None:
         self.queries[(route, klass, "ok" if ok else "error")] += 1
         self.latency[route].observe(seconds)
+        command = verb.upper()
+        counts = self.commands[command if command in _COMMAND_SET else "UNKNOWN"]
+        us = int(seconds * 1e6)
+        counts[0] += us
+        counts[1] += 1
+        counts[2 + bisect_left(COMMAND_BUCKETS_US, us)] += 1
+
+    def record_error(self, key: ErrorKey, message: str) -> None:
+        """Count an error a server answered (a new key is dropped when the table is full)."""
+        now = int(time.time())
+        entry = self.errors.get(key)
+        if entry is None:
+            if len(self.errors) < MAX_ERROR_KEYS:
+                self.errors[key] = ErrorCount(1, now, now, message)
+            return
+        entry.count += 1
+        entry.last_seen = now
+        entry.last_error = message
 
 
 class ProxyCollector:

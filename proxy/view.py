@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from proxy.backend.pool import BackendPool
     from proxy.frontend.session import Session
     from proxy.health.monitor import CheckStats
+    from proxy.health.monitorlog import MonitorLog
     from proxy.metrics import Metrics
     from proxy.routing.stats import QueryDigests
     from proxy.topology import FailoverEvent
@@ -53,6 +54,8 @@ class ProxyView(Protocol):
     def metrics(self) -> Metrics: ...
     @property
     def check_stats(self) -> Mapping[str, CheckStats]: ...
+    @property
+    def monitor_log(self) -> MonitorLog: ...
     @property
     def failovers(self) -> Sequence[FailoverEvent]: ...
     @property

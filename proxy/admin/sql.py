@@ -36,8 +36,11 @@ _PROGRESS_STEPS = 10_000
 _MAX_VALUE_BYTES = 16 << 20
 
 HELP = (
-    "SELECT ... FROM runtime_mysql_servers | stats_mysql_query_digest | "
-    "stats_mysql_connection_pool | stats_mysql_processlist | mysql_query_rules | mysql_users;  "
+    "SELECT ... FROM runtime_mysql_servers | stats_mysql_query_digest[_reset] | "
+    "stats_mysql_connection_pool | stats_mysql_processlist | stats_mysql_global | "
+    "stats_mysql_commands_counters | stats_mysql_errors | monitor.mysql_server_ping_log | "
+    "monitor.mysql_server_read_only_log | monitor.mysql_server_replication_lag_log | "
+    "mysql_query_rules | mysql_users;  "
     "SWITCHOVER TO <master>;  SET SERVER <name> OFFLINE|ONLINE;  RELOAD"
 )
 
@@ -183,7 +186,7 @@ def snapshot(proxy: ProxyView, sql: str) -> Snapshot:
     return {
         table: (columns, [tuple(row[c] for c in columns) for row in build(proxy)])
         for table, (columns, build) in TABLES.items()
-        if table in lowered
+        if table.rsplit(".", 1)[-1] in lowered  # monitor.x is also found as x
     }
 
 
@@ -197,6 +200,8 @@ def run_query(tables: Snapshot, sql: str, caps: int, timeout_ms: int) -> bytes:
     # One step can't be interrupted: bound what one step may allocate (zeroblob(1e9)...).
     db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _MAX_VALUE_BYTES)
     try:
+        for schema in {t.split(".", 1)[0] for t in tables if "." in t}:  # monitor.x
+            db.execute(f"ATTACH DATABASE ':memory:' AS {schema}")
         for table, (columns, rows) in tables.items():
             db.execute(f"CREATE TABLE {table} ({', '.join(columns)})")
             db.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(columns))})", rows)

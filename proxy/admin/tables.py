@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from proxy.admin import stats
 from proxy.cluster import READER_HOSTGROUP, WRITER_HOSTGROUP
 from proxy.frontend.processlist import backend_of, command_of
 
@@ -60,6 +61,29 @@ def digest_rows(proxy: ProxyView) -> list[Row]:
         }
         for e in proxy.digests.entries.values()
     ]
+
+
+def digest_reset_rows(proxy: ProxyView) -> list[Row]:
+    """stats_mysql_query_digest_reset: the digests, which reading clears (ProxySQL's rule)."""
+    rows = digest_rows(proxy)
+    proxy.digests.reset()
+    return rows
+
+
+def global_rows(proxy: ProxyView) -> list[Row]:
+    """stats_mysql_global: the data path's counters and the gauges read from live state."""
+    values = stats.global_values(proxy.metrics, time.time())
+    pool = proxy.pool
+    values.update({
+        "Client_Connections_connected": len(proxy.sessions),
+        "Server_Connections_connected": sum(proxy.backend_in_use().values())
+        + sum(pool.idle_count(name) for name in proxy.cluster.servers),
+        "Server_Connections_created": sum(s.created for s in pool.stats.values()),
+        "ConnPool_get_conn_success": sum(s.reused for s in pool.stats.values()),
+        "Failovers": len(proxy.failovers),
+        "Writer_conflicts": proxy.conflicts,
+    })  # fmt: skip
+    return stats.global_rows(values)
 
 
 def pool_rows(proxy: ProxyView) -> list[Row]:
@@ -243,6 +267,25 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[ProxyView], list[Row]]]] = {
     "stats_mysql_processlist": (_PROCESSLIST_COLS, processlist_rows),
     "mysql_query_rules": (_RULE_COLS, rule_rows),
     "runtime_mysql_query_rules": (_RULE_COLS, rule_rows),
+    "stats_mysql_query_digest_reset": (_DIGEST_COLS, digest_reset_rows),
+    "stats_mysql_global": (stats.GLOBAL_COLS, global_rows),
+    "stats_mysql_commands_counters": (
+        stats.COMMANDS_COLS,
+        lambda p: stats.commands_rows(p.metrics.commands),
+    ),
+    "stats_mysql_errors": (stats.ERRORS_COLS, lambda p: stats.error_rows(p.metrics.errors)),
+    "monitor.mysql_server_ping_log": (
+        stats.PING_LOG_COLS,
+        lambda p: stats.ping_log_rows(p.monitor_log.records()),
+    ),
+    "monitor.mysql_server_read_only_log": (
+        stats.READ_ONLY_LOG_COLS,
+        lambda p: stats.read_only_log_rows(p.monitor_log.records()),
+    ),
+    "monitor.mysql_server_replication_lag_log": (
+        stats.REPLICATION_LAG_LOG_COLS,
+        lambda p: stats.replication_lag_log_rows(p.monitor_log.records()),
+    ),
     "mysql_users": (_USER_COLS, user_rows),
     "runtime_mysql_users": (_USER_COLS, user_rows),
 }

@@ -771,7 +771,15 @@ class Session:
             "read" if stmt.is_read else "write",
             scanner is not None and scanner.error is None,
             elapsed,
+            stmt.verb,
         )
+        if scanner is not None and scanner.error is not None:
+            err = scanner.error
+            server.metrics.record_error(
+                (hostgroup, target.config.host, target.config.port, self.username,
+                 self.client.peer[0], self.state.schema or "", err.code),
+                err.message,
+            )  # fmt: skip
         if scanner is not None:
             server.digests.record(
                 digest.id,

@@ -18,6 +18,7 @@ from asyncmy.cursors import DictCursor
 from proxy.backend.pool import tls_context
 from proxy.cluster import HostStatus
 from proxy.config import Account, Config, Server
+from proxy.health.monitorlog import CheckRecord, MonitorLog
 from proxy.health.policy import (
     CheckResult,
     MasterView,
@@ -74,6 +75,7 @@ class Monitor:
         self.stats: dict[str, CheckStats] = {s.name: CheckStats() for s in settings().servers}
         self.results: dict[str, CheckResult] = {}
         self.conflicts = 0  # times two masters were writable together
+        self.log = MonitorLog(lambda: self.config.health.log_history)
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._conns: dict[str, Any] = {}
@@ -162,11 +164,13 @@ class Monitor:
         stats = self.stats[server.name]
         state = self.cluster.server(server.name)
         started = time.monotonic()
+        started_us = int(time.time() * 1e6)
         timeout = self.config.health.check_timeout_ms / 1000
         try:
             result = await asyncio.wait_for(self._query(server), timeout)
         except Exception as exc:
             self._drop_conn(server.name)
+            self._log_check(server, started_us, None, _describe(exc, timeout))
             code = _error_code(exc)
             if code == ER_CON_COUNT_ERROR:
                 # Overloaded is not dead: keep its state, just note it.
@@ -188,6 +192,7 @@ class Monitor:
         stats.consecutive_failures = 0
         stats.last_latency_s = time.monotonic() - started
         self.results[server.name] = result
+        self._log_check(server, started_us, result, None)
         rs = result.replica
         lag = None if rs is None or rs.seconds_behind is None else float(rs.seconds_behind)
         self.topology.apply(
@@ -205,6 +210,24 @@ class Monitor:
             self.topology.apply(
                 ServerStatusChanged(server.name, HostStatus.ONLINE, "reachable again")
             )
+
+    def _log_check(
+        self, server: Server, started_us: int, result: CheckResult | None, error: str | None
+    ) -> None:
+        rs = result.replica if result is not None else None
+        self.log.record(
+            server.name,
+            CheckRecord(
+                server.host,
+                server.port,
+                started_us,
+                int(result.latency_s * 1e6) if result is not None else None,
+                int(result.read_only) if result is not None else None,
+                rs.seconds_behind if rs is not None else None,
+                server.role == "replica" or rs is not None,
+                error,
+            ),
+        )
 
     async def _query(self, server: Server) -> CheckResult:
         started = time.monotonic()
