@@ -249,6 +249,18 @@ class ProxyCollector:
             if st.lag_s is not None:
                 lag.add_metric([name], st.lag_s)
         yield from (conns, errors, checks, check_lat, state, lag)
+        by_errno: defaultdict[int, int] = defaultdict(int)
+        for key, entry in m.errors.items():
+            by_errno[key[-1]] += entry.count
+        errnos = CounterMetricFamily(
+            "pyproxy_server_errors",
+            "Errors the servers answered and failed backend connections, by errno "
+            "(stats_mysql_errors summed)",
+            labels=["errno"],
+        )
+        for errno, n in sorted(by_errno.items()):
+            errnos.add_metric([str(errno)], n)
+        yield errnos
 
         events = s.failovers
         yield _counter(

@@ -190,6 +190,12 @@ def snapshot(proxy: ProxyView, sql: str) -> Snapshot:
     }
 
 
+def _qualified(table: str) -> str:
+    """Where ProxySQL keeps a table: stats_* in `stats`, monitor's logs in `monitor` (named
+    so already). Unqualified names find them too: SQLite searches every attached database."""
+    return f"stats.{table}" if table.startswith("stats_") else table
+
+
 def run_query(tables: Snapshot, sql: str, caps: int, timeout_ms: int) -> bytes:
     """Answer a SELECT from a fresh in-memory SQLite database of the snapshot: the framed
     result set, or an error when it runs past timeout_ms or returns too many rows."""
@@ -200,9 +206,11 @@ def run_query(tables: Snapshot, sql: str, caps: int, timeout_ms: int) -> bytes:
     # One step can't be interrupted: bound what one step may allocate (zeroblob(1e9)...).
     db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _MAX_VALUE_BYTES)
     try:
-        for schema in {t.split(".", 1)[0] for t in tables if "." in t}:  # monitor.x
+        qualified = {table: _qualified(table) for table in tables}
+        for schema in {q.split(".", 1)[0] for q in qualified.values() if "." in q}:
             db.execute(f"ATTACH DATABASE ':memory:' AS {schema}")
-        for table, (columns, rows) in tables.items():
+        for name, (columns, rows) in tables.items():
+            table = qualified[name]
             db.execute(f"CREATE TABLE {table} ({', '.join(columns)})")
             db.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(columns))})", rows)
         cur = db.execute(sql)

@@ -494,6 +494,8 @@ class Session:
             return None
         except BackendError as exc:
             self.server.note_backend_error(target, exc)
+            errno = exc.err.code if exc.err is not None else ErrorCode.CR_CONN_HOST_ERROR
+            self._count_error(target, errno, str(exc))
             if retry is not None and exc.err is None:
                 return _RETRY
             self.send_error(ErrorCode.CR_CONN_HOST_ERROR, f"pyproxy: {exc}")
@@ -774,12 +776,7 @@ class Session:
             stmt.verb,
         )
         if scanner is not None and scanner.error is not None:
-            err = scanner.error
-            server.metrics.record_error(
-                (hostgroup, target.config.host, target.config.port, self.username,
-                 self.client.peer[0], self.state.schema or "", err.code),
-                err.message,
-            )  # fmt: skip
+            self._count_error(target, scanner.error.code, scanner.error.message)
         if scanner is not None:
             server.digests.record(
                 digest.id,
@@ -792,6 +789,14 @@ class Session:
                 scanner.rows,
                 scanner.affected_rows,
             )
+
+    def _count_error(self, target: ServerState, errno: int, message: str) -> None:
+        """stats_mysql_errors: an error a server answered, or a failed connection to it."""
+        self.server.metrics.record_error(
+            (self.server.cluster.hostgroup(target.name), target.config.host, target.config.port,
+             self.username, self.client.peer[0], self.state.schema or "", errno),
+            message,
+        )  # fmt: skip
 
     def note_statement(self, stmt: Classification, sql: str, scanner: ResponseScanner) -> None:
         """Learn what a successful statement changed in the session."""

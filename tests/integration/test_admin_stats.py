@@ -103,6 +103,9 @@ def test_global_counters(proxy: LabProxy) -> None:
     assert values["Queries_frontends_bytes_recv"] > 0 and values["Queries_frontends_bytes_sent"] > 0
     assert values["ProxySQL_Uptime"] >= 0
     assert values["Failovers"] == 0
+    # ProxySQL's schema names work too.
+    qualified = admin_rows(proxy, "SELECT * FROM stats.stats_mysql_global")
+    assert {r["Variable_Name"] for r in qualified} == set(values)
 
 
 def test_connection_pool_and_processlist(proxy: LabProxy) -> None:
