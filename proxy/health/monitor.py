@@ -78,7 +78,8 @@ class Monitor:
         self.log = MonitorLog(lambda: self.config.health.log_history)
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._conns: dict[str, Any] = {}
+        # server name -> (connection, what it was opened with: server and monitor account)
+        self._conns: dict[str, tuple[Any, tuple[Server, Account]]] = {}
         self.mariadb: dict[str, bool] = {}
         self._elect_lock = asyncio.Lock()
         self._down_since: dict[str, float] = {}
@@ -122,9 +123,8 @@ class Monitor:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for conn in self._conns.values():
-            conn.close()
-        self._conns.clear()
+        for name in list(self._conns):
+            self._drop_conn(name)
 
     def add_server(self, server: Server) -> None:
         """Start watching a server added by a config reload."""
@@ -231,10 +231,15 @@ class Monitor:
 
     async def _query(self, server: Server) -> CheckResult:
         started = time.monotonic()
-        conn = self._conns.get(server.name)
+        opened_with = (server, self.config.monitor)
+        conn, key = self._conns.get(server.name, (None, None))
+        if conn is not None and key != opened_with:
+            # A reload moved the server or changed the monitor account: check with the new.
+            self._drop_conn(server.name)
+            conn = None
         if conn is None:
-            conn = await asyncmy.connect(**self.connect_args(server, self.config.monitor))
-            self._conns[server.name] = conn
+            conn = await asyncmy.connect(**self.connect_args(*opened_with))
+            self._conns[server.name] = (conn, opened_with)
             self.mariadb[server.name] = "MariaDB" in str(conn.get_server_info())
         mariadb = self.mariadb[server.name]
         async with conn.cursor(DictCursor) as cur:
@@ -253,7 +258,7 @@ class Monitor:
         return CheckResult(bool(int(row["ro"])), replica, gtid, time.monotonic() - started)
 
     def _drop_conn(self, name: str) -> None:
-        conn = self._conns.pop(name, None)
+        conn, _ = self._conns.pop(name, (None, None))
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()

@@ -182,3 +182,43 @@ def test_no_password_in_any_stats_table(proxy: LabProxy) -> None:
     ):  # fmt: skip
         text = repr(admin_rows(proxy, f"SELECT * FROM {table}"))
         assert not any(s in text for s in secrets), table
+
+
+def _wait_for_rows(proxy: LabProxy, sql: str, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while len(admin_rows(proxy, sql)) < count:
+        assert time.monotonic() < deadline, admin_rows(proxy, sql)
+        time.sleep(0.3)
+
+
+def test_monitor_logs_show_access_denied_after_the_account_changes(
+    lab: Lab, tmp_path: Path
+) -> None:
+    # A high failure threshold: the servers stay in use while the monitor is refused.
+    health = {"check_interval_ms": 200, "failure_threshold": 1000}
+    with lab_proxy(lab, tmp_path, health=health) as running:
+        config = Path(running.config)
+        data = yaml.safe_load(config.read_text())
+        good = data["monitor"]["password"]
+        data["monitor"]["password"] = "not-the-password"
+        config.write_text(yaml.safe_dump(data, sort_keys=False))
+        admin_rows(running, "RELOAD")
+        denied = (
+            "SELECT DISTINCT port FROM monitor.mysql_server_ping_log "
+            "WHERE ping_error LIKE '%Access denied for user%'"
+        )
+        _wait_for_rows(running, denied, len(data["servers"]))
+        assert "not-the-password" not in repr(
+            admin_rows(running, "SELECT * FROM monitor.mysql_server_ping_log")
+        )
+        assert running.answers()
+
+        data["monitor"]["password"] = good
+        config.write_text(yaml.safe_dump(data, sort_keys=False))
+        admin_rows(running, "RELOAD")
+        since = int(time.time() * 1e6)
+        recovered = (
+            "SELECT DISTINCT port FROM monitor.mysql_server_ping_log "
+            f"WHERE ping_error IS NULL AND time_start_us > {since}"
+        )
+        _wait_for_rows(running, recovered, len(data["servers"]))
