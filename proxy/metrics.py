@@ -80,6 +80,11 @@ class Histogram:
         return out
 
 
+def _command_counts() -> list[int]:
+    """A command's counters, zero: a module-level function, so that Metrics pickles."""
+    return [0] * (len(COMMAND_BUCKETS_US) + 3)
+
+
 @dataclass
 class Metrics:
     """Counters the data path bumps; everything else is read from live state at scrape."""
@@ -107,7 +112,7 @@ class Metrics:
     gtid_wait_seconds: Histogram = field(default_factory=lambda: Histogram(WAIT_BUCKETS))
     # stats_mysql_commands_counters: command -> [total_time_us, total_cnt, cnt_100us..cnt_INFs]
     commands: defaultdict[str, list[int]] = field(
-        default_factory=lambda: defaultdict(lambda: [0] * (len(COMMAND_BUCKETS_US) + 3))
+        default_factory=lambda: defaultdict(_command_counts)
     )
     # stats_mysql_errors: errors the servers answered, by where, who and errno
     errors: dict[ErrorKey, ErrorCount] = field(default_factory=dict)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 from proxy.admin.stats import (
     COMMANDS_COLS,
     ERRORS_COLS,
@@ -100,3 +102,12 @@ def test_monitor_log_rows() -> None:
     assert set(ping[0]) == set(PING_LOG_COLS)
     assert set(read_only[0]) == set(READ_ONLY_LOG_COLS)
     assert set(lag[0]) == set(REPLICATION_LAG_LOG_COLS)
+
+
+def test_metrics_pickle_for_the_worker_reports() -> None:
+    m = Metrics()
+    m.record_query("reader", "read", True, 0.001, "select")
+    m.record_error((0, "h", 1, "u", "c", "s", 1146), "x")
+    copy = pickle.loads(pickle.dumps(m))
+    assert commands_rows(copy.commands) == commands_rows(m.commands)
+    assert error_rows(copy.errors) == error_rows(m.errors)
