@@ -114,12 +114,16 @@ class Metrics:
     commands: defaultdict[str, list[int]] = field(
         default_factory=lambda: defaultdict(_command_counts)
     )
+    server_queries: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     # stats_mysql_errors: errors the servers answered, by where, who and errno
     errors: dict[ErrorKey, ErrorCount] = field(default_factory=dict)
     started: float = field(default_factory=time.time)  # Unix time; ProxySQL_Uptime
 
-    def record_query(self, route: str, klass: str, ok: bool, seconds: float, verb: str) -> None:
+    def record_query(
+        self, route: str, klass: str, ok: bool, seconds: float, verb: str, server: str
+    ) -> None:
         self.queries[(route, klass, "ok" if ok else "error")] += 1
+        self.server_queries[server] += 1
         self.latency[route].observe(seconds)
         command = verb.upper()
         counts = self.commands[command if command in _COMMAND_SET else "UNKNOWN"]

@@ -102,6 +102,7 @@ def pool_rows(proxy: ProxyView) -> list[Row]:
             "ConnOK": stats.created,
             "ConnERR": stats.errors,
             "ConnReused": stats.reused,
+            "Queries": proxy.metrics.server_queries.get(name, 0),
             "Queries_in_flight": st.outstanding,
             "Latency_us": int(proxy.check_stats[name].last_latency_s * 1e6)
             if name in proxy.check_stats
@@ -221,6 +222,7 @@ _POOL_COLS = (
     "ConnOK",
     "ConnERR",
     "ConnReused",
+    "Queries",
     "Queries_in_flight",
     "Latency_us",
     "server",

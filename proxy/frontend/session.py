@@ -774,6 +774,7 @@ class Session:
             scanner is not None and scanner.error is None,
             elapsed,
             stmt.verb,
+            target.name,
         )
         if scanner is not None and scanner.error is not None:
             self._count_error(target, scanner.error.code, scanner.error.message)

@@ -113,6 +113,8 @@ def test_connection_pool_and_processlist(proxy: LabProxy) -> None:
     assert {r["server"] for r in pool} >= {"master1", "replica1", "ghost"}
     writer = next(r for r in pool if r["hostgroup"] == 0)
     assert writer["ConnOK"] >= 1 and writer["status"] == "ONLINE"
+    assert writer["Queries"] >= WRITES
+    assert sum(r["Queries"] for r in pool if r["hostgroup"] == 1) >= READS
     assert next(r for r in pool if r["server"] == "ghost")["ConnOK"] == 0
     conn = proxy.connect()
     try:
