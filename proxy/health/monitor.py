@@ -17,7 +17,7 @@ from asyncmy.cursors import DictCursor
 
 from proxy.backend.pool import tls_context
 from proxy.cluster import HostStatus
-from proxy.config import Account, Config, Server
+from proxy.config import Account, Config, MonitorAccount, Server
 from proxy.health.policy import (
     CheckResult,
     MasterView,
@@ -77,6 +77,7 @@ class Monitor:
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._conns: dict[str, Any] = {}
+        self._conn_accounts: dict[str, Account] = {}  # the account each connection logged in as
         self.mariadb: dict[str, bool] = {}
         self._elect_lock = asyncio.Lock()
         self._down_since: dict[str, float] = {}
@@ -208,10 +209,14 @@ class Monitor:
 
     async def _query(self, server: Server) -> CheckResult:
         started = time.monotonic()
+        account = self.config.monitor
+        if self._conn_accounts.get(server.name) != account:
+            self._drop_conn(server.name)  # the monitor account was changed by a reload
         conn = self._conns.get(server.name)
         if conn is None:
-            conn = await asyncmy.connect(**self.connect_args(server, self.config.monitor))
+            conn = await asyncmy.connect(**self.connect_args(server, account))
             self._conns[server.name] = conn
+            self._conn_accounts[server.name] = account
             self.mariadb[server.name] = "MariaDB" in str(conn.get_server_info())
         mariadb = self.mariadb[server.name]
         async with conn.cursor(DictCursor) as cur:
@@ -238,7 +243,8 @@ class Monitor:
     def connect_args(self, server: Server, account: Account) -> dict[str, Any]:
         """asyncmy.connect's arguments for a server, with TLS as servers[].tls says (the same
         context as the data path's), so a backend that requires TLS is checked over TLS."""
-        tls: ssl.SSLContext | None = tls_context(server) if server.tls.enabled else None
+        use_tls = server.tls.enabled and (not isinstance(account, MonitorAccount) or account.ssl)
+        tls: ssl.SSLContext | None = tls_context(server) if use_tls else None
         return {
             "host": server.host,
             "port": server.port,
