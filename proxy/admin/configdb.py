@@ -430,7 +430,9 @@ def _present(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v is not None}
 
 
-def _variable_data(db: sqlite3.Connection, schema: str, running: dict[str, Any]) -> dict[str, Any]:
+def _variable_data(
+    db: sqlite3.Connection, schema: str, running: dict[str, Any], chosen: dict[Path, str]
+) -> dict[str, Any]:
     """The variable sections of the config from global_variables (missing rows keep the
     running value; aliases of one setting must agree, or only one of them changed)."""
     values: dict[Path, dict[str, str]] = {}
@@ -453,13 +455,14 @@ def _variable_data(db: sqlite3.Connection, schema: str, running: dict[str, Any])
                 f"give them the same value"
             )
         text = distinct.pop()
+        chosen[path] = " = ".join(n for n, v in named.items() if v == text)  # errors name them
         value: Any = text
         if scale != 1:
             try:
                 value = float(text) / scale
             except ValueError:
                 raise TableError(
-                    f"global_variables {next(iter(named))}: {text!r} is not a number"
+                    f"global_variables {chosen[path]}: {text!r} is not a number"
                 ) from None
         _set(data, path, value)
     backend_admin = data.get("backend_admin")
@@ -486,6 +489,7 @@ def read_config(
     model as the YAML; TableError names the table, row and column of the first problem."""
     data = base.model_dump(exclude_none=True)
     labels: dict[str, list[str]] = {}
+    chosen: dict[Path, str] = {}  # the variable name each setting was read from
     for module in modules:
         if module == "servers":
             _hostgroups(db, schema)
@@ -495,12 +499,12 @@ def read_config(
         elif module == "query rules":
             data["query_rules"], labels["query_rules"] = _rule_data(db, schema)
         elif module == "variables":
-            data.update(_variable_data(db, schema, base.model_dump()))
+            data.update(_variable_data(db, schema, base.model_dump(), chosen))
     data = {k: v for k, v in data.items() if v is not None}
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise TableError(_explain(exc, labels)) from None
+        raise TableError(_explain(exc, labels, chosen)) from None
 
 
 _COLUMNS = {
@@ -527,7 +531,9 @@ _RULE_WORDS = (
 )
 
 
-def _where(loc: tuple[int | str, ...], labels: dict[str, list[str]]) -> str:
+def _where(
+    loc: tuple[int | str, ...], labels: dict[str, list[str]], chosen: dict[Path, str]
+) -> str:
     section = str(loc[0])
     if section in labels and len(loc) >= 2 and isinstance(loc[1], int):
         label = labels[section][loc[1]]
@@ -538,13 +544,14 @@ def _where(loc: tuple[int | str, ...], labels: dict[str, list[str]]) -> str:
         if field == "tls" and len(loc) > 3:
             column = _TLS_COLUMNS.get(str(loc[3]), column)
         return f"{label}, column {column}"
-    names = [v.name for v in VARIABLES if v.path == tuple(str(p) for p in loc[:2])]
+    path = tuple(str(p) for p in loc[:2])
+    names = [v.name for v in VARIABLES if v.path == path]
     if names:
-        return f"global_variables {names[0]}"
+        return f"global_variables {chosen.get(path, names[0])}"
     return ".".join(str(p) for p in loc)
 
 
-def _explain(exc: ValidationError, labels: dict[str, list[str]]) -> str:
+def _explain(exc: ValidationError, labels: dict[str, list[str]], chosen: dict[Path, str]) -> str:
     err = exc.errors()[0]
     msg = str(err["msg"]).removeprefix("Value error, ")
     for ours, theirs in _RULE_WORDS:
@@ -556,8 +563,9 @@ def _explain(exc: ValidationError, labels: dict[str, list[str]]) -> str:
     if not loc and (m := _ACROSS.match(msg)):
         loc, msg = (m.group(1), int(m.group(2)), m.group(3)), m.group(4)
         if msg.startswith("no server named"):
-            return f"{_where(loc, labels)[: -len('destination_hostgroup')]}destination_server: {msg}"
+            where = _where(loc, labels, chosen).removesuffix("destination_hostgroup")
+            return f"{where}destination_server: {msg}"
     elif not loc and msg.startswith("servers: "):
         return f"mysql_servers: {msg.removeprefix('servers: ')}{more}"
-    where = _where(loc, labels) if loc else "configuration"
+    where = _where(loc, labels, chosen) if loc else "configuration"
     return f"{where}: {msg}{more}"

@@ -54,9 +54,7 @@ def test_first_start_seeds_then_the_disk_wins(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("content", [b"this is not a database at all" * 100, b""])
-def test_a_broken_database_names_the_file_and_the_way_out(
-    tmp_path: Path, content: bytes
-) -> None:
+def test_a_broken_database_names_the_file_and_the_way_out(tmp_path: Path, content: bytes) -> None:
     path = write_yaml(tmp_path)
     (tmp_path / "proxysql.db").write_bytes(content)
     with pytest.raises(ConfigError) as exc:
