@@ -194,7 +194,8 @@ class Layers:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
 
     def close(self) -> None:
-        self._thread.shutdown(wait=False, cancel_futures=True)
+        self._thread.submit(self.db.close)  # after a running statement, on its thread
+        self._thread.shutdown(wait=False, cancel_futures=False)
 
     # -- statements ------------------------------------------------------------------------------
     async def command(self, sql: str) -> tuple[str, str] | None:

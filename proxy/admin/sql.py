@@ -155,7 +155,8 @@ class AdminServer:
                 names = sorted([*TABLES, *TABLE_NAMES])
                 return build_result_set(["tables"], [[t] for t in names], caps)
             if command == "show databases":
-                return build_result_set(["name"], [["main"]], caps)
+                disk = [["disk"]] if self.layers.disk is not None else []
+                return build_result_set(["name"], [["main"], *disk], caps)
             if command in ("help", "pyproxy help"):
                 return build_result_set(["help"], [[HELP]], caps)
             if command.startswith(("select", "with")) or (
