@@ -198,21 +198,21 @@ class Layers:
         self._thread.shutdown(wait=False, cancel_futures=False)
 
     # -- statements ------------------------------------------------------------------------------
-    async def command(self, sql: str) -> tuple[str, str] | None:
-        """LOAD/SAVE/SET: (kind, message) once done, kind "ok"; None when sql is none of them.
-        Raises ValueError (one line) when it can't be done; then nothing changed."""
+    async def command(self, sql: str) -> str | None:
+        """LOAD/SAVE/SET: what was done, once done; None when sql is none of them. Raises
+        ValueError (one line) when it can't be done; then nothing changed."""
         if m := _MOVE.match(sql):
             verb, module, direction, layer = (g.lower() for g in m.groups())
             move = _MOVES.get((verb, direction, layer))
             if move is None:
                 raise ValueError(f"{sql.strip().rstrip(';')}: not a ProxySQL LOAD/SAVE direction")
-            return "ok", await self._move(_module(module), *move)
+            return await self._move(_module(module), *move)
         if m := _SET.match(sql):
             name = m.group(1).lower()
             value = next(v for v in m.groups()[1:] if v is not None)
             quote = "'" if m.group(2) is not None else '"'
             await self.run(lambda: self._set_variable(name, value.replace(quote * 2, quote)))
-            return "ok", ""
+            return ""
         return None
 
     def show_variables(self, like: str | None) -> tuple[list[str], list[tuple[object, ...]]]:

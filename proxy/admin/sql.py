@@ -143,7 +143,7 @@ class AdminServer:
             if _RELOAD.match(sql):
                 return await self._reload(caps)
             if (done := await self.layers.command(sql)) is not None:
-                return build_ok(1, caps, info=done[1])
+                return build_ok(1, caps, info=done)
             show, like = self.layers.match_show_variables(sql)
             if show:
                 names, rows = await self.layers.run(lambda: self.layers.show_variables(like))

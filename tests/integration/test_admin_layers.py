@@ -295,3 +295,27 @@ def test_a_corrupt_disk_database_stops_the_start_with_the_way_out(lab: Lab, tmp_
         assert (tmp_path / "proxysql.db.bak").read_bytes().startswith(b"not a database")
     finally:
         proxy.stop_clean()
+
+
+def test_users_load_to_runtime_and_back_from_disk(lab: Lab, tmp_path: Path) -> None:
+    """mysql_users: an inactive user can't log in once loaded, its open sessions go on; the
+    disk copy brings it back."""
+    proxy = start_lab_proxy(lab, tmp_path, **sections(lab))
+    try:
+        admin_ok(proxy, "SAVE MYSQL USERS TO DISK")
+        hashed = admin_ok(proxy, "SELECT password FROM runtime_mysql_users")
+        assert hashed[0][0].startswith("*") and proxy.password not in hashed[0][0]
+        kept = proxy.connect()
+        admin_ok(proxy, "UPDATE mysql_users SET active=0; LOAD MYSQL USERS TO RUNTIME")
+        assert admin_ok(proxy, "SELECT COUNT(*) FROM runtime_mysql_users") == [["0"]]
+        with pytest.raises(pymysql.OperationalError) as denied:
+            proxy.connect()
+        assert denied.value.args[0] == 1045
+        with kept.cursor() as cur:
+            cur.execute("SELECT 7")
+            assert cur.fetchone() == (7,)
+        kept.close()
+        admin_ok(proxy, "LOAD MYSQL USERS FROM DISK; LOAD MYSQL USERS TO RUNTIME")
+        assert proxy.answers()
+    finally:
+        proxy.stop_clean()
