@@ -49,10 +49,11 @@ _MOVES = {
     ("load", "from", "config"): ("config", "memory"),
 }
 _SET = re.compile(
-    r"""^\s*set\s+((?:mysql|pyproxy)-[\w.]+)\s*=\s*"""
+    r"""^\s*set\s+((?:mysql|pyproxy|admin)-[\w.]+)\s*=\s*"""
     r"""(?:'((?:[^']|'')*)'|"((?:[^"]|"")*)"|([^\s;'"]+))\s*;?\s*$""",
     re.I,
 )
+_SETS_VARIABLE = re.compile(r"^\s*set\s+(?:mysql|pyproxy|admin)-", re.I)
 _SHOW_VARIABLES = re.compile(
     r"^\s*show\s+(?:(?:global|mysql)\s+)?variables(?:\s+like\s+'((?:[^']|'')*)')?\s*;?\s*$", re.I
 )
@@ -207,6 +208,8 @@ class Layers:
             if move is None:
                 raise ValueError(f"{sql.strip().rstrip(';')}: not a ProxySQL LOAD/SAVE direction")
             return await self._move(_module(module), *move)
+        if _SETS_VARIABLE.match(sql) and not _SET.match(sql):
+            raise ValueError("expected SET <variable>='<value>'")
         if m := _SET.match(sql):
             name = m.group(1).lower()
             value = next(v for v in m.groups()[1:] if v is not None)
@@ -243,6 +246,11 @@ class Layers:
         self.db.execute("COMMIT")
 
     def _set_variable(self, name: str, value: str) -> None:
+        if name.startswith("admin-"):
+            raise ValueError(
+                f"{name}: the admin's settings come from the YAML (admin:, listeners:) and the "
+                f"environment, not from global_variables"
+            )
         if name not in configdb.VARIABLE_BY_NAME:
             raise ValueError(f"unknown variable {name!r} (SHOW VARIABLES lists them)")
         with self.transaction():

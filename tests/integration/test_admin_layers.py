@@ -270,6 +270,9 @@ def test_bad_rows_are_refused_and_runtime_is_unchanged(lab: Lab, tmp_path: Path)
         assert done.returncode != 0 and "mysql_query_rules.rule_id" in done.stderr
         assert runtime(proxy) == before
         assert admin(proxy, "DELETE FROM runtime_mysql_servers").returncode != 0
+        for never_silent in ("SET admin-admin_credentials='x:y'", "SET mysql-threads='4'",
+                             "SET mysql-max_connections=1 2"):  # fmt: skip
+            assert admin(proxy, never_silent).returncode != 0, never_silent
         assert runtime(proxy) == before
         # A wrong admin password: MySQL's access denied.
         denied = admin(proxy, "SELECT 1", password="wrong")
