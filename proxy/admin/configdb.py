@@ -198,6 +198,20 @@ def variable_rows(config: Config) -> list[tuple[str, str]]:
     return [(v.name, _text(_get(data, v.path), v.scale)) for v in VARIABLES]
 
 
+# Settings read once, at start: a LOAD records them, the next start applies them.
+RESTART_ONLY: tuple[Path, ...] = (("health", "enabled"), ("server_version",))
+
+
+def restart_only_changes(old: Config, new: Config) -> list[str]:
+    """The variables changed from old to new that wait for the next start."""
+    before, after = old.model_dump(), new.model_dump()
+    return [
+        v.name
+        for v in VARIABLES
+        if v.path in RESTART_ONLY and _get(before, v.path) != _get(after, v.path)
+    ]
+
+
 def mask(name: str, value: str) -> str:
     """A password variable's value as runtime_* tables show it."""
     return "********" if name.endswith("password") and value else value

@@ -267,6 +267,10 @@ class Layers:
                 new = await self.run(lambda: self._read(base, module))
                 self.proxy.apply_config(new)
             log.warning("LOAD MYSQL %s TO RUNTIME", module.upper())
+            if later := configdb.restart_only_changes(base, new):
+                note = f"{', '.join(later)} take effect at the next start"
+                log.warning("%s", note)
+                return f"{module} loaded to runtime; {note}"
             return f"{module} loaded to runtime"
         if source == "runtime":
             running = self.proxy.config

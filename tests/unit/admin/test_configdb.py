@@ -255,3 +255,11 @@ def test_runtime_never_shows_a_password() -> None:
     assert configdb.native_hash("password") == "*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19"
     assert configdb.mask("mysql-monitor_password", "x") == "********"
     assert configdb.mask("mysql-monitor_username", "x") == "x"
+
+
+def test_settings_read_at_start_are_named(db: sqlite3.Connection, config: Config) -> None:
+    db.execute("UPDATE global_variables SET variable_value = 'false' "
+               "WHERE variable_name = 'mysql-monitor_enabled'")  # fmt: skip
+    new = load(db, config, "variables")
+    assert configdb.restart_only_changes(config, new) == ["mysql-monitor_enabled"]
+    assert configdb.restart_only_changes(config, config) == []
