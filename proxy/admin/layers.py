@@ -108,19 +108,12 @@ class Start:
     seed_disk: bool
 
 
-def disk_path(config: Config, config_path: str | None) -> Path | None:
-    if config.admin.database is None:
-        return None
-    base = Path(config_path).parent if config_path else Path.cwd()
-    return (base / config.admin.database).resolve()
-
-
 def plan_start(config: Config, config_path: str, initial: bool) -> Start:
     """ProxySQL's rule: the YAML seeds the disk database the first time (or with --initial);
     afterwards the disk database wins. Nothing is written here (`--check` uses it too)."""
-    path = disk_path(config, config_path)
-    if path is None:
+    if config.admin.database is None:
         return Start(config, f"configuration from {config_path} (admin.database is not set)", False)
+    path = (Path(config_path).parent / config.admin.database).resolve()  # next to the YAML
     config = config.model_copy(
         update={"admin": config.admin.model_copy(update={"database": str(path)})}
     )
@@ -132,7 +125,7 @@ def plan_start(config: Config, config_path: str, initial: bool) -> Start:
             True,
         )
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
         try:
             found = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             missing = [t for t in TABLE_NAMES if t not in found]

@@ -78,3 +78,11 @@ def test_statements_on_the_editable_tables() -> None:
     assert names_layer_table("SELECT * FROM main.global_variables")
     assert not names_layer_table("DELETE FROM runtime_mysql_servers")
     assert not names_layer_table("SELECT * FROM stats_mysql_query_digest")
+
+
+def test_a_path_with_odd_characters(tmp_path: Path) -> None:
+    odd = tmp_path / "conf dir #1?"
+    odd.mkdir()
+    path = write_yaml(odd)
+    seed_disk(plan_start(load_config(path), path, initial=False).config)
+    assert "disk database" in plan_start(load_config(path), path, initial=False).source
