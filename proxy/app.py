@@ -199,6 +199,7 @@ class Proxy:
         # either the old snapshot or the new one, never half of each.
         self.listener.snapshot = Snapshot.build(new, self.cluster)
         names = {s.name for s in new.servers}
+        was = {s.name: s.status for s in old.servers}
         for server in new.servers:
             state = self.cluster.servers.get(server.name)
             moved = state is not None and (state.config.host, state.config.port) != (
@@ -206,6 +207,10 @@ class Proxy:
                 server.port,
             )
             self.topology.apply(ServerConfigured(server, moved))
+            # A status the config changes (mysql_servers.status) is applied; one set by SET
+            # SERVER ... OFFLINE stays while the config's status for that server stays.
+            if state is not None and was.get(server.name, server.status) != server.status:
+                self.set_server_offline(server.name, server.status == "OFFLINE_SOFT")
         for name in [n for n in self.cluster.servers if n not in names]:
             self.topology.apply(ServerRemoved(name))
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from proxy.admin.layers import plan_start, seed_disk
 from proxy.config import Config, ConfigError, load_config
 from proxy.lab.lab import Lab
 from proxy.lab.servers import LabError
@@ -166,7 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pyproxy", description="MySQL/MariaDB read/write-splitting proxy"
     )
     parser.add_argument("--config", help="path to pyproxy.yaml")
-    parser.add_argument("--check", action="store_true", help="validate the config and exit")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the config (and the disk database), say which one is in force, and exit",
+    )
+    parser.add_argument(
+        "--initial",
+        action="store_true",
+        help="rebuild the disk database (admin.database) from the YAML, as ProxySQL's --initial",
+    )
     sub = parser.add_subparsers(dest="command")
     _lab_parser(sub)
     bs = sub.add_parser(
@@ -316,10 +326,17 @@ def main(argv: Sequence[str] | None = None, quiet_pipe: bool = False) -> int:
             build_parser().print_usage(sys.stderr)
             print("pyproxy: error: --config FILE is required to run the proxy", file=sys.stderr)
             return 2
-        config = load_config(args.config)
+        start = plan_start(load_config(args.config), args.config, args.initial)
+        config = start.config
         if args.check:
-            print(f"{args.config}: OK ({len(config.servers)} servers, {len(config.users)} users)")
+            print(
+                f"{args.config}: OK ({len(config.servers)} servers, {len(config.users)} users); "
+                f"{start.source}"
+            )
             return 0
+        if start.seed_disk:
+            seed_disk(config)
+        logging.getLogger("pyproxy").info("%s", start.source)
         return run_proxy(config, args.config)
     except (LabError, ConfigError) as exc:
         print(f"pyproxy: {exc}", file=sys.stderr)

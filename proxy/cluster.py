@@ -48,7 +48,7 @@ class Cluster:
 
     @classmethod
     def from_config(cls, config: Config) -> Cluster:
-        cluster = cls({s.name: ServerState(s) for s in config.servers})
+        cluster = cls({s.name: ServerState(s, HostStatus(s.status)) for s in config.servers})
         masters = config.masters
         cluster.writer = masters[0].name if masters else None
         return cluster

@@ -52,6 +52,9 @@ class Server(_Model):
     weight: int = Field(1, ge=0)
     max_connections: int = Field(200, ge=1)
     tls: BackendTLS = BackendTLS()
+    # OFFLINE_SOFT: drained (running statements finish, nothing new), as in ProxySQL.
+    status: Literal["ONLINE", "OFFLINE_SOFT"] = "ONLINE"
+    comment: str = ""
 
 
 Consistency = Literal["read_your_writes", "eventual", "strong"]
@@ -85,6 +88,7 @@ class QueryRule(_Model):
     """Like ProxySQL's mysql_query_rules: the first rule that matches decides."""
 
     name: str | None = None
+    rule_id: int | None = Field(None, ge=1)  # ProxySQL's rule_id; unset: its position (1, 2...)
     match_digest: str | None = None  # regex on the normalized statement (literals are ?)
     match_pattern: str | None = None  # regex on the statement text itself
     username: str | None = None
@@ -117,6 +121,11 @@ class Account(_Model):
     password: str = ""
 
 
+class MonitorAccount(Account):
+    # false: the monitor never uses TLS, even to servers with tls.enabled (mysql-monitor_ssl).
+    ssl: bool = True
+
+
 class Admin(Account):
     """The admin interface (listeners.admin) and the HTTP API (listeners.http)."""
 
@@ -127,6 +136,9 @@ class Admin(Account):
     # Bearer token the HTTP API asks for, beyond /metrics, /healthz and /readyz. Unset (or
     # empty), /api/* answer on a loopback listener only.
     http_token: str | None = None
+    # The disk layer of the admin's configuration (ProxySQL's proxysql.db), relative to the
+    # config file. Unset: no disk layer (SAVE ... TO DISK fails).
+    database: str | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -174,7 +186,7 @@ class Config(_Model):
     listeners: Listeners = Listeners()
     servers: list[Server]
     users: list[User]
-    monitor: Account = Account(username="monitor")
+    monitor: MonitorAccount = MonitorAccount(username="monitor")
     backend_admin: Account | None = None  # flips read_only on failover
     admin: Admin = Admin()  # the 6032 interface and the HTTP API token
     frontend_tls: TLSFiles | None = None
@@ -211,10 +223,26 @@ class Config(_Model):
                 f"on {admin_host} (listeners.admin.host), which is not a loopback address"
             )
         names = {s.name for s in self.servers}
+        previous = 0
         for i, rule in enumerate(self.query_rules):
             if rule.route not in (None, "writer", "reader") and rule.route not in names:
                 raise ValueError(f"query_rules[{i}].route: no server named {rule.route!r}")
+            rule_id = rule.rule_id or previous + 1
+            if rule_id <= previous:
+                # ProxySQL checks rules in rule_id order; the list is that order here.
+                raise ValueError(
+                    f"query_rules[{i}].rule_id: {rule_id} is not above the previous rule's "
+                    f"({previous}): rule ids are unique and in the order the rules apply"
+                )
+            previous = rule_id
         return self
+
+    def rule_ids(self) -> list[int]:
+        """Each query rule's rule_id (its own, or the one after the previous rule's)."""
+        ids: list[int] = []
+        for rule in self.query_rules:
+            ids.append(rule.rule_id or (ids[-1] if ids else 0) + 1)
+        return ids
 
     def user(self, name: str) -> User | None:
         for u in self.users:

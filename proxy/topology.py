@@ -200,7 +200,7 @@ class Topology:
             case ServerConfigured(server, _):
                 current = cluster.servers.get(server.name)
                 if current is None:
-                    cluster.servers[server.name] = ServerState(server)
+                    cluster.servers[server.name] = ServerState(server, HostStatus(server.status))
                 else:
                     current.config = server
                 return True

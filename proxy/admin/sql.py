@@ -10,6 +10,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from proxy.admin.configdb import TABLE_NAMES
+from proxy.admin.layers import READ_ONLY, Layers, authorize, names_layer_table
 from proxy.admin.tables import TABLES
 from proxy.authio import drive_auth
 from proxy.frontend.client import ClientConnection, ClientGone
@@ -26,8 +28,8 @@ _SWITCHOVER = re.compile(r"^\s*(?:pyproxy\s+)?switchover\s+(?:to\s+)?`?([\w.-]+)
 _SET_STATUS = re.compile(
     r"^\s*(?:pyproxy\s+)?set\s+server\s+`?([\w.-]+)`?\s+(offline|online)\s*;?\s*$", re.I
 )
-_RELOAD = re.compile(r"^\s*(?:pyproxy\s+reload(?:\s+config)?|load\s+mysql\s+\w+\s+(?:to|from)"
-                     r"\s+\w+|reload)\s*;?\s*$", re.I)  # fmt: skip
+_RELOAD = re.compile(r"^\s*(?:pyproxy\s+reload(?:\s+config)?|reload)\s*;?\s*$", re.I)
+_CHANGES = ("insert", "update", "delete", "replace")
 _VERSION_COMMENT = re.compile(r"^\s*select\s+@@version_comment\s+limit\s+1\s*;?\s*$", re.I)
 
 MAX_ROWS = 100_000
@@ -36,11 +38,13 @@ _PROGRESS_STEPS = 10_000
 _MAX_VALUE_BYTES = 16 << 20
 
 HELP = (
-    "SELECT ... FROM runtime_mysql_servers | stats_mysql_query_digest[_reset] | "
-    "stats_mysql_connection_pool | stats_mysql_processlist | stats_mysql_global | "
-    "stats_mysql_commands_counters | stats_mysql_errors | monitor.mysql_server_ping_log | "
-    "monitor.mysql_server_read_only_log | monitor.mysql_server_replication_lag_log | "
-    "mysql_query_rules | mysql_users;  "
+    "SELECT/INSERT/UPDATE/DELETE/REPLACE on mysql_servers | mysql_users | mysql_query_rules | "
+    "global_variables, then LOAD MYSQL SERVERS|USERS|QUERY RULES|VARIABLES TO RUNTIME and "
+    "SAVE ... TO DISK;  SET mysql-<variable>='value';  SHOW VARIABLES;  SELECT ... FROM "
+    "runtime_mysql_servers | stats_mysql_query_digest[_reset] | stats_mysql_connection_pool | "
+    "stats_mysql_processlist | stats_mysql_global | stats_mysql_commands_counters | "
+    "stats_mysql_errors | monitor.mysql_server_ping_log | monitor.mysql_server_read_only_log | "
+    "monitor.mysql_server_replication_lag_log;  "
     "SWITCHOVER TO <master>;  SET SERVER <name> OFFLINE|ONLINE;  RELOAD"
 )
 
@@ -55,6 +59,7 @@ class AdminServer:
         self._next_id = 0
         # Admin queries run here, off the event loop; two at a time, the others queue.
         self._worker = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pyproxy-admin")
+        self.layers = Layers(proxy)
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -72,6 +77,7 @@ class AdminServer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._worker.shutdown(wait=False, cancel_futures=True)  # running ones end by deadline
+        self.layers.close()
 
     def _new_client(self) -> ClientConnection:
         client = ClientConnection(1 << 20, self.proxy.metrics)
@@ -139,17 +145,29 @@ class AdminServer:
                 return build_ok(1, caps)
             if _RELOAD.match(sql):
                 return await self._reload(caps)
+            if (done := await self.layers.command(sql)) is not None:
+                return build_ok(1, caps, info=done)
+            show, like = self.layers.match_show_variables(sql)
+            if show:
+                names, rows = await self.layers.run(lambda: self.layers.show_variables(like))
+                return build_result_set(names, rows, caps)
             command = sql.strip().rstrip(";").strip().lower()
             if command.startswith(("set ", "commit", "rollback", "begin")):
                 return build_ok(1, caps)  # drivers' session set-up: nothing to do here
             if command in ("show tables", "show tables from main"):
-                return build_result_set(["tables"], [[t] for t in sorted(TABLES)], caps)
+                names = sorted([*TABLES, *TABLE_NAMES])
+                return build_result_set(["tables"], [[t] for t in names], caps)
             if command == "show databases":
-                return build_result_set(["name"], [["main"]], caps)
+                disk = [["disk"]] if self.layers.disk is not None else []
+                return build_result_set(["name"], [["main"], *disk], caps)
             if command in ("help", "pyproxy help"):
                 return build_result_set(["help"], [[HELP]], caps)
-            if command.startswith(("select", "with")):
+            if command.startswith(("select", "with")) or (
+                command.startswith(_CHANGES) and names_layer_table(sql)
+            ):
                 return await self._query(sql, caps)
+            if command.startswith(_CHANGES):
+                return build_err(1, ErrorCode.ER_UNKNOWN_ERROR, READ_ONLY)
             return build_err(
                 1,
                 ErrorCode.ER_NOT_SUPPORTED_YET,
@@ -157,6 +175,8 @@ class AdminServer:
             )
         except (ValueError, RuntimeError, KeyError) as exc:
             return build_err(1, ErrorCode.ER_UNKNOWN_ERROR, str(exc).strip("'\""))
+        except sqlite3.IntegrityError as exc:  # e.g. a rule_id or a server given twice
+            return build_err(1, ErrorCode.ER_UNKNOWN_ERROR, f"admin statement refused: {exc}")
         except sqlite3.Error as exc:
             return build_err(1, ErrorCode.ER_PARSE_ERROR, f"admin query failed: {exc}")
 
@@ -166,6 +186,10 @@ class AdminServer:
         client traffic, and it is interrupted after admin.query_timeout_ms."""
         tables = snapshot(self.proxy, sql)
         timeout_ms = self.proxy.config.admin.query_timeout_ms
+        if names_layer_table(sql):
+            # The editable tables live in the layers' database, on its own thread.
+            db = self.layers.db
+            return await self.layers.run(lambda: run_on(db, tables, sql, caps, timeout_ms, True))
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._worker, run_query, tables, sql, caps, timeout_ms)
 
@@ -196,25 +220,61 @@ def _qualified(table: str) -> str:
     return f"stats.{table}" if table.startswith("stats_") else table
 
 
+def _created(table: str) -> str:
+    """Where run_on creates a snapshot table for one statement: its schema, else temp (the
+    layers' database keeps the editable tables in main)."""
+    qualified = _qualified(table)
+    return qualified if "." in qualified else f"temp.{qualified}"
+
+
 def run_query(tables: Snapshot, sql: str, caps: int, timeout_ms: int) -> bytes:
-    """Answer a SELECT from a fresh in-memory SQLite database of the snapshot: the framed
-    result set, or an error when it runs past timeout_ms or returns too many rows."""
-    deadline = time.monotonic() + timeout_ms / 1000
+    """Answer a SELECT from a fresh in-memory SQLite database of the snapshot."""
     db = sqlite3.connect(":memory:")
+    try:
+        return run_on(db, tables, sql, caps, timeout_ms, False)
+    finally:
+        db.close()
+
+
+def run_on(
+    db: sqlite3.Connection,
+    tables: Snapshot,
+    sql: str,
+    caps: int,
+    timeout_ms: int,
+    guarded: bool,
+) -> bytes:
+    """Run sql on db with the snapshot's tables as temporary tables: the framed result set
+    (or OK with the rows changed), or an error when it runs past timeout_ms or returns too
+    many rows. guarded: only reads and changes to the editable tables are allowed."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    cur: sqlite3.Cursor | None = None
     # SQLite calls this every N virtual-machine steps; non-zero interrupts the statement.
     db.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
     # One step can't be interrupted: bound what one step may allocate (zeroblob(1e9)...).
     db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _MAX_VALUE_BYTES)
     try:
-        qualified = {table: _qualified(table) for table in tables}
-        for schema in {q.split(".", 1)[0] for q in qualified.values() if "." in q}:
-            db.execute(f"ATTACH DATABASE ':memory:' AS {schema}")
+        attached = {row[1] for row in db.execute("PRAGMA database_list")}
+        for schema in {q.split(".", 1)[0] for q in map(_qualified, tables) if "." in q}:
+            if schema not in attached:
+                db.execute(f"ATTACH DATABASE ':memory:' AS {schema}")
         for name, (columns, rows) in tables.items():
-            table = qualified[name]
+            table = _created(name)
             db.execute(f"CREATE TABLE {table} ({', '.join(columns)})")
             db.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(columns))})", rows)
-        cur = db.execute(sql)
-        names = [d[0] for d in cur.description or ()]
+        if guarded:
+            db.set_authorizer(authorize)
+        try:
+            cur = db.execute(sql)
+        except sqlite3.DatabaseError as exc:
+            if "not authorized" in str(exc):
+                return build_err(1, ErrorCode.ER_UNKNOWN_ERROR, READ_ONLY)
+            raise
+        finally:
+            db.set_authorizer(None)
+        if cur.description is None:
+            return build_ok(1, caps, affected_rows=max(cur.rowcount, 0))
+        names = [d[0] for d in cur.description]
         result = cur.fetchmany(MAX_ROWS + 1)
         if len(result) > MAX_ROWS:
             return build_err(
@@ -232,4 +292,8 @@ def run_query(tables: Snapshot, sql: str, caps: int, timeout_ms: int) -> bytes:
             f"admin query interrupted: it ran longer than admin.query_timeout_ms ({timeout_ms} ms)",
         )
     finally:
-        db.close()
+        if cur is not None:
+            cur.close()  # a statement left running would keep its tables locked
+        db.set_progress_handler(None, 0)
+        for name in tables:
+            db.execute(f"DROP TABLE IF EXISTS {_created(name)}")

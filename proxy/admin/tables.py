@@ -6,7 +6,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from proxy.admin import stats
+from proxy.admin import configdb, stats
+from proxy.admin.configdb import mask, native_hash
 from proxy.cluster import READER_HOSTGROUP, WRITER_HOSTGROUP
 from proxy.frontend.processlist import backend_of, command_of
 
@@ -144,12 +145,13 @@ def processlist_rows(proxy: ProxyView) -> list[Row]:
 def rule_rows(proxy: ProxyView) -> list[Row]:
     """mysql_query_rules, with their hit counts."""
     rules = proxy.router.rules
+    ids = proxy.config.rule_ids()
     rows = []
-    for i, (rule, hits) in enumerate(zip(rules.rules, rules.hits, strict=True)):
+    for rule_id, rule, hits in zip(ids, rules.rules, rules.hits, strict=True):
         route = rule.route
         dest = {"writer": WRITER_HOSTGROUP, "reader": READER_HOSTGROUP}.get(route or "")
         rows.append({
-            "rule_id": i + 1,
+            "rule_id": rule_id,
             "active": 1,
             "username": rule.username,
             "schemaname": rule.schema_name,
@@ -167,17 +169,34 @@ def rule_rows(proxy: ProxyView) -> list[Row]:
 
 
 def user_rows(proxy: ProxyView) -> list[Row]:
-    """mysql_users (without passwords)."""
+    """runtime_mysql_users: the password as its mysql_native_password hash, never in clear."""
     return [
         {
             "username": u.username,
+            "password": native_hash(u.password),
+            "active": 1,
+            "default_hostgroup": WRITER_HOSTGROUP,
             "default_schema": u.default_schema,
             "max_connections": u.max_connections,
             "consistency": u.consistency or proxy.config.routing.consistency,
-            "active": 1,
         }
         for u in proxy.config.users
     ]
+
+
+def variable_rows(proxy: ProxyView) -> list[Row]:
+    """runtime_global_variables (passwords masked)."""
+    return [
+        {"variable_name": name, "variable_value": mask(name, value)}
+        for name, value in configdb.variable_rows(proxy.config)
+    ]
+
+
+def hostgroup_rows(proxy: ProxyView) -> list[Row]:
+    """runtime_mysql_replication_hostgroups: pyproxy's one replication cluster."""
+    table = "mysql_replication_hostgroups"
+    cols = configdb.columns(table)
+    return [dict(zip(cols, row, strict=True)) for row in configdb.rows(proxy.config, table)]
 
 
 _SERVER_COLS = (
@@ -258,16 +277,23 @@ _PROCESSLIST_COLS = (
     "server",
     "backend_thread_id",
 )
-_USER_COLS = ("username", "default_schema", "max_connections", "consistency", "active")
+_USER_COLS = (
+    "username",
+    "password",
+    "active",
+    "default_hostgroup",
+    "default_schema",
+    "max_connections",
+    "consistency",
+)
 
-# table name -> (columns, row builder); the admin answers SELECTs over these.
+# table name -> (columns, row builder): the runtime and stats tables, built for each admin
+# query from the live state (the editable tables are in proxy.admin.layers).
 TABLES: dict[str, tuple[tuple[str, ...], Callable[[ProxyView], list[Row]]]] = {
     "runtime_mysql_servers": (_SERVER_COLS, server_rows),
-    "mysql_servers": (_SERVER_COLS, server_rows),
     "stats_mysql_query_digest": (_DIGEST_COLS, digest_rows),
     "stats_mysql_connection_pool": (_POOL_COLS, pool_rows),
     "stats_mysql_processlist": (_PROCESSLIST_COLS, processlist_rows),
-    "mysql_query_rules": (_RULE_COLS, rule_rows),
     "runtime_mysql_query_rules": (_RULE_COLS, rule_rows),
     "stats_mysql_query_digest_reset": (_DIGEST_COLS, digest_reset_rows),
     "stats_mysql_global": (stats.GLOBAL_COLS, global_rows),
@@ -288,6 +314,10 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[ProxyView], list[Row]]]] = {
         stats.REPLICATION_LAG_LOG_COLS,
         lambda p: stats.replication_lag_log_rows(p.monitor_log.records()),
     ),
-    "mysql_users": (_USER_COLS, user_rows),
     "runtime_mysql_users": (_USER_COLS, user_rows),
+    "runtime_global_variables": (("variable_name", "variable_value"), variable_rows),
+    "runtime_mysql_replication_hostgroups": (
+        configdb.columns("mysql_replication_hostgroups"),
+        hostgroup_rows,
+    ),
 }

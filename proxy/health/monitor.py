@@ -17,7 +17,7 @@ from asyncmy.cursors import DictCursor
 
 from proxy.backend.pool import tls_context
 from proxy.cluster import HostStatus
-from proxy.config import Account, Config, Server
+from proxy.config import Account, Config, MonitorAccount, Server
 from proxy.health.monitorlog import CheckRecord, MonitorLog
 from proxy.health.policy import (
     CheckResult,
@@ -266,7 +266,8 @@ class Monitor:
     def connect_args(self, server: Server, account: Account) -> dict[str, Any]:
         """asyncmy.connect's arguments for a server, with TLS as servers[].tls says (the same
         context as the data path's), so a backend that requires TLS is checked over TLS."""
-        tls: ssl.SSLContext | None = tls_context(server) if server.tls.enabled else None
+        use_tls = server.tls.enabled and (not isinstance(account, MonitorAccount) or account.ssl)
+        tls: ssl.SSLContext | None = tls_context(server) if use_tls else None
         return {
             "host": server.host,
             "port": server.port,

@@ -116,3 +116,22 @@ def test_example_configs_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, "x")
     for path in ("config/pyproxy.yaml", "config/pyproxy.docker.yaml"):
         assert load_config(root / path).servers
+
+
+def test_rule_ids_are_unique_and_in_order() -> None:
+    rules = [
+        {"match_digest": "^a", "block": "a"},
+        {"rule_id": 10, "match_digest": "^b", "block": "b"},
+        {"match_digest": "^c", "block": "c"},
+    ]
+    assert parse_config({**BASE, "query_rules": rules}).rule_ids() == [1, 10, 11]
+    rules[2]["rule_id"] = 10
+    with pytest.raises(ConfigError, match=r"query_rules\[2\]\.rule_id: 10 is not above"):
+        parse_config({**BASE, "query_rules": rules})
+
+
+def test_a_server_can_start_drained() -> None:
+    servers = [{**BASE["servers"][0], "status": "OFFLINE_SOFT"}]
+    assert parse_config({**BASE, "servers": servers}).servers[0].status == "OFFLINE_SOFT"
+    with pytest.raises(ConfigError, match=r"servers\[0\]\.status"):
+        parse_config({**BASE, "servers": [{**servers[0], "status": "OFFLINE_HARD"}]})

@@ -62,3 +62,13 @@ def test_verify_on_checks_the_certificate() -> None:
     monitor = Monitor(lambda: config, Topology(Cluster.from_config(config)))
     ctx = monitor.connect_args(config.servers[0], config.monitor)["ssl"]
     assert ctx.verify_mode is ssl.CERT_REQUIRED
+
+
+def test_monitor_ssl_false_checks_without_tls() -> None:
+    """mysql-monitor_ssl='false' (monitor.ssl): the monitor's own connections go plain; the
+    fencing account still follows servers[].tls."""
+    monitor = _monitor()
+    plain = CONFIG.monitor.model_copy(update={"ssl": False})
+    assert monitor.connect_args(CONFIG.servers[0], plain)["ssl"] is None
+    assert CONFIG.backend_admin is not None
+    assert monitor.connect_args(CONFIG.servers[0], CONFIG.backend_admin)["ssl"] is not None
