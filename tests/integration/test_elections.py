@@ -68,7 +68,7 @@ def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
 def _reset(lab: Lab) -> None:
     """master1 the writer, master2 fenced, replication running and converged."""
     lab.up(masters=2, replicas=1, semisync=True)
-    for node in ("master1", "master2", "replica1"):
+    for node in ("master1", "master2", "replica"):
         _root(lab, node, "START SLAVE")
     if not _read_only(lab, "master2"):
         _set_read_only(lab, "master2", True)
@@ -78,7 +78,7 @@ def _reset(lab: Lab) -> None:
 
 def _metric(proxy: LabProxy, name: str, **labels: str) -> float:
     text = proxy.metrics_text()
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # as rendered
     m = re.search("^" + re.escape(f"{name}{{{want}}} ") + "([0-9.e+-]+)$", text, re.MULTILINE)
     return float(m.group(1)) if m else 0.0
 
@@ -270,7 +270,7 @@ def test_reload_removing_the_writer_switches_over_first(lab: Lab, tmp_path: Path
         lost = set(writes.acked) - set(_rows(lab, "master2"))
         assert lost == set()
         # Every configured server is checked afterwards...
-        before = {s: _checks(proxy, s) for s in ("master2", "replica1")}
+        before = {s: _checks(proxy, s) for s in ("master2", "replica")}
         _wait(
             lambda: all(_checks(proxy, s) > n + 2 for s, n in before.items()),
             20,
@@ -410,11 +410,11 @@ def test_load_does_not_fool_the_health_checker(lab: Lab, tmp_path: Path) -> None
             for t in threads:
                 t.join(60)
         failovers = _metric(proxy, "pyproxy_failovers_total")
-        unknown = {s: _checks(proxy, s, "unknown") for s in ("master1", "master2", "replica1")}
+        unknown = {s: _checks(proxy, s, "unknown") for s in ("master1", "master2", "replica")}
         failed = {s: _checks(proxy, s, "failed") - failed_before[s] for s in failed_before}
         latency = {
             s: _metric(proxy, "pyproxy_health_check_duration_seconds", server=s)
-            for s in ("master1", "master2", "replica1")
+            for s in ("master1", "master2", "replica")
         }
         print(
             f"\nload {LOAD_SECONDS:.0f}s: polite statements {polite.statements}, errors "
