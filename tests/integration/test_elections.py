@@ -247,6 +247,7 @@ def test_reload_removing_the_writer_switches_over_first(lab: Lab, tmp_path: Path
         watch = WriterWatch(lab, proxy, new="master2", old="master1")
         poller = threading.Thread(target=watch.run, daemon=True)
         poller.start()
+        _wait(lambda: bool(watch.writers), 20, "the first observation")
         with Writes(proxy, 4) as writes:
             _wait(lambda: len(writes.acked) > 100, 30, "writes before the reload")
             _with_config(proxy, [s for s in servers if s["name"] != "master1"])
