@@ -186,10 +186,14 @@ class Proxy:
             log.error("config reload refused, keeping the running config: %s", exc)
             return False, f"config reload refused: {exc}"
         refused = await self._writer_leaves(new)
+        if refused is None:
+            try:
+                self.apply_config(new)
+            except ConfigError as exc:  # the writer changed again meanwhile
+                refused = str(exc)
         if refused is not None:
             log.error("config reload refused, keeping the running config: %s", refused)
             return False, f"config reload refused: {refused}"
-        self.apply_config(new)
         log.warning("config reloaded from %s", self.config_path)
         return True, f"reloaded {self.config_path}"
 

@@ -244,6 +244,16 @@ def test_reload_removing_the_writer_switches_over_first(lab: Lab, tmp_path: Path
         assert _proxy_writer(proxy) == "master1"
         _make_table(proxy)
         servers = yaml.safe_load(proxy.config.read_text())["servers"]
+        # Refused: master1 (the writer) goes and the only other master is renamed, so no
+        # master the running proxy checks can take over. The running config stays.
+        renamed = [s for s in servers if s["name"] != "master1"]
+        renamed = [dict(s, name="m2-renamed") if s["name"] == "master2" else s for s in renamed]
+        _with_config(proxy, renamed)
+        os.kill(proxy.pid, signal.SIGHUP)
+        _wait(lambda: "config reload refused" in proxy.log_text(), 20, "the refusal")
+        assert "it removes master1, the current writer" in proxy.log_text()
+        assert _proxy_writer(proxy) == "master1" and not _read_only(lab, "master1")
+        assert _checks(proxy, "m2-renamed") == 0
         watch = WriterWatch(lab, proxy, new="master2", old="master1")
         poller = threading.Thread(target=watch.run, daemon=True)
         poller.start()
