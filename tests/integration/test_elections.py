@@ -26,6 +26,7 @@ from tests.support.proxyproc import LabProxy, PoliteClients, RawClient, lab_prox
 TABLE = "demo_db.elect_rows"
 LOAD_SECONDS = float(os.environ.get("PYPROXY_LOAD_SECONDS", "20"))
 READ_ONLY = 1290
+BUSY, RUDE = 150, 50  # the probe: busy clients, clients hanging up mid-result
 
 
 @pytest.fixture(scope="module")
@@ -408,8 +409,8 @@ def test_load_does_not_fool_the_health_checker(lab: Lab, tmp_path: Path) -> None
         failed_before = {s: _checks(proxy, s, "failed") for s in ("master1", "master2")}
         downs: list[str] = []
         writers: set[str | None] = set()
-        with PoliteClients(proxy, 150) as polite:
-            threads = [threading.Thread(target=rude, daemon=True) for _ in range(20)]
+        with PoliteClients(proxy, BUSY) as polite:
+            threads = [threading.Thread(target=rude, daemon=True) for _ in range(RUDE)]
             for t in threads:
                 t.start()
             until = time.monotonic() + LOAD_SECONDS
