@@ -241,6 +241,8 @@ class Monitor:
         stats.consecutive_failures = 0
         stats.last_latency_s = time.monotonic() - started
         self.results[server.name] = result
+        if result.read_only:
+            self.fence_pending.discard(server.name)  # fenced (by us or anyone): a candidate again
         rs = result.replica
         lag = None if rs is None or rs.seconds_behind is None else float(rs.seconds_behind)
         self.topology.apply(
