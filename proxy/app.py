@@ -116,8 +116,12 @@ class Proxy:
         config = self.config
         self.listener.server_version = config.server_version or await self._backend_version()
         if config.health.enabled:
-            # The first round of checks finds the writer before any client is accepted.
+            # The first round of checks elects the writer before any client is accepted.
             await self.monitor.start()
+        elif config.masters:
+            # Nothing to elect from: the config's first master is declared the writer.
+            first = config.masters[0].name
+            self.topology.apply(WriterChanged(None, first, "configured (health checks off)"))
         listeners = config.listeners
         await self.listener.start(listeners.mysql.host, listeners.mysql.port)
         self.pool.start()
@@ -186,12 +190,52 @@ class Proxy:
         except ConfigError as exc:
             log.error("config reload refused, keeping the running config: %s", exc)
             return False, f"config reload refused: {exc}"
-        self.apply_config(new)
+        refused = await self._writer_leaves(new)
+        if refused is None:
+            try:
+                self.apply_config(new)
+            except ConfigError as exc:  # the writer changed again meanwhile
+                refused = str(exc)
+        if refused is not None:
+            log.error("config reload refused, keeping the running config: %s", refused)
+            return False, f"config reload refused: {refused}"
         log.warning("config reloaded from %s", self.config_path)
         return True, f"reloaded {self.config_path}"
 
+    async def _writer_leaves(self, new: Config) -> str | None:
+        """A new config without the current writer among its masters (removed, renamed or
+        made a replica): switch over first to a master both configs have, so that there is
+        never a second writer nor a writer nobody checks. Why the reload is refused, or None."""
+        writer = self.cluster.writer
+        if writer is None or writer in {m.name for m in new.masters}:
+            return None
+        candidates = [
+            m.name
+            for m in new.masters
+            if m.name in self.cluster.servers
+            and self.cluster.server(m.name).status is HostStatus.ONLINE
+            and self.cluster.server(m.name).config.role == "master"
+        ]
+        if not candidates:
+            return (
+                f"it removes {writer}, the current writer, and no master of the new config is "
+                "online here to take over; add one or run a switchover first"
+            )
+        target = candidates[0]
+        log.warning("config reload removes the writer %s: switchover to %s first", writer, target)
+        try:
+            await self.switchover(target)
+        except (RuntimeError, ValueError) as exc:
+            return f"it removes the writer {writer}; the switchover to {target} failed: {exc}"
+        return None
+
     def apply_config(self, new: Config) -> None:
+        """Apply a config at once (the writer must be one of its masters: reload() switches
+        over first when it is not)."""
         old = self.config
+        writer = self.cluster.writer
+        if writer is not None and writer not in {m.name for m in new.masters}:
+            raise ConfigError(f"the new config does not have the current writer {writer}")
         if new.listeners != old.listeners:
             log.warning("listener changes take effect at the next restart")
             new = new.model_copy(update={"listeners": old.listeners})

@@ -45,13 +45,13 @@ class Cluster:
 
     servers: dict[str, ServerState] = field(default_factory=dict)
     writer: str | None = None
+    writer_reason: str = "no writer elected yet (the first health checks are running)"
 
     @classmethod
-    def from_config(cls, config: Config) -> Cluster:
-        cluster = cls({s.name: ServerState(s, HostStatus(s.status)) for s in config.servers})
-        masters = config.masters
-        cluster.writer = masters[0].name if masters else None
-        return cluster
+    def from_config(cls, config: Config, writer: str | None = None) -> Cluster:
+        """The servers of a config, with no writer: the health checker elects one from what
+        the servers say (writer: one known already, e.g. in tests)."""
+        return cls({s.name: ServerState(s, HostStatus(s.status)) for s in config.servers}, writer)
 
     def server(self, name: str) -> ServerState:
         return self.servers[name]

@@ -251,6 +251,7 @@ class ProxyCollector:
             if cs is not None:
                 checks.add_metric([name, "ok"], cs.checks_ok)
                 checks.add_metric([name, "failed"], cs.checks_failed)
+                checks.add_metric([name, "unknown"], cs.checks_unknown)
                 check_lat.add_metric([name], cs.last_latency_s)
             current = s.cluster.role(name)
             for label in ("writer", "reader", "standby", "shunned", "offline", "down"):

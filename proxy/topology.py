@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 # (a worker) can follow one decided elsewhere from the same events sent over a pipe.
 @dataclass(frozen=True)
 class WriterChanged:
-    """The writer is now new (None: none, writes wait); why: promoted, followed, read-only."""
+    """The writer is now new (None: none, writes wait); why: promoted, followed, or why there
+    is none (old and new both None: only the reason changed)."""
 
     old: str | None
     new: str | None
@@ -146,6 +147,8 @@ class Topology:
         cluster = self.cluster
         match event:
             case WriterChanged(old, new, why, detected_at):
+                if new is None:
+                    cluster.writer_reason = why  # what clients waiting for a writer are told
                 if cluster.writer == new:
                     return False
                 cluster.writer = new
@@ -157,9 +160,10 @@ class Topology:
                         )
                     )
                 return True
-            case SwitchoverStarted(old, _):
+            case SwitchoverStarted(old, new):
                 self.switching = event
                 cluster.writer = None
+                cluster.writer_reason = f"switchover {old} -> {new} in progress"
                 return True
             case SwitchoverEnded(old, new, done):
                 self.switching = None
@@ -205,5 +209,8 @@ class Topology:
                     current.config = server
                 return True
             case ServerRemoved(name):
+                if cluster.writer == name:  # never left naming a server that is gone
+                    cluster.writer = None
+                    cluster.writer_reason = f"the writer {name} was removed from the config"
                 return cluster.servers.pop(name, None) is not None
         return False  # pragma: no cover - the match is exhaustive

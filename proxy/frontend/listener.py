@@ -24,7 +24,14 @@ from proxy.protocol.packets import ErrPacket, build_err
 from proxy.routing.classifier import Classifier
 from proxy.routing.router import Router
 from proxy.routing.stats import QueryDigests
-from proxy.topology import Event, ServerError, ServerStatusChanged, Topology, WriterChanged
+from proxy.topology import (
+    Event,
+    ServerError,
+    ServerStatusChanged,
+    SwitchoverEnded,
+    Topology,
+    WriterChanged,
+)
 from proxy.view import Snapshot
 
 log = logging.getLogger(__name__)
@@ -256,11 +263,9 @@ class ProxyServer:
         if exc.err is None:  # a network-level failure, not a refused login: check it now
             self._recheck(target.name)
 
-    def note_read_only(self, target: ServerState) -> None:
-        """The writer refused a write as read-only: it was demoted; re-check it now."""
-        self._recheck(target.name)
-        if target.name == self.cluster.writer:
-            self.topology.apply(WriterChanged(target.name, None, "refused a write as read-only"))
+    def recheck(self, name: str) -> None:
+        """Ask the health checker to check a server now (its own observation decides)."""
+        self._recheck(name)
 
     def busy_on(self, server: str) -> bool:
         """Whether a statement or a transaction is open on server (a switchover waits)."""
@@ -277,10 +282,20 @@ class ProxyServer:
         await self.topology.changed(timeout)
 
     def _topology_event(self, event: Event) -> None:
-        """Reads running on a server marked DOWN move to another one."""
-        if isinstance(event, ServerStatusChanged) and event.status is HostStatus.DOWN:
-            for session in list(self.sessions.values()):
-                session.server_down(event.name)
+        """Reads running on a server marked DOWN move to another one; connections to a
+        demoted writer close at once."""
+        match event:
+            case ServerStatusChanged(name=name, status=HostStatus.DOWN):
+                for session in list(self.sessions.values()):
+                    session.server_down(name)
+            case WriterChanged(old=old, new=new) if old is not None and old != new:
+                self._demoted(old)
+            case SwitchoverEnded(old=old, done=True):
+                self._demoted(old)
+
+    def _demoted(self, name: str) -> None:
+        for session in list(self.sessions.values()):
+            session.server_demoted(name)
 
     async def kill(self, session: Session, target_id: int, query_only: bool) -> None:
         """KILL [QUERY] id (a session id or a pinned backend thread id, see kill_target): the

@@ -510,15 +510,19 @@ class Session:
         retry: Classification | None,
         override: str | None,
     ) -> ResponseScanner | _Retry:
-        """The server answered: the session learns from it; a write the writer refused as
-        read-only (held back, not sent) is _RETRY: the writer moved, and it did not run."""
+        """The server answered: the session learns from it. A write the writer refused as
+        read-only (held back, not sent) asks the health checker for a prompt recheck; only
+        when its own observation already moved the writer elsewhere is it _RETRY (it did not
+        run); else the client gets the error. A client's error never changes the topology."""
         self._after_response(conn, scanner)
         self.server.metrics.bytes_out += scanner.consumed
         if sink.held is not None:
             assert retry is not None
-            if _writer_moved(scanner, target, self.server.cluster.writer, retry, override):
-                self.server.note_read_only(target)
-                return _RETRY
+            if _refused_read_only(scanner, retry, override):
+                self.server.recheck(target.name)
+                writer = self.server.cluster.writer
+                if writer is not None and writer != target.name:
+                    return _RETRY
             self.client.write(sink.held)
         return scanner
 
@@ -573,6 +577,14 @@ class Session:
         if conn is not None and conn.server_name == name and self.running_read:
             self.server.metrics.reads_retried_on_down += 1
             conn.abort(f"{name} was marked DOWN")
+
+    def server_demoted(self, name: str) -> None:
+        """name stopped being the writer: every connection to it closes at once, so that a
+        statement in flight there gets an error (never an OK acknowledged after another
+        master was promoted) and nothing more reaches it from this session."""
+        for conn in list(self.attached.values()):
+            if conn.server_name == name and not conn.broken:
+                conn.abort(f"{name} is no longer the writer")
 
     def check_deadline(self, now: float, timeout_s: float) -> None:
         """routing.query_timeout_ms: KILL QUERY on the server once the statement ran too long;
@@ -689,10 +701,12 @@ class Session:
                     break
             else:
                 if not silent:
+                    cluster = self.server.cluster
+                    why = "" if cluster.writer else f"; no writer: {cluster.writer_reason}"
                     self.send_error(
                         ErrorCode.CR_CONN_HOST_ERROR,
                         "pyproxy: no backend server is available for this statement "
-                        f"(waited {hold * 1000:.0f} ms for a failover)",
+                        f"(waited {hold * 1000:.0f} ms for a failover{why})",
                     )
                 return None
         if self._must_check(stmt, target):
@@ -1060,20 +1074,15 @@ class _Retry(enum.Enum):
 _RETRY = _Retry.RETRY
 
 
-def _writer_moved(
-    scanner: ResponseScanner,
-    target: ServerState,
-    writer: str | None,
-    stmt: Classification,
-    override: str | None,
+def _refused_read_only(
+    scanner: ResponseScanner, stmt: Classification, override: str | None
 ) -> bool:
-    """A write the writer refused as read-only: the writer changed under us; follow it. A
-    server named by a hint or rule, or a replica, answers for itself (its 1290 stands)."""
+    """A write routed to the writer was refused as read-only. A server named by a hint or
+    rule answers for itself (its 1290 stands, no recheck)."""
     err = scanner.error
     return (
         err is not None
         and err.code == ErrorCode.ER_OPTION_PREVENTS_STATEMENT
-        and target.name == writer
         and (override or stmt.hint_route) in (None, "writer")
     )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import ssl
 import time
 from collections.abc import Callable, Coroutine
@@ -21,10 +22,14 @@ from proxy.config import Account, Config, MonitorAccount, Server
 from proxy.health.monitorlog import CheckRecord, MonitorLog
 from proxy.health.policy import (
     CheckResult,
+    Election,
+    LoopStalls,
     MasterView,
     elect,
+    held_position,
     ready_for_failback,
     replica_problem,
+    timeout_is_failure,
 )
 from proxy.health.replstatus import normalize_replica_status
 from proxy.topology import (
@@ -44,6 +49,11 @@ ER_CON_COUNT_ERROR = 1040
 # After a failed check the next ones come quickly, so a dead server reaches the failure
 # threshold in a fraction of the interval instead of several intervals.
 FAST_RECHECK_S = 0.1
+# The stall ticker's period: how often the monitor notes whether its event loop runs on time.
+TICK_S = 0.05
+# asyncmy's own connect timeout, above every caller's deadline (asyncio.wait_for), so that a
+# slow connect ends as a timeout the stall accounting can judge, never as a connect error.
+CONNECT_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -52,9 +62,11 @@ class CheckStats:
 
     checks_ok: int = 0
     checks_failed: int = 0
+    checks_unknown: int = 0  # timed out while the loop was stalled: not counted as failed
     last_latency_s: float = 0.0
     consecutive_failures: int = 0
     overloaded: bool = False
+    unsure: bool = False  # the latest check's outcome is unknown (it could not run)
 
 
 class Monitor:
@@ -77,7 +89,12 @@ class Monitor:
         self.conflicts = 0  # times two masters were writable together
         self.log = MonitorLog(lambda: self.config.health.log_history)
         self._wake: dict[str, asyncio.Event] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self.stalls = LoopStalls()
+        self._tick_due = math.inf
+        self._ticker: asyncio.TimerHandle | None = None
+        # Masters demoted by a failover while unreachable: fenced as soon as they answer.
+        self.fence_pending: set[str] = set()
         # server name -> (connection, what it was opened with: server and monitor account)
         self._conns: dict[str, tuple[Any, tuple[Server, Account]]] = {}
         self.mariadb: dict[str, bool] = {}
@@ -104,12 +121,20 @@ class Monitor:
         ]
 
     async def start(self) -> None:
-        """Check every server once (so the writer is known before clients arrive), then watch."""
+        """Check every server once and hold the first election (the writer is elected from
+        what the servers say before clients arrive, when they all answer), then watch."""
+        self._tick()
         await self.check_all()
         await self.evaluate()
         for server in self.config.servers:
-            self._wake[server.name] = asyncio.Event()
-            self._tasks.append(asyncio.get_running_loop().create_task(self._watch(server)))
+            self.add_server(server)
+
+    def _tick(self) -> None:
+        """The stall ticker: how late it runs is how long the loop could run no check."""
+        now = time.monotonic()
+        self.stalls.record(self._tick_due, now)
+        self._tick_due = now + TICK_S
+        self._ticker = asyncio.get_running_loop().call_later(TICK_S, self._tick)
 
     def _topology_event(self, event: Event) -> None:
         """Servers added or removed by a config reload are watched or forgotten."""
@@ -118,20 +143,27 @@ class Monitor:
         elif isinstance(event, ServerRemoved):
             self._drop_conn(event.name)
             self.results.pop(event.name, None)
+            self.fence_pending.discard(event.name)
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        tasks = list(self._watchers.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for name in list(self._conns):
             self._drop_conn(name)
 
     def add_server(self, server: Server) -> None:
-        """Start watching a server added by a config reload."""
+        """Watch a server (at start, or added by a config reload). One watcher per name: a
+        server removed and added back before its watcher noticed keeps the running one."""
         self.stats.setdefault(server.name, CheckStats())
-        if server.name not in self._wake:
-            self._wake[server.name] = asyncio.Event()
-            self._tasks.append(asyncio.get_running_loop().create_task(self._watch(server)))
+        self._wake.setdefault(server.name, asyncio.Event())
+        task = self._watchers.get(server.name)
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(self._watch(server.name))
+            self._watchers[server.name] = task
 
     def recheck(self, name: str) -> None:
         """Passive detection: the data path saw an error on this server; check it now."""
@@ -140,29 +172,36 @@ class Monitor:
             event.set()
 
     # -- checking --------------------------------------------------------------------------------
-    async def _watch(self, server: Server) -> None:
-        wake = self._wake[server.name]
+    async def _watch(self, name: str) -> None:
+        wake = self._wake[name]
         while True:
-            current = next((s for s in self.config.servers if s.name == server.name), None)
-            if current is None:  # removed by a reload
-                self._wake.pop(server.name, None)
-                return
-            server = current  # a reload may have changed its address
             interval = self.config.health.check_interval_ms / 1000
-            if self.stats[server.name].consecutive_failures > 0:
-                # Failing: check again soon, but never back to back, so that a burst of
-                # data-path errors cannot reach the failure threshold within a blip.
+            stats = self.stats[name]
+            if stats.consecutive_failures > 0 or stats.unsure or name in self.fence_pending:
+                # Failing, unknown or to be fenced: check again soon, but never back to back,
+                # so that a burst of data-path errors cannot reach the failure threshold
+                # within a blip.
                 await asyncio.sleep(FAST_RECHECK_S)
             else:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), interval)
             wake.clear()
-            await self._check_once(server)
-            await self.evaluate()
+            # The current config's server of that name: a reload may have changed its address.
+            server = next((s for s in self.config.servers if s.name == name), None)
+            if server is None or name not in self.cluster.servers:  # removed by a reload
+                return
+            try:
+                await self._check_once(server)
+                await self.evaluate()
+            except Exception:
+                # One bad round (a reload racing a check) must not end the watching for good.
+                log.exception("health check of %s failed unexpectedly", name)
 
     async def _check_once(self, server: Server) -> None:
         stats = self.stats[server.name]
-        state = self.cluster.server(server.name)
+        state = self.cluster.servers.get(server.name)
+        if state is None:  # removed by a reload meanwhile
+            return
         started = time.monotonic()
         started_us = int(time.time() * 1e6)
         timeout = self.config.health.check_timeout_ms / 1000
@@ -170,6 +209,19 @@ class Monitor:
             result = await asyncio.wait_for(self._query(server), timeout)
         except Exception as exc:
             self._drop_conn(server.name)
+            if isinstance(exc, TimeoutError):
+                stalled = self.stalls.stalled(started, time.monotonic(), self._tick_due)
+                if not timeout_is_failure(stalled, timeout):
+                    # A check that could not run is not a failed check: unknown, retried soon.
+                    stats.checks_unknown += 1
+                    stats.unsure = True
+                    log.info(
+                        "check of %s timed out while the loop was stalled %.0f ms: unknown",
+                        server.name,
+                        stalled * 1000,
+                    )
+                    return
+            stats.unsure = False
             self._log_check(server, started_us, None, _describe(exc, timeout))
             code = _error_code(exc)
             if code == ER_CON_COUNT_ERROR:
@@ -188,11 +240,14 @@ class Monitor:
                 self.topology.apply(ServerStatusChanged(server.name, HostStatus.DOWN, error))
             return
         stats.overloaded = False
+        stats.unsure = False
         stats.checks_ok += 1
         stats.consecutive_failures = 0
         stats.last_latency_s = time.monotonic() - started
         self.results[server.name] = result
         self._log_check(server, started_us, result, None)
+        if result.read_only:
+            self.fence_pending.discard(server.name)  # fenced (by us or anyone): a candidate again
         rs = result.replica
         lag = None if rs is None or rs.seconds_behind is None else float(rs.seconds_behind)
         self.topology.apply(
@@ -273,7 +328,7 @@ class Monitor:
             "port": server.port,
             "user": account.username,
             "password": account.password,
-            "connect_timeout": self.config.health.check_timeout_ms / 1000,
+            "connect_timeout": CONNECT_TIMEOUT_S,
             "autocommit": True,
             "ssl": tls,
         }
@@ -294,18 +349,30 @@ class Monitor:
             if decision.conflict:
                 self.conflicts += 1
                 log.error(
-                    "two masters are writable at once: %s; %s",
+                    "masters writable at once: %s; %s",
                     ", ".join(decision.conflict),
-                    f"keeping {decision.writer}, fencing {', '.join(decision.fence)}"
+                    f"keeping {decision.writer} ({decision.why}), fencing "
+                    f"{', '.join(n for n in decision.fence if n in decision.conflict)}"
                     if decision.writer
-                    else "no writer until one is read-only again",
+                    else f"no writer: {decision.why}",
                 )
             for name in decision.fence:
-                await self._set_read_only(name, True)
-            if decision.promote is not None and not await self._promote(decision.promote):
-                return
-            if decision.writer != old:
-                self._change_writer(old, decision.writer, decision.promote is not None)
+                if await self._set_read_only(name, True):
+                    self.fence_pending.discard(name)
+            if decision.promote is not None:
+                if old is not None and old != decision.promote:
+                    # Demote first: every session stops writing to the old writer and its
+                    # connections close before the new one takes a write; it is fenced as
+                    # soon as it answers again.
+                    self.fence_pending.add(old)
+                    self.topology.apply(WriterChanged(old, None, f"demoted: {old} is down"))
+                if not await self._promote(decision.promote):
+                    return
+            if decision.writer != self.cluster.writer:
+                self._change_writer(old, decision.writer, decision)
+            elif decision.writer is None and decision.why:
+                # No writer still: say why (clients waiting for one get it in their error).
+                self.topology.apply(WriterChanged(None, None, decision.why))
             await self._resume_semisync()
             self._maybe_failback()
 
@@ -337,25 +404,35 @@ class Monitor:
             log.error("failback failed: %s", task.exception())
 
     def _views(self) -> list[MasterView]:
-        return [
-            MasterView(
-                m.name,
-                up=self.cluster.server(m.name).status is not HostStatus.DOWN
-                and m.name in self.results
-                and self.stats[m.name].consecutive_failures == 0,
-                down=self.cluster.server(m.name).status is HostStatus.DOWN,
-                read_only=self.results[m.name].read_only if m.name in self.results else None,
+        views = []
+        for m in self.config.masters:
+            state = self.cluster.servers.get(m.name)
+            if state is None:  # a reload is adding it
+                continue
+            result = self.results.get(m.name)
+            down = state.status is HostStatus.DOWN
+            up = not down and result is not None and self.stats[m.name].consecutive_failures == 0
+            views.append(
+                MasterView(
+                    m.name,
+                    up=up,
+                    down=down,
+                    read_only=result.read_only if result is not None else None,
+                    gtid=held_position(result) if result is not None else "",
+                    fence_pending=m.name in self.fence_pending,
+                )
             )
-            for m in self.config.masters
-        ]
+        return views
 
     def _server(self, name: str) -> Server:
         return next(s for s in self.config.servers if s.name == name)
 
-    def _change_writer(self, old: str | None, new: str | None, promoted: bool) -> None:
+    def _change_writer(self, old: str | None, new: str | None, decision: Election) -> None:
         now = time.monotonic()
         detected = self._down_since.get(old, now) if old else now
-        why = "promoted" if promoted else "followed"
+        why = "promoted" if decision.promote is not None else "followed"
+        if new is None:
+            why = decision.why or "no writer"
         self.topology.apply(WriterChanged(old, new, why, detected))
 
     async def _promote(self, name: str) -> bool:

@@ -56,7 +56,7 @@ EVENTS: list[Event] = [
 
 
 def _topology() -> tuple[Topology, list[Event]]:
-    topology = Topology(Cluster.from_config(CONFIG))
+    topology = Topology(Cluster.from_config(CONFIG, "m1"))
     heard: list[Event] = []
     topology.subscribe(heard.append)
     return topology, heard
@@ -168,3 +168,22 @@ async def test_waiters_wake_on_a_change() -> None:
     await asyncio.sleep(0)
     topology.apply(ServerStatusChanged("r1", HostStatus.DOWN, "gone"))
     await asyncio.wait_for(waiter, 5)
+
+
+def test_no_writer_until_elected_and_why() -> None:
+    topology = Topology(Cluster.from_config(CONFIG))
+    assert (
+        topology.cluster.writer is None
+        and "no writer elected yet" in topology.cluster.writer_reason
+    )
+    topology.apply(WriterChanged(None, None, "waiting for the first check of m2"))
+    assert topology.cluster.writer_reason == "waiting for the first check of m2"
+    topology.apply(WriterChanged(None, "m1", "followed"))
+    topology.apply(SwitchoverStarted("m1", "m2"))
+    assert topology.cluster.writer_reason == "switchover m1 -> m2 in progress"
+    topology.apply(SwitchoverEnded("m1", "m2", done=True))
+    # The writer removed from under the cluster (never by a reload, which switches over
+    # first): no writer rather than a name nothing can look up.
+    topology.apply(ServerRemoved("m2"))
+    assert topology.cluster.writer is None
+    assert "removed from the config" in topology.cluster.writer_reason

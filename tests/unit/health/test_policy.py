@@ -8,12 +8,16 @@ import pytest
 
 from proxy.health.policy import (
     CheckResult,
+    LoopStalls,
     MasterView,
     elect,
+    held_position,
     ready_for_failback,
     replica_problem,
+    timeout_is_failure,
 )
 from proxy.health.replstatus import ReplicaStatus
+from proxy.routing.gtid import contains
 
 m = MasterView
 
@@ -40,18 +44,108 @@ def test_down_writer_promotes_the_next_by_priority() -> None:
 
 
 def test_two_writable_masters() -> None:
-    # Keep the current one and fence the other; no current: hold and report.
+    # Same GTIDs (a true tie): keep the current one and fence the other.
     e = elect("m2", [m("m1", True, False, False), m("m2", True, False, False)])
     assert (e.writer, e.fence, e.conflict) == ("m2", ["m1"], ["m1", "m2"])
+    # A true tie and no current writer: priority breaks it.
     e = elect(None, [m("m1", True, False, False), m("m2", True, False, False)])
-    assert (e.writer, e.fence, e.conflict) == (None, [], ["m1", "m2"])
+    assert (e.writer, e.fence, e.conflict) == ("m1", ["m2"], ["m1", "m2"])
     # A writable master that failed its latest check is not counted.
     e = elect("m1", [m("m1", True, False, False), m("m2", False, False, False)])
     assert (e.writer, e.fence) == ("m1", [])
 
 
-def test_read_only_current_writer_means_a_switchover_elsewhere() -> None:
-    assert elect("m1", [m("m1", True, False, True), m("m2", True, False, True)]).writer is None
+def _gm(name: str, gtid: str, read_only: bool | None = False, **kw: bool) -> MasterView:
+    return MasterView(name, kw.get("up", True), kw.get("down", False), read_only, gtid, **{
+        k: v for k, v in kw.items() if k == "fence_pending"
+    })  # fmt: skip
+
+
+def test_restart_with_two_writable_masters_keeps_the_newest() -> None:
+    """The issue's restart: master2 (the writer before) holds GTIDs master1 lacks."""
+    m1, m2 = _gm("m1", "1-1-6,2-2-40"), _gm("m2", "1-1-6,2-2-41")
+    e = elect(None, [m1, m2])
+    assert (e.writer, e.fence, e.promote) == ("m2", ["m1"], None)
+    assert e.why == "newest GTIDs"
+    # The list order does not matter; only a true tie goes by priority.
+    assert elect(None, [m2, m1]).writer == "m2"
+    # MySQL GTID sets too.
+    a = _gm("a", "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5")
+    b = _gm("b", "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-7")
+    assert (elect(None, [a, b]).writer, elect(None, [a, b]).fence) == ("b", ["a"])
+
+
+def test_the_only_master_with_the_newest_gtids_is_never_fenced() -> None:
+    # Even against the current writer: the newer one (holding all the current one has) wins.
+    e = elect("m1", [_gm("m1", "1-1-6"), _gm("m2", "1-1-6,2-2-3")])
+    assert (e.writer, e.fence) == ("m2", ["m1"])
+    # Diverged (each holds transactions the other lacks) and no current writer: hold.
+    e = elect(None, [_gm("m1", "1-1-7,2-2-3"), _gm("m2", "1-1-6,2-2-4")])
+    assert (e.writer, e.fence, e.conflict) == (None, [], ["m1", "m2"])
+    assert "diverged" in e.why
+    # Diverged with a current writer: the one this proxy's clients write to stays.
+    e = elect("m2", [_gm("m1", "1-1-7,2-2-3"), _gm("m2", "1-1-6,2-2-4")])
+    assert (e.writer, e.fence) == ("m2", ["m1"])
+
+
+def test_no_election_from_a_partial_view() -> None:
+    # At start, a master neither checked nor DOWN yet: wait for it, whatever the others say.
+    e = elect(None, [_gm("m1", "", read_only=True, up=False), _gm("m2", "1-1-5")])
+    assert (e.writer, e.promote) == (None, None)
+    assert "waiting for the first check of m1" in e.why
+    # Once it is DOWN, the rest decide.
+    e = elect(None, [_gm("m1", "", read_only=None, up=False, down=True), _gm("m2", "1-1-5")])
+    assert e.writer == "m2"
+
+
+def test_promotion_goes_to_the_master_no_other_is_ahead_of() -> None:
+    masters = [
+        _gm("m1", "1-1-9", read_only=False, up=False, down=True),
+        _gm("m2", "1-1-7", read_only=True),
+        _gm("m3", "1-1-8", read_only=True),
+    ]
+    e = elect("m1", masters)
+    assert (e.writer, e.promote) == ("m3", "m3")
+    # Both read-only at start: the newest is promoted; a tie goes by priority.
+    e = elect(None, [_gm("m1", "1-1-5", read_only=True), _gm("m2", "1-1-5", read_only=True)])
+    assert (e.writer, e.promote) == ("m1", "m1")
+
+
+def test_a_demoted_master_is_fenced_when_it_answers_and_is_no_candidate() -> None:
+    # master1 froze, master2 was promoted; master1 wakes up writable with what was in flight.
+    m1 = _gm("m1", "1-1-9,2-2-1", fence_pending=True)
+    m2 = _gm("m2", "1-1-8,2-2-5")
+    e = elect("m2", [m1, m2])
+    assert (e.writer, e.fence, e.conflict) == ("m2", ["m1"], [])
+    # Not even a candidate when it is the only writable master.
+    e = elect(None, [m1, _gm("m2", "1-1-8", read_only=True)])
+    assert (e.writer, e.promote, e.fence) == ("m2", "m2", ["m1"])
+    # Unreachable still: nothing to fence yet, and it is not waited for.
+    gone = _gm("m1", "", read_only=False, up=False, fence_pending=True)
+    assert elect("m2", [gone, m2]).fence == []
+
+
+def test_loop_stalls_make_a_timeout_unknown() -> None:
+    stalls = LoopStalls()
+    # A loop on time: ticks run 1 ms late; a 300 ms timeout then is the server's.
+    for i in range(10):
+        stalls.record(i * 0.05, i * 0.05 + 0.001)
+    assert stalls.stalled(0.1, 0.46, next_due=0.5) == pytest.approx(0.008)
+    assert timeout_is_failure(stalls.stalled(0.1, 0.46, next_due=0.5), 0.3)
+    # One long stall inside the check's window: the check could not run.
+    stalls.record(1.0, 1.25)
+    assert not timeout_is_failure(stalls.stalled(0.95, 1.3, next_due=1.3), 0.3)
+    # A stall still going on (the tick is overdue) counts too.
+    assert stalls.stalled(2.0, 2.3, next_due=2.05) == pytest.approx(0.25)
+    assert not timeout_is_failure(stalls.stalled(2.0, 2.3, next_due=2.05), 0.3)
+    # Lateness before the window does not count, and a tick straddling its start is cut.
+    assert stalls.stalled(1.2, 1.3, next_due=1.3) == pytest.approx(0.05)
+
+
+def test_held_position_counts_what_the_relay_log_holds() -> None:
+    relayed = _check(_replica(retrieved_gtid="1-1-12"), gtid="1-1-10,2-2-3")
+    assert contains(held_position(relayed), "1-1-12,2-2-3")
+    assert held_position(_check(None, gtid="1-1-10")) == "1-1-10"
 
 
 def _replica(**kw: object) -> ReplicaStatus:

@@ -34,7 +34,8 @@ def _router(weights: dict[str, int] | None = None, **routing: Any) -> Router:
             "routing": routing,
         }
     )
-    return Router(Cluster.from_config(config), config)
+    writer = config.masters[0].name if config.masters else None
+    return Router(Cluster.from_config(config, writer), config)
 
 
 def _names(router: Router, n: int) -> list[str | None]:
