@@ -788,11 +788,14 @@ class Session:
         causal_wait_ms, else the writer (None when there is none)."""
         server = self.server
         want = server.watermark.mark()
-        if want is not None and self.consistency(stmt) == "causal_global":
+        if want is None or self.consistency(stmt) == "causal_global":
+            # The mark is unknown (a commit's GTID not learnt yet) or not enough (commits
+            # through other pyproxy instances): the writer's position, asked after this read
+            # arrived, holds every commit acknowledged before it.
             assert self.user is not None
             asker = Asker(self.user, self.caps, self.state.collation)
             position = await server.positions.position(time.monotonic_ns(), asker)
-            want = None if position is None else merge(want, position)
+            want = None if position is None else merge(want or {}, position)
         if want is not None and self.read_floor and server.config.routing.monotonic_reads:
             want = merge(want, applied_mark(self.read_floor))
         replicas = [first] + [r for r in server.router.readers() if r is not first]

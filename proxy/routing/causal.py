@@ -119,13 +119,19 @@ def decide(want: Mark | None, candidates: list[Candidate]) -> Decision:
     """Where a causal read goes. want None: the mark is unknown (a commit whose GTID is not
     known yet, or the mark's table is full): only the writer is safe. Candidates come in the
     router's order (its weighted choice first): the first that covers the mark takes the
-    read; else the first not known to lag is worth a wait; else the writer."""
+    read; else the one not known to lag that is nearest the mark is worth a wait (a delayed
+    replica that merely reports no lag between events is passed over); else the writer."""
     if want is None:
         return Decision()
     for c in candidates:
         if covers(c.applied, want):
             return Decision(fresh=c.name)
+    best: Candidate | None = None
+    best_score = 0
     for c in candidates:
-        if not c.lag_s:
-            return Decision(wait_on=c.name)
-    return Decision()
+        if c.lag_s:
+            continue
+        score = sum(min(c.applied.get(k, -1), v) for k, v in want.items())
+        if best is None or score > best_score:
+            best, best_score = c, score
+    return Decision() if best is None else Decision(wait_on=best.name)

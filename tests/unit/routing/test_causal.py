@@ -82,3 +82,10 @@ def test_decide_writer_when_all_lag_or_mark_unknown() -> None:
     assert decide({1: 10}, lagging) == Decision()
     assert decide(None, [Candidate("r1", {1: 99}, 0.0)]) == Decision()
     assert decide({1: 1}, []) == Decision()
+
+
+def test_decide_waits_on_the_replica_nearest_the_mark() -> None:
+    cands = [Candidate("r1", {1: 5}, 0.0), Candidate("r2", {1: 9}, 0.0), Candidate("r3", {}, 0.0)]
+    assert decide({1: 10}, cands) == Decision(wait_on="r2")
+    tied = [Candidate("r1", {1: 5}, 0.0), Candidate("r2", {1: 5}, None)]
+    assert decide({1: 10}, tied) == Decision(wait_on="r1")  # the router's choice on ties
