@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench.causal import markdown as causal_markdown
+
 
 def _f(value: Any, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
@@ -174,6 +176,13 @@ def markdown(results: dict[str, Any]) -> str:
             f"INSERT + SELECT by id on one connection, {r['pairs_each']:,} pairs each, in "
             "alternating blocks. Sessions that never write pay nothing: the point_select rows "
             "above are such sessions.",
+            "",
+        ]
+    if results.get("causal"):
+        out += [
+            "## Consistency modes (causal reads)",
+            "",
+            *causal_markdown(results["causal"]),
             "",
         ]
     if results.get("idle_connections"):
