@@ -116,3 +116,14 @@ def test_example_configs_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, "x")
     for path in ("config/pyproxy.yaml", "config/pyproxy.docker.yaml"):
         assert load_config(root / path).servers
+
+
+def test_causal_consistency_settings() -> None:
+    cfg = parse_config({**BASE, "routing": {"consistency": "causal_global"}})
+    assert cfg.routing.consistency == "causal_global"
+    assert cfg.routing.causal_wait_ms == 50
+    assert cfg.routing.causal_position_max_age_us == 0
+    user = {"username": "u", "password": "p", "consistency": "causal"}
+    assert parse_config({**BASE, "users": [user]}).users[0].consistency == "causal"
+    with pytest.raises(ConfigError, match=r"routing\.causal_wait_ms"):
+        parse_config({**BASE, "routing": {"causal_wait_ms": -1}})
