@@ -77,6 +77,9 @@ KILL_GRACE_S = 5.0
 # Beyond pool.idle_timeout_s, the pool's reaper closes an idle connection within this long.
 POOL_SLACK_S = 10.0
 
+# Statements whose OK's affected-rows count says whether they changed anything.
+_ROW_DML = frozenset({"insert", "update", "delete", "replace"})
+
 # Plain ints for the per-statement status checks (IntFlag arithmetic is slow).
 _AUTOCOMMIT = int(ServerStatus.AUTOCOMMIT)
 _STATE_CHANGED = int(ServerStatus.SESSION_STATE_CHANGED)
@@ -129,6 +132,7 @@ class Session:
         self.next_stmt_id = 1
         self.sink = Sink(client.write, before_end=self._before_reply)
         self._writes = False  # the statement routed last may change data (for _before_reply)
+        self._row_dml = False  # ... and is one INSERT/UPDATE/DELETE/REPLACE (0 rows: no change)
         self.exec_started = 0.0  # monotonic time the running statement was sent
         self.running_read = False  # the running statement is a retryable read
         self.kill_sent: BackendConnection | None = None  # KILL QUERY sent for its statement
@@ -676,6 +680,7 @@ class Session:
         a replica to check for what the session must see. Callers write
         `session.route(stmt, o) or await session.route_wait(stmt, o)`."""
         self._writes = changes_data(stmt)
+        self._row_dml = stmt.verb in _ROW_DML and not stmt.is_multi_statement
         target = self._choose(stmt, override)
         if target is None or self._must_check(stmt, target):
             self._routed = target  # route_wait starts from it (asking again would advance
@@ -847,8 +852,11 @@ class Session:
         status = scanner.status
         if scanner.error is not None or status is None or status & _IN_TRANS:
             return
-        if not (self._writes or self.gtid_pending):
-            return
+        if not (
+            self.gtid_pending
+            or (self._writes and not (self._row_dml and not scanner.affected_rows))
+        ):
+            return  # nothing changed (a DML statement that touched no row commits nothing)
         gtid = None
         conn = self.current
         if (
