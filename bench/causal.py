@@ -74,6 +74,7 @@ class StaleProbe:
         self.table = f"probe_{uuid.uuid4().hex[:8]}"
         self.pairs = 0
         self.stale = 0
+        self.error: str | None = None  # what stopped the probe early, if anything
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -94,15 +95,18 @@ class StaleProbe:
         self._b.close()
 
     def _run(self) -> None:
-        with self._a.cursor() as a, self._b.cursor() as b:
-            i = 0
-            while not self._stop.is_set():
-                i += 1
-                a.execute(f"INSERT INTO {self.table} (id) VALUES (%s)", (i,))
-                b.execute(f"SELECT id FROM {self.table} WHERE id = %s", (i,))
-                self.pairs += 1
-                self.stale += b.fetchall() != ((i,),)
-                self._stop.wait(0.002)
+        try:
+            with self._a.cursor() as a, self._b.cursor() as b:
+                i = 0
+                while not self._stop.is_set():
+                    i += 1
+                    a.execute(f"INSERT INTO {self.table} (id) VALUES (%s)", (i,))
+                    b.execute(f"SELECT id FROM {self.table} WHERE id = %s", (i,))
+                    self.pairs += 1
+                    self.stale += b.fetchall() != ((i,),)
+                    self._stop.wait(0.002)
+        except pymysql.MySQLError as exc:
+            self.error = str(exc)
 
 
 def _one_run(lab: BenchLab, proxy: ModeProxy, seconds: int) -> dict[str, Any]:
@@ -119,6 +123,7 @@ def _one_run(lab: BenchLab, proxy: ModeProxy, seconds: int) -> dict[str, Any]:
         "replica_share": reader / (reader + writer) if reader + writer else 0.0,
         "probe_pairs": probe.pairs,
         "stale": probe.stale,
+        "probe_error": probe.error,
         "errors": result.errors,
     }
 
@@ -146,6 +151,7 @@ def run_causal(lab: BenchLab, rounds: int, seconds: int) -> dict[str, Any]:
                     f"causal [{r + 1}/{rounds}] {mode}: {got['qps']:,.0f} qps, p95 "
                     f"{got['p95_ms']:.2f} ms, reads on replica {got['replica_share']:.1%}, "
                     f"stale {got['stale']}/{got['probe_pairs']}"
+                    + (f" (probe stopped: {got['probe_error']})" if got["probe_error"] else "")
                 )
     finally:
         for p in proxies.values():
