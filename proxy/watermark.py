@@ -15,9 +15,11 @@ own row (one owner per row: no locks); readers take the maximum over all rows. A
 - updated_ns: time.monotonic_ns() of the row's last advance (CLOCK_MONOTONIC is one clock
   for every process of the host): the mark's age.
 - pending: commits acknowledged whose GTID is not known yet (no session tracking): while
-  any row has one, the mark is unknown and causal reads go to the writer.
+  any row has one, the mark is unknown: a causal read asks the writer's current position
+  instead (and goes to the writer if that fails).
 - flags: FULL when a domain/uuid did not fit in the row's SLOTS: the mark is unknown from
-  then on (reads go to the writer) and a warning is logged; raise SLOTS if that happens.
+  then on (as above: every causal read asks the writer's position) and a warning is
+  logged; raise SLOTS if that happens.
 - a slot: kind 1 = MariaDB domain (key_a), kind 2 = MySQL source uuid (key_a, key_b: its 16
   bytes); value: the highest seq_no / transaction number. The owner fills key and value
   before kind, and values only grow.
@@ -137,8 +139,8 @@ class Watermark:
         if used >= SLOTS:
             if not self._words[self._base + _FLAGS] & FULL:
                 log.warning(
-                    "causal reads: more than %d GTID domains/source uuids; reads needing the "
-                    "high-water mark go to the writer until restart",
+                    "causal reads: more than %d GTID domains/source uuids; every causal read "
+                    "asks the writer's position until restart",
                     SLOTS,
                 )
                 self._words[self._base + _FLAGS] |= FULL
@@ -164,7 +166,7 @@ class Watermark:
     # -- everyone's side: all rows -----------------------------------------------------------
     def mark(self) -> Mark | None:
         """The maximum over every worker's row; None: unknown (a commit's GTID pending, the
-        table full, or a row kept changing under the reader): only the writer is safe."""
+        table full, or a row kept changing under the reader): ask the writer's position."""
         w = self._words
         versions = [w[r * ROW_WORDS] for r in range(self.rows)]
         if versions == self._seen:

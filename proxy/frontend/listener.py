@@ -313,8 +313,8 @@ class ProxyServer:
 
     def learn_commit_soon(self, asker: Asker) -> None:
         """A commit was acknowledged whose GTID its OK did not carry: the high-water mark is
-        unknown (causal reads go to the writer) until the writer's position, asked after the
-        commit and so holding it, is published."""
+        unknown (causal reads ask the writer's position themselves) until the writer's
+        position, asked after the commit and so holding it, is published."""
         self.watermark.begin_unknown()
         task = asyncio.get_running_loop().create_task(
             self._learn_commit(asker, time.monotonic_ns())

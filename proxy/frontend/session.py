@@ -870,8 +870,8 @@ class Session:
         if gtid:
             self.server.watermark.advance(commit_mark(gtid))
         elif self.user is not None:
-            # Not in the OK (no session tracking of last_gtid): causal reads go to the writer
-            # until the writer's position, which holds this commit, is learnt.
+            # Not in the OK (no session tracking of last_gtid): until the writer's position,
+            # which holds this commit, is learnt, causal reads ask the writer for it.
             self.server.learn_commit_soon(Asker(self.user, self.caps, self.state.collation))
 
     def sticky_target(self) -> ServerState:

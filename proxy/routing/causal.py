@@ -116,8 +116,8 @@ class Decision:
 
 
 def decide(want: Mark | None, candidates: list[Candidate]) -> Decision:
-    """Where a causal read goes. want None: the mark is unknown (a commit whose GTID is not
-    known yet, or the mark's table is full): only the writer is safe. Candidates come in the
+    """Where a causal read goes. want None: no mark could be had (not even the writer's
+    position): only the writer is safe. Candidates come in the
     router's order (its weighted choice first): the first that covers the mark takes the
     read; else the one not known to lag that is nearest the mark is worth a wait (a delayed
     replica that merely reports no lag between events is passed over); else the writer."""
