@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench.causal import markdown as causal_markdown
+
 
 def _f(value: Any, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
@@ -162,18 +164,25 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             "| write+read pair | median µs |",
             "|---|--:|",
-            f"| read-your-writes (default) | {r['read_your_writes_pair_us']} |",
+            f"| read-your-writes | {r['read_your_writes_pair_us']} |",
             f"| eventual | {r['eventual_pair_us']} |",
             f"| added by read-your-writes | {r['added_us_per_pair']} |",
             "",
             "| point select, a session that never writes | QPS (one connection) |",
             "|---|--:|",
-            f"| read-your-writes (default) | {r.get('point_select_qps_read_your_writes', '-')} |",
+            f"| read-your-writes | {r.get('point_select_qps_read_your_writes', '-')} |",
             f"| eventual | {r.get('point_select_qps_eventual', '-')} |",
             "",
             f"INSERT + SELECT by id on one connection, {r['pairs_each']:,} pairs each, in "
             "alternating blocks. Sessions that never write pay nothing: the point_select rows "
             "above are such sessions.",
+            "",
+        ]
+    if results.get("causal"):
+        out += [
+            "## Consistency modes (causal reads)",
+            "",
+            *causal_markdown(results["causal"]),
             "",
         ]
     if results.get("idle_connections"):

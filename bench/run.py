@@ -14,6 +14,7 @@ from types import FrameType
 from typing import Any
 
 from bench import report, sysbench
+from bench.causal import run_causal
 from bench.classification import run_classify
 from bench.hop import HopProxy
 from bench.idle import hold_idle_connections
@@ -170,7 +171,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _phases(settings: Settings) -> set[str]:
-    return set(settings.only) or {"sysbench", "ryw", "idle", "classify"}
+    return set(settings.only) or {"sysbench", "ryw", "causal", "idle", "classify"}
 
 
 def _bench(settings: Settings, results: dict[str, Any]) -> None:
@@ -183,7 +184,7 @@ def _bench(settings: Settings, results: dict[str, Any]) -> None:
             f"classify: {h['tokenizer']}: cold {h['cold_us_per_statement']} us/stmt, "
             f"warm new literals {h['warm_new_literals_us_per_statement']} us/stmt"
         )
-    if not phases & {"sysbench", "ryw", "idle"}:
+    if not phases & {"sysbench", "ryw", "causal", "idle"}:
         return
     lab = BenchLab()
     proxy: ProxyProcess | None = None
@@ -193,7 +194,7 @@ def _bench(settings: Settings, results: dict[str, Any]) -> None:
         results["meta"]["server_version"] = lab.server_version()
         user, pw = lab.app_user
         lab.create_database(sysbench.DATABASE)
-        if phases & {"sysbench", "ryw"}:
+        if phases & {"sysbench", "ryw", "causal"}:
             _say("sysbench: prepare (straight to the writer) ...")
             sysbench.prepare(lab.writer.port, user, pw)
             lab.wait_for_rows(sysbench.DATABASE, sysbench.PREPARED_TABLES, sysbench.TABLE_SIZE)
@@ -218,6 +219,10 @@ def _bench(settings: Settings, results: dict[str, Any]) -> None:
                 f"read-your-writes: pair {r['read_your_writes_pair_us']} us vs eventual "
                 f"{r['eventual_pair_us']} us (+{r['added_us_per_pair']} us)"
             )
+        if "causal" in phases:
+            _say("causal: oltp_read_write --skip_trx=on, 8 threads, each consistency mode ...")
+            results["causal"] = run_causal(lab, settings.pairs, settings.time_s)
+            _say(f"causal: default -> {results['causal']['default']}")
         if "idle" in phases:
             results["idle_connections"] = run_idle(settings, lab, proxy)
     except Exception:

@@ -11,6 +11,7 @@ import pymysql
 
 PAIRS = 2000  # per block; blocks alternate so that machine drift cancels
 BLOCKS = 3
+RYW = "/* pyproxy:consistency=read_your_writes */"
 
 
 def _pair_latencies(cur: Any, table: str, start: int, n: int, hint: str) -> list[float]:
@@ -27,10 +28,10 @@ def _pair_latencies(cur: Any, table: str, start: int, n: int, hint: str) -> list
 def run_ryw(port: int, user: str, password: str, database: str) -> dict[str, Any]:
     """Median latency of an INSERT + SELECT-by-id pair, read-your-writes vs eventual.
 
-    Same proxy, same connection: the eventual reads carry /* pyproxy:consistency=eventual */,
-    so the difference is exactly what read-your-writes adds (GTID learning and the check or
-    wait on the replica). Sessions that never write pay nothing: the point_select rows above
-    are such sessions.
+    Same proxy, same connection: the reads carry /* pyproxy:consistency=read_your_writes */
+    or /* pyproxy:consistency=eventual */, so the difference is exactly what read-your-writes
+    adds (GTID learning and the check or wait on the replica). Sessions that never write pay
+    nothing: the point_select rows above are such sessions.
     """
     conn = pymysql.connect(
         host="127.0.0.1",
@@ -48,7 +49,7 @@ def run_ryw(port: int, user: str, password: str, database: str) -> dict[str, Any
             cur.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY, v INT)")
             n = 0
             for _ in range(BLOCKS):
-                ryw += _pair_latencies(cur, table, n, PAIRS, "")
+                ryw += _pair_latencies(cur, table, n, PAIRS, RYW)
                 n += PAIRS
                 eventual += _pair_latencies(
                     cur, table, n, PAIRS, "/* pyproxy:consistency=eventual */"
@@ -69,7 +70,7 @@ def run_ryw(port: int, user: str, password: str, database: str) -> dict[str, Any
 
 
 def _read_only_qps(port: int, user: str, password: str, database: str) -> dict[str, float]:
-    """Point-select throughput of a session that never writes, default vs eventual: the
+    """Point-select throughput of a session that never writes, read_your_writes vs eventual: the
     read-your-writes machinery must cost such sessions nothing."""
     conn = pymysql.connect(
         host="127.0.0.1",
@@ -84,7 +85,7 @@ def _read_only_qps(port: int, user: str, password: str, database: str) -> dict[s
         with conn.cursor() as cur:
             for _ in range(BLOCKS):
                 for mode, hint in (
-                    ("read_your_writes", ""),
+                    ("read_your_writes", RYW),
                     ("eventual", "/* pyproxy:consistency=eventual */"),
                 ):
                     t0 = time.perf_counter()

@@ -21,7 +21,7 @@ class Settings:
     out_dir: Path | None  # where latest.json / latest.md go; None: print only
     quick: bool
     keep_lab: bool  # leave the lab and its temp dir behind (debugging)
-    only: tuple[str, ...]  # run only these phases (sysbench, idle, classify); empty: all
+    only: tuple[str, ...]  # run only these phases (see --only); empty: all
 
 
 def _env_int(name: str, default: int) -> int:
@@ -52,7 +52,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("sysbench", "ryw", "idle", "classify"),
+        choices=("sysbench", "ryw", "causal", "idle", "classify"),
         default=[],
         help="run only this phase (repeatable)",
     )

@@ -34,6 +34,7 @@ from proxy.topology import (
     WriterChanged,
 )
 from proxy.view import Snapshot
+from proxy.watermark import Watermark
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,10 @@ class Proxy:
     @property
     def server_version(self) -> str:
         return self.listener.server_version
+
+    @property
+    def watermark(self) -> Watermark:
+        return self.listener.watermark
 
     @property
     def port(self) -> int:

@@ -57,7 +57,7 @@ class Server(_Model):
     comment: str = ""
 
 
-Consistency = Literal["read_your_writes", "eventual", "strong"]
+Consistency = Literal["read_your_writes", "causal", "causal_global", "eventual", "strong"]
 
 
 class User(_Model):
@@ -69,14 +69,23 @@ class User(_Model):
 
 
 class Routing(_Model):
-    # read_your_writes: a session reads its own writes; eventual: any replica within the lag
-    # limit; strong: every read on the writer.
-    consistency: Consistency = "read_your_writes"
+    # read_your_writes: a session reads its own writes; causal: a read sees every commit
+    # pyproxy acknowledged before it, on any connection; causal_global: ... and every commit
+    # the writer had when the read arrived (several pyproxy instances); eventual: any replica
+    # within the lag limit; strong: every read on the writer.
+    consistency: Consistency = "causal"  # the default: bench/causal.py, README
     reads_fallback_to_writer: bool = True  # no healthy replica: reads go to the writer
     writer_serves_reads: bool = False  # the writer is also in the read pool
     # read_your_writes: how long a read may wait for a replica to apply the session's last
     # write (MASTER_GTID_WAIT / WAIT_FOR_EXECUTED_GTID_SET) before it runs on the writer.
     read_your_writes_wait_ms: int = Field(50, ge=0, le=10_000)
+    # causal, causal_global: how long a read may wait for a replica to reach the high-water
+    # mark (MASTER_GTID_WAIT / WAIT_FOR_EXECUTED_GTID_SET) before it runs on the writer.
+    causal_wait_ms: int = Field(50, ge=0, le=10_000)
+    # causal_global: a writer position whose query was sent at most this long before a read
+    # arrived is reused for it (0: every read waits for a position asked after it arrived;
+    # concurrent reads still share one query).
+    causal_position_max_age_us: int = Field(0, ge=0, le=10_000_000)
     # A session never reads from a replica older than one it already read from.
     monotonic_reads: bool = False
     # Any statement running longer gets KILL QUERY on its server (ProxySQL's

@@ -118,6 +118,11 @@ class Metrics:
     # stats_mysql_errors: errors the servers answered, by where, who and errno
     errors: dict[ErrorKey, ErrorCount] = field(default_factory=dict)
     started: float = field(default_factory=time.time)  # Unix time; ProxySQL_Uptime
+    # causal reads: outcome (replica_fresh, replica_after_wait, writer_fallback) -> reads
+    causal_reads: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    causal_wait_seconds: Histogram = field(default_factory=lambda: Histogram(WAIT_BUCKETS))
+    # causal_global: writer position queries sent, and reads that shared or reused one
+    causal_positions: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def record_query(
         self, route: str, klass: str, ok: bool, seconds: float, verb: str, server: str
@@ -311,6 +316,38 @@ class ProxyCollector:
             [], m.gtid_wait_seconds.cumulative(), sum_value=m.gtid_wait_seconds.sum
         )
         yield wait_hist
+        causal = CounterMetricFamily(
+            "pyproxy_causal_reads",
+            "Causal reads by outcome: on a replica that had the high-water mark, on one after "
+            "a wait for it, or on the writer",
+            labels=["outcome"],
+        )
+        for outcome in ("replica_fresh", "replica_after_wait", "writer_fallback"):
+            causal.add_metric([outcome], m.causal_reads.get(outcome, 0))
+        yield causal
+        causal_hist = HistogramMetricFamily(
+            "pyproxy_causal_wait_seconds",
+            "Time causal reads waited for a replica to reach the high-water mark",
+        )
+        causal_hist.add_metric(
+            [], m.causal_wait_seconds.cumulative(), sum_value=m.causal_wait_seconds.sum
+        )
+        yield causal_hist
+        positions = CounterMetricFamily(
+            "pyproxy_causal_position_queries",
+            "causal_global: writer position queries sent, and reads that shared or reused one",
+            labels=["kind"],
+        )
+        for kind in ("queries", "shared", "reused"):
+            positions.add_metric([kind], m.causal_positions.get(kind, 0))
+        yield positions
+        age = s.watermark.age_s()
+        if age is not None:
+            yield _gauge(
+                "pyproxy_causal_mark_age_seconds",
+                "Since the high-water mark of acknowledged commits last advanced",
+                age,
+            )
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

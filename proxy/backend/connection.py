@@ -105,13 +105,21 @@ class Sink:
 
     hold_errors: a response that is one ERR packet is kept in `held` instead of being sent,
     so the session may retry the statement elsewhere (a write refused as read-only).
+    before_end: called with the finished scanner just before the response's last bytes are
+    sent (a commit's GTID is published before its client can act on the OK).
     """
 
-    __slots__ = ("held", "hold_errors", "write")
+    __slots__ = ("before_end", "held", "hold_errors", "write")
 
-    def __init__(self, write: Callable[[bytes], object] | None, hold_errors: bool = False) -> None:
+    def __init__(
+        self,
+        write: Callable[[bytes], object] | None,
+        hold_errors: bool = False,
+        before_end: Callable[[ResponseScanner], None] | None = None,
+    ) -> None:
         self.write = write
         self.hold_errors = hold_errors
+        self.before_end = before_end
         self.held: bytes | None = None
 
 
@@ -191,6 +199,8 @@ class BackendConnection(asyncio.Protocol):
                 self._fail(BackendError(f"malformed response from {self.server_name}: {exc}"))
                 return
             chunk = data if used == len(data) else data[:used]
+            if scanner.done and sink.before_end is not None:
+                sink.before_end(scanner)
             if (
                 sink.hold_errors
                 and scanner.done

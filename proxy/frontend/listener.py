@@ -15,6 +15,7 @@ from proxy.cluster import HostStatus, ServerState
 from proxy.config import Config, User
 from proxy.frontend import commands
 from proxy.frontend.client import ClientConnection
+from proxy.frontend.positions import Asker, WriterPositions
 from proxy.frontend.processlist import kill_target
 from proxy.frontend.session import Session, SessionPhase
 from proxy.metrics import Metrics
@@ -33,6 +34,7 @@ from proxy.topology import (
     WriterChanged,
 )
 from proxy.view import Snapshot
+from proxy.watermark import Watermark
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +62,11 @@ class ProxyServer:
         pool: BackendPool,
         metrics: Metrics,
         recheck: Callable[[str], None],
+        watermark: Watermark | None = None,
     ) -> None:
         """snapshot: the running config and router (a reload assigns a new one); recheck(server):
-        ask the health checker to look at a server now (the data path saw it fail)."""
+        ask the health checker to look at a server now (the data path saw it fail); watermark:
+        this worker's row of the shared high-water mark (default: a private one, one process)."""
         self.snapshot = snapshot
         self.topology = topology
         self.cluster = topology.cluster  # read only: changes go through topology.apply
@@ -86,6 +90,10 @@ class ProxyServer:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._schemas: dict[tuple[str, str], float] = {}  # (user, schema) -> last confirmed
+        self.watermark = watermark or Watermark()
+        self.positions = WriterPositions(
+            pool, metrics, self.writer, lambda: self.config.routing.causal_position_max_age_us
+        )
         topology.subscribe(self._topology_event)
 
     @property
@@ -124,6 +132,7 @@ class ProxyServer:
             await asyncio.sleep(0.05)
         for session in list(self.sessions.values()):
             session.client.close()
+        self.positions.close()
         for task in list(self._tasks):
             task.cancel()
         if self._sweeper is not None:
@@ -316,6 +325,27 @@ class ProxyServer:
         else:
             session.send_ok()
         target.kill()
+
+    def learn_commit_soon(self, asker: Asker) -> None:
+        """A commit was acknowledged whose GTID its OK did not carry: the high-water mark is
+        unknown (causal reads ask the writer's position themselves) until the writer's
+        position, asked after the commit and so holding it, is published."""
+        self.watermark.begin_unknown()
+        task = asyncio.get_running_loop().create_task(
+            self._learn_commit(asker, time.monotonic_ns())
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _learn_commit(self, asker: Asker, committed_ns: int) -> None:
+        try:
+            mark = await self.positions.position(committed_ns, asker, max_age_us=0)
+            if mark is None:
+                log.warning("causal reads: a commit's GTID could not be learnt from the writer")
+            else:
+                self.watermark.advance(mark)
+        finally:
+            self.watermark.end_unknown()
 
     def kill_query_soon(self, session: Session, server: str, thread_id: int) -> None:
         """KILL QUERY on a backend, in the background (for the query deadline)."""

@@ -17,6 +17,7 @@ from proxy.backend.sync import SessionState, sync_steps
 from proxy.cluster import ServerState
 from proxy.config import User
 from proxy.frontend.client import ClientConnection, ClientGone
+from proxy.frontend.positions import Asker
 from proxy.protocol.auth import (
     DEFAULT_SERVER_CAPABILITIES,
     AuthDone,
@@ -39,6 +40,19 @@ from proxy.protocol.packets import (
     parse_ok,
 )
 from proxy.protocol.response import ResponseScanner
+from proxy.routing.causal import (
+    CAUSAL_LEVELS,
+    Candidate,
+    Mark,
+    Outcome,
+    applied_mark,
+    commit_mark,
+    covers,
+    decide,
+    is_mysql_mark,
+    merge,
+    wait_gtid,
+)
 from proxy.routing.classifier import StatementKind
 from proxy.routing.digest import reported_digest
 from proxy.routing.gtid import contains as gtid_contains
@@ -62,6 +76,9 @@ KILL_GRACE_S = 5.0
 
 # Beyond pool.idle_timeout_s, the pool's reaper closes an idle connection within this long.
 POOL_SLACK_S = 10.0
+
+# Statements whose OK's affected-rows count says whether they changed anything.
+_ROW_DML = frozenset({"insert", "update", "delete", "replace"})
 
 # Plain ints for the per-statement status checks (IntFlag arithmetic is slow).
 _AUTOCOMMIT = int(ServerStatus.AUTOCOMMIT)
@@ -113,7 +130,9 @@ class Session:
         self.pins = Pins()
         self.stmts: dict[int, ClientStmt] = {}
         self.next_stmt_id = 1
-        self.sink = Sink(client.write)
+        self.sink = Sink(client.write, before_end=self._before_reply)
+        self._writes = False  # the statement routed last may change data (for _before_reply)
+        self._row_dml = False  # ... and is one INSERT/UPDATE/DELETE/REPLACE (0 rows: no change)
         self.exec_started = 0.0  # monotonic time the running statement was sent
         self.running_read = False  # the running statement is a retryable read
         self.kill_sent: BackendConnection | None = None  # KILL QUERY sent for its statement
@@ -460,7 +479,11 @@ class Session:
                 conn = got
                 scanner = ResponseScanner(command, conn.caps, cursor=cursor)
                 hold = retry is not None and retry.kind is StatementKind.WRITE
-                sink = Sink(self.client.write, hold_errors=True) if hold else self.sink
+                sink = (
+                    Sink(self.client.write, hold_errors=True, before_end=self._before_reply)
+                    if hold
+                    else self.sink
+                )
                 self._begin(conn, target, read=retry is not None and retry.is_read)
                 try:
                     await conn.relay(packet, scanner, sink)
@@ -670,6 +693,8 @@ class Session:
         coroutine. None means "await route_wait(stmt, override)": a failover to wait out, or
         a replica to check for what the session must see. Callers write
         `session.route(stmt, o) or await session.route_wait(stmt, o)`."""
+        self._writes = changes_data(stmt)
+        self._row_dml = stmt.verb in _ROW_DML and not stmt.is_multi_statement
         target = self._choose(stmt, override)
         if target is None or self._must_check(stmt, target):
             self._routed = target  # route_wait starts from it (asking again would advance
@@ -710,6 +735,15 @@ class Session:
                     )
                 return None
         if self._must_check(stmt, target):
+            if self.consistency(stmt) in CAUSAL_LEVELS:
+                causal = await self._causal_target(target, stmt)
+                if causal is None and not silent:
+                    self.send_error(
+                        ErrorCode.CR_CONN_HOST_ERROR,
+                        "pyproxy: no writer is available and no replica has every "
+                        "acknowledged write (causal consistency)",
+                    )
+                return causal
             target = await self._fresh_target(target, stmt)
         return target
 
@@ -739,12 +773,22 @@ class Session:
         )
 
     def _must_check(self, stmt: Classification, target: ServerState) -> bool:
-        """Must a read routed to target first check the replica has the session's writes?"""
-        return bool(
-            (self.last_gtid or self.read_floor)
-            and stmt.is_read
-            and target.name != self.server.cluster.writer
-        )
+        """Must a read routed to target first check the replica has what it must see: the
+        session's writes, or (causal) the high-water mark it does not cover yet?"""
+        if not stmt.is_read or target.name == self.server.cluster.writer:
+            return False
+        level = self.consistency(stmt)
+        if level == "causal" and not (
+            self.read_floor and self.server.config.routing.monotonic_reads
+        ):
+            want = self.server.watermark.mark()
+            if want is not None and covers(
+                self.server.router.positions.mark(target.gtid_position), want
+            ):
+                self.server.metrics.causal_reads["replica_fresh"] += 1
+                return False
+            return True
+        return level == "causal_global" or bool(self.last_gtid or self.read_floor)
 
     async def _fresh_target(self, first: ServerState, stmt: Classification) -> ServerState:
         """The chosen replica if it has what the session must see, else another replica that
@@ -758,6 +802,93 @@ class Session:
             return first
         self.server.metrics.consistency_reads_to_writer += 1
         return writer
+
+    async def _causal_target(self, first: ServerState, stmt: Classification) -> ServerState | None:
+        """Causal reads: a replica that has applied the high-water mark (causal_global: and
+        the writer's position, asked after the read arrived), else one that reaches it within
+        causal_wait_ms, else the writer (None when there is none)."""
+        server = self.server
+        want = server.watermark.mark()
+        if want is None or self.consistency(stmt) == "causal_global":
+            # The mark is unknown (a commit's GTID not learnt yet) or not enough (commits
+            # through other pyproxy instances): the writer's position, asked after this read
+            # arrived, holds every commit acknowledged before it.
+            assert self.user is not None
+            asker = Asker(self.user, self.caps, self.state.collation)
+            position = await server.positions.position(time.monotonic_ns(), asker)
+            want = None if position is None else merge(want or {}, position)
+        if want is not None and self.read_floor and server.config.routing.monotonic_reads:
+            want = merge(want, applied_mark(self.read_floor))
+        replicas = [first] + [r for r in server.router.readers() if r is not first]
+        positions = server.router.positions
+        decision = decide(
+            want, [Candidate(r.name, positions.mark(r.gtid_position), r.lag_s) for r in replicas]
+        )
+        outcome = Outcome.WRITER_FALLBACK
+        target: ServerState | None = None
+        if decision.fresh is not None:
+            outcome, target = Outcome.REPLICA_FRESH, server.cluster.server(decision.fresh)
+        elif decision.wait_on is not None and want is not None:
+            replica = server.cluster.server(decision.wait_on)
+            if await self._wait_for_mark(replica, want):
+                outcome, target = Outcome.REPLICA_AFTER_WAIT, replica
+        if target is None:
+            target = server.writer()
+        server.metrics.causal_reads[outcome.value] += 1
+        return target
+
+    async def _wait_for_mark(self, target: ServerState, want: Mark) -> bool:
+        """A bounded wait (routing.causal_wait_ms) for the replica to apply the mark, on the
+        connection the read will then use."""
+        metrics = self.server.metrics
+        wait_s = self.server.config.routing.causal_wait_ms / 1000
+        try:
+            conn = await self.backend_for(target)
+        except (BackendError, StateSyncError):
+            return False
+        fn = "MASTER_GTID_WAIT" if conn.mariadb else "WAIT_FOR_EXECUTED_GTID_SET"
+        gtid = wait_gtid(want)
+        started = time.perf_counter()
+        try:
+            value = await conn.query_scalar(f"SELECT {fn}('{gtid}', {wait_s:.3f})")
+        except BackendError:
+            self.detach(conn, broken=True)
+            return False
+        metrics.causal_wait_seconds.observe(time.perf_counter() - started)
+        caught_up = value == b"0"
+        if caught_up and not is_mysql_mark(want):
+            # Learnt: later reads find this replica fresh without asking.
+            self.server.topology.apply(GtidAdvanced(target.name, gtid))
+        return caught_up
+
+    def _before_reply(self, scanner: ResponseScanner) -> None:
+        """Called by the relay just before a response's last bytes go to the client: a
+        commit's GTID joins the high-water mark first, so that any read the client (or one
+        it told) sends after this OK, on any connection or worker, is routed knowing it."""
+        status = scanner.status
+        if scanner.error is not None or status is None or status & _IN_TRANS:
+            return
+        if not (
+            self.gtid_pending
+            or (self._writes and not (self._row_dml and not scanner.affected_rows))
+        ):
+            return  # nothing changed (a DML statement that touched no row commits nothing)
+        gtid = None
+        conn = self.current
+        if (
+            status & _STATE_CHANGED
+            and scanner.ok_payload is not None
+            and conn is not None
+            and conn.caps & Capability.CLIENT_SESSION_TRACK
+        ):
+            with contextlib.suppress(ProtocolError):
+                gtid = parse_ok(scanner.ok_payload, conn.caps).system_variables.get("last_gtid")
+        if gtid:
+            self.server.watermark.advance(commit_mark(gtid))
+        elif self.user is not None:
+            # Not in the OK (no session tracking of last_gtid): until the writer's position,
+            # which holds this commit, is learnt, causal reads ask the writer for it.
+            self.server.learn_commit_soon(Asker(self.user, self.caps, self.state.collation))
 
     def sticky_target(self) -> ServerState:
         """Where session-level commands go: the server the session already uses, or the writer."""

@@ -18,7 +18,9 @@ __all__ = (
     "reported_digest",
 )
 
-CONSISTENCY_LEVELS = frozenset({"eventual", "strong", "read_your_writes"})
+CONSISTENCY_LEVELS = frozenset(
+    {"eventual", "strong", "read_your_writes", "causal", "causal_global"}
+)
 
 
 @dataclass(frozen=True, slots=True)

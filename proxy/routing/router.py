@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from proxy.cluster import Cluster, ServerState
 from proxy.config import Config, Consistency
+from proxy.routing.causal import PositionCache
 from proxy.routing.classifier import Classification, StatementKind
 from proxy.routing.rules import QueryRules
 
@@ -54,6 +55,7 @@ class Router:
         self.config = config
         self.rules = QueryRules(config.query_rules)
         self._current: dict[str, int] = {}  # smooth weighted round-robin state per server
+        self.positions = PositionCache()  # servers' GTID positions as marks (causal reads)
 
     def writer(self) -> ServerState | None:
         name = self.cluster.writer

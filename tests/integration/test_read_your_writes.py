@@ -54,7 +54,9 @@ def delayed(lab: Lab) -> Iterator[Lab]:
 def ryw_proxy(delayed: Lab) -> Iterator[ProxyThread]:
     # Lag below the shunning limit: replica2 stays in the read pool, so only the
     # read-your-writes logic keeps sessions from reading stale data there.
-    config = proxy_config(delayed, health={"max_replication_lag_s": 30})
+    config = proxy_config(
+        delayed, routing={"consistency": "read_your_writes"}, health={"max_replication_lag_s": 30}
+    )
     thread = ProxyThread(config).start()
     try:
         yield thread

@@ -135,3 +135,14 @@ def test_a_server_can_start_drained() -> None:
     assert parse_config({**BASE, "servers": servers}).servers[0].status == "OFFLINE_SOFT"
     with pytest.raises(ConfigError, match=r"servers\[0\]\.status"):
         parse_config({**BASE, "servers": [{**servers[0], "status": "OFFLINE_HARD"}]})
+
+
+def test_causal_consistency_settings() -> None:
+    cfg = parse_config({**BASE, "routing": {"consistency": "causal_global"}})
+    assert cfg.routing.consistency == "causal_global"
+    assert cfg.routing.causal_wait_ms == 50
+    assert cfg.routing.causal_position_max_age_us == 0
+    user = {"username": "u", "password": "p", "consistency": "causal"}
+    assert parse_config({**BASE, "users": [user]}).users[0].consistency == "causal"
+    with pytest.raises(ConfigError, match=r"routing\.causal_wait_ms"):
+        parse_config({**BASE, "routing": {"causal_wait_ms": -1}})

@@ -225,6 +225,8 @@ CASES: list[tuple[str, StatementKind, dict[str, Any]]] = [
         {"hint_route": "reader", "hint_consistency": "eventual"},
     ),
     ("/* pyproxy:consistency=strong */ UPDATE t SET a = 1", W, {"hint_consistency": "strong"}),
+    ("SELECT /* pyproxy:consistency=causal */ 1", R, {"hint_consistency": "causal"}),
+    ("SELECT /* pyproxy:consistency=causal_global */ 1", R, {"hint_consistency": "causal_global"}),
     ("SELECT /*+ MAX_EXECUTION_TIME(1000) */ * FROM t", R, {}),
     ("SELECT /*+ pyproxy:reader */ 1", R, {"hint_route": "reader"}),
     ("-- pyproxy:writer\nSELECT 1", R, {"hint_route": "writer"}),

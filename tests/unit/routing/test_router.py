@@ -95,17 +95,22 @@ def _choose(router: Router, stmt: Classification, **kw: Any) -> str | None:
 
 
 def test_choose_by_kind_transaction_and_consistency() -> None:
-    router = _router({"r1": 1})
+    router = _router({"r1": 1}, consistency="read_your_writes")
     assert _choose(router, WRITE) == "m1"
     assert _choose(router, READ) == "r1"
     assert _choose(router, READ, autocommit=False) == "m1"  # inside a transaction
-    # read_your_writes (the default): reads after a write go to the writer.
+    # read_your_writes: reads after a write (its GTID unknown) go to the writer.
     assert _choose(router, READ, wrote=True) == "m1"
     assert _choose(router, READ, wrote=True, consistency="eventual") == "r1"
     assert _choose(router, READ, consistency="strong") == "m1"
     strong = Classification(StatementKind.READ, verb="select", hint_consistency="strong")
     assert _choose(router, strong, consistency="eventual") == "m1"
     assert _choose(_router({"r1": 1}, consistency="strong"), READ) == "m1"
+    # causal (the default): reads stay on replicas after a write (the session checks the
+    # replica's position).
+    assert _choose(_router({"r1": 1}), READ, wrote=True) == "r1"
+    assert _choose(router, READ, wrote=True, consistency="causal") == "r1"
+    assert _choose(router, READ, wrote=True, consistency="causal_global") == "r1"
 
 
 def test_choose_by_route_hint_or_rule_override() -> None:

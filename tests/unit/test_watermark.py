@@ -1,0 +1,86 @@
+"""The shared high-water mark: one row per worker, max over rows, unknown states, processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+
+import pytest
+
+from proxy import watermark as wm
+from proxy.watermark import Watermark
+
+UUID = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
+
+
+@pytest.fixture
+def block() -> Iterator[str]:
+    name = wm.create(3)
+    yield name
+    wm.unlink(name)
+
+
+def test_local_single_row() -> None:
+    mark = Watermark()
+    assert mark.mark() == {}
+    assert mark.age_s() is None
+    mark.advance({1: 10, UUID: 4})
+    assert mark.mark() == {1: 10, UUID: 4}
+    mark.advance({1: 7})  # older: ignored, values only grow
+    assert mark.mark() == {1: 10, UUID: 4}
+    age = mark.age_s()
+    assert age is not None and age >= 0
+
+
+def test_rows_merge_by_maximum(block: str) -> None:
+    a, b = Watermark(block, 0, 3), Watermark(block, 1, 3)
+    a.advance({1: 10})
+    b.advance({1: 12, 2: 3})
+    assert a.mark() == b.mark() == {1: 12, 2: 3}
+    a.advance({1: 20})
+    assert b.mark() == {1: 20, 2: 3}  # the reader's cache follows row versions
+    a.close()
+    b.close()
+
+
+def test_unknown_commit_hides_the_mark_until_published(block: str) -> None:
+    a, b = Watermark(block, 0, 3), Watermark(block, 2, 3)
+    a.advance({1: 1})
+    a.begin_unknown()
+    assert b.mark() is None
+    a.advance({1: 2})
+    a.end_unknown()
+    assert b.mark() == {1: 2}
+    a.close()
+    b.close()
+
+
+def test_a_full_row_makes_the_mark_unknown() -> None:
+    mark = Watermark()
+    mark.advance({d: 1 for d in range(wm.SLOTS)})
+    assert mark.mark() == {d: 1 for d in range(wm.SLOTS)}
+    mark.advance({wm.SLOTS: 1})
+    assert mark.mark() is None
+
+
+def test_bad_row_refused(block: str) -> None:
+    with pytest.raises(ValueError):
+        Watermark(block, 3, 3)
+
+
+def _worker(name: str, row: int, value: int) -> None:
+    w = Watermark(name, row, 3)
+    w.advance({5: value, UUID: value})
+    w.close()
+
+
+def test_another_process_writes_its_row(block: str) -> None:
+    reader = Watermark(block, 0, 3)
+    reader.advance({5: 1})
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(target=_worker, args=(block, 1, 42))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0
+    assert reader.mark() == {5: 42, UUID: 42}
+    reader.close()
