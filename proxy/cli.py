@@ -100,6 +100,10 @@ def run_proxy(config: Config, config_path: str | None = None) -> int:
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, for log shippers."""
 
+    def __init__(self, process: str = "") -> None:
+        super().__init__()
+        self.process = process
+
     def format(self, record: logging.LogRecord) -> str:
         out = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
@@ -107,17 +111,23 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.process:
+            out["process"] = self.process
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out)
 
 
-def setup_logging(config: Config) -> None:
+def setup_logging(config: Config, process: str = "") -> None:
+    """process: which process logs (a worker's name), shown in every line."""
     handler = logging.StreamHandler()
     if config.log_format == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(process))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        tag = f"[{process}] " if process else ""
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(config.log_level.upper())
@@ -126,10 +136,11 @@ def setup_logging(config: Config) -> None:
 async def _serve(config: Config, config_path: str | None) -> None:
     from proxy.app import Proxy
 
-    server = Proxy(config, config_path=config_path)
+    server = Proxy(config, config_path=config_path, workers=config.worker_count)
     try:
         await server.start()
     except OSError as exc:
+        await server.stop(0.0)
         listen = config.listeners.mysql
         raise ConfigError(
             f"listeners.mysql: cannot listen on {listen.host}:{listen.port}: {exc.strerror}"

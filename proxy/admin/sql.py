@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING
 from proxy.admin.tables import TABLES
 from proxy.authio import drive_auth
 from proxy.frontend.client import ClientConnection, ClientGone
+from proxy.metrics import Metrics
 from proxy.protocol.auth import AuthFailed, ServerAuth
 from proxy.protocol.constants import Command, ErrorCode
 from proxy.protocol.packets import ProtocolError, build_err, build_ok, build_result_set
 
 if TYPE_CHECKING:
+    from proxy.report import WorkerReport
     from proxy.view import ProxyView
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ class AdminServer:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_id = 0
+        self.metrics = Metrics()  # the admin's own connections' bytes (not client traffic)
         # Admin queries run here, off the event loop; two at a time, the others queue.
         self._worker = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pyproxy-admin")
 
@@ -71,7 +74,7 @@ class AdminServer:
         self._worker.shutdown(wait=False, cancel_futures=True)  # running ones end by deadline
 
     def _new_client(self) -> ClientConnection:
-        client = ClientConnection(1 << 20, self.proxy.metrics)
+        client = ClientConnection(1 << 20, self.metrics)
         client.on_connected = self._on_connected
         return client
 
@@ -159,9 +162,10 @@ class AdminServer:
 
     async def _query(self, sql: str, caps: int) -> bytes:
         """A SELECT over the admin tables: the snapshot is taken here, on the loop that owns
-        the state; SQLite runs on the admin's worker thread, so a heavy query never holds up
-        client traffic, and it is interrupted after admin.query_timeout_ms."""
-        tables = snapshot(self.proxy, sql)
+        the state, with the workers' report; SQLite runs on the admin's worker thread, so a
+        heavy query never holds up client traffic, and it is interrupted after
+        admin.query_timeout_ms."""
+        tables = snapshot(self.proxy, await self.proxy.report(), sql)
         timeout_ms = self.proxy.config.admin.query_timeout_ms
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._worker, run_query, tables, sql, caps, timeout_ms)
@@ -177,11 +181,11 @@ Snapshot = dict[str, tuple[tuple[str, ...], list[tuple[object, ...]]]]
 """Table name -> (columns, rows): the runtime state an admin query reads."""
 
 
-def snapshot(proxy: ProxyView, sql: str) -> Snapshot:
+def snapshot(proxy: ProxyView, report: WorkerReport, sql: str) -> Snapshot:
     """The admin tables sql names, copied from the proxy's runtime state."""
     lowered = sql.lower()
     return {
-        table: (columns, [tuple(row[c] for c in columns) for row in build(proxy)])
+        table: (columns, [tuple(row[c] for c in columns) for row in build(proxy, report)])
         for table, (columns, build) in TABLES.items()
         if table in lowered
     }

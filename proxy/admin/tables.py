@@ -1,21 +1,19 @@
-"""The admin tables (ProxySQL's names and columns) as rows built from the proxy's live state."""
+"""The admin tables (ProxySQL's names and columns) as rows built from the proxy's state and
+the data plane's report."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from proxy.cluster import READER_HOSTGROUP, WRITER_HOSTGROUP
-from proxy.frontend.processlist import backend_of, command_of
+from proxy.report import PoolNumbers, Row, WorkerReport
 
 if TYPE_CHECKING:
     from proxy.view import ProxyView
 
-Row = dict[str, Any]
 
-
-def server_rows(proxy: ProxyView) -> list[Row]:
+def server_rows(proxy: ProxyView, report: WorkerReport | None = None) -> list[Row]:
     """runtime_mysql_servers, plus pyproxy's own columns (name, role, read_only, lag...)."""
     rows = []
     for name, st in proxy.cluster.servers.items():
@@ -39,7 +37,7 @@ def server_rows(proxy: ProxyView) -> list[Row]:
     return rows
 
 
-def digest_rows(proxy: ProxyView) -> list[Row]:
+def digest_rows(proxy: ProxyView, report: WorkerReport) -> list[Row]:
     """stats_mysql_query_digest (times in microseconds, like ProxySQL)."""
     return [
         {
@@ -58,27 +56,26 @@ def digest_rows(proxy: ProxyView) -> list[Row]:
             "sum_rows_affected": e.sum_rows_affected,
             "sum_rows_sent": e.sum_rows_sent,
         }
-        for e in proxy.digests.entries.values()
+        for e in report.digests.values()
     ]
 
 
-def pool_rows(proxy: ProxyView) -> list[Row]:
-    """stats_mysql_connection_pool."""
-    in_use = proxy.backend_in_use()
+def pool_rows(proxy: ProxyView, report: WorkerReport) -> list[Row]:
+    """stats_mysql_connection_pool (summed over the workers)."""
     rows = []
     for name, st in proxy.cluster.servers.items():
-        stats = proxy.pool.stats[name]
+        stats = report.pools.get(name, PoolNumbers())
         rows.append({
             "hostgroup": proxy.cluster.hostgroup(name),
             "srv_host": st.config.host,
             "srv_port": st.config.port,
             "status": st.status.value,
-            "ConnUsed": in_use.get(name, 0),
-            "ConnFree": proxy.pool.idle_count(name),
+            "ConnUsed": stats.in_use,
+            "ConnFree": stats.idle,
             "ConnOK": stats.created,
             "ConnERR": stats.errors,
             "ConnReused": stats.reused,
-            "Queries_in_flight": st.outstanding,
+            "Queries_in_flight": stats.outstanding,
             "Latency_us": int(proxy.check_stats[name].last_latency_s * 1e6)
             if name in proxy.check_stats
             else 0,
@@ -87,40 +84,18 @@ def pool_rows(proxy: ProxyView) -> list[Row]:
     return rows
 
 
-def processlist_rows(proxy: ProxyView) -> list[Row]:
-    """stats_mysql_processlist: every user's client sessions and the backend each runs on."""
-    rows = []
-    now = time.monotonic()
-    for session in sorted(proxy.sessions.values(), key=lambda s: s.id):
-        if session.user is None:
-            continue  # still logging in
-        command, info = command_of(session, session.is_executing)
-        conn = backend_of(session)
-        server = proxy.cluster.servers.get(conn.server_name) if conn is not None else None
-        rows.append({
-            "ThreadID": 0,  # pyproxy runs one event loop
-            "SessionID": session.id,
-            "user": session.username,
-            "db": session.state.schema or None,
-            "cli_host": session.client.peer[0],
-            "cli_port": session.client.peer[1],
-            "hostgroup": proxy.cluster.hostgroup(server.name) if server is not None else None,
-            "srv_host": server.config.host if server is not None else None,
-            "srv_port": server.config.port if server is not None else None,
-            "command": command,
-            "time_ms": int((now - session.phase_since) * 1000),
-            "info": info,
-            "server": conn.server_name if conn is not None else None,
-            "backend_thread_id": conn.thread_id if conn is not None else None,
-        })  # fmt: skip
-    return rows
+def processlist_rows(proxy: ProxyView, report: WorkerReport) -> list[Row]:
+    """stats_mysql_processlist: every user's client sessions in every worker (ThreadID: the
+    worker) and the backend each runs on."""
+    return list(report.processlist)
 
 
-def rule_rows(proxy: ProxyView) -> list[Row]:
-    """mysql_query_rules, with their hit counts."""
-    rules = proxy.router.rules
+def rule_rows(proxy: ProxyView, report: WorkerReport) -> list[Row]:
+    """mysql_query_rules, with their hit counts (summed over the workers)."""
+    rules = proxy.router.rules.rules
+    counts = list(report.rule_hits[: len(rules)]) + [0] * (len(rules) - len(report.rule_hits))
     rows = []
-    for i, (rule, hits) in enumerate(zip(rules.rules, rules.hits, strict=True)):
+    for i, (rule, hits) in enumerate(zip(rules, counts, strict=True)):
         route = rule.route
         dest = {"writer": WRITER_HOSTGROUP, "reader": READER_HOSTGROUP}.get(route or "")
         rows.append({
@@ -141,7 +116,7 @@ def rule_rows(proxy: ProxyView) -> list[Row]:
     return rows
 
 
-def user_rows(proxy: ProxyView) -> list[Row]:
+def user_rows(proxy: ProxyView, report: WorkerReport) -> list[Row]:
     """mysql_users (without passwords)."""
     return [
         {
@@ -235,7 +210,7 @@ _PROCESSLIST_COLS = (
 _USER_COLS = ("username", "default_schema", "max_connections", "consistency", "active")
 
 # table name -> (columns, row builder); the admin answers SELECTs over these.
-TABLES: dict[str, tuple[tuple[str, ...], Callable[[ProxyView], list[Row]]]] = {
+TABLES: dict[str, tuple[tuple[str, ...], Callable[[ProxyView, WorkerReport], list[Row]]]] = {
     "runtime_mysql_servers": (_SERVER_COLS, server_rows),
     "mysql_servers": (_SERVER_COLS, server_rows),
     "stats_mysql_query_digest": (_DIGEST_COLS, digest_rows),

@@ -64,13 +64,16 @@ class Monitor:
         settings: Callable[[], Config],
         topology: Topology,
         switchover: Callable[[str], Coroutine[Any, Any, None]] | None = None,
+        barrier: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         """settings: the running config; switchover(master): a planned switchover that holds
-        its clients' writes meanwhile (failback: after_catchup uses it)."""
+        its clients' writes meanwhile (failback: after_catchup uses it); barrier(): awaited
+        before a promotion, returns once no data path writes anywhere (worker processes)."""
         self._settings = settings
         self.topology = topology
         self.cluster = topology.cluster  # read only: changes go through topology.apply
         self._switchover = switchover
+        self._barrier = barrier
         self.stats: dict[str, CheckStats] = {s.name: CheckStats() for s in settings().servers}
         self.results: dict[str, CheckResult] = {}
         self.conflicts = 0  # times two masters were writable together
@@ -273,8 +276,11 @@ class Monitor:
                 )
             for name in decision.fence:
                 await self._set_read_only(name, True)
-            if decision.promote is not None and not await self._promote(decision.promote):
-                return
+            if decision.promote is not None:
+                if self._barrier is not None:
+                    await self._barrier()
+                if not await self._promote(decision.promote):
+                    return
             if decision.writer != old:
                 self._change_writer(old, decision.writer, decision.promote is not None)
             await self._resume_semisync()
