@@ -147,7 +147,7 @@ class ProxyServer:
             client.write(build_err(0, ErrorCode.ER_CON_COUNT_ERROR, "Too many connections"))
             client.close()
             return
-        if len(self._handshaking) >= limits.max_unauthenticated_connections:
+        if self._handshakes() >= limits.max_unauthenticated_connections and self._handshaking:
             # Make room by dropping the oldest handshake: a real client logs in within
             # milliseconds, so a flood of silent sockets only ever evicts itself.
             oldest = next(iter(self._handshaking.values()))
@@ -164,6 +164,7 @@ class ProxyServer:
         session = Session(self, client, self._new_session_id())
         self.sessions[session.id] = session
         self._handshaking[session.id] = session
+        self.publish_counts()
         task = asyncio.get_running_loop().create_task(session.run(commands.dispatch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -192,6 +193,9 @@ class ProxyServer:
         self.publish_counts()
         return None
 
+    def _handshakes(self) -> int:
+        return self.shared.handshakes() if self.shared is not None else len(self._handshaking)
+
     def _clients(self) -> int:
         return self.shared.total() if self.shared is not None else len(self._admitted)
 
@@ -202,7 +206,7 @@ class ProxyServer:
     def publish_counts(self) -> None:
         """Tell the other workers how many clients this one has (after every change)."""
         if self.shared is not None:
-            self.shared.publish(len(self._admitted), self._per_user)
+            self.shared.publish(len(self._admitted), len(self._handshaking), self._per_user)
 
     def switch_user(self, session: Session, user: User) -> ErrPacket | None:
         """COM_CHANGE_USER to another user: it must have room under its max_connections."""
@@ -229,7 +233,7 @@ class ProxyServer:
             self._per_user[name] -= 1
             if not self._per_user[name]:
                 del self._per_user[name]
-            self.publish_counts()
+        self.publish_counts()
 
     async def _sweep(self) -> None:
         """Idle timeouts, and giving back idle sessions' backend connections."""
