@@ -55,12 +55,13 @@ class DataPath:
         kill_elsewhere: KillElsewhere | None = None,
     ) -> None:
         """port: the MySQL port shared with other workers (SO_REUSEPORT); None: the config's,
-        this process alone."""
+        this process alone. shared: the client counts of every worker (None: alone)."""
         self.index = index
         self.topology = topology
         self._port = port
         self.metrics = Metrics()
-        self.pool = BackendPool(lambda: self.listener.snapshot.config.pool)
+        workers = shared.workers if shared is not None else 1
+        self.pool = BackendPool(lambda: self.listener.snapshot.config.pool, workers)
         # The pool hears of a change first, so sessions retrying elsewhere find no stale
         # connections to a server that went away.
         topology.subscribe(self._drop_connections)

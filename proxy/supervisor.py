@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -51,7 +50,7 @@ class WorkerProcess:
     """One worker as the topology process sees it."""
 
     index: int
-    proc: asyncio.subprocess.Process | None = None
+    proc: subprocess.Popen[bytes] | None = None
     channel: Channel | None = None
     pid: int = 0
     started_at: float = 0.0
@@ -109,15 +108,19 @@ class Workers:
         """Start the worker's process and wait until it listens."""
         ours, theirs = socket.socketpair()
         try:
-            worker.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "proxy.worker",
-                "--channel-fd",
-                str(theirs.fileno()),
-                "--counts-fd",
-                str(self.shared.fd),
-                stdin=asyncio.subprocess.DEVNULL,
+            # Popen, not the loop's subprocess support: the workers' exits are seen as their
+            # channel closing, and reaped by _reap (no child watcher on the loop).
+            worker.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "proxy.worker",
+                    "--channel-fd",
+                    str(theirs.fileno()),
+                    "--counts-fd",
+                    str(self.shared.fd),
+                ],
+                stdin=subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(), self.shared.fd),
             )
         finally:
@@ -144,9 +147,8 @@ class Workers:
             ready = await asyncio.wait_for(channel.recv(), START_TIMEOUT_S)
         except (TimeoutError, ChannelClosed) as exc:
             channel.close()
-            with contextlib.suppress(ProcessLookupError):
-                worker.proc.kill()
-            await worker.proc.wait()
+            worker.proc.kill()
+            await _reap(worker.proc, None)
             raise RuntimeError(f"worker {worker.index} did not start ({exc!r})") from None
         assert isinstance(ready, Ready)
         worker.channel = channel
@@ -160,17 +162,7 @@ class Workers:
                 with contextlib.suppress(ChannelClosed):
                     worker.channel.send(Drain(grace_s))
         procs = [w.proc for w in self.workers if w.proc is not None]
-        try:
-            await asyncio.wait_for(
-                asyncio.gather(*(p.wait() for p in procs)), grace_s + STOP_MARGIN_S
-            )
-        except TimeoutError:
-            for proc in procs:
-                if proc.returncode is None:
-                    log.error("worker pid %d did not stop: killed", proc.pid)
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-            await asyncio.gather(*(p.wait() for p in procs))
+        await asyncio.gather(*(_reap(p, grace_s + STOP_MARGIN_S) for p in procs))
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -205,9 +197,8 @@ class Workers:
     async def _restart(self, worker: WorkerProcess) -> None:
         proc = worker.proc
         if proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()  # its channel is gone: it serves nobody well any more
-            await proc.wait()
+            proc.kill()  # its channel is gone: it serves nobody well any more
+            await _reap(proc, None)
             log.error("worker %d (pid %d) exited with %s: restarting it",
                       worker.index, proc.pid, proc.returncode)  # fmt: skip
         self.shared.clear_row(worker.index)  # its clients went with it
@@ -319,12 +310,22 @@ class Workers:
             if answers.get(worker.index) is not True and worker.proc is not None:
                 log.error("worker %d did not acknowledge the failover barrier: killed",
                           worker.index)  # fmt: skip
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker.proc.pid, signal.SIGKILL)
+                worker.proc.kill()
 
     @property
     def pids(self) -> list[int]:
         return [w.pid for w in self.workers]
+
+
+async def _reap(proc: subprocess.Popen[bytes], timeout: float | None) -> None:
+    """Wait for the process to exit (killed after timeout s, when given) and reap it."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while proc.poll() is None:
+        if deadline is not None and time.monotonic() > deadline:
+            log.error("worker pid %d did not stop: killed", proc.pid)
+            proc.kill()
+            deadline = None
+        await asyncio.sleep(0.02)
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:

@@ -39,7 +39,8 @@ _MAX_VALUE_BYTES = 16 << 20
 
 HELP = (
     "SELECT ... FROM runtime_mysql_servers | stats_mysql_query_digest | "
-    "stats_mysql_connection_pool | stats_mysql_processlist | mysql_query_rules | mysql_users;  "
+    "stats_mysql_connection_pool | stats_mysql_processlist | stats_pyproxy_workers | "
+    "mysql_query_rules | mysql_users;  "
     "SWITCHOVER TO <master>;  SET SERVER <name> OFFLINE|ONLINE;  RELOAD"
 )
 

@@ -90,6 +90,14 @@ def processlist_rows(proxy: ProxyView, report: WorkerReport) -> list[Row]:
     return list(report.processlist)
 
 
+def worker_rows(proxy: ProxyView, report: WorkerReport) -> list[Row]:
+    """stats_pyproxy_workers: each worker process, its clients and statements so far."""
+    return [
+        {"worker": w.index, "pid": w.pid, "connections": w.connections, "statements": w.statements}
+        for w in sorted(report.workers, key=lambda w: w.index)
+    ]
+
+
 def rule_rows(proxy: ProxyView, report: WorkerReport) -> list[Row]:
     """mysql_query_rules, with their hit counts (summed over the workers)."""
     rules = proxy.router.rules.rules
@@ -207,6 +215,7 @@ _PROCESSLIST_COLS = (
     "server",
     "backend_thread_id",
 )
+_WORKER_COLS = ("worker", "pid", "connections", "statements")
 _USER_COLS = ("username", "default_schema", "max_connections", "consistency", "active")
 
 # table name -> (columns, row builder); the admin answers SELECTs over these.
@@ -216,6 +225,7 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[ProxyView, WorkerReport], lis
     "stats_mysql_query_digest": (_DIGEST_COLS, digest_rows),
     "stats_mysql_connection_pool": (_POOL_COLS, pool_rows),
     "stats_mysql_processlist": (_PROCESSLIST_COLS, processlist_rows),
+    "stats_pyproxy_workers": (_WORKER_COLS, worker_rows),
     "mysql_query_rules": (_RULE_COLS, rule_rows),
     "runtime_mysql_query_rules": (_RULE_COLS, rule_rows),
     "mysql_users": (_USER_COLS, user_rows),

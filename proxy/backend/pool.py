@@ -38,8 +38,11 @@ class PoolStats:
 class BackendPool:
     """Idle connections kept for reuse; a bounded number of connections per server."""
 
-    def __init__(self, settings: Callable[[], PoolConfig]) -> None:
+    def __init__(self, settings: Callable[[], PoolConfig], share: int = 1) -> None:
+        """share: the number of worker processes, each with a pool: the per-server limits
+        (max_connections, pool.max_idle_per_server) are the proxy's, each pool has its part."""
         self._settings = settings  # the running config's pool section (a reload swaps it)
+        self._share = share
         self._idle: dict[PoolKey, deque[BackendConnection]] = defaultdict(deque)
         self._open: dict[str, int] = defaultdict(int)  # per server: idle + in use
         self._freed: dict[str, asyncio.Condition] = {}
@@ -95,9 +98,9 @@ class BackendPool:
     async def _reserve(self, server: Server) -> None:
         cond = self._freed.setdefault(server.name, asyncio.Condition())
         # At the limit: take an idle connection of another user/profile out, or wait.
-        if self._open[server.name] >= server.max_connections and not self._evict_one(server.name):
+        limit = -(-server.max_connections // self._share)  # rounded up
+        if self._open[server.name] >= limit and not self._evict_one(server.name):
             timeout = self.config.connect_timeout_ms / 1000
-            limit = server.max_connections
             async with cond:
                 try:
                     await asyncio.wait_for(
@@ -167,7 +170,7 @@ class BackendPool:
             or conn.in_transaction
             or conn.generation != self._generation[conn.server_name]
             or len(self._idle[(conn.server_name, conn.user, conn.profile)])
-            >= self.config.max_idle_per_server
+            >= -(-self.config.max_idle_per_server // self._share)
         ):
             self._close(conn)
             return
