@@ -137,6 +137,11 @@ async def _serve(config: Config, config_path: str | None) -> None:
     from proxy.app import Proxy
 
     server = Proxy(config, config_path=config_path, workers=config.worker_count)
+    # Before start: a SIGTERM while the workers start up stops them all too.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
     except OSError as exc:
@@ -155,10 +160,6 @@ async def _serve(config: Config, config_path: str | None) -> None:
         config.listeners.http.host,
         server.http.port,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     reloads: set[asyncio.Task[tuple[bool, str]]] = set()
 
     def on_hup() -> None:

@@ -25,6 +25,7 @@ from proxy.config import Config
 T = TypeVar("T")
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+READY_LINE = "pyproxy listening on"  # logged once every worker process listens
 
 
 class ProxyThread:
@@ -144,9 +145,13 @@ class ProxyProcess:
                     with conn.cursor() as cur:
                         cur.execute("SELECT 1")
                         cur.execute("SELECT /* pyproxy:writer */ 1")
-                    return
                 finally:
                     conn.close()
+                # The first worker may answer before the others (and the admin) are up.
+                if READY_LINE in self.log_text():
+                    return
+                last = ProxyFailed("not every worker is up yet")
+                time.sleep(0.2)
             except (OSError, pymysql.err.MySQLError) as exc:
                 last = exc
                 time.sleep(0.2)

@@ -39,8 +39,9 @@ class BackendPool:
     """Idle connections kept for reuse; a bounded number of connections per server."""
 
     def __init__(self, settings: Callable[[], PoolConfig], share: int = 1) -> None:
-        """share: the number of worker processes, each with a pool: the per-server limits
-        (max_connections, pool.max_idle_per_server) are the proxy's, each pool has its part."""
+        """share: the number of worker processes, each with a pool: pool.max_idle_per_server
+        is the proxy's, each pool keeps its part. (A server's max_connections holds per pool:
+        a statement never waits for a connection another worker holds idle.)"""
         self._settings = settings  # the running config's pool section (a reload swaps it)
         self._share = share
         self._idle: dict[PoolKey, deque[BackendConnection]] = defaultdict(deque)
@@ -98,9 +99,9 @@ class BackendPool:
     async def _reserve(self, server: Server) -> None:
         cond = self._freed.setdefault(server.name, asyncio.Condition())
         # At the limit: take an idle connection of another user/profile out, or wait.
-        limit = -(-server.max_connections // self._share)  # rounded up
-        if self._open[server.name] >= limit and not self._evict_one(server.name):
+        if self._open[server.name] >= server.max_connections and not self._evict_one(server.name):
             timeout = self.config.connect_timeout_ms / 1000
+            limit = server.max_connections
             async with cond:
                 try:
                     await asyncio.wait_for(
