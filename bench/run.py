@@ -49,7 +49,8 @@ def _estimate_s(settings: Settings) -> float:
     point = sum(s.workload == "oltp_point_select" for s in sysbench.SCENARIOS)
     runs = (len(sysbench.SCENARIOS) * 2 + point) * settings.pairs * (settings.time_s + 0.5)
     warmups = len({(s.workload, s.ps_mode) for s in sysbench.SCENARIOS}) * 2 * settings.warmup_s
-    return runs + warmups + 30 + settings.idle_connections / 500
+    workers = 2 * settings.pairs * (settings.time_s + 8)  # a pyproxy start per run
+    return runs + warmups + workers + 30 + settings.idle_connections / 500
 
 
 def _measured_run(

@@ -130,6 +130,7 @@ class Workers:
         channel = await Channel.open(ours)
         config = self._settings()
         first = FIRST_SESSION_ID + worker.index * self._span
+        self._flush()  # the others hear of the events so far; the new one starts after them
         channel.send(
             Start(
                 worker.index,
@@ -143,15 +144,17 @@ class Workers:
                 dict(self.shared.slots),
             )
         )
+        # From now on it is sent every event (it applies them once it listens).
+        worker.channel = channel
         try:
             ready = await asyncio.wait_for(channel.recv(), START_TIMEOUT_S)
         except (TimeoutError, ChannelClosed) as exc:
+            worker.channel = None
             channel.close()
             worker.proc.kill()
             await _reap(worker.proc, None)
             raise RuntimeError(f"worker {worker.index} did not start ({exc!r})") from None
         assert isinstance(ready, Ready)
-        worker.channel = channel
         self._spawn_task(self._serve(worker, channel))
 
     async def stop(self, grace_s: float) -> None:

@@ -193,7 +193,7 @@ class Writers:
     def __init__(self, proxy: LabProxy, count: int, table: str) -> None:
         self.proxy = proxy
         self.table = table
-        self.acked: dict[int, list[tuple[int, float]]] = {}  # client -> (seq, acked at)
+        self.acked: dict[int, list[tuple[int, float]]] = {}  # client -> (seq, sent at)
         self.errors: dict[int, list[int]] = {}
         self.sessions: dict[int, int] = {}  # client -> session id
         self._stop = threading.Event()
@@ -229,6 +229,7 @@ class Writers:
         try:
             while not self._stop.is_set():
                 seq += 1
+                sent_at = time.monotonic()
                 try:
                     with conn.cursor() as cur:
                         cur.execute(
@@ -237,7 +238,7 @@ class Writers:
                             (client, seq),
                         )
                     with self._lock:
-                        self.acked[client].append((seq, time.monotonic()))
+                        self.acked[client].append((seq, sent_at))
                 except pymysql.MySQLError as exc:
                     with self._lock:
                         self.errors[client].append(int(exc.args[0]))
@@ -318,34 +319,77 @@ def test_failover_under_writes_every_worker_follows(lab: Lab, tmp_path: Path) ->
     setup.close()
     lab.wait_replicated()
     old_id, new_id = _server_id(lab, "master1"), _server_id(lab, "master2")
-    with lab_proxy(lab, tmp_path, workers=2) as proxy:
-        with Writers(proxy, 16, table) as writers:
-            where = worker_of(proxy, list(writers.sessions.values()))
-            assert set(where.values()) == {0, 1}, where
-            failovers = metric(proxy, "pyproxy_failovers_total")
+    try:
+        with lab_proxy(lab, tmp_path, workers=2) as proxy:
+            with Writers(proxy, 16, table) as writers:
+                where = worker_of(proxy, list(writers.sessions.values()))
+                assert set(where.values()) == {0, 1}, where
+                failovers = metric(proxy, "pyproxy_failovers_total")
+                time.sleep(1.5)
+                assert lab.kill("master1") is not None
+                killed_at = time.monotonic()  # master1 is gone: nothing sent now can reach it
+                assert wait_until(lambda: metric(proxy, "pyproxy_failovers_total") > failovers, 60)
+                time.sleep(3.0)  # writes continue on the new writer
+            rows = _rows(lab, "master2", table)
+            servers = proxy.admin_rows("SELECT name, role FROM runtime_mysql_servers")
+    finally:
+        lab.up(masters=2, replicas=2, semisync=True)  # master1 back, for the next tests
+    lost = [
+        (client, seq)
+        for client, acked in writers.acked.items()
+        for seq, _ in acked
+        if (client, seq) not in rows
+    ]
+    assert lost == [], lost[:10]
+    for client, acked in writers.acked.items():
+        after = [seq for seq, sent in acked if sent > killed_at]
+        assert after, f"client {client} wrote nothing after the kill"
+        # The first write sent after the kill, in whichever worker, is on master2.
+        assert rows[(client, after[0])] == new_id, (client, after[0])
+        assert all(rows[(client, s)] == new_id for s in after)
+    assert {rows[(c, s)] for c, a in writers.acked.items() for s, _ in a} <= {old_id, new_id}
+    assert {r["name"]: r["role"] for r in servers}["master2"] == "writer"
+
+
+def test_silent_topology_process_stops_writes_not_reads(lab: Lab, tmp_path: Path) -> None:
+    """A worker that hears nothing from the topology process (frozen here) sends no write
+    until it hears again; reads go on."""
+    with lab_proxy(
+        lab, tmp_path, workers=2, topology_silence_ms=500, health={"failover_hold_ms": 10_000}
+    ) as proxy:
+        writer_conn = proxy.connect()
+        with writer_conn.cursor() as cur:
+            cur.execute("CREATE TABLE IF NOT EXISTS demo_db.silence_rows (id INT PRIMARY KEY)")
+            cur.execute("DELETE FROM demo_db.silence_rows")
+        done: list[float] = []
+
+        def write() -> None:
+            with writer_conn.cursor() as cur:
+                cur.execute("INSERT INTO demo_db.silence_rows VALUES (1)")
+            done.append(time.monotonic())
+
+        os.kill(proxy.pid, signal.SIGSTOP)
+        try:
             time.sleep(1.5)
-            killed_at = time.monotonic()
-            assert lab.kill("master1") is not None
-            assert wait_until(lambda: metric(proxy, "pyproxy_failovers_total") > failovers, 60)
-            time.sleep(3.0)  # writes continue on the new writer
-        rows = _rows(lab, "master2", table)
-        lost = [
-            (client, seq)
-            for client, acked in writers.acked.items()
-            for seq, _ in acked
-            if (client, seq) not in rows
-        ]
-        assert lost == [], lost[:10]
-        for client, acked in writers.acked.items():
-            after = [seq for seq, at in acked if at > killed_at]
-            assert after, f"client {client} wrote nothing after the kill"
-            # The first write acknowledged after the kill, in whichever worker, is on master2.
-            assert rows[(client, after[0])] == new_id, (client, after[0])
-            assert all(rows[(client, s)] == new_id for s in after)
-        assert {rows[(c, s)] for c, a in writers.acked.items() for s, _ in a} <= {old_id, new_id}
-        servers = proxy.admin_rows("SELECT name, role FROM runtime_mysql_servers")
-        assert {r["name"]: r["role"] for r in servers}["master2"] == "writer"
-    lab.up(masters=2, replicas=2, semisync=True)  # master1 back, as a replica of master2
+            for _ in range(6):  # fresh clients, on either worker: reads are served
+                reader = proxy.connect()
+                with reader.cursor() as cur:
+                    cur.execute("SELECT 42")
+                    assert cur.fetchone() == (42,)
+                reader.close()
+            thread = threading.Thread(target=write)
+            thread.start()
+            time.sleep(2.0)
+            assert done == []  # the write waits: no writer while silent
+            resumed = time.monotonic()
+        finally:
+            os.kill(proxy.pid, signal.SIGCONT)
+        thread.join(20)
+        assert done and done[0] > resumed
+        writer_conn.close()
+        text = proxy.log_text()
+        assert "no word from the topology process" in text
+        assert "the topology process is heard again" in text
 
 
 def test_sigterm_leaves_no_process(lab: Lab, tmp_path: Path) -> None:
