@@ -20,7 +20,7 @@ from proxy.frontend.listener import FALLBACK_VERSION, ProxyServer
 from proxy.frontend.session import Session
 from proxy.health.monitor import CheckStats, Monitor
 from proxy.metrics import Metrics
-from proxy.protocol.packets import ProtocolError
+from proxy.protocol.packets import ErrPacket, ProtocolError
 from proxy.report import WorkerReport
 from proxy.routing.router import Router
 from proxy.routing.stats import QueryDigests
@@ -207,6 +207,10 @@ class Proxy:
             self.topology.apply(ServerConfigured(server, moved))
         for name in [n for n in self.cluster.servers if n not in names]:
             self.topology.apply(ServerRemoved(name))
+
+    async def kill(self, target_id: int, query_only: bool) -> ErrPacket | None:
+        """The admin's KILL [QUERY] id: a session in any worker, whoever its user."""
+        return await self.plane.kill(target_id, query_only)
 
     async def switchover(self, target: str) -> None:
         """Planned writer change with no client error: hold new writes, let running ones and

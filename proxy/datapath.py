@@ -11,6 +11,7 @@ from proxy.cluster import HostStatus
 from proxy.config import Config
 from proxy.frontend.listener import FIRST_SESSION_ID, LAST_SESSION_ID, KillElsewhere, ProxyServer
 from proxy.metrics import Metrics
+from proxy.protocol.packets import ErrPacket
 from proxy.report import WorkerReport, build_report
 from proxy.shared import SharedCounts
 from proxy.topology import (
@@ -37,6 +38,7 @@ class DataPlane(Protocol):
     async def report(self) -> WorkerReport: ...
     async def busy_on(self, server: str) -> bool: ...
     async def barrier(self) -> None: ...
+    async def kill(self, target_id: int, query_only: bool) -> ErrPacket | None: ...
 
 
 class DataPath:
@@ -105,6 +107,9 @@ class DataPath:
 
     async def barrier(self) -> None:
         """Nothing to wait for: this data path follows the deciding topology directly."""
+
+    async def kill(self, target_id: int, query_only: bool) -> ErrPacket | None:
+        return await self.listener.kill_for(target_id, None, query_only)
 
     def _drop_connections(self, event: Event) -> None:
         """Idle connections to a server that went down, was drained, removed or moved, or

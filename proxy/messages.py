@@ -71,11 +71,11 @@ class BusyOn:
 
 @dataclass(frozen=True)
 class Kill:
-    """KILL [QUERY] id for user: -> None (done) or the ErrPacket to answer. Also sent by a
-    worker to the topology process for an id that is not its own."""
+    """KILL [QUERY] id for user (None: the admin): -> None (done) or the ErrPacket to answer.
+    Also sent by a worker to the topology process for an id that is not its own."""
 
     target_id: int
-    username: str
+    username: str | None
     query_only: bool
 
 

@@ -218,10 +218,19 @@ class Workers:
             return
 
     async def _forward_kill(self, asker: WorkerProcess, channel: Channel, call: Call) -> None:
-        """KILL of an id the asking worker does not have: the worker owning the id (a session
-        id) or every other worker (a backend thread id) carries it out."""
-        kill = call.request
-        assert isinstance(kill, Kill)
+        """KILL of an id the asking worker does not have."""
+        assert isinstance(call.request, Kill)
+        result = await self._kill(call.request, asker)
+        with contextlib.suppress(ChannelClosed):
+            channel.reply(call, result)
+
+    async def kill(self, target_id: int, query_only: bool) -> ErrPacket | None:
+        """The admin's KILL [QUERY] id, of any user's session in any worker."""
+        return await self._kill(Kill(target_id, None, query_only), None)
+
+    async def _kill(self, kill: Kill, asker: WorkerProcess | None) -> ErrPacket | None:
+        """The worker owning the id (a session id) or every other worker (a backend thread
+        id) carries the KILL out: None when done, else the error to answer."""
         if kill.target_id >= FIRST_SESSION_ID:
             owner = (kill.target_id - FIRST_SESSION_ID) // self._span
             others = [w for w in self.workers if w.index == owner and w is not asker]
@@ -233,12 +242,10 @@ class Workers:
         )
         for answer in answers.values():
             if answer is None:
-                result = None
-                break
+                return None
             if isinstance(answer, ErrPacket) and answer.code == ErrorCode.ER_KILL_DENIED_ERROR:
                 result = answer
-        with contextlib.suppress(ChannelClosed):
-            channel.reply(call, result)
+        return result
 
     # -- what workers are told -------------------------------------------------------------------
     def _event(self, event: Event) -> None:

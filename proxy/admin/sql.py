@@ -30,6 +30,7 @@ _SET_STATUS = re.compile(
 )
 _RELOAD = re.compile(r"^\s*(?:pyproxy\s+reload(?:\s+config)?|load\s+mysql\s+\w+\s+(?:to|from)"
                      r"\s+\w+|reload)\s*;?\s*$", re.I)  # fmt: skip
+_KILL = re.compile(r"^\s*kill\s+(connection\s+|query\s+)?(\d+)\s*;?\s*$", re.I)
 _VERSION_COMMENT = re.compile(r"^\s*select\s+@@version_comment\s+limit\s+1\s*;?\s*$", re.I)
 
 MAX_ROWS = 100_000
@@ -41,7 +42,7 @@ HELP = (
     "SELECT ... FROM runtime_mysql_servers | stats_mysql_query_digest | "
     "stats_mysql_connection_pool | stats_mysql_processlist | stats_pyproxy_workers | "
     "mysql_query_rules | mysql_users;  "
-    "SWITCHOVER TO <master>;  SET SERVER <name> OFFLINE|ONLINE;  RELOAD"
+    "SWITCHOVER TO <master>;  SET SERVER <name> OFFLINE|ONLINE;  RELOAD;  KILL [QUERY] <id>"
 )
 
 
@@ -140,6 +141,12 @@ class AdminServer:
                 return build_ok(1, caps)
             if _RELOAD.match(sql):
                 return await self._reload(caps)
+            if m := _KILL.match(sql):
+                query_only = (m.group(1) or "").strip().lower() == "query"
+                err = await self.proxy.kill(int(m.group(2)), query_only)
+                if err is not None:
+                    return build_err(1, err.code, err.message)
+                return build_ok(1, caps)
             command = sql.strip().rstrip(";").strip().lower()
             if command.startswith(("set ", "commit", "rollback", "begin")):
                 return build_ok(1, caps)  # drivers' session set-up: nothing to do here

@@ -344,9 +344,11 @@ class ProxyServer:
             session.send_ok()
         target.kill()
 
-    async def kill_for(self, target_id: int, username: str, query_only: bool) -> ErrPacket | None:
-        """KILL [QUERY] asked in another worker process by username: None when done, or the
-        error to answer."""
+    async def kill_for(
+        self, target_id: int, username: str | None, query_only: bool
+    ) -> ErrPacket | None:
+        """KILL [QUERY] asked in another worker process by username (None: by the admin):
+        None when done, or the error to answer."""
         target = kill_target(self, username, target_id)
         if isinstance(target, ErrPacket):
             return target

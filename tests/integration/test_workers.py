@@ -149,6 +149,12 @@ def test_kill_reaches_a_session_in_another_worker(two: LabProxy) -> None:
         with asker.cursor() as cur, pytest.raises(pymysql.MySQLError) as unknown:
             cur.execute("KILL 1999999999")
         assert unknown.value.args[0] == 1094  # ER_NO_SUCH_THREAD
+        # The admin's KILL reaches any worker's session, whoever its user.
+        for target in (c for c in conns if c not in (asker, victim)):
+            two.admin_rows(f"KILL {target.thread_id()}")
+            with pytest.raises(pymysql.MySQLError) as gone, target.cursor() as cur:
+                cur.execute("SELECT 1")
+            assert gone.value.args[0] in LOST
     finally:
         for c in conns:
             with contextlib.suppress(pymysql.MySQLError):
