@@ -54,7 +54,6 @@ class WorkerProcess:
     channel: Channel | None = None
     pid: int = 0
     started_at: float = 0.0
-    restarts: int = 0
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
@@ -213,7 +212,6 @@ class Workers:
             except (RuntimeError, OSError) as exc:
                 log.error("worker %d: restart failed: %s", worker.index, exc)
                 continue
-            worker.restarts += 1
             log.warning("worker %d restarted: pid %d", worker.index, worker.pid)
             return
 
@@ -321,10 +319,6 @@ class Workers:
                 log.error("worker %d did not acknowledge the failover barrier: killed",
                           worker.index)  # fmt: skip
                 worker.proc.kill()
-
-    @property
-    def pids(self) -> list[int]:
-        return [w.pid for w in self.workers]
 
 
 async def _reap(proc: subprocess.Popen[bytes], timeout: float | None) -> None:
