@@ -122,6 +122,33 @@ def _hop_lines(rows: list[dict[str, Any]], version: str) -> list[str]:
     return lines
 
 
+def _worker_lines(w: dict[str, Any], s: dict[str, Any]) -> list[str]:
+    out = [
+        f"{w['scenario']} through pyproxy, `workers: 1` and `workers: 2` alternating "
+        f"({s['pairs']} runs each x {s['time_s']} s, medians):",
+        "",
+        "| workers | QPS (min-max) | CPU µs/stmt, all processes | CPU µs/stmt per worker | "
+        "statement share per worker | health check ms median / max |",
+        "|--:|--:|--:|--:|---|--:|",
+    ]
+    for r in w["summary"]:
+        spread = "-".join(f"{v:,}" for v in r["qps_spread"])
+        shares = " · ".join("/".join(str(x) for x in run) for run in r["worker_statement_shares"])
+        out.append(
+            f"| {r['workers']} | {_f(r['qps_median'], ',.0f')} ({spread}) | "
+            f"{r['cpu_us_per_statement_median']} | {r['worker_cpu_us_per_statement_median']} | "
+            f"{shares} | {r['health_check_ms_median']} / {r['health_check_ms_max']} |"
+        )
+    out += [
+        "",
+        "CPU per worker = a worker's utime+stime / the statements it served: the capacity "
+        "figure to multiply by cores (a worker per core). All processes adds the topology "
+        "process (health checks, admin). On a 2-core host shared with sysbench and the "
+        "servers, a second worker adds little throughput.",
+    ]
+    return out
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     s = results["settings"]
@@ -185,6 +212,8 @@ def markdown(results: dict[str, Any]) -> str:
             *causal_markdown(results["causal"]),
             "",
         ]
+    if results.get("workers"):
+        out += ["## Worker processes", "", *_worker_lines(results["workers"], s), ""]
     if results.get("idle_connections"):
         out += ["## Idle connections", "", *_idle_lines(results["idle_connections"]), ""]
     if results.get("classification"):

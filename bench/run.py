@@ -22,6 +22,7 @@ from bench.ryw import run_ryw
 from bench.settings import Settings, parse_settings
 from bench.summary import Measured, ScenarioRuns, public, summarise, targets
 from bench.topology import BenchLab, free_port
+from bench.workers import run_workers
 from proxy.testing import ProxyProcess, raise_nofile
 
 IDLE_SETTLE_S = 2.0  # a session idle for 1 s hands its backend connection back
@@ -49,7 +50,8 @@ def _estimate_s(settings: Settings) -> float:
     point = sum(s.workload == "oltp_point_select" for s in sysbench.SCENARIOS)
     runs = (len(sysbench.SCENARIOS) * 2 + point) * settings.pairs * (settings.time_s + 0.5)
     warmups = len({(s.workload, s.ps_mode) for s in sysbench.SCENARIOS}) * 2 * settings.warmup_s
-    return runs + warmups + 30 + settings.idle_connections / 500
+    workers = 2 * settings.pairs * (settings.time_s + 8)  # a pyproxy start per run
+    return runs + warmups + workers + 30 + settings.idle_connections / 500
 
 
 def _measured_run(
@@ -171,7 +173,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _phases(settings: Settings) -> set[str]:
-    return set(settings.only) or {"sysbench", "ryw", "causal", "idle", "classify"}
+    return set(settings.only) or {"sysbench", "ryw", "causal", "idle", "classify", "workers"}
 
 
 def _bench(settings: Settings, results: dict[str, Any]) -> None:
@@ -184,7 +186,7 @@ def _bench(settings: Settings, results: dict[str, Any]) -> None:
             f"classify: {h['tokenizer']}: cold {h['cold_us_per_statement']} us/stmt, "
             f"warm new literals {h['warm_new_literals_us_per_statement']} us/stmt"
         )
-    if not phases & {"sysbench", "ryw", "causal", "idle"}:
+    if not phases & {"sysbench", "ryw", "causal", "idle", "workers"}:
         return
     lab = BenchLab()
     proxy: ProxyProcess | None = None
@@ -194,15 +196,19 @@ def _bench(settings: Settings, results: dict[str, Any]) -> None:
         results["meta"]["server_version"] = lab.server_version()
         user, pw = lab.app_user
         lab.create_database(sysbench.DATABASE)
-        if phases & {"sysbench", "ryw", "causal"}:
+        if phases & {"sysbench", "ryw", "causal", "workers"}:
             _say("sysbench: prepare (straight to the writer) ...")
             sysbench.prepare(lab.writer.port, user, pw)
             lab.wait_for_rows(sysbench.DATABASE, sysbench.PREPARED_TABLES, sysbench.TABLE_SIZE)
-        config, port = lab.write_proxy_config()
-        proxy = ProxyProcess(config, port, lab.tmp / "pyproxy.log")
-        proxy.start(user, pw)
-        _say(f"pyproxy: pid {proxy.pid} on port {port} (open files limit {proxy.nofile})")
-        if "sysbench" in phases:
+        if "workers" in phases:
+            _say("workers: oltp_point_select, 32 threads, workers: 1 vs 2 ...")
+            results["workers"] = run_workers(settings, lab, _say)
+        if phases & {"sysbench", "ryw", "idle"}:
+            config, port = lab.write_proxy_config()
+            proxy = ProxyProcess(config, port, lab.tmp / "pyproxy.log")
+            proxy.start(user, pw)
+            _say(f"pyproxy: pid {proxy.pid} on port {port} (open files limit {proxy.nofile})")
+        if proxy is not None and "sysbench" in phases:
             hop = _start_hop(lab, results)
             try:
                 rows = run_sysbench(settings, lab, proxy, hop)
@@ -211,7 +217,7 @@ def _bench(settings: Settings, results: dict[str, Any]) -> None:
                     hop.stop()
             results["sysbench"] = [public(r) for r in rows]
             results["targets"] = targets(rows, results.get("classification", {}).get("headline"))
-        if "ryw" in phases:
+        if proxy is not None and "ryw" in phases:
             _say("read-your-writes: INSERT + SELECT pairs, checked vs eventual reads ...")
             results["read_your_writes"] = run_ryw(proxy.port, user, pw, sysbench.DATABASE)
             r = results["read_your_writes"]
@@ -223,7 +229,7 @@ def _bench(settings: Settings, results: dict[str, Any]) -> None:
             _say("causal: oltp_read_write --skip_trx=on, 8 threads, each consistency mode ...")
             results["causal"] = run_causal(lab, settings.pairs, settings.time_s)
             _say(f"causal: default -> {results['causal']['default']}")
-        if "idle" in phases:
+        if proxy is not None and "idle" in phases:
             results["idle_connections"] = run_idle(settings, lab, proxy)
     except Exception:
         if proxy is not None:

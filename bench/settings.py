@@ -52,7 +52,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("sysbench", "ryw", "causal", "idle", "classify"),
+        choices=("sysbench", "ryw", "causal", "idle", "classify", "workers"),
         default=[],
         help="run only this phase (repeatable)",
     )

@@ -1,5 +1,6 @@
-"""Wiring: builds the topology, pool, health checker, MySQL listener, admin and HTTP servers,
-runs them, and carries out the operator's commands (switchover, OFFLINE/ONLINE, reload)."""
+"""Wiring: builds the topology, the health checker, the data plane (this process, or worker
+processes), admin and HTTP servers, runs them, and carries out the operator's commands
+(switchover, OFFLINE/ONLINE, reload)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,18 @@ from proxy.backend.connection import BackendError, read_greeting
 from proxy.backend.pool import BackendPool
 from proxy.cluster import Cluster, HostStatus
 from proxy.config import Config, ConfigError, load_config
+from proxy.datapath import DataPath, DataPlane
 from proxy.frontend.listener import FALLBACK_VERSION, ProxyServer
 from proxy.frontend.session import Session
 from proxy.health.monitor import CheckStats, Monitor
 from proxy.health.monitorlog import MonitorLog
 from proxy.metrics import Metrics
-from proxy.protocol.packets import ProtocolError
+from proxy.protocol.packets import ErrPacket, ProtocolError
+from proxy.report import WorkerReport
 from proxy.routing.router import Router
 from proxy.routing.stats import QueryDigests
+from proxy.supervisor import Workers
 from proxy.topology import (
-    Event,
     FailoverEvent,
     ServerConfigured,
     ServerRemoved,
@@ -40,31 +43,34 @@ log = logging.getLogger(__name__)
 
 
 class Proxy:
-    """One running pyproxy: the parts, wired; what the admin and the metrics see (ProxyView)."""
+    """One running pyproxy as the topology process sees it: the parts, wired; what the admin
+    and the metrics see (ProxyView). workers=None: the data path runs in this process (tests,
+    tools); N: in N worker processes."""
 
-    def __init__(self, config: Config, config_path: str | None = None) -> None:
+    def __init__(
+        self, config: Config, config_path: str | None = None, workers: int | None = None
+    ) -> None:
         self.config_path = config_path
         self.topology = Topology(Cluster.from_config(config))
-        first = Snapshot.build(config, self.topology.cluster)
-        self.metrics = Metrics()
-        self.pool = BackendPool(lambda: self.snapshot.config.pool)
-        # The pool hears of a change first, so sessions retrying elsewhere find no stale
-        # connections to a server that went away.
-        self.topology.subscribe(self._drop_connections)
-        self.listener = ProxyServer(
-            first, self.topology, self.pool, self.metrics, lambda name: self.monitor.recheck(name)
+        self.snapshot = Snapshot.build(config, self.topology.cluster)
+        self._server_version = config.server_version or FALLBACK_VERSION
+        self.plane: DataPlane
+        if workers is None:
+            self.plane = DataPath(config, self.topology, lambda name: self.monitor.recheck(name))
+        else:
+            self.plane = Workers(
+                workers, lambda: self.snapshot.config, self.topology, self._recheck
+            )
+        self.monitor = Monitor(
+            lambda: self.snapshot.config, self.topology, self.switchover, self.plane.barrier
         )
-        self.monitor = Monitor(lambda: self.snapshot.config, self.topology, self.switchover)
         self.admin = AdminServer(self)
         self.http = HttpServer(self)
 
-    # -- what the admin and the metrics read -------------------------------------------------------
-    @property
-    def snapshot(self) -> Snapshot:
-        """The running config and router: held by the listener, whose sessions read it for
-        every statement (one attribute, swapped by apply_config)."""
-        return self.listener.snapshot
+    def _recheck(self, name: str) -> None:
+        self.monitor.recheck(name)
 
+    # -- what the admin and the metrics read -------------------------------------------------------
     @property
     def config(self) -> Config:
         return self.snapshot.config
@@ -77,13 +83,10 @@ class Proxy:
     def cluster(self) -> Cluster:
         return self.topology.cluster
 
-    @property
-    def sessions(self) -> Mapping[int, Session]:
-        return self.listener.sessions
-
-    @property
-    def digests(self) -> QueryDigests:
-        return self.listener.digests
+    async def report(self, reset_digests: bool = False) -> WorkerReport:
+        """Counters, digests, pools and sessions of the data plane (all workers summed);
+        reset_digests: and clear the digests (stats_mysql_query_digest_reset)."""
+        return await self.plane.report(reset_digests)
 
     @property
     def check_stats(self) -> Mapping[str, CheckStats]:
@@ -103,23 +106,47 @@ class Proxy:
 
     @property
     def server_version(self) -> str:
-        return self.listener.server_version
+        return self._server_version
 
     @property
     def watermark(self) -> Watermark:
-        return self.listener.watermark
+        return self.plane.watermark
 
     @property
     def port(self) -> int:
-        return self.listener.port
+        return self.plane.port
 
-    def backend_in_use(self) -> dict[str, int]:
-        return self.listener.backend_in_use()
+    # -- the in-process data path (tests and tools look inside it) -------------------------------
+    @property
+    def local(self) -> DataPath:
+        if not isinstance(self.plane, DataPath):
+            raise RuntimeError("the data path runs in worker processes")
+        return self.plane
+
+    @property
+    def listener(self) -> ProxyServer:
+        return self.local.listener
+
+    @property
+    def pool(self) -> BackendPool:
+        return self.local.pool
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.local.metrics
+
+    @property
+    def sessions(self) -> Mapping[int, Session]:
+        return self.local.listener.sessions
+
+    @property
+    def digests(self) -> QueryDigests:
+        return self.local.listener.digests
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         config = self.config
-        self.listener.server_version = config.server_version or await self._backend_version()
+        self._server_version = config.server_version or await self._backend_version()
         if config.health.enabled:
             # The first round of checks elects the writer before any client is accepted.
             await self.monitor.start()
@@ -127,9 +154,8 @@ class Proxy:
             # Nothing to elect from: the config's first master is declared the writer.
             first = config.masters[0].name
             self.topology.apply(WriterChanged(None, first, "configured (health checks off)"))
+        await self.plane.start(self._server_version)
         listeners = config.listeners
-        await self.listener.start(listeners.mysql.host, listeners.mysql.port)
-        self.pool.start()
         if listeners.admin.port >= 0:
             await self.admin.start(listeners.admin.host, listeners.admin.port)
         if listeners.http.port >= 0:
@@ -148,30 +174,11 @@ class Proxy:
         return FALLBACK_VERSION
 
     async def stop(self, grace_s: float = 5.0) -> None:
-        self.listener.close()
         await self.admin.stop()
         await self.http.stop()
-        await self.listener.stop(grace_s)
+        await self.plane.stop(grace_s)
         await self.monitor.stop()
-        await self.pool.close()
         await asyncio.sleep(0.05)  # let the COM_QUITs and closes reach the servers
-
-    def _drop_connections(self, event: Event) -> None:
-        """Idle connections to a server that went down, was drained, removed or moved, or
-        stopped being the writer are of no use; those in use are closed when given back."""
-        match event:
-            case WriterChanged(old=old) if old is not None:
-                self.pool.drop_server(old)
-            case SwitchoverEnded(old=old, done=True):
-                self.pool.drop_server(old)
-            case ServerStatusChanged(name=name, status=HostStatus.DOWN | HostStatus.OFFLINE_SOFT):
-                self.pool.drop_server(name)
-            case ServerConfigured(server=server, moved=moved):
-                self.pool.stats[server.name]  # create the entry
-                if moved:
-                    self.pool.drop_server(server.name)
-            case ServerRemoved(name=name):
-                self.pool.drop_server(name)
 
     # -- operator commands -----------------------------------------------------------------------
     def set_server_offline(self, name: str, offline: bool) -> None:
@@ -244,9 +251,8 @@ class Proxy:
         if new.listeners != old.listeners:
             log.warning("listener changes take effect at the next restart")
             new = new.model_copy(update={"listeners": old.listeners})
-        # Config, router and rules change together, in one assignment: a session reads
-        # either the old snapshot or the new one, never half of each.
-        self.listener.snapshot = Snapshot.build(new, self.cluster)
+        self.snapshot = Snapshot.build(new, self.cluster)
+        self.plane.apply_config(new)
         names = {s.name for s in new.servers}
         was = {s.name: s.status for s in old.servers}
         for server in new.servers:
@@ -263,6 +269,10 @@ class Proxy:
         for name in [n for n in self.cluster.servers if n not in names]:
             self.topology.apply(ServerRemoved(name))
 
+    async def kill(self, target_id: int, query_only: bool) -> ErrPacket | None:
+        """The admin's KILL [QUERY] id: a session in any worker, whoever its user."""
+        return await self.plane.kill(target_id, query_only)
+
     async def switchover(self, target: str) -> None:
         """Planned writer change with no client error: hold new writes, let running ones and
         open transactions on the old writer finish, swap read_only, resume on the new one."""
@@ -277,7 +287,7 @@ class Proxy:
         done = False
         try:
             deadline = time.monotonic() + self.config.health.failover_hold_ms / 1000
-            while time.monotonic() < deadline and self.listener.busy_on(old):
+            while time.monotonic() < deadline and await self.plane.busy_on(old):
                 await asyncio.sleep(0.005)
             await self.monitor.swap_writer(old, target)
             done = True

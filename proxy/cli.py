@@ -101,6 +101,10 @@ def run_proxy(config: Config, config_path: str | None = None) -> int:
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, for log shippers."""
 
+    def __init__(self, process: str = "") -> None:
+        super().__init__()
+        self.process = process
+
     def format(self, record: logging.LogRecord) -> str:
         out = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
@@ -108,17 +112,23 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.process:
+            out["process"] = self.process
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out)
 
 
-def setup_logging(config: Config) -> None:
+def setup_logging(config: Config, process: str = "") -> None:
+    """process: which process logs (a worker's name), shown in every line."""
     handler = logging.StreamHandler()
     if config.log_format == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(process))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        tag = f"[{process}] " if process else ""
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(config.log_level.upper())
@@ -127,10 +137,16 @@ def setup_logging(config: Config) -> None:
 async def _serve(config: Config, config_path: str | None) -> None:
     from proxy.app import Proxy
 
-    server = Proxy(config, config_path=config_path)
+    server = Proxy(config, config_path=config_path, workers=config.worker_count)
+    # Before start: a SIGTERM while the workers start up stops them all too.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
     except OSError as exc:
+        await server.stop(0.0)
         listen = config.listeners.mysql
         raise ConfigError(
             f"listeners.mysql: cannot listen on {listen.host}:{listen.port}: {exc.strerror}"
@@ -145,10 +161,6 @@ async def _serve(config: Config, config_path: str | None) -> None:
         config.listeners.http.host,
         server.http.port,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     reloads: set[asyncio.Task[tuple[bool, str]]] = set()
 
     def on_hup() -> None:

@@ -210,6 +210,26 @@ class Config(_Model):
     query_rules: list[QueryRule] = []
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Worker processes serving clients (ProxySQL's mysql-threads); auto: one per usable core.
+    # The health checker, elections and the admin run apart, in the topology process.
+    workers: Literal["auto"] | int = "auto"
+    # A worker that has heard nothing from the topology process for this long stops sending
+    # writes (reads continue) until it hears again.
+    topology_silence_ms: int = Field(1500, ge=100, le=60_000)
+
+    @field_validator("workers")
+    @classmethod
+    def _workers_positive(cls, workers: Literal["auto"] | int) -> Literal["auto"] | int:
+        if workers != "auto" and not 1 <= workers <= 256:
+            raise ValueError("must be auto or a number of processes from 1 to 256")
+        return workers
+
+    @property
+    def worker_count(self) -> int:
+        """The number of worker processes: workers, or the usable cores for auto."""
+        if self.workers == "auto":
+            return max(1, len(os.sched_getaffinity(0)))
+        return self.workers
 
     @field_validator("servers")
     @classmethod

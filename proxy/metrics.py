@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -18,6 +18,7 @@ from prometheus_client.core import (
 )
 
 if TYPE_CHECKING:
+    from proxy.report import WorkerReport
     from proxy.view import ProxyView
 
 LATENCY_BUCKETS = (
@@ -54,6 +55,15 @@ class ErrorCount:
     last_seen: int
     last_error: str
 
+    def __add__(self, other: ErrorCount) -> ErrorCount:
+        newer = other if other.last_seen >= self.last_seen else self
+        return ErrorCount(
+            self.count + other.count,
+            min(self.first_seen, other.first_seen),
+            max(self.last_seen, other.last_seen),
+            newer.last_error,
+        )
+
 
 class Histogram:
     """A histogram cheap enough for every statement: one bisect and three additions."""
@@ -70,6 +80,11 @@ class Histogram:
         self.counts[bisect_left(self.buckets, value)] += 1
         self.sum += value
         self.count += 1
+
+    def add(self, other: Histogram) -> None:
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.sum += other.sum
+        self.count += other.count
 
     def cumulative(self) -> list[tuple[str, float]]:
         out, total = [], 0
@@ -117,7 +132,8 @@ class Metrics:
     server_queries: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     # stats_mysql_errors: errors the servers answered, by where, who and errno
     errors: dict[ErrorKey, ErrorCount] = field(default_factory=dict)
-    started: float = field(default_factory=time.time)  # Unix time; ProxySQL_Uptime
+    # Unix time; ProxySQL_Uptime (summed over workers: the earliest start)
+    started: float = field(default_factory=time.time, metadata={"merge": min})
     # causal reads: outcome (replica_fresh, replica_after_wait, writer_fallback) -> reads
     causal_reads: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     causal_wait_seconds: Histogram = field(default_factory=lambda: Histogram(WAIT_BUCKETS))
@@ -149,20 +165,45 @@ class Metrics:
         entry.last_seen = now
         entry.last_error = message
 
+    def add(self, other: Metrics) -> None:
+        """Add another worker's counters to these (every field: numbers, dicts of numbers,
+        histograms and dicts of histograms, so that a new counter sums with no code here)."""
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if "merge" in f.metadata:
+                setattr(self, f.name, f.metadata["merge"](mine, theirs))
+            elif isinstance(mine, Histogram):
+                mine.add(theirs)
+            elif isinstance(mine, dict):
+                for key, value in theirs.items():
+                    if isinstance(value, Histogram):
+                        mine.setdefault(key, Histogram(value.buckets)).add(value)
+                    elif isinstance(value, list):  # per-bucket counts
+                        have = mine.get(key) or [0] * len(value)
+                        mine[key] = [a + b for a, b in zip(have, value, strict=True)]
+                    elif key not in mine:
+                        mine[key] = value
+                    else:
+                        mine[key] = mine.get(key, 0) + value
+            else:
+                setattr(self, f.name, mine + theirs)
+
 
 class ProxyCollector:
-    """Builds the exposition from the proxy's live state (prometheus-client custom collector)."""
+    """Builds the exposition from the proxy's state and the data plane's report, summed over
+    the workers (prometheus-client custom collector)."""
 
-    def __init__(self, server: ProxyView) -> None:
+    def __init__(self, server: ProxyView, report: WorkerReport) -> None:
         self.server = server
+        self.report = report
 
     def describe(self) -> list[Metric]:
         return []  # unchecked collector: families vary with the servers configured
 
     def collect(self) -> Iterator[Metric]:
-        s = self.server
-        m = s.metrics
-        yield _gauge("pyproxy_client_connections", "Client connections open now", len(s.sessions))
+        s, r = self.server, self.report
+        m = r.metrics
+        yield _gauge("pyproxy_client_connections", "Client connections open now", r.connections)
         yield _counter(
             "pyproxy_client_connections_accepted", "Client connections accepted", m.accepted
         )
@@ -220,8 +261,6 @@ class ProxyCollector:
             hist.add_metric([route], h.cumulative(), sum_value=h.sum)
         yield hist
 
-        pool = s.pool
-        in_use = s.backend_in_use()
         conns = GaugeMetricFamily(
             "pyproxy_backend_connections",
             "Backend connections per server and state",
@@ -249,8 +288,9 @@ class ProxyCollector:
             labels=["server"],
         )
         for name, st in s.cluster.servers.items():
-            conns.add_metric([name, "in_use"], in_use.get(name, 0))
-            conns.add_metric([name, "idle"], pool.idle_count(name))
+            numbers = r.pools.get(name)
+            conns.add_metric([name, "in_use"], numbers.in_use if numbers else 0)
+            conns.add_metric([name, "idle"], numbers.idle if numbers else 0)
             errors.add_metric([name], m.backend_errors.get(name, 0))
             cs = s.check_stats.get(name)
             if cs is not None:
@@ -293,8 +333,9 @@ class ProxyCollector:
             s.conflicts,
         )
         hits = CounterMetricFamily("pyproxy_query_rule_hits", "Query rule matches", labels=["rule"])
-        rules = s.router.rules
-        for i, (rule, n) in enumerate(zip(rules.rules, rules.hits, strict=True)):
+        rules = s.router.rules.rules
+        for i, rule in enumerate(rules):
+            n = r.rule_hits[i] if i < len(r.rule_hits) else 0
             hits.add_metric([rule.name or f"rule{i + 1}"], n)
         yield hits
 
@@ -358,8 +399,10 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, value=value)
 
 
-def exposition(server: ProxyView) -> Callable[[], bytes]:
-    """A function rendering the text exposition for this proxy."""
+def exposition(server: ProxyView, report: WorkerReport) -> bytes:
+    """The text exposition of this proxy (collected from the workers' report: one /metrics for
+    the whole proxy, with the project's own collector, which prometheus_client's
+    multiprocess mode could not serve)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ProxyCollector(server))
-    return lambda: generate_latest(registry)
+    registry.register(ProxyCollector(server, report))
+    return generate_latest(registry)

@@ -25,6 +25,7 @@ from proxy.config import Config
 T = TypeVar("T")
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+READY_LINE = "pyproxy listening on"  # logged once every worker process listens
 
 
 class ProxyThread:
@@ -144,9 +145,13 @@ class ProxyProcess:
                     with conn.cursor() as cur:
                         cur.execute("SELECT 1")
                         cur.execute("SELECT /* pyproxy:writer */ 1")
-                    return
                 finally:
                     conn.close()
+                # The first worker may answer before the others (and the admin) are up.
+                if READY_LINE in self.log_text():
+                    return
+                last = ProxyFailed("not every worker is up yet")
+                time.sleep(0.2)
             except (OSError, pymysql.err.MySQLError) as exc:
                 last = exc
                 time.sleep(0.2)
@@ -161,20 +166,36 @@ class ProxyProcess:
         if self.proc is not None and self.proc.poll() is not None:
             raise ProxyFailed(f"pyproxy exited with {self.proc.returncode}\n{self.log_tail()}")
 
-    def cpu_seconds(self) -> float:
-        """utime + stime of the proxy process (all its threads) so far."""
+    def worker_pids(self) -> list[int]:
+        """The worker processes (the topology process's children) running now."""
         self._check_alive()
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-        return (utime + stime) / CLK_TCK
+        return children(self.pid)
+
+    def pids(self) -> list[int]:
+        """The topology process and its workers."""
+        return [self.pid, *self.worker_pids()]
+
+    def cpu_seconds(self) -> float:
+        """utime + stime so far of the topology process and its workers now running."""
+        return sum(self.cpu_by_pid().values())
+
+    def cpu_by_pid(self) -> dict[int, float]:
+        """utime + stime of each pyproxy process (all its threads) so far."""
+        return {pid: seconds for pid in self.pids() if (seconds := cpu_seconds(pid)) is not None}
 
     def rss_kb(self) -> int:
+        """Resident memory of the topology process and its workers."""
         self._check_alive()
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise ProxyFailed("no VmRSS in /proc status")
+        total = 0
+        for pid in self.pids():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue  # a worker that just exited
+            for line in status.splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        return total
 
     def log_text(self) -> str:
         """Everything the process logged so far."""
@@ -206,6 +227,32 @@ class ProxyProcess:
             "stop_s": round(time.monotonic() - start, 2),
             "killed_after_sigterm_timeout": killed,
         }
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of pid (from /proc, every thread's children)."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process (all its threads) so far; None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / CLK_TCK
 
 
 def _proc_nofile(pid: int) -> int:

@@ -122,12 +122,18 @@ class Topology:
         self.failovers: list[FailoverEvent] = []
         self.switching: SwitchoverStarted | None = None  # elections wait while set
         self._listeners: list[Listener] = []
+        self._followers: list[Listener] = []
         self._changed = asyncio.Event()
 
     def subscribe(self, listener: Listener) -> None:
         """listener(event) is called after every event that changed the writer, a server's
         status or the set of servers (not for positions and errors: they change each check)."""
         self._listeners.append(listener)
+
+    def follow(self, follower: Listener) -> None:
+        """follower(event) is called with every event applied, in order, changed or not: what
+        a copy in another process needs to stay equal to this one."""
+        self._followers.append(follower)
 
     async def changed(self, timeout: float) -> None:
         """Wait until the writer or a server's status changes (or timeout)."""
@@ -136,7 +142,10 @@ class Topology:
             await asyncio.wait_for(event.wait(), timeout)
 
     def apply(self, event: Event) -> None:
-        if self._change(event):
+        changed = self._change(event)
+        for follower in self._followers:
+            follower(event)
+        if changed:
             for listener in list(self._listeners):
                 listener(event)
             waking, self._changed = self._changed, asyncio.Event()

@@ -27,18 +27,20 @@ own row (one owner per row: no locks); readers take the maximum over all rows. A
 Every word is 8-byte aligned: on x86-64 and arm64 such stores and loads are single, untorn
 accesses, and the seqlock catches a reader overlapping a row being written.
 
-Use: the owner of the block (the topology process) calls `create(rows)` before spawning the
-workers and `unlink(name)` after they are gone; each worker opens
-`Watermark(name=name, row=index, rows=rows)`. In a single process, `Watermark()` uses a
-private one-row block (no shared memory).
+Use: the owner of the block (the topology process) calls `create(rows)` (a memfd, so no
+name in /dev/shm to leak and no resource-tracker process) before spawning the workers, which
+inherit the descriptor (pass_fds) and open `Watermark(fd, row=index, rows=rows)`; the owner
+calls `release(fd)` after they are gone. In a single process, `Watermark()` uses a private
+one-row block (no shared memory).
 """
 
 from __future__ import annotations
 
 import logging
+import mmap
+import os
 import time
 import uuid
-from multiprocessing import resource_tracker, shared_memory
 
 from proxy.routing.causal import Mark
 
@@ -55,19 +57,18 @@ _MARIADB, _MYSQL = 1, 2
 _SPINS = 1000  # a reader's retries of a row being written before it calls the mark unknown
 
 
-def create(rows: int) -> str:
-    """Create a zeroed block for `rows` workers; its name, for Watermark(name=...)."""
-    shm = shared_memory.SharedMemory(create=True, size=rows * ROW_BYTES)
-    name = shm.name
-    shm.close()
-    return name
+def create(rows: int) -> int:
+    """Create a zeroed block for `rows` workers: its file descriptor (close-on-exec: a worker
+    gets it by pass_fds), for Watermark(fd, ...)."""
+    fd = os.memfd_create("pyproxy-watermark")
+    os.ftruncate(fd, rows * ROW_BYTES)
+    return fd
 
 
-def unlink(name: str) -> None:
-    """Remove the block (its owner, once no worker uses it)."""
-    shm = shared_memory.SharedMemory(name=name)
-    shm.close()
-    shm.unlink()
+def release(fd: int) -> None:
+    """The owner's descriptor, closed once no worker uses it (the memory goes with the last
+    mapping)."""
+    os.close(fd)
 
 
 def _key_words(key: int | str) -> tuple[int, int, int]:
@@ -86,21 +87,16 @@ def _key_of(kind: int, a: int, b: int) -> int | str:
 class Watermark:
     """One worker's view of the block: advance() its own row, mark() over all rows."""
 
-    def __init__(self, name: str | None = None, row: int = 0, rows: int = 1) -> None:
+    def __init__(self, fd: int | None = None, row: int = 0, rows: int = 1) -> None:
         if not 0 <= row < rows:
             raise ValueError(f"watermark row {row} is not in 0..{rows - 1}")
-        self._shm: shared_memory.SharedMemory | None = None
-        if name is None:
-            buf: bytearray | memoryview[int] = bytearray(rows * ROW_BYTES)
+        self._map: mmap.mmap | None = None
+        if fd is None:
+            buf: bytearray | mmap.mmap = bytearray(rows * ROW_BYTES)
         else:
-            self._shm = shared_memory.SharedMemory(name=name)
-            # Python 3.11 registers an opened block with this process's resource tracker,
-            # which would unlink it when this worker exits: the owner unlinks it.
-            resource_tracker.unregister(self._shm._name, "shared_memory")  # type: ignore[attr-defined]
-            if self._shm.size < rows * ROW_BYTES:
-                raise ValueError(f"watermark block {name} is smaller than {rows} rows")
-            assert self._shm.buf is not None
-            buf = self._shm.buf
+            if os.fstat(fd).st_size < rows * ROW_BYTES:
+                raise ValueError(f"watermark block (fd {fd}) is smaller than {rows} rows")
+            buf = self._map = mmap.mmap(fd, rows * ROW_BYTES)
         self._words = memoryview(buf).cast("Q")
         self.rows = rows
         self._base = row * ROW_WORDS
@@ -209,5 +205,5 @@ class Watermark:
 
     def close(self) -> None:
         self._words.release()
-        if self._shm is not None:
-            self._shm.close()
+        if self._map is not None:
+            self._map.close()

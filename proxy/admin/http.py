@@ -8,12 +8,13 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from proxy.admin.tables import digest_rows, pool_rows, server_rows
 from proxy.config import is_loopback
 from proxy.metrics import exposition
+from proxy.report import WorkerReport
 
 if TYPE_CHECKING:
     from proxy.view import ProxyView
@@ -38,17 +39,19 @@ class HttpServer:
 
     def __init__(self, proxy: ProxyView) -> None:
         self.proxy = proxy
-        self.render_metrics = exposition(proxy)
         self._server: asyncio.Server | None = None
         self._loopback = True
-        self.routes: dict[str, Callable[[], tuple[int, str, bytes]]] = {
+        # path -> the response; a route reads the workers' report when it names one.
+        self.routes: dict[str, Callable[[WorkerReport | None], tuple[int, str, bytes]]] = {
             "/metrics": self._metrics,
-            "/healthz": lambda: _json(200, {"status": "ok"}),
+            "/healthz": lambda _: _json(200, {"status": "ok"}),
             "/readyz": self._ready,
-            "/api/servers": lambda: _json(200, server_rows(proxy)),
-            "/api/digests": lambda: _json(200, digest_rows(proxy)),
-            "/api/pools": lambda: _json(200, pool_rows(proxy)),
+            "/api/servers": lambda _: _json(200, server_rows(proxy)),
+            "/api/digests": lambda r: _json(200, digest_rows(proxy, _needed(r))),
+            "/api/pools": lambda r: _json(200, pool_rows(proxy, _needed(r))),
         }
+        self._reported = frozenset({"/metrics", "/api/digests", "/api/pools"})
+        self._report: Callable[[], Awaitable[WorkerReport]] = proxy.report
 
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
@@ -71,10 +74,11 @@ class HttpServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1)
 
-    def _metrics(self) -> tuple[int, str, bytes]:
-        return 200, "text/plain; version=0.0.4; charset=utf-8", self.render_metrics()
+    def _metrics(self, report: WorkerReport | None) -> tuple[int, str, bytes]:
+        body = exposition(self.proxy, _needed(report))
+        return 200, "text/plain; version=0.0.4; charset=utf-8", body
 
-    def _ready(self) -> tuple[int, str, bytes]:
+    def _ready(self, _: WorkerReport | None) -> tuple[int, str, bytes]:
         writer = self.proxy.cluster.writer
         return _json(200 if writer else 503, {"ready": bool(writer), "writer": writer})
 
@@ -91,7 +95,8 @@ class HttpServer:
             elif path not in _OPEN and (refused := self._refused(request)) is not None:
                 status, ctype, body = refused
             else:
-                status, ctype, body = route()
+                report = await self._report() if path in self._reported else None
+                status, ctype, body = route(report)
             challenge = 'WWW-Authenticate: Bearer realm="pyproxy"\r\n' if status == 401 else ""
             head = (
                 f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"
@@ -128,6 +133,11 @@ class HttpServer:
             403,
             {"error": "set admin.http_token to use the API on a non-loopback listener"},
         )
+
+
+def _needed(report: WorkerReport | None) -> WorkerReport:
+    assert report is not None, "a route that reads the report is listed in _reported"
+    return report
 
 
 def _json(status: int, data: Any) -> tuple[int, str, bytes]:

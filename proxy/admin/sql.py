@@ -15,11 +15,13 @@ from proxy.admin.layers import READ_ONLY, Layers, authorize, names_layer_table
 from proxy.admin.tables import TABLES
 from proxy.authio import drive_auth
 from proxy.frontend.client import ClientConnection, ClientGone
+from proxy.metrics import Metrics
 from proxy.protocol.auth import AuthFailed, ServerAuth
 from proxy.protocol.constants import Command, ErrorCode
 from proxy.protocol.packets import ProtocolError, build_err, build_ok, build_result_set
 
 if TYPE_CHECKING:
+    from proxy.report import WorkerReport
     from proxy.view import ProxyView
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,7 @@ _SET_STATUS = re.compile(
     r"^\s*(?:pyproxy\s+)?set\s+server\s+`?([\w.-]+)`?\s+(offline|online)\s*;?\s*$", re.I
 )
 _RELOAD = re.compile(r"^\s*(?:pyproxy\s+reload(?:\s+config)?|reload)\s*;?\s*$", re.I)
+_KILL = re.compile(r"^\s*kill\s+(connection\s+|query\s+)?(\d+)\s*;?\s*$", re.I)
 _CHANGES = ("insert", "update", "delete", "replace")
 _VERSION_COMMENT = re.compile(r"^\s*select\s+@@version_comment\s+limit\s+1\s*;?\s*$", re.I)
 
@@ -43,9 +46,9 @@ HELP = (
     "SAVE ... TO DISK;  SET mysql-<variable>='value';  SHOW VARIABLES;  SELECT ... FROM "
     "runtime_mysql_servers | stats_mysql_query_digest[_reset] | stats_mysql_connection_pool | "
     "stats_mysql_processlist | stats_mysql_global | stats_mysql_commands_counters | "
-    "stats_mysql_errors | monitor.mysql_server_ping_log | monitor.mysql_server_read_only_log | "
-    "monitor.mysql_server_replication_lag_log;  "
-    "SWITCHOVER TO <master>;  SET SERVER <name> OFFLINE|ONLINE;  RELOAD"
+    "stats_mysql_errors | stats_pyproxy_workers | monitor.mysql_server_ping_log | "
+    "monitor.mysql_server_read_only_log | monitor.mysql_server_replication_lag_log;  "
+    "SWITCHOVER TO <master>;  SET SERVER <name> OFFLINE|ONLINE;  RELOAD;  KILL [QUERY] <id>"
 )
 
 
@@ -57,6 +60,7 @@ class AdminServer:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_id = 0
+        self.metrics = Metrics()  # the admin's own connections' bytes (not client traffic)
         # Admin queries run here, off the event loop; two at a time, the others queue.
         self._worker = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pyproxy-admin")
         self.layers = Layers(proxy)
@@ -80,7 +84,7 @@ class AdminServer:
         self.layers.close()
 
     def _new_client(self) -> ClientConnection:
-        client = ClientConnection(1 << 20, self.proxy.metrics)
+        client = ClientConnection(1 << 20, self.metrics)
         client.on_connected = self._on_connected
         return client
 
@@ -151,6 +155,12 @@ class AdminServer:
             if show:
                 names, rows = await self.layers.run(lambda: self.layers.show_variables(like))
                 return build_result_set(names, rows, caps)
+            if m := _KILL.match(sql):
+                query_only = (m.group(1) or "").strip().lower() == "query"
+                err = await self.proxy.kill(int(m.group(2)), query_only)
+                if err is not None:
+                    return build_err(1, err.code, err.message)
+                return build_ok(1, caps)
             command = sql.strip().rstrip(";").strip().lower()
             if command.startswith(("set ", "commit", "rollback", "begin")):
                 return build_ok(1, caps)  # drivers' session set-up: nothing to do here
@@ -182,9 +192,11 @@ class AdminServer:
 
     async def _query(self, sql: str, caps: int) -> bytes:
         """A SELECT over the admin tables: the snapshot is taken here, on the loop that owns
-        the state; SQLite runs on the admin's worker thread, so a heavy query never holds up
-        client traffic, and it is interrupted after admin.query_timeout_ms."""
-        tables = snapshot(self.proxy, sql)
+        the state, with the workers' report; SQLite runs on the admin's worker thread, so a
+        heavy query never holds up client traffic, and it is interrupted after
+        admin.query_timeout_ms."""
+        reset = "stats_mysql_query_digest_reset" in sql.lower()
+        tables = snapshot(self.proxy, await self.proxy.report(reset_digests=reset), sql)
         timeout_ms = self.proxy.config.admin.query_timeout_ms
         if names_layer_table(sql):
             # The editable tables live in the layers' database, on its own thread.
@@ -204,11 +216,11 @@ Snapshot = dict[str, tuple[tuple[str, ...], list[tuple[object, ...]]]]
 """Table name -> (columns, rows): the runtime state an admin query reads."""
 
 
-def snapshot(proxy: ProxyView, sql: str) -> Snapshot:
+def snapshot(proxy: ProxyView, report: WorkerReport, sql: str) -> Snapshot:
     """The admin tables sql names, copied from the proxy's runtime state."""
     lowered = sql.lower()
     return {
-        table: (columns, [tuple(row[c] for c in columns) for row in build(proxy)])
+        table: (columns, [tuple(row[c] for c in columns) for row in build(proxy, report)])
         for table, (columns, build) in TABLES.items()
         if table.rsplit(".", 1)[-1] in lowered  # monitor.x is also found as x
     }

@@ -1,23 +1,22 @@
-"""The admin tables (ProxySQL's names and columns) as rows built from the proxy's live state."""
+"""The admin tables (ProxySQL's names and columns) as rows built from the proxy's state and
+the data plane's report."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from proxy.admin import configdb, stats
 from proxy.admin.configdb import mask, native_hash
 from proxy.cluster import READER_HOSTGROUP, WRITER_HOSTGROUP
-from proxy.frontend.processlist import backend_of, command_of
+from proxy.report import PoolNumbers, Row, WorkerReport
 
 if TYPE_CHECKING:
     from proxy.view import ProxyView
 
-Row = dict[str, Any]
 
-
-def server_rows(proxy: ProxyView) -> list[Row]:
+def server_rows(proxy: ProxyView, report: WorkerReport | None = None) -> list[Row]:
     """runtime_mysql_servers, plus pyproxy's own columns (name, role, read_only, lag...)."""
     rows = []
     for name, st in proxy.cluster.servers.items():
@@ -41,7 +40,7 @@ def server_rows(proxy: ProxyView) -> list[Row]:
     return rows
 
 
-def digest_rows(proxy: ProxyView) -> list[Row]:
+def digest_rows(proxy: ProxyView, report: WorkerReport) -> list[Row]:
     """stats_mysql_query_digest (times in microseconds, like ProxySQL)."""
     return [
         {
@@ -60,51 +59,48 @@ def digest_rows(proxy: ProxyView) -> list[Row]:
             "sum_rows_affected": e.sum_rows_affected,
             "sum_rows_sent": e.sum_rows_sent,
         }
-        for e in proxy.digests.entries.values()
+        for e in report.digests.values()
     ]
 
 
-def digest_reset_rows(proxy: ProxyView) -> list[Row]:
-    """stats_mysql_query_digest_reset: the digests, which reading clears (ProxySQL's rule)."""
-    rows = digest_rows(proxy)
-    proxy.digests.reset()
-    return rows
+def digest_reset_rows(proxy: ProxyView, report: WorkerReport) -> list[Row]:
+    """stats_mysql_query_digest_reset: the digests; reading clears them (ProxySQL's rule: the
+    admin asks every worker to clear its digests with the report it takes)."""
+    return digest_rows(proxy, report)
 
 
-def global_rows(proxy: ProxyView) -> list[Row]:
-    """stats_mysql_global: the data path's counters and the gauges read from live state."""
-    values = stats.global_values(proxy.metrics, time.time())
-    pool = proxy.pool
+def global_rows(proxy: ProxyView, report: WorkerReport) -> list[Row]:
+    """stats_mysql_global: the data path's counters (summed over workers) and its gauges."""
+    values = stats.global_values(report.metrics, time.time())
+    pools = report.pools.values()
     values.update({
-        "Client_Connections_connected": len(proxy.sessions),
-        "Server_Connections_connected": sum(proxy.backend_in_use().values())
-        + sum(pool.idle_count(name) for name in proxy.cluster.servers),
-        "Server_Connections_created": sum(s.created for s in pool.stats.values()),
-        "ConnPool_get_conn_success": sum(s.reused for s in pool.stats.values()),
+        "Client_Connections_connected": report.connections,
+        "Server_Connections_connected": sum(p.in_use + p.idle for p in pools),
+        "Server_Connections_created": sum(p.created for p in pools),
+        "ConnPool_get_conn_success": sum(p.reused for p in pools),
         "Failovers": len(proxy.failovers),
         "Writer_conflicts": proxy.conflicts,
     })  # fmt: skip
     return stats.global_rows(values)
 
 
-def pool_rows(proxy: ProxyView) -> list[Row]:
-    """stats_mysql_connection_pool."""
-    in_use = proxy.backend_in_use()
+def pool_rows(proxy: ProxyView, report: WorkerReport) -> list[Row]:
+    """stats_mysql_connection_pool (summed over the workers)."""
     rows = []
     for name, st in proxy.cluster.servers.items():
-        stats = proxy.pool.stats[name]
+        stats = report.pools.get(name, PoolNumbers())
         rows.append({
             "hostgroup": proxy.cluster.hostgroup(name),
             "srv_host": st.config.host,
             "srv_port": st.config.port,
             "status": st.status.value,
-            "ConnUsed": in_use.get(name, 0),
-            "ConnFree": proxy.pool.idle_count(name),
+            "ConnUsed": stats.in_use,
+            "ConnFree": stats.idle,
             "ConnOK": stats.created,
             "ConnERR": stats.errors,
             "ConnReused": stats.reused,
-            "Queries": proxy.metrics.server_queries.get(name, 0),
-            "Queries_in_flight": st.outstanding,
+            "Queries": report.metrics.server_queries.get(name, 0),
+            "Queries_in_flight": stats.outstanding,
             "Latency_us": int(proxy.check_stats[name].last_latency_s * 1e6)
             if name in proxy.check_stats
             else 0,
@@ -113,41 +109,27 @@ def pool_rows(proxy: ProxyView) -> list[Row]:
     return rows
 
 
-def processlist_rows(proxy: ProxyView) -> list[Row]:
-    """stats_mysql_processlist: every user's client sessions and the backend each runs on."""
-    rows = []
-    now = time.monotonic()
-    for session in sorted(proxy.sessions.values(), key=lambda s: s.id):
-        if session.user is None:
-            continue  # still logging in
-        command, info = command_of(session, session.is_executing)
-        conn = backend_of(session)
-        server = proxy.cluster.servers.get(conn.server_name) if conn is not None else None
-        rows.append({
-            "ThreadID": 0,  # pyproxy runs one event loop
-            "SessionID": session.id,
-            "user": session.username,
-            "db": session.state.schema or None,
-            "cli_host": session.client.peer[0],
-            "cli_port": session.client.peer[1],
-            "hostgroup": proxy.cluster.hostgroup(server.name) if server is not None else None,
-            "srv_host": server.config.host if server is not None else None,
-            "srv_port": server.config.port if server is not None else None,
-            "command": command,
-            "time_ms": int((now - session.phase_since) * 1000),
-            "info": info,
-            "server": conn.server_name if conn is not None else None,
-            "backend_thread_id": conn.thread_id if conn is not None else None,
-        })  # fmt: skip
-    return rows
+def processlist_rows(proxy: ProxyView, report: WorkerReport) -> list[Row]:
+    """stats_mysql_processlist: every user's client sessions in every worker (ThreadID: the
+    worker) and the backend each runs on."""
+    return list(report.processlist)
 
 
-def rule_rows(proxy: ProxyView) -> list[Row]:
-    """mysql_query_rules, with their hit counts."""
-    rules = proxy.router.rules
+def worker_rows(proxy: ProxyView, report: WorkerReport) -> list[Row]:
+    """stats_pyproxy_workers: each worker process, its clients and statements so far."""
+    return [
+        {"worker": w.index, "pid": w.pid, "connections": w.connections, "statements": w.statements}
+        for w in sorted(report.workers, key=lambda w: w.index)
+    ]
+
+
+def rule_rows(proxy: ProxyView, report: WorkerReport) -> list[Row]:
+    """runtime_mysql_query_rules, with their hit counts (summed over the workers)."""
+    rules = proxy.router.rules.rules
     ids = proxy.config.rule_ids()
+    counts = list(report.rule_hits[: len(rules)]) + [0] * (len(rules) - len(report.rule_hits))
     rows = []
-    for rule_id, rule, hits in zip(ids, rules.rules, rules.hits, strict=True):
+    for rule_id, rule, hits in zip(ids, rules, counts, strict=True):
         route = rule.route
         dest = {"writer": WRITER_HOSTGROUP, "reader": READER_HOSTGROUP}.get(route or "")
         rows.append({
@@ -168,7 +150,7 @@ def rule_rows(proxy: ProxyView) -> list[Row]:
     return rows
 
 
-def user_rows(proxy: ProxyView) -> list[Row]:
+def user_rows(proxy: ProxyView, report: WorkerReport) -> list[Row]:
     """runtime_mysql_users: the password as its mysql_native_password hash, never in clear."""
     return [
         {
@@ -184,7 +166,7 @@ def user_rows(proxy: ProxyView) -> list[Row]:
     ]
 
 
-def variable_rows(proxy: ProxyView) -> list[Row]:
+def variable_rows(proxy: ProxyView, report: WorkerReport) -> list[Row]:
     """runtime_global_variables (passwords masked)."""
     return [
         {"variable_name": name, "variable_value": mask(name, value)}
@@ -192,7 +174,7 @@ def variable_rows(proxy: ProxyView) -> list[Row]:
     ]
 
 
-def hostgroup_rows(proxy: ProxyView) -> list[Row]:
+def hostgroup_rows(proxy: ProxyView, report: WorkerReport) -> list[Row]:
     """runtime_mysql_replication_hostgroups: pyproxy's one replication cluster."""
     table = "mysql_replication_hostgroups"
     cols = configdb.columns(table)
@@ -277,6 +259,7 @@ _PROCESSLIST_COLS = (
     "server",
     "backend_thread_id",
 )
+_WORKER_COLS = ("worker", "pid", "connections", "statements")
 _USER_COLS = (
     "username",
     "password",
@@ -289,30 +272,31 @@ _USER_COLS = (
 
 # table name -> (columns, row builder): the runtime and stats tables, built for each admin
 # query from the live state (the editable tables are in proxy.admin.layers).
-TABLES: dict[str, tuple[tuple[str, ...], Callable[[ProxyView], list[Row]]]] = {
+TABLES: dict[str, tuple[tuple[str, ...], Callable[[ProxyView, WorkerReport], list[Row]]]] = {
     "runtime_mysql_servers": (_SERVER_COLS, server_rows),
     "stats_mysql_query_digest": (_DIGEST_COLS, digest_rows),
     "stats_mysql_connection_pool": (_POOL_COLS, pool_rows),
     "stats_mysql_processlist": (_PROCESSLIST_COLS, processlist_rows),
+    "stats_pyproxy_workers": (_WORKER_COLS, worker_rows),
     "runtime_mysql_query_rules": (_RULE_COLS, rule_rows),
     "stats_mysql_query_digest_reset": (_DIGEST_COLS, digest_reset_rows),
     "stats_mysql_global": (stats.GLOBAL_COLS, global_rows),
     "stats_mysql_commands_counters": (
         stats.COMMANDS_COLS,
-        lambda p: stats.commands_rows(p.metrics.commands),
+        lambda p, r: stats.commands_rows(r.metrics.commands),
     ),
-    "stats_mysql_errors": (stats.ERRORS_COLS, lambda p: stats.error_rows(p.metrics.errors)),
+    "stats_mysql_errors": (stats.ERRORS_COLS, lambda p, r: stats.error_rows(r.metrics.errors)),
     "monitor.mysql_server_ping_log": (
         stats.PING_LOG_COLS,
-        lambda p: stats.ping_log_rows(p.monitor_log.records()),
+        lambda p, r: stats.ping_log_rows(p.monitor_log.records()),
     ),
     "monitor.mysql_server_read_only_log": (
         stats.READ_ONLY_LOG_COLS,
-        lambda p: stats.read_only_log_rows(p.monitor_log.records()),
+        lambda p, r: stats.read_only_log_rows(p.monitor_log.records()),
     ),
     "monitor.mysql_server_replication_lag_log": (
         stats.REPLICATION_LAG_LOG_COLS,
-        lambda p: stats.replication_lag_log_rows(p.monitor_log.records()),
+        lambda p, r: stats.replication_lag_log_rows(p.monitor_log.records()),
     ),
     "runtime_mysql_users": (_USER_COLS, user_rows),
     "runtime_global_variables": (("variable_name", "variable_value"), variable_rows),

@@ -38,8 +38,12 @@ class PoolStats:
 class BackendPool:
     """Idle connections kept for reuse; a bounded number of connections per server."""
 
-    def __init__(self, settings: Callable[[], PoolConfig]) -> None:
+    def __init__(self, settings: Callable[[], PoolConfig], share: int = 1) -> None:
+        """share: the number of worker processes, each with a pool: pool.max_idle_per_server
+        is the proxy's, each pool keeps its part. (A server's max_connections holds per pool:
+        a statement never waits for a connection another worker holds idle.)"""
         self._settings = settings  # the running config's pool section (a reload swaps it)
+        self._share = share
         self._idle: dict[PoolKey, deque[BackendConnection]] = defaultdict(deque)
         self._open: dict[str, int] = defaultdict(int)  # per server: idle + in use
         self._freed: dict[str, asyncio.Condition] = {}
@@ -48,6 +52,9 @@ class BackendPool:
         # the server went down, was removed, moved or stopped being the writer) are closed
         # when given back, never pooled again.
         self._generation: dict[str, int] = defaultdict(int)
+        # Connections still logging in, per server: drop_server aborts them (a login to a
+        # frozen server would otherwise hold its statement for the whole connect timeout).
+        self._connecting: dict[str, set[BackendConnection]] = defaultdict(set)
         self._reaper: asyncio.Task[None] | None = None
 
     @property
@@ -135,6 +142,8 @@ class BackendPool:
         timeout = self.config.connect_timeout_ms / 1000
         conn = BackendConnection(server.name, client_caps & PROFILE_CAPS, user.username)
         tls = tls_context(server) if server.tls.enabled else None
+        connecting = self._connecting[server.name]
+        connecting.add(conn)
         try:
             async with asyncio.timeout(timeout):
                 await loop.create_connection(lambda: conn, server.host, server.port)
@@ -157,6 +166,8 @@ class BackendPool:
             conn.close()
             self.stats[server.name].errors += 1
             raise
+        finally:
+            connecting.discard(conn)
         return conn
 
     def release(self, conn: BackendConnection) -> None:
@@ -167,7 +178,7 @@ class BackendPool:
             or conn.in_transaction
             or conn.generation != self._generation[conn.server_name]
             or len(self._idle[(conn.server_name, conn.user, conn.profile)])
-            >= self.config.max_idle_per_server
+            >= -(-self.config.max_idle_per_server // self._share)
         ):
             self._close(conn)
             return
@@ -186,8 +197,11 @@ class BackendPool:
 
     def drop_server(self, server: str) -> None:
         """Close every idle connection to a server (it went down, was removed or moved, or
-        stopped being the writer); those in use are closed when given back."""
+        stopped being the writer) and abort those still logging in (their statements go
+        elsewhere); those in use are closed when given back."""
         self._generation[server] += 1
+        for conn in list(self._connecting.get(server, ())):
+            conn.abort(f"{server} was dropped while connecting (down, drained, moved or demoted)")
         for (name, _, _), queue in list(self._idle.items()):
             if name == server:
                 while queue:

@@ -7,7 +7,7 @@ import logging
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from proxy.backend.connection import BackendError
 from proxy.backend.pool import BackendPool
@@ -25,6 +25,7 @@ from proxy.protocol.packets import ErrPacket, build_err
 from proxy.routing.classifier import Classifier
 from proxy.routing.router import Router
 from proxy.routing.stats import QueryDigests
+from proxy.shared import SharedCounts
 from proxy.topology import (
     Event,
     ServerError,
@@ -63,10 +64,16 @@ class ProxyServer:
         metrics: Metrics,
         recheck: Callable[[str], None],
         watermark: Watermark | None = None,
+        id_range: tuple[int, int] = (FIRST_SESSION_ID, LAST_SESSION_ID),
+        shared: SharedCounts | None = None,
+        kill_elsewhere: KillElsewhere | None = None,
     ) -> None:
         """snapshot: the running config and router (a reload assigns a new one); recheck(server):
         ask the health checker to look at a server now (the data path saw it fail); watermark:
-        this worker's row of the shared high-water mark (default: a private one, one process)."""
+        this worker's row of the shared high-water mark (default: a private one, one process).
+        With worker processes: id_range, the session ids of this worker; shared, the client
+        counts of all workers (the limits are the proxy's); kill_elsewhere, KILL of an id
+        that no session here has."""
         self.snapshot = snapshot
         self.topology = topology
         self.cluster = topology.cluster  # read only: changes go through topology.apply
@@ -84,7 +91,10 @@ class ProxyServer:
         self.tls = _frontend_tls(self.config)
         # caching_sha2_password clients without TLS may ask for our RSA key (full auth).
         self.rsa_key: RsaKeyPair = generate_rsa_key_pair()
+        self._first_id, self._last_id = id_range
         self._next_id = 0
+        self.shared = shared
+        self._kill_elsewhere = kill_elsewhere
         self.server_version = self.config.server_version or FALLBACK_VERSION
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
@@ -105,10 +115,11 @@ class ProxyServer:
         return self.snapshot.router
 
     # -- lifecycle -------------------------------------------------------------------------------
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
+        """reuse_port: each worker process listens on the same port (SO_REUSEPORT)."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self._new_client, host, port, reuse_address=True, backlog=1024
+            self._new_client, host, port, reuse_address=True, reuse_port=reuse_port, backlog=1024
         )
         self._sweeper = loop.create_task(self._sweep())
 
@@ -152,7 +163,7 @@ class ProxyServer:
             client.write(build_err(0, ErrorCode.ER_CON_COUNT_ERROR, "Too many connections"))
             client.close()
             return
-        if len(self._handshaking) >= limits.max_unauthenticated_connections:
+        if self._handshakes() >= limits.max_unauthenticated_connections and self._handshaking:
             # Make room by dropping the oldest handshake: a real client logs in within
             # milliseconds, so a flood of silent sockets only ever evicts itself.
             oldest = next(iter(self._handshaking.values()))
@@ -169,16 +180,17 @@ class ProxyServer:
         session = Session(self, client, self._new_session_id())
         self.sessions[session.id] = session
         self._handshaking[session.id] = session
+        self.publish_counts()
         task = asyncio.get_running_loop().create_task(session.run(commands.dispatch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def _new_session_id(self) -> int:
         while True:
-            if FIRST_SESSION_ID <= self._next_id < LAST_SESSION_ID:
+            if self._first_id <= self._next_id < self._last_id:
                 self._next_id += 1
             else:
-                self._next_id = FIRST_SESSION_ID
+                self._next_id = self._first_id
             if self._next_id not in self.sessions:  # after a wrap: skip ids still in use
                 return self._next_id
 
@@ -186,22 +198,38 @@ class ProxyServer:
         """A client has authenticated as user: it now counts against max_client_connections
         and the user's max_connections, or gets the error MySQL gives when one is full."""
         self._handshaking.pop(session.id, None)
-        if len(self._admitted) >= self.config.limits.max_client_connections:
+        if self._clients() >= self.config.limits.max_client_connections:
             self.metrics.refused["max_connections"] += 1
             return ErrPacket(ErrorCode.ER_CON_COUNT_ERROR, "Too many connections", "08004")
-        if self._per_user[user.username] >= user.max_connections:
+        if self._user_clients(user.username) >= user.max_connections:
             self.metrics.refused["max_user_connections"] += 1
             return _too_many_user_connections(user.username)
         self._admitted[session.id] = user.username
         self._per_user[user.username] += 1
+        self.publish_counts()
         return None
+
+    def _handshakes(self) -> int:
+        return self.shared.handshakes() if self.shared is not None else len(self._handshaking)
+
+    def _clients(self) -> int:
+        return self.shared.total() if self.shared is not None else len(self._admitted)
+
+    def _user_clients(self, name: str) -> int:
+        total = self.shared.user_total(name) if self.shared is not None else None
+        return self._per_user[name] if total is None else total
+
+    def publish_counts(self) -> None:
+        """Tell the other workers how many clients this one has (after every change)."""
+        if self.shared is not None:
+            self.shared.publish(len(self._admitted), len(self._handshaking), self._per_user)
 
     def switch_user(self, session: Session, user: User) -> ErrPacket | None:
         """COM_CHANGE_USER to another user: it must have room under its max_connections."""
         old = self._admitted.get(session.id)
         if old == user.username:
             return None
-        if self._per_user[user.username] >= user.max_connections:
+        if self._user_clients(user.username) >= user.max_connections:
             self.metrics.refused["max_user_connections"] += 1
             return _too_many_user_connections(user.username)
         if old is not None:
@@ -210,6 +238,7 @@ class ProxyServer:
                 del self._per_user[old]
         self._admitted[session.id] = user.username
         self._per_user[user.username] += 1
+        self.publish_counts()
         return None
 
     def session_closed(self, session: Session) -> None:
@@ -220,6 +249,7 @@ class ProxyServer:
             self._per_user[name] -= 1
             if not self._per_user[name]:
                 del self._per_user[name]
+        self.publish_counts()
 
     async def _sweep(self) -> None:
         """Idle timeouts, and giving back idle sessions' backend connections."""
@@ -310,7 +340,19 @@ class ProxyServer:
         """KILL [QUERY] id (a session id or a pinned backend thread id, see kill_target): the
         session's running backend query is killed; KILL CONNECTION then closes its client
         without a word, as MariaDB does (the client sees the connection lost)."""
-        target = kill_target(self, session, target_id)
+        target = kill_target(self, session.username, target_id)
+        if (
+            isinstance(target, ErrPacket)
+            and target.code == ErrorCode.ER_NO_SUCH_THREAD
+            and self._kill_elsewhere is not None
+        ):
+            # Not here: maybe a session of another worker process.
+            assert session.username is not None
+            elsewhere = await self._kill_elsewhere(target_id, session.username, query_only)
+            if elsewhere is None:
+                session.send_ok()
+                return
+            target = elsewhere
         if isinstance(target, ErrPacket):
             session.send_error(target.code, target.message)
             return
@@ -347,6 +389,21 @@ class ProxyServer:
         finally:
             self.watermark.end_unknown()
 
+    async def kill_for(
+        self, target_id: int, username: str | None, query_only: bool
+    ) -> ErrPacket | None:
+        """KILL [QUERY] asked in another worker process by username (None: by the admin):
+        None when done, or the error to answer."""
+        target = kill_target(self, username, target_id)
+        if isinstance(target, ErrPacket):
+            return target
+        running = target.current
+        if running is not None:
+            await self._kill_backend_query(target, running.server_name, running.thread_id)
+        if not query_only:
+            target.kill()
+        return None
+
     def kill_query_soon(self, session: Session, server: str, thread_id: int) -> None:
         """KILL QUERY on a backend, in the background (for the query deadline)."""
         task = asyncio.get_running_loop().create_task(
@@ -371,6 +428,9 @@ class ProxyServer:
             self.pool.discard(conn)
             return
         self.pool.release(conn)
+
+
+KillElsewhere = Callable[[int, str, bool], Awaitable[ErrPacket | None]]
 
 
 def _too_many_user_connections(username: str) -> ErrPacket:

@@ -117,11 +117,12 @@ def backend_of(s: Session) -> BackendConnection | None:
     return None
 
 
-def kill_target(server: ProxyServer, asker: Session, kill_id: int) -> Session | ErrPacket:
-    """The session a KILL id names, or the error to answer.
+def kill_target(server: ProxyServer, username: str | None, kill_id: int) -> Session | ErrPacket:
+    """The session a KILL id names, or the error to answer (username None: the admin's KILL,
+    which may name any user's session).
 
     An id is a pyproxy session id (the handshake's, SHOW PROCESSLIST's Id) or the backend
-    thread id (CONNECTION_ID()) of a connection one of the user's sessions holds pinned:
+    thread id (CONNECTION_ID()) of a connection one of username's sessions holds pinned:
     CONNECTION_ID() pins, so the session that asked keeps that connection. Session ids
     start above any backend thread id; an id matching two of the user's connections
     (thread ids repeat across servers) is refused rather than guessed. Only the user's
@@ -131,14 +132,14 @@ def kill_target(server: ProxyServer, asker: Session, kill_id: int) -> Session | 
     if named is not None and named.user is None:
         named = None  # still logging in: nobody's yet
     mine: list[Session] = []
-    foreign = named is not None and named.username != asker.username
+    foreign = named is not None and username is not None and named.username != username
     if named is not None and not foreign:
         mine.append(named)
     for s in server.sessions.values():
         if s is named:
             continue
         if s.pins and _holds(s, kill_id):
-            if s.username == asker.username:
+            if username is None or s.username == username:
                 mine.append(s)
             else:
                 foreign = True

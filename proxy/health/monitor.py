@@ -77,13 +77,16 @@ class Monitor:
         settings: Callable[[], Config],
         topology: Topology,
         switchover: Callable[[str], Coroutine[Any, Any, None]] | None = None,
+        barrier: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         """settings: the running config; switchover(master): a planned switchover that holds
-        its clients' writes meanwhile (failback: after_catchup uses it)."""
+        its clients' writes meanwhile (failback: after_catchup uses it); barrier(): awaited
+        before a promotion, returns once no data path writes anywhere (worker processes)."""
         self._settings = settings
         self.topology = topology
         self.cluster = topology.cluster  # read only: changes go through topology.apply
         self._switchover = switchover
+        self._barrier = barrier
         self.stats: dict[str, CheckStats] = {s.name: CheckStats() for s in settings().servers}
         self.results: dict[str, CheckResult] = {}
         self.conflicts = 0  # times two masters were writable together
@@ -366,6 +369,8 @@ class Monitor:
                     # soon as it answers again.
                     self.fence_pending.add(old)
                     self.topology.apply(WriterChanged(old, None, f"demoted: {old} is down"))
+                if self._barrier is not None:
+                    await self._barrier()  # every worker has stopped writing to the old one
                 if not await self._promote(decision.promote):
                     return
             if decision.writer != self.cluster.writer:

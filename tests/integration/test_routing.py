@@ -202,7 +202,7 @@ def test_block_rule_never_reaches_a_backend(split: ProxyThread, lab: Lab) -> Non
         cur.execute("SELECT COUNT(*) >= 0 FROM legacy_products")
         assert cur.fetchone() == (1,)
     conn.close()
-    hits = split.server.router.rules.hits
+    hits = split.server.listener.router.rules.hits
     assert hits[0] >= 1 and hits[1] >= 1
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import re
 import socket
@@ -135,6 +137,44 @@ class LabProxy(ProxyProcess):
             finally:
                 root.close()
         return counts
+
+    def admin_rows(self, sql: str) -> list[dict[str, Any]]:
+        """An admin SELECT's rows (the admin interface on its own port)."""
+        data = yaml.safe_load(self.config.read_text())
+        conn = pymysql.connect(
+            host="127.0.0.1",
+            port=self.admin_port,
+            user=data.get("admin", {}).get("username", "admin"),
+            password=data.get("admin", {}).get("password", "admin"),
+            cursorclass=pymysql.cursors.DictCursor,
+            connect_timeout=10,
+            read_timeout=30,
+        )
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    def listening_pids(self) -> set[int]:
+        """The processes with a socket listening on the MySQL port (from /proc)."""
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(OSError):
+                for line in Path(table).read_text().splitlines()[1:]:
+                    fields = line.split()
+                    local, state, inode = fields[1], fields[3], fields[9]
+                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == self.port:
+                        inodes.add(f"socket:[{inode}]")
+        pids = set()
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                for fd in Path(f"/proc/{pid}/fd").iterdir():
+                    with contextlib.suppress(OSError):
+                        if os.readlink(fd) in inodes:
+                            pids.add(pid)
+        return pids
 
     def stop_clean(self) -> None:
         """SIGTERM; the process must exit by itself with status 0."""

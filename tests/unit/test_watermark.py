@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import multiprocessing
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -14,10 +15,10 @@ UUID = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
 
 
 @pytest.fixture
-def block() -> Iterator[str]:
-    name = wm.create(3)
-    yield name
-    wm.unlink(name)
+def block() -> Iterator[int]:
+    fd = wm.create(3)
+    yield fd
+    wm.release(fd)
 
 
 def test_local_single_row() -> None:
@@ -32,7 +33,7 @@ def test_local_single_row() -> None:
     assert age is not None and age >= 0
 
 
-def test_rows_merge_by_maximum(block: str) -> None:
+def test_rows_merge_by_maximum(block: int) -> None:
     a, b = Watermark(block, 0, 3), Watermark(block, 1, 3)
     a.advance({1: 10})
     b.advance({1: 12, 2: 3})
@@ -43,7 +44,7 @@ def test_rows_merge_by_maximum(block: str) -> None:
     b.close()
 
 
-def test_unknown_commit_hides_the_mark_until_published(block: str) -> None:
+def test_unknown_commit_hides_the_mark_until_published(block: int) -> None:
     a, b = Watermark(block, 0, 3), Watermark(block, 2, 3)
     a.advance({1: 1})
     a.begin_unknown()
@@ -63,24 +64,30 @@ def test_a_full_row_makes_the_mark_unknown() -> None:
     assert mark.mark() is None
 
 
-def test_bad_row_refused(block: str) -> None:
+def test_bad_row_refused(block: int) -> None:
     with pytest.raises(ValueError):
         Watermark(block, 3, 3)
 
 
-def _worker(name: str, row: int, value: int) -> None:
-    w = Watermark(name, row, 3)
-    w.advance({5: value, UUID: value})
-    w.close()
+_WORKER = """
+import sys
+from proxy.watermark import Watermark
+w = Watermark(int(sys.argv[1]), int(sys.argv[2]), 3)
+w.advance({5: int(sys.argv[3]), sys.argv[4]: int(sys.argv[3])})
+w.close()
+"""
 
 
-def test_another_process_writes_its_row(block: str) -> None:
+def test_another_process_writes_its_row(block: int) -> None:
+    """A second process (as a worker is: the descriptor inherited) writes its row."""
     reader = Watermark(block, 0, 3)
     reader.advance({5: 1})
-    ctx = multiprocessing.get_context("spawn")
-    proc = ctx.Process(target=_worker, args=(block, 1, 42))
-    proc.start()
-    proc.join(60)
-    assert proc.exitcode == 0
+    done = subprocess.run(
+        [sys.executable, "-c", _WORKER, str(block), "1", "42", UUID],
+        pass_fds=(block,),
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0
     assert reader.mark() == {5: 42, UUID: 42}
     reader.close()

@@ -1,0 +1,32 @@
+"""Client counts shared by worker processes (proxy.shared): rows per worker, totals, slots."""
+
+from __future__ import annotations
+
+from proxy.shared import SharedCounts, assign_slots
+
+
+def test_totals_are_the_sum_of_every_workers_row() -> None:
+    reader = SharedCounts.create(3)
+    slots = assign_slots({}, ["app", "capped"])
+    workers = [SharedCounts(reader.fd, 3, row) for row in range(3)]
+    for w in [reader, *workers]:
+        w.slots = slots
+    workers[0].publish(2, 1, {"app": 2})
+    workers[2].publish(3, 4, {"app": 1, "capped": 2})
+    assert reader.total() == 5
+    assert reader.handshakes() == 5
+    assert reader.user_total("app") == 3
+    assert reader.user_total("capped") == 2
+    assert reader.user_total("nobody") is None
+    workers[2].publish(1, 0, {"app": 1})  # a row is rewritten, not added to
+    assert reader.total() == 3 and reader.user_total("capped") == 0
+    reader.clear_row(0)  # a dead worker's clients are gone
+    assert reader.total() == 1 and reader.user_total("app") == 1
+
+
+def test_slots_are_kept_for_known_users_and_reused_when_free() -> None:
+    first = assign_slots({}, ["a", "b", "c"])
+    assert len(set(first.values())) == 3
+    second = assign_slots(first, ["c", "a", "d"])
+    assert second["a"] == first["a"] and second["c"] == first["c"]
+    assert second["d"] == first["b"]  # b's slot, free again
