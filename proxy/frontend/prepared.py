@@ -22,11 +22,14 @@ from proxy.protocol.packets import (
 )
 from proxy.protocol.response import ResponseScanner
 
+# Imported at run time, not only for type checking: compiled (mypyc) classes check their
+# attributes' types, which must be loaded before this module.
+from proxy.routing.classifier import Classification
+from proxy.routing.digest import Digest
+
 if TYPE_CHECKING:
     from proxy.cluster import ServerState
     from proxy.frontend.session import Session
-    from proxy.routing.classifier import Classification
-    from proxy.routing.digest import Digest
 
 # Backend statements kept per connection; the least recently used are closed beyond this.
 MAX_BACKEND_STMTS = 256
