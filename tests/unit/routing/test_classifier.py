@@ -977,3 +977,23 @@ def test_lru_evicts_least_recently_used() -> None:
     assert len(cache) == 0
     with pytest.raises(ValueError):
         LRUCache(0)
+
+
+def test_classify_query_matches_classify_and_decodes_once() -> None:
+    classifier = Classifier()
+    for sql in ("SELECT c FROM t WHERE id=7", "UPDATE t SET a = 'é' WHERE id = 1", "SET @x = 1"):
+        payload = b"\x03" + sql.encode()
+        text, digest, c = classifier.classify_query(payload)
+        assert text == sql
+        assert (digest, c) == Classifier().classify(sql)
+        hits = classifier.exact_hits
+        again = classifier.classify_query(payload)
+        assert classifier.exact_hits == hits + 1
+        assert again[0] is text  # the cached text: no second decode
+
+
+def test_classify_query_cache_is_bounded() -> None:
+    classifier = Classifier(exact_cache_size=2)
+    for n in range(5):
+        classifier.classify_query(b"\x03SELECT %d" % n)
+    assert len(classifier.payload_cache.data) == 2
