@@ -25,7 +25,7 @@ from proxy.protocol.auth import (
     AuthWait,
     ServerAuth,
 )
-from proxy.protocol.constants import Capability, Command, ErrorCode, ServerStatus
+from proxy.protocol.constants import Capability, ErrorCode, ServerStatus
 from proxy.protocol.handshake import ChangeUser
 from proxy.protocol.packets import (
     ErrPacket,
@@ -114,9 +114,6 @@ class Session:
         self.stmts: dict[int, ClientStmt] = {}
         self.next_stmt_id = 1
         self.sink = Sink(client.write)
-        self.hold_sink = Sink(client.write, hold_errors=True)
-        # Reused by forward() for every statement; a caller reads it before the next one.
-        self.scanner = ResponseScanner(Command.COM_QUERY, 0)
         self.exec_started = 0.0  # monotonic time the running statement was sent
         self.running_read = False  # the running statement is a retryable read
         self.kill_sent: BackendConnection | None = None  # KILL QUERY sent for its statement
@@ -461,13 +458,9 @@ class Session:
             result: ResponseScanner | _Retry | None
             if isinstance(got, BackendConnection):
                 conn = got
-                scanner = self.scanner
-                scanner.reset(command, conn.caps, cursor=cursor)
-                if retry is not None and retry.kind is StatementKind.WRITE:
-                    sink = self.hold_sink
-                    sink.held = None
-                else:
-                    sink = self.sink
+                scanner = ResponseScanner(command, conn.caps, cursor=cursor)
+                hold = retry is not None and retry.kind is StatementKind.WRITE
+                sink = Sink(self.client.write, hold_errors=True) if hold else self.sink
                 self._begin(conn, target, read=retry is not None and retry.is_read)
                 try:
                     await conn.relay(packet, scanner, sink)

@@ -165,18 +165,6 @@ class ResponseScanner:
         mariadb_caps: int = 0,
         first_seq: int | None = None,
     ) -> None:
-        self.reset(command, caps, cursor=cursor, mariadb_caps=mariadb_caps, first_seq=first_seq)
-
-    def reset(
-        self,
-        command: int,
-        caps: int,
-        *,
-        cursor: bool = False,
-        mariadb_caps: int = 0,
-        first_seq: int | None = None,
-    ) -> None:
-        """Start over for a new command: a session reuses one scanner for its statements."""
         if command in _UNSCANNABLE:
             raise ValueError(f"the reply to command 0x{command:02X} is not a single response")
         self.command = command
@@ -190,7 +178,7 @@ class ResponseScanner:
         self._cursor = cursor and command == Command.COM_STMT_EXECUTE
         self._multi = command in _QUERY_LIKE
         # Framing state.
-        self._pending = bytearray()  # a header split across chunks (rare: not reused)
+        self._pending = bytearray()  # a header split across chunks
         self._hdr_len = -1  # header read, first payload byte not yet seen
         self._remaining = 0  # payload bytes of the current fragment still to come
         self._frag_full = False  # current fragment is 0xFFFFFF long: a continuation follows

@@ -387,21 +387,6 @@ def test_response_shapes(name: str, chunking: str) -> None:
     assert scanner.last_seq == len(case.payloads)
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_a_reset_scanner_is_a_new_one(name: str) -> None:
-    """A session reuses one scanner: after reset() nothing of the previous response shows."""
-    case = CASES[name]
-    scanner = ResponseScanner(Command.COM_QUERY, CLASSIC)
-    # Leave it mid-response (a cut header), with counters, status and an error of its own.
-    scanner.feed(build_payloads(1, [b"\xff\x15\x04#28000denied"]) + b"\x05\x00")
-    scanner.reset(
-        case.command, case.caps, cursor=case.cursor, mariadb_caps=case.mariadb_caps, first_seq=1
-    )
-    wire = build_payloads(1, case.payloads)
-    assert scan(scanner, wire + TRAILER, CHUNKERS["bytes"]) == len(wire)
-    _check(case, scanner, wire)
-
-
 def test_ok_payload_keeps_session_state() -> None:
     case = CASES["select-session-track-dep"]
     scanner = ResponseScanner(case.command, case.caps)
