@@ -13,7 +13,7 @@ APT_PACKAGES := mariadb-server mariadb-client python3-venv sysbench prometheus d
 APT_COMMANDS := npm:npm javac:default-jdk-headless
 NODE_DIR := tests/integration/clients/node
 
-.PHONY: deps venv node-deps test lint typecheck unit integration run lab-up lab-down lab-status clean
+.PHONY: deps venv node-deps test lint typecheck unit unit-pure integration run lab-up lab-down lab-status clean
 
 deps:
 	@missing=""; \
@@ -25,13 +25,25 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-$(BIN)/.installed: pyproject.toml
+# Two steps: the dependencies (mypy among them) with pyproxy in pure Python, then pyproxy again
+# with the venv's mypy compiling the hot modules (proxy/compiled.py) into .so files beside the
+# .py files. Editing one of those .py files makes `make venv` (and so run/test) rebuild them;
+# until then the stale .so files are ignored (pure Python, with a warning). PYPROXY_PURE=1 at
+# run time forces pure Python; no C compiler: pure Python too.
+HOT_SOURCES := $(wildcard proxy/protocol/*.py proxy/routing/*.py proxy/backend/*.py proxy/frontend/*.py)
+
+$(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	PYPROXY_PURE=1 $(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-venv: $(BIN)/.installed
+$(BIN)/.compiled: $(BIN)/.installed proxy/compiled.py $(HOT_SOURCES)
+	$(BIN)/pip install -q --no-build-isolation --no-deps -e .
+	$(BIN)/pyproxy --version
+	touch $@
+
+venv: $(BIN)/.compiled
 
 # Node's mysql2 driver for the client tests, from the npm registry.
 $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json
@@ -48,6 +60,10 @@ typecheck: venv
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit -q
+
+# The unit tier on the .py files even where compiled modules exist (CI runs both forms).
+unit-pure: venv
+	PYPROXY_PURE=1 $(BIN)/python -m pytest tests/unit -q
 
 integration: deps venv node-deps
 	$(BIN)/python -m pytest tests/integration -q
@@ -70,7 +86,8 @@ run: deps venv
 
 clean:
 	-$(BIN)/pyproxy lab destroy --dir $(LAB_DIR)
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info build *__mypyc*.so
+	find proxy -name '*.so' -delete
 
 # sysbench straight to the writer vs through pyproxy (alternating pairs), 5,000 idle clients and
 # the classifier microbenchmark; prints the table and writes bench/results/latest.{json,md}.

@@ -98,28 +98,40 @@ def _target_lines(targets: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _hop_lines(rows: list[dict[str, Any]], version: str) -> list[str]:
+def _hop_lines(rows: list[dict[str, Any]], version: str, build: str) -> list[str]:
     lines = [
         f"The same pairs through {version} in TCP mode (one thread, no MySQL parsing): what the "
         "extra hop itself costs on this machine, a floor for any proxy. The CPU column is "
-        "HAProxy's own.",
+        f"HAProxy's own. pyproxy: {build}; the interpreted figures come from a second pyproxy "
+        "process with PYPROXY_PURE=1 in the same pairs.",
         "",
-        "| workload | ps mode | thr | ratio: HAProxy TCP / pyproxy | added µs/stmt: HAProxy TCP "
-        "/ pyproxy | CPU µs/stmt: HAProxy TCP / pyproxy |",
+        "| workload | ps mode | thr | ratio: HAProxy TCP / pyproxy / interpreted | added µs/stmt: "
+        "HAProxy TCP / pyproxy | CPU µs/stmt: HAProxy TCP / pyproxy / interpreted |",
         "|---|---|--:|--:|--:|--:|",
     ]
+    summary = []
     for r in rows:
         if "hop_ratio" not in r:
             continue
         added = _pair(
             r["hop_added_latency_us_per_statement"], r["added_latency_us_per_statement"], ".1f"
         )
+        cpu = _pair(r["hop_cpu_us_per_statement"], r["proxy_cpu_us_per_statement"], ".1f")
         lines.append(
             f"| {r['workload']} | {r['ps_mode']} | {r['threads']} "
-            f"| {_pair(r['hop_ratio'], r['ratio'], '.2f')} | {added} "
-            f"| {_pair(r['hop_cpu_us_per_statement'], r['proxy_cpu_us_per_statement'], '.1f')} |"
+            f"| {_pair(r['hop_ratio'], r['ratio'], '.2f')} / {_f(r.get('pure_ratio'), '.2f')} "
+            f"| {added} | {cpu} / {_f(r.get('pure_cpu_us_per_statement'), '.1f')} |"
         )
-    return lines
+        summary.append(
+            f"- {r['workload']} ps={r['ps_mode']} {r['threads']} thr: pyproxy CPU/stmt ÷ HAProxy "
+            f"CPU/stmt = **{_f(r.get('cpu_vs_hop'), '.2f')} x**"
+            + (
+                f" (interpreted {_f(r.get('pure_cpu_vs_hop'), '.2f')} x)"
+                if r.get("pure_cpu_vs_hop") is not None
+                else ""
+            )
+        )
+    return [*lines, "", *summary]
 
 
 def _worker_lines(w: dict[str, Any], s: dict[str, Any]) -> list[str]:
@@ -179,7 +191,11 @@ def markdown(results: dict[str, Any]) -> str:
             out += [
                 "## The extra hop alone",
                 "",
-                *_hop_lines(results["sysbench"], results["meta"].get("hop_version", "HAProxy")),
+                *_hop_lines(
+                    results["sysbench"],
+                    results["meta"].get("hop_version", "HAProxy"),
+                    results["meta"].get("build", "?"),
+                ),
                 "",
             ]
         elif results["meta"].get("hop_version") is None:

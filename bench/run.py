@@ -23,7 +23,8 @@ from bench.settings import Settings, parse_settings
 from bench.summary import Measured, ScenarioRuns, public, summarise, targets
 from bench.topology import BenchLab, free_port
 from bench.workers import run_workers
-from proxy.testing import ProxyProcess, raise_nofile
+from proxy.compiled import PURE_ENV, compiled_modules, describe
+from proxy.testing import ProxyProcess, pyproxy_command, raise_nofile
 
 IDLE_SETTLE_S = 2.0  # a session idle for 1 s hands its backend connection back
 
@@ -48,7 +49,8 @@ def _loadavg() -> str:
 
 def _estimate_s(settings: Settings) -> float:
     point = sum(s.workload == "oltp_point_select" for s in sysbench.SCENARIOS)
-    runs = (len(sysbench.SCENARIOS) * 2 + point) * settings.pairs * (settings.time_s + 0.5)
+    # Point selects also run through HAProxy and the interpreted pyproxy.
+    runs = (len(sysbench.SCENARIOS) * 2 + 2 * point) * settings.pairs * (settings.time_s + 0.5)
     warmups = len({(s.workload, s.ps_mode) for s in sysbench.SCENARIOS}) * 2 * settings.warmup_s
     workers = 2 * settings.pairs * (settings.time_s + 8)  # a pyproxy start per run
     return runs + warmups + workers + 30 + settings.idle_connections / 500
@@ -69,19 +71,27 @@ def _hop_run(scenario: sysbench.Scenario, hop: HopProxy, user: str, pw: str, t: 
 
 
 def run_sysbench(
-    settings: Settings, lab: BenchLab, proxy: ProxyProcess, hop: HopProxy | None = None
+    settings: Settings,
+    lab: BenchLab,
+    proxy: ProxyProcess,
+    hop: HopProxy | None = None,
+    pure: ProxyProcess | None = None,
 ) -> list[dict[str, Any]]:
-    """Alternating pairs per scenario; point selects also through `hop` (if given) each pair."""
+    """Alternating pairs per scenario; point selects also through `hop` and the interpreted
+    pyproxy `pure` (if given) each pair."""
     user, pw = lab.app_user
     direct_port = lab.writer.port
     rows = []
     warmed: set[tuple[str, str]] = set()
     total = len(sysbench.SCENARIOS)
     for i, scenario in enumerate(sysbench.SCENARIOS, 1):
-        hop_here = hop if scenario.workload == "oltp_point_select" else None
+        point = scenario.workload == "oltp_point_select"
+        hop_here = hop if point else None
+        pure_here = pure if point else None
+        extra_ports = [x.port for x in (hop_here, pure_here) if x is not None]
         if settings.warmup_s and (scenario.workload, scenario.ps_mode) not in warmed:
             warmed.add((scenario.workload, scenario.ps_mode))
-            for port in (direct_port, proxy.port, *([hop_here.port] if hop_here else [])):
+            for port in (direct_port, proxy.port, *extra_ports):
                 with contextlib.suppress(sysbench.SysbenchError):  # the measured runs report it
                     sysbench.run(scenario, port, user, pw, settings.warmup_s)
         runs = ScenarioRuns(scenario)
@@ -91,6 +101,12 @@ def run_sysbench(
                 p = _measured_run(scenario, proxy.port, proxy, user, pw, settings.time_s)
                 if hop_here is not None:
                     runs.hop.append(_hop_run(scenario, hop_here, user, pw, settings.time_s))
+                if pure_here is not None:
+                    runs.pure.append(
+                        _measured_run(
+                            scenario, pure_here.port, pure_here, user, pw, settings.time_s
+                        )
+                    )
             except sysbench.SysbenchError as exc:  # report it and go on with the next scenario
                 runs.failure = str(exc)[:4000]
                 _say(f"[{i}/{total}] {scenario.key}: FAILED\n{runs.failure}")
@@ -105,6 +121,12 @@ def run_sysbench(
                 + (
                     f"; HAProxy TCP {runs.hop[-1].result.qps / d.result.qps:.2f}"
                     if hop_here is not None and runs.hop
+                    else ""
+                )
+                + (
+                    f"; interpreted {runs.pure[-1].result.qps / d.result.qps:.2f}, CPU "
+                    f"{runs.pure[-1].proxy_cpu_s / runs.pure[-1].result.queries * 1e6:.1f} us/stmt"
+                    if pure_here is not None and runs.pure and runs.pure[-1].result.queries
                     else ""
                 )
                 if p.result.queries and d.result.qps
@@ -168,6 +190,25 @@ def _start_hop(lab: BenchLab, results: dict[str, Any]) -> HopProxy | None:
     return hop
 
 
+def _start_pure(lab: BenchLab, results: dict[str, Any]) -> ProxyProcess | None:
+    """A second pyproxy running pure Python (PYPROXY_PURE=1) when this venv's is compiled: the
+    point selects also run through it, for the compiled vs interpreted columns."""
+    results["meta"]["build"] = describe()
+    if not compiled_modules():
+        _say(f"pyproxy is {results['meta']['build']}: no compiled vs interpreted columns")
+        return None
+    config, port = lab.write_proxy_config()
+    own = config.with_name("pyproxy-pure.yaml")  # the next write_proxy_config reuses the name
+    config.rename(own)
+    pure = ProxyProcess(
+        own, port, lab.tmp / "pyproxy-pure.log", ["env", f"{PURE_ENV}=1", *pyproxy_command()]
+    )
+    user, pw = lab.app_user
+    pure.start(user, pw)
+    _say(f"pyproxy interpreted ({PURE_ENV}=1): pid {pure.pid} on port {port}")
+    return pure
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -210,11 +251,14 @@ def _bench(settings: Settings, results: dict[str, Any]) -> None:
             _say(f"pyproxy: pid {proxy.pid} on port {port} (open files limit {proxy.nofile})")
         if proxy is not None and "sysbench" in phases:
             hop = _start_hop(lab, results)
+            pure = _start_pure(lab, results)
             try:
-                rows = run_sysbench(settings, lab, proxy, hop)
+                rows = run_sysbench(settings, lab, proxy, hop, pure)
             finally:
                 if hop is not None:
                     hop.stop()
+                if pure is not None:
+                    pure.stop()
             results["sysbench"] = [public(r) for r in rows]
             results["targets"] = targets(rows, results.get("classification", {}).get("headline"))
         if proxy is not None and "ryw" in phases:

@@ -32,6 +32,9 @@ class ScenarioRuns:
     proxied: list[Measured] = field(default_factory=list)
     # The same pairs through HAProxy in TCP mode (bench/hop.py), when it is installed.
     hop: list[Measured] = field(default_factory=list)
+    # The same pairs through a second pyproxy running pure Python (PYPROXY_PURE=1), when the
+    # first one runs compiled.
+    pure: list[Measured] = field(default_factory=list)
     failure: str | None = None  # sysbench failed (the pairs before it are kept)
 
 
@@ -115,6 +118,8 @@ def summarise(runs: ScenarioRuns) -> dict[str, Any]:
         "errors_proxied": sum(m.result.errors for m in runs.proxied),
         "reconnects_proxied": sum(m.result.reconnects for m in runs.proxied),
         **_hop_figures(runs),
+        **_pure_figures(runs),
+        **_vs_hop(cpu_us, runs),
         "failure": runs.failure,
         "runs": [
             _run_json(mode, m) for d, p in pairs for mode, m in (("direct", d), ("proxied", p))
@@ -149,6 +154,34 @@ def _hop_figures(runs: ScenarioRuns) -> dict[str, Any]:
         ),
         "hop_runs": [_run_json("hop", m) for m in runs.hop],
     }
+
+
+def _cpu_us(runs: list[Measured]) -> float:
+    queries = sum(m.result.queries for m in runs)
+    return sum(m.proxy_cpu_s for m in runs) / queries * 1e6 if queries else math.nan
+
+
+def _pure_figures(runs: ScenarioRuns) -> dict[str, Any]:
+    """Ratio and CPU per statement of the interpreted build, beside the compiled one."""
+    if not runs.pure:
+        return {}
+    pairs = list(zip(runs.direct, runs.pure, strict=False))
+    return {
+        "pure_ratio": _r(_median([p.result.qps / d.result.qps for d, p in pairs]), 3),
+        "pure_cpu_us_per_statement": _r(_cpu_us(runs.pure), 1),
+        "pure_runs": [_run_json("pure", m) for m in runs.pure],
+    }
+
+
+def _vs_hop(cpu_us: float, runs: ScenarioRuns) -> dict[str, Any]:
+    """pyproxy CPU per statement over HAProxy's (the issue's summary line), each build."""
+    hop = _cpu_us(runs.hop) if runs.hop else math.nan
+    if math.isnan(hop) or not hop:
+        return {}
+    out = {"cpu_vs_hop": _r(cpu_us / hop, 2)}
+    if runs.pure:
+        out["pure_cpu_vs_hop"] = _r(_cpu_us(runs.pure) / hop, 2)
+    return out
 
 
 def _find(rows: list[dict[str, Any]], workload: str, ps: str, threads: int) -> dict[str, Any]:

@@ -7,12 +7,15 @@ import asyncio
 import json
 import logging
 import os
+import platform
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from importlib.metadata import version
 from typing import Any
 
 from proxy.admin.layers import plan_start, seed_disk
+from proxy.compiled import describe
 from proxy.config import Config, ConfigError, load_config
 from proxy.lab.lab import Lab
 from proxy.lab.servers import LabError
@@ -189,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rebuild the disk database (admin.database) from the YAML, as ProxySQL's --initial",
     )
+    parser.add_argument(
+        "--version",
+        action="store_true",
+        help="print the version and whether the hot path runs compiled (mypyc) or interpreted",
+    )
     sub = parser.add_subparsers(dest="command")
     _lab_parser(sub)
     bs = sub.add_parser(
@@ -325,6 +333,9 @@ def main(argv: Sequence[str] | None = None, quiet_pipe: bool = False) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.version:
+        print(f"pyproxy {version('pyproxy')}, Python {platform.python_version()}, {describe()}")
+        return 0
     if args.command in TOOL_COMMANDS:
         return run_tool(args)
     try:

@@ -74,12 +74,21 @@ class BusyOn:
 
 @dataclass(frozen=True)
 class Kill:
-    """KILL [QUERY] id for user (None: the admin): -> None (done) or the ErrPacket to answer.
+    """KILL [QUERY] id for user (None: the admin): -> None (done) or the Refused to answer.
     Also sent by a worker to the topology process for an id that is not its own."""
 
     target_id: int
     username: str | None
     query_only: bool
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The error a call answers with (not an ErrPacket: compiled by mypyc, a frozen native
+    class does not unpickle)."""
+
+    code: int
+    message: str
 
 
 # -- worker -> topology process ---------------------------------------------------------------

@@ -26,6 +26,7 @@ from proxy.messages import (
     Kill,
     Ready,
     Recheck,
+    Refused,
     Reload,
     ReportRequest,
     Start,
@@ -232,9 +233,10 @@ class Workers:
 
     async def kill(self, target_id: int, query_only: bool) -> ErrPacket | None:
         """The admin's KILL [QUERY] id, of any user's session in any worker."""
-        return await self._kill(Kill(target_id, None, query_only), None)
+        refused = await self._kill(Kill(target_id, None, query_only), None)
+        return None if refused is None else ErrPacket(refused.code, refused.message)
 
-    async def _kill(self, kill: Kill, asker: WorkerProcess | None) -> ErrPacket | None:
+    async def _kill(self, kill: Kill, asker: WorkerProcess | None) -> Refused | None:
         """The worker owning the id (a session id) or every other worker (a backend thread
         id) carries the KILL out: None when done, else the error to answer."""
         if kill.target_id >= FIRST_SESSION_ID:
@@ -243,13 +245,11 @@ class Workers:
         else:
             others = [w for w in self.workers if w is not asker]
         answers = await self._ask(others, kill, CALL_TIMEOUT_S)
-        result: ErrPacket | None = ErrPacket(
-            ErrorCode.ER_NO_SUCH_THREAD, f"Unknown thread id: {kill.target_id}"
-        )
+        result = Refused(ErrorCode.ER_NO_SUCH_THREAD, f"Unknown thread id: {kill.target_id}")
         for answer in answers.values():
             if answer is None:
                 return None
-            if isinstance(answer, ErrPacket) and answer.code == ErrorCode.ER_KILL_DENIED_ERROR:
+            if isinstance(answer, Refused) and answer.code == ErrorCode.ER_KILL_DENIED_ERROR:
                 result = answer
         return result
 

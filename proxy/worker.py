@@ -24,6 +24,7 @@ from proxy.messages import (
     Kill,
     Ready,
     Recheck,
+    Refused,
     Reload,
     ReportRequest,
     Start,
@@ -79,7 +80,7 @@ class Worker:
             answer = await self.channel.call(Kill(target_id, username, query_only), 10.0)
         except (TimeoutError, ChannelClosed):
             return ErrPacket(1105, "pyproxy: the topology process did not answer the KILL")
-        return answer if isinstance(answer, ErrPacket) else None
+        return ErrPacket(answer.code, answer.message) if isinstance(answer, Refused) else None
 
     async def run(self, stop: asyncio.Event) -> float:
         """Follow the topology process until told to drain, it goes away, or stop is set;
@@ -161,9 +162,9 @@ class Worker:
                 log.error("unexpected message from the topology process: %r", message)
 
     async def _kill(self, call: Call, kill: Kill) -> None:
-        result = await self.path.listener.kill_for(kill.target_id, kill.username, kill.query_only)
+        err = await self.path.listener.kill_for(kill.target_id, kill.username, kill.query_only)
         with contextlib.suppress(ChannelClosed):
-            self.channel.reply(call, result)
+            self.channel.reply(call, None if err is None else Refused(err.code, err.message))
 
 
 async def _serve(channel_fd: int, counts_fd: int) -> None:

@@ -86,7 +86,8 @@ _MOVES: dict[ConnState, frozenset[ConnState]] = {
 }
 
 
-class ConnectionBusy(RuntimeError):
+# Exception, not RuntimeError: mypyc compiles no subclass of most builtin types.
+class ConnectionBusy(Exception):
     """A command was started on a backend connection that is not idle (a proxy bug)."""
 
 

@@ -45,8 +45,7 @@ async def com_ping(session: Session, packet: Packet) -> bool:
 
 async def com_query(session: Session, packet: Packet) -> bool:
     server = session.server
-    sql = packet.payload[1:].decode("utf-8", "replace")
-    digest, stmt = server.classifier.classify(sql)
+    sql, digest, stmt = server.classifier.classify_query(packet.payload)
     if stmt.is_kill:
         await _kill(session, stmt)
         return True

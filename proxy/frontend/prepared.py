@@ -22,11 +22,14 @@ from proxy.protocol.packets import (
 )
 from proxy.protocol.response import ResponseScanner
 
+# Imported at run time, not only for type checking: compiled (mypyc) classes check their
+# attributes' types, which must be loaded before this module.
+from proxy.routing.classifier import Classification
+from proxy.routing.digest import Digest
+
 if TYPE_CHECKING:
     from proxy.cluster import ServerState
     from proxy.frontend.session import Session
-    from proxy.routing.classifier import Classification
-    from proxy.routing.digest import Digest
 
 # Backend statements kept per connection; the least recently used are closed beyond this.
 MAX_BACKEND_STMTS = 256
@@ -162,23 +165,28 @@ def _rewrite_execute(payload: bytes, cs: ClientStmt, bs: BackendStmt) -> bytes:
 
     A client sends parameter types only when they change (new_params_bound_flag); a backend
     statement that got other types, or none, needs them again, so they are put back in.
+    The payload goes as it came (no copy) when the backend's statement id is the client's
+    and no types need putting back.
     """
+    n = cs.num_params
+    flag_pos = 10 + (n + 7) // 8  # cmd(1) id(4) flags(1) iterations(4) null bitmap
+    insert = False
+    if n and len(payload) > flag_pos:  # else malformed: let the server say so
+        if payload[flag_pos] == 1:
+            types = payload[flag_pos + 1 : flag_pos + 1 + 2 * n]
+            cs.param_types = types
+            bs.bound_types = types
+        elif cs.param_types is not None and bs.bound_types != cs.param_types:
+            insert = True
+            bs.bound_types = cs.param_types
+    if not insert and read_stmt_id(payload) == bs.stmt_id:
+        return payload
     body = bytearray(payload)
     body[1:5] = bs.stmt_id.to_bytes(4, "little")
-    n = cs.num_params
-    if n == 0:
-        return bytes(body)
-    flag_pos = 10 + (n + 7) // 8  # cmd(1) id(4) flags(1) iterations(4) null bitmap
-    if len(body) <= flag_pos:
-        return bytes(body)  # malformed: let the server say so
-    if body[flag_pos] == 1:
-        types = bytes(body[flag_pos + 1 : flag_pos + 1 + 2 * n])
-        cs.param_types = types
-        bs.bound_types = types
-    elif cs.param_types is not None and bs.bound_types != cs.param_types:
+    if insert:
+        assert cs.param_types is not None
         body[flag_pos] = 1
         body[flag_pos + 1 : flag_pos + 1] = cs.param_types
-        bs.bound_types = cs.param_types
     return bytes(body)
 
 

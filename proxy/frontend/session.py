@@ -18,6 +18,7 @@ from proxy.cluster import ServerState
 from proxy.config import User
 from proxy.frontend.client import ClientConnection, ClientGone
 from proxy.frontend.positions import Asker
+from proxy.frontend.prepared import ClientStmt
 from proxy.protocol.auth import (
     DEFAULT_SERVER_CAPABILITIES,
     AuthDone,
@@ -53,19 +54,18 @@ from proxy.routing.causal import (
     merge,
     wait_gtid,
 )
-from proxy.routing.classifier import StatementKind
-from proxy.routing.digest import reported_digest
+from proxy.routing.classifier import Classification, StatementKind
+from proxy.routing.digest import Digest, reported_digest
 from proxy.routing.gtid import contains as gtid_contains
 from proxy.routing.gtid import is_mariadb as gtid_is_mariadb
 from proxy.routing.gtid import merge_mariadb
 from proxy.routing.router import changes_data
 from proxy.topology import GtidAdvanced
 
+# Classification, Digest and ClientStmt are imported at run time, not only for type checking:
+# compiled (mypyc) classes check their attributes' types, which must be loaded first.
 if TYPE_CHECKING:
     from proxy.frontend.listener import ProxyServer
-    from proxy.frontend.prepared import ClientStmt
-    from proxy.routing.classifier import Classification
-    from proxy.routing.digest import Digest
 
 log = logging.getLogger(__name__)
 
@@ -183,16 +183,16 @@ class Session:
                 "Got a packet bigger than 'max_allowed_packet' bytes",
                 seq=1,
             )
-        except ProtocolError as exc:
+        except ProtocolError as bad:
             log.info(
                 "session %d (%s): malformed packet: %s",
                 self.id,
                 self.client.peer[0],
-                log_text(str(exc)),
+                log_text(str(bad)),
             )
             self.send_error(ErrorCode.ER_MALFORMED_PACKET, "Malformed communication packet", 1)
-        except SessionLost as exc:
-            self._refuse_recovery(exc)
+        except SessionLost as lost:
+            self._refuse_recovery(lost)
         except BackendError as exc:
             log.warning("session %d: backend failed mid-result: %s", self.id, log_text(str(exc)))
         except Exception:
@@ -298,8 +298,8 @@ class Session:
                     continue
                 try:
                     await self.backend_for(target)
-                except StateSyncError as exc:
-                    return exc.err
+                except StateSyncError as refused:
+                    return refused.err
                 except BackendError as exc:
                     if exc.err is not None:
                         return exc.err
@@ -512,8 +512,8 @@ class Session:
         server cannot be reached and the statement may run elsewhere; None: error sent."""
         try:
             return await self.backend_for(target)
-        except StateSyncError as exc:
-            self.send_err_packet(exc.err)
+        except StateSyncError as refused:
+            self.send_err_packet(refused.err)
             return None
         except BackendError as exc:
             self.server.note_backend_error(target, exc)
@@ -1135,8 +1135,8 @@ class Session:
         if request.database:
             try:
                 await self.backend_for(self.sticky_target())
-            except StateSyncError as exc:
-                self.send_err_packet(exc.err, seq)
+            except StateSyncError as refused:
+                self.send_err_packet(refused.err, seq)
                 return True
             except BackendError as exc:
                 self.report_backend_failure(self.sticky_target(), exc)

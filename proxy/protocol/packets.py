@@ -85,7 +85,10 @@ def encode_text(text: str) -> bytes:
 
 # Control characters (C0, DEL, C1, Unicode line/paragraph separators), undecodable bytes kept
 # as surrogates, and the backslash itself (so an escape in the input cannot pass as ours).
-_UNSAFE_FOR_LOG = re.compile("[\x00-\x1f\x7f-\x9f\\\\\u2028\u2029\ud800-\udfff]")
+# The surrogate range is spelled with chr(): mypyc rejects surrogates in string literals.
+_UNSAFE_FOR_LOG = re.compile(
+    "[\x00-\x1f\x7f-\x9f\\\\\u2028\u2029" + chr(0xD800) + "-" + chr(0xDFFF) + "]"
+)
 
 # Client-supplied text in one log line is cut to this many characters.
 LOG_TEXT_LIMIT: Final = 200

@@ -726,6 +726,11 @@ class Classifier:
         self.exact_cache: LRUCache[str, tuple[Digest, Classification]] = LRUCache(
             exact_cache_size if exact_cache_size is not None else cache_size
         )
+        # COM_QUERY payloads as they came (command byte first) -> (sql, digest, classification):
+        # a hit costs no slice and no decode. Same size as the exact-string cache.
+        self.payload_cache: LRUCache[bytes, tuple[str, Digest, Classification]] = LRUCache(
+            self.exact_cache.maxsize
+        )
         self.tokenizer = tokenizer
         self.max_exact_sql_length = max_exact_sql_length
         # Plain counters, read by metrics.
@@ -745,6 +750,34 @@ class Classifier:
             self.exact_hits += 1
             return result
         self.exact_misses += 1
+        result = self._classify_sql(sql)
+        if len(sql) <= self.max_exact_sql_length:
+            exact[sql] = result  # a new key: appended as the most recent
+            if len(exact) > self.exact_cache.maxsize:
+                exact.popitem(last=False)
+        return result
+
+    def classify_query(self, payload: bytes) -> tuple[str, Digest, Classification]:
+        """classify() for a COM_QUERY payload: (the SQL text, its digest, classification),
+        cached by the payload's bytes, so that a repeated statement is not decoded again."""
+        cache = self.payload_cache.data
+        hit = cache.get(payload)
+        if hit is not None:
+            cache.move_to_end(payload)
+            self.exact_hits += 1
+            return hit
+        self.exact_misses += 1
+        sql = payload[1:].decode("utf-8", "replace")
+        digest, c = self._classify_sql(sql)
+        result = (sql, digest, c)
+        if len(sql) <= self.max_exact_sql_length:
+            cache[payload] = result
+            if len(cache) > self.payload_cache.maxsize:
+                cache.popitem(last=False)
+        return result
+
+    def _classify_sql(self, sql: str) -> tuple[Digest, Classification]:
+        """Digest and classification of one SQL text, past the exact caches."""
         text, comments = normalize(sql)
         digests = self.digest_cache.data
         entry = digests.get(text)
@@ -763,12 +796,7 @@ class Classifier:
             digest = Digest(text, digest.id, comments, hints)
             if hints is not NO_HINTS:
                 c = replace(c, hint_route=hints.route, hint_consistency=hints.consistency)
-        result = (digest, c)
-        if len(sql) <= self.max_exact_sql_length:
-            exact[sql] = result  # a new key: appended as the most recent
-            if len(exact) > self.exact_cache.maxsize:
-                exact.popitem(last=False)
-        return result
+        return digest, c
 
     def _entry(self, text: str) -> CachedDigest:
         entry = self.digest_cache.get(text)

@@ -76,3 +76,16 @@ def test_no_parameters_and_malformed_packets_only_get_the_id() -> None:
     assert (
         _rewrite_execute(short, _client_stmt(2), bs) == short[:1] + b"\x04\x03\x02\x01" + short[5:]
     )
+
+
+def test_same_statement_id_relays_the_payload_as_it_came() -> None:
+    cs, bs = _client_stmt(2), BackendStmt(stmt_id=3, num_params=2, num_columns=1)
+    types = LONGLONG + VAR_STRING
+    first = _execute(3, b"\x00", types, VALUES)
+    assert _rewrite_execute(first, cs, bs) is first  # no copy, types still learned
+    assert cs.param_types == bs.bound_types == types
+    again = _execute(3, b"\x00", None, VALUES)
+    assert _rewrite_execute(again, cs, bs) is again
+    # A backend statement with the client's id that never saw the types still gets them.
+    fresh = BackendStmt(stmt_id=3, num_params=2, num_columns=1)
+    assert _rewrite_execute(again, cs, fresh) == _execute(3, b"\x00", types, VALUES)

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+import proxy.routing.classifier as classifier_module
+from proxy.compiled import is_compiled
 from proxy.routing.classifier import (
     Classification,
     Classifier,
@@ -856,6 +858,14 @@ def test_long_statements_skip_the_exact_cache() -> None:
     assert classifier.digest_hits == 1
 
 
+# monkeypatch cannot reach into a compiled module (its calls are bound at build time); these
+# two run in the interpreted unit tier (`make unit-pure`), the safety net is the same code.
+_interpreted_only = pytest.mark.skipif(
+    is_compiled(classifier_module), reason="compiled classifier: run by `make unit-pure`"
+)
+
+
+@_interpreted_only
 def test_classifier_error_is_a_safe_write(monkeypatch: pytest.MonkeyPatch) -> None:
     import proxy.routing.classifier as module
 
@@ -867,6 +877,7 @@ def test_classifier_error_is_a_safe_write(monkeypatch: pytest.MonkeyPatch) -> No
     assert c == Classification(W)
 
 
+@_interpreted_only
 def test_per_statement_failure_is_a_safe_write(monkeypatch: pytest.MonkeyPatch) -> None:
     import proxy.routing.classifier as module
 
@@ -968,3 +979,23 @@ def test_lru_evicts_least_recently_used() -> None:
     assert len(cache) == 0
     with pytest.raises(ValueError):
         LRUCache(0)
+
+
+def test_classify_query_matches_classify_and_decodes_once() -> None:
+    classifier = Classifier()
+    for sql in ("SELECT c FROM t WHERE id=7", "UPDATE t SET a = 'é' WHERE id = 1", "SET @x = 1"):
+        payload = b"\x03" + sql.encode()
+        text, digest, c = classifier.classify_query(payload)
+        assert text == sql
+        assert (digest, c) == Classifier().classify(sql)
+        hits = classifier.exact_hits
+        again = classifier.classify_query(payload)
+        assert classifier.exact_hits == hits + 1
+        assert again[0] is text  # the cached text: no second decode
+
+
+def test_classify_query_cache_is_bounded() -> None:
+    classifier = Classifier(exact_cache_size=2)
+    for n in range(5):
+        classifier.classify_query(b"\x03SELECT %d" % n)
+    assert len(classifier.payload_cache.data) == 2
