@@ -110,8 +110,14 @@ def test_setup_guide_verbatim_takes_effect_and_survives_a_restart(lab: Lab, tmp_
             assert variables["mysql-monitor_ssl"] == "false"
 
             def denied(user: str) -> bool:
+                """Both where ProxySQL users look (the monitor's ping log) and the server's
+                reason in runtime_mysql_servers."""
+                needle = f"Access denied for user '{user}'"
+                pings = admin_ok(proxy, "SELECT ping_error FROM monitor.mysql_server_ping_log")
                 reasons = admin_ok(proxy, "SELECT reason FROM runtime_mysql_servers")
-                return any(f"Access denied for user '{user}'" in r[0] for r in reasons)
+                return any(needle in (r[0] or "") for r in pings) and any(
+                    needle in r[0] for r in reasons
+                )
 
             wait_for(lambda: denied("monitor"), "the monitor to report access denied")
             admin_ok(
