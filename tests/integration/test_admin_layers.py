@@ -4,6 +4,8 @@ TO DISK; bad rows refused with runtime unchanged; a corrupt disk database stops 
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -190,6 +192,17 @@ def test_setup_guide_verbatim_takes_effect_and_survives_a_restart(lab: Lab, tmp_
                 cur.execute("SELECT 1 AS layers_probe")
             probe.close()
             admin_ok(proxy, "SAVE MYSQL SERVERS TO DISK; SAVE MYSQL QUERY RULES TO DISK;")
+            # SIGHUP applies what a restart would: the disk database, not the older YAML.
+            os.kill(proxy.pid, signal.SIGHUP)
+            wait_for(lambda: "config reloaded" in proxy.log_text(), "the SIGHUP reload")
+            probe = proxy.connect()
+            with (
+                probe.cursor() as cur,
+                pytest.raises(pymysql.MySQLError, match="blocked by rule 10"),
+            ):
+                cur.execute("SELECT 1 AS layers_probe")
+            probe.close()
+            assert r2 in read_ports(proxy, 30)
         assert polite.errors == [] and polite.statements > 0  # no LOAD dropped a client
         proxy.stop_clean()
 
