@@ -10,6 +10,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from proxy.admin.http import HttpServer
+from proxy.admin.layers import plan_start
 from proxy.admin.sql import AdminServer
 from proxy.backend.connection import BackendError, read_greeting
 from proxy.backend.pool import BackendPool
@@ -194,11 +195,13 @@ class Proxy:
         log.warning("server %s set %s by the admin", name, "OFFLINE" if offline else "ONLINE")
 
     async def reload(self) -> tuple[bool, str]:
-        """Re-read the config file and apply it without dropping clients (SIGHUP, admin)."""
+        """Apply what a restart would start with, without dropping clients (SIGHUP, admin's
+        RELOAD): the config file, or the disk database when admin.database names one (it
+        wins over the file, as at a start; LOAD ... FROM CONFIG takes the file's)."""
         if self.config_path is None:
             return False, "no config file to reload (the proxy was started without one)"
         try:
-            new = load_config(self.config_path)
+            new = plan_start(load_config(self.config_path), self.config_path, False).config
         except ConfigError as exc:
             log.error("config reload refused, keeping the running config: %s", exc)
             return False, f"config reload refused: {exc}"
@@ -251,8 +254,8 @@ class Proxy:
         if new.listeners != old.listeners:
             log.warning("listener changes take effect at the next restart")
             new = new.model_copy(update={"listeners": old.listeners})
-        self.snapshot = Snapshot.build(new, self.cluster)
-        self.plane.apply_config(new)
+        # Servers are added (or moved) before the config that may route to them reaches the
+        # data path, and removed after it: no rule or route ever names an unknown server.
         names = {s.name for s in new.servers}
         was = {s.name: s.status for s in old.servers}
         for server in new.servers:
@@ -266,6 +269,8 @@ class Proxy:
             # SERVER ... OFFLINE stays while the config's status for that server stays.
             if state is not None and was.get(server.name, server.status) != server.status:
                 self.set_server_offline(server.name, server.status == "OFFLINE_SOFT")
+        self.snapshot = Snapshot.build(new, self.cluster)
+        self.plane.apply_config(new)
         for name in [n for n in self.cluster.servers if n not in names]:
             self.topology.apply(ServerRemoved(name))
 

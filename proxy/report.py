@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from proxy.frontend.listener import ProxyServer
 
 Row = dict[str, Any]
+# A statement's text in stats_mysql_processlist, cut here (ProxySQL cuts digests at 2048 by
+# default): a report of thousands of sessions running multi-MB statements stays small.
+INFO_MAX_CHARS = 2048
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ def _processlist(listener: ProxyServer, index: int) -> list[Row]:
             "srv_port": server.config.port if server is not None else None,
             "command": command,
             "time_ms": int((now - session.phase_since) * 1000),
-            "info": info,
+            "info": info if info is None or len(info) <= INFO_MAX_CHARS else info[:INFO_MAX_CHARS],
             "server": conn.server_name if conn is not None else None,
             "backend_thread_id": conn.thread_id if conn is not None else None,
         })  # fmt: skip

@@ -104,6 +104,27 @@ class Watermark:
         self._slots: dict[int | str, int] = {}  # key -> word index of its slot
         self._seen: list[int] = []  # row versions the cached mark was merged from
         self._cached: Mark | None = {}
+        self.adopted_ns = time.monotonic_ns()
+        self._inherited = 0  # a dead predecessor's commits whose GTID it never published
+        if fd is not None:
+            self._adopt()
+
+    def _adopt(self) -> None:
+        """A restarted worker takes its row over as its dead predecessor left it: the slots
+        (reused in place, so a key is never in two slots), a write cut short (odd version:
+        made even; values only grow, so the row is still a valid mark), and its pending
+        commits, which keep the mark unknown until a writer position asked after now covers
+        them (covered())."""
+        w, base = self._words, self._base
+        if w[base + _VERSION] & 1:
+            w[base + _VERSION] += 1
+        for s in range(base + HEADER, base + ROW_WORDS, SLOT_WORDS):
+            if w[s] == 0:
+                break
+            key = _key_of(w[s], w[s + 1], w[s + 2])
+            self._slots[key] = s
+            self._mine[key] = w[s + 3]
+        self._inherited = w[base + _PENDING]
 
     # -- the owner's side: its row only ------------------------------------------------------
     def advance(self, mark: Mark) -> None:
@@ -152,6 +173,14 @@ class Watermark:
     def end_unknown(self) -> None:
         """That commit's GTID was published (or given up on)."""
         self._bump(_PENDING, -1)
+
+    def covered(self, asked_ns: int, mark: Mark) -> None:
+        """The writer's position, asked at asked_ns (monotonic ns): asked after this row was
+        adopted, it holds the predecessor's unpublished commits, which are pending no more."""
+        if self._inherited and asked_ns > self.adopted_ns:
+            self.advance(mark)
+            self._bump(_PENDING, -self._inherited)
+            self._inherited = 0
 
     def _bump(self, word: int, delta: int) -> None:
         w, base = self._words, self._base

@@ -146,7 +146,13 @@ class Worker:
                 self.path.listener.publish_counts()
             case Call(request=ReportRequest(reset_digests=reset)):
                 report = build_report(self.path.listener, self.index, reset)
-                self.channel.reply(message, report)
+                try:
+                    self.channel.reply(message, report)
+                except ValueError as exc:
+                    # Over the channel's message bound (statements of many MB running, huge
+                    # digests): this report is lost, not the worker and its clients.
+                    log.error("report not sent: %s", exc)
+                    self.channel.reply(message, f"report not sent: {exc}")
             case Call(request=Sync()):
                 self.channel.reply(message, True)
             case Call(request=BusyOn(server)):

@@ -102,7 +102,11 @@ class ProxyServer:
         self._schemas: dict[tuple[str, str], float] = {}  # (user, schema) -> last confirmed
         self.watermark = watermark or Watermark()
         self.positions = WriterPositions(
-            pool, metrics, self.writer, lambda: self.config.routing.causal_position_max_age_us
+            pool,
+            metrics,
+            self.writer,
+            lambda: self.config.routing.causal_position_max_age_us,
+            self.watermark.covered,
         )
         topology.subscribe(self._topology_event)
 

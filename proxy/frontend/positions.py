@@ -45,8 +45,12 @@ class WriterPositions:
         metrics: Metrics,
         writer: Callable[[], ServerState | None],
         max_age_us: Callable[[], int],
+        learnt: Callable[[int, Mark], None] | None = None,
     ) -> None:
+        """learnt(sent_ns, position): told of every position read (the watermark's
+        covered())."""
         self._pool = pool
+        self._learnt = learnt
         self._metrics = metrics
         self._writer = writer
         self._max_age_us = max_age_us
@@ -102,6 +106,8 @@ class WriterPositions:
             self._metrics.causal_positions["queries"] += 1
             if mark is not None and (self._last is None or self._last[0] < sent):
                 self._last = (sent, mark)
+            if mark is not None and self._learnt is not None:
+                self._learnt(sent, mark)
             self._inflight = None
             if not fut.done():
                 fut.set_result(mark)

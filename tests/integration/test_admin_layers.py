@@ -4,6 +4,8 @@ TO DISK; bad rows refused with runtime unchanged; a corrupt disk database stops 
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -110,8 +112,14 @@ def test_setup_guide_verbatim_takes_effect_and_survives_a_restart(lab: Lab, tmp_
             assert variables["mysql-monitor_ssl"] == "false"
 
             def denied(user: str) -> bool:
+                """Both where ProxySQL users look (the monitor's ping log) and the server's
+                reason in runtime_mysql_servers."""
+                needle = f"Access denied for user '{user}'"
+                pings = admin_ok(proxy, "SELECT ping_error FROM monitor.mysql_server_ping_log")
                 reasons = admin_ok(proxy, "SELECT reason FROM runtime_mysql_servers")
-                return any(f"Access denied for user '{user}'" in r[0] for r in reasons)
+                return any(needle in (r[0] or "") for r in pings) and any(
+                    needle in r[0] for r in reasons
+                )
 
             wait_for(lambda: denied("monitor"), "the monitor to report access denied")
             admin_ok(
@@ -184,6 +192,17 @@ def test_setup_guide_verbatim_takes_effect_and_survives_a_restart(lab: Lab, tmp_
                 cur.execute("SELECT 1 AS layers_probe")
             probe.close()
             admin_ok(proxy, "SAVE MYSQL SERVERS TO DISK; SAVE MYSQL QUERY RULES TO DISK;")
+            # SIGHUP applies what a restart would: the disk database, not the older YAML.
+            os.kill(proxy.pid, signal.SIGHUP)
+            wait_for(lambda: "config reloaded" in proxy.log_text(), "the SIGHUP reload")
+            probe = proxy.connect()
+            with (
+                probe.cursor() as cur,
+                pytest.raises(pymysql.MySQLError, match="blocked by rule 10"),
+            ):
+                cur.execute("SELECT 1 AS layers_probe")
+            probe.close()
+            assert r2 in read_ports(proxy, 30)
         assert polite.errors == [] and polite.statements > 0  # no LOAD dropped a client
         proxy.stop_clean()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -62,6 +63,52 @@ def test_a_full_row_makes_the_mark_unknown() -> None:
     assert mark.mark() == {d: 1 for d in range(wm.SLOTS)}
     mark.advance({wm.SLOTS: 1})
     assert mark.mark() is None
+
+
+def test_a_restarted_owner_keeps_its_row(block: int) -> None:
+    """A worker restarted after SIGKILL reuses its predecessor's slots in place: no key is
+    left twice in the row with its older value winning, none is lost."""
+    old = Watermark(block, 0, 3)
+    old.advance({1: 10, 2: 3})
+    old.close()
+    new, reader = Watermark(block, 0, 3), Watermark(block, 1, 3)
+    new.advance({2: 5})
+    assert reader.mark() == {1: 10, 2: 5}
+    new.close()
+    reader.close()
+
+
+def test_a_dead_owners_pending_commits_end_once_covered(block: int) -> None:
+    """Commits the dead worker acknowledged without publishing their GTID keep the mark
+    unknown until a writer position asked after the restart holds them; then it is known
+    again (not unknown for good, every causal read asking the writer)."""
+    old = Watermark(block, 0, 3)
+    old.advance({1: 10})
+    old.begin_unknown()
+    old.close()
+    new, reader = Watermark(block, 0, 3), Watermark(block, 1, 3)
+    assert reader.mark() is None
+    new.covered(new.adopted_ns - 1, {1: 11})  # asked before the restart: proves nothing
+    assert reader.mark() is None
+    new.covered(time.monotonic_ns(), {1: 12})
+    assert reader.mark() == {1: 12}
+    new.covered(time.monotonic_ns(), {1: 13})  # nothing inherited any more: no effect
+    assert reader.mark() == {1: 12}
+    new.close()
+    reader.close()
+
+
+def test_a_write_cut_short_is_closed_by_the_next_owner(block: int) -> None:
+    old = Watermark(block, 0, 3)
+    old.advance({1: 10})
+    view = memoryview(old._map).cast("Q")  # type: ignore[arg-type]
+    view[0] += 1  # died between the two version bumps of advance()
+    view.release()
+    old.close()
+    new, reader = Watermark(block, 0, 3), Watermark(block, 1, 3)
+    assert reader.mark() == {1: 10}
+    new.close()
+    reader.close()
 
 
 def test_bad_row_refused(block: int) -> None:
