@@ -15,7 +15,7 @@ import yaml
 from bench import sysbench
 from bench.settings import Settings
 from bench.topology import BenchLab
-from proxy.testing import ProxyProcess
+from proxy.testing import ProxyProcess, admin_query
 
 SCENARIO = sysbench.Scenario("oltp_point_select", "disable", 32)
 WORKER_COUNTS = (1, 2)
@@ -23,21 +23,9 @@ SAMPLE_S = 0.5  # health-check latency is sampled this often during a run
 
 
 def _admin(config: dict[str, Any], sql: str) -> list[dict[str, Any]]:
-    conn = pymysql.connect(
-        host="127.0.0.1",
-        port=int(config["listeners"]["admin"]["port"]),
-        user=config.get("admin", {}).get("username", "admin"),
-        password=config.get("admin", {}).get("password", "admin"),
-        cursorclass=pymysql.cursors.DictCursor,
-        connect_timeout=10,
-        read_timeout=30,
-    )
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
+    admin = config.get("admin", {})
+    port = int(config["listeners"]["admin"]["port"])
+    return admin_query(port, sql, admin.get("username", "admin"), admin.get("password", "admin"))
 
 
 class CheckLatency:

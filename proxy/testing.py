@@ -260,3 +260,22 @@ def _proc_nofile(pid: int) -> int:
         if line.startswith("Max open files"):
             return int(line.split()[3])
     return 0
+
+
+def admin_query(port: int, sql: str, user: str = "admin", password: str = "admin") -> list[Any]:
+    """One statement on a pyproxy admin port: its rows, as dicts by column name."""
+    conn = pymysql.connect(
+        host="127.0.0.1",
+        port=port,
+        user=user,
+        password=password,
+        cursorclass=pymysql.cursors.DictCursor,
+        connect_timeout=10,
+        read_timeout=30,
+    )
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return list(cur.fetchall())
+    finally:
+        conn.close()

@@ -19,6 +19,7 @@ from proxy.config import User
 from proxy.frontend.client import ClientConnection, ClientGone
 from proxy.frontend.positions import Asker
 from proxy.frontend.prepared import ClientStmt
+from proxy.metrics import Histogram
 from proxy.protocol.auth import (
     DEFAULT_SERVER_CAPABILITIES,
     AuthDone,
@@ -44,13 +45,11 @@ from proxy.protocol.response import ResponseScanner
 from proxy.routing.causal import (
     CAUSAL_LEVELS,
     Candidate,
-    Mark,
     Outcome,
     applied_mark,
     commit_mark,
     covers,
     decide,
-    is_mysql_mark,
     merge,
     wait_gtid,
 )
@@ -830,36 +829,14 @@ class Session:
             outcome, target = Outcome.REPLICA_FRESH, server.cluster.server(decision.fresh)
         elif decision.wait_on is not None and want is not None:
             replica = server.cluster.server(decision.wait_on)
-            if await self._wait_for_mark(replica, want):
+            routing = server.config.routing
+            waited = server.metrics.causal_wait_seconds
+            if await self._wait_for_gtid(replica, wait_gtid(want), routing.causal_wait_ms, waited):
                 outcome, target = Outcome.REPLICA_AFTER_WAIT, replica
         if target is None:
             target = server.writer()
         server.metrics.causal_reads[outcome.value] += 1
         return target
-
-    async def _wait_for_mark(self, target: ServerState, want: Mark) -> bool:
-        """A bounded wait (routing.causal_wait_ms) for the replica to apply the mark, on the
-        connection the read will then use."""
-        metrics = self.server.metrics
-        wait_s = self.server.config.routing.causal_wait_ms / 1000
-        try:
-            conn = await self.backend_for(target)
-        except (BackendError, StateSyncError):
-            return False
-        fn = "MASTER_GTID_WAIT" if conn.mariadb else "WAIT_FOR_EXECUTED_GTID_SET"
-        gtid = wait_gtid(want)
-        started = time.perf_counter()
-        try:
-            value = await conn.query_scalar(f"SELECT {fn}('{gtid}', {wait_s:.3f})")
-        except BackendError:
-            self.detach(conn, broken=True)
-            return False
-        metrics.causal_wait_seconds.observe(time.perf_counter() - started)
-        caught_up = value == b"0"
-        if caught_up and not is_mysql_mark(want):
-            # Learnt: later reads find this replica fresh without asking.
-            self.server.topology.apply(GtidAdvanced(target.name, gtid))
-        return caught_up
 
     def _before_reply(self, scanner: ResponseScanner) -> None:
         """Called by the relay just before a response's last bytes go to the client: a
@@ -1050,14 +1027,22 @@ class Session:
         for gtid in need:
             if gtid_contains(target.gtid_position, gtid):
                 continue
-            if target.lag_s or not await self._wait_for_gtid(target, gtid):
+            if target.lag_s:
                 return False  # a replica known to lag is not worth a wait
+            metrics = self.server.metrics
+            wait_ms = self.server.config.routing.read_your_writes_wait_ms
+            caught_up = await self._wait_for_gtid(target, gtid, wait_ms, metrics.gtid_wait_seconds)
+            metrics.gtid_waits["caught_up" if caught_up else "timed_out"] += 1
+            if not caught_up:
+                return False
         return True
 
-    async def _wait_for_gtid(self, target: ServerState, gtid: str) -> bool:
-        """A bounded wait on the replica for the GTID (MASTER_GTID_WAIT on MariaDB)."""
-        metrics = self.server.metrics
-        wait_s = self.server.config.routing.read_your_writes_wait_ms / 1000
+    async def _wait_for_gtid(
+        self, target: ServerState, gtid: str, wait_ms: int, waited: Histogram
+    ) -> bool:
+        """A bounded wait on the replica for the GTID (MASTER_GTID_WAIT on MariaDB,
+        WAIT_FOR_EXECUTED_GTID_SET on MySQL), on the connection the read then uses. A MariaDB
+        position reached is learnt: later reads find the replica fresh without asking."""
         try:
             conn = await self.backend_for(target)
         except (BackendError, StateSyncError):
@@ -1065,13 +1050,12 @@ class Session:
         fn = "MASTER_GTID_WAIT" if conn.mariadb else "WAIT_FOR_EXECUTED_GTID_SET"
         started = time.perf_counter()
         try:
-            value = await conn.query_scalar(f"SELECT {fn}('{gtid}', {wait_s:.3f})")
+            value = await conn.query_scalar(f"SELECT {fn}('{gtid}', {wait_ms / 1000:.3f})")
         except BackendError:
             self.detach(conn, broken=True)
             return False
-        metrics.gtid_wait_seconds.observe(time.perf_counter() - started)
+        waited.observe(time.perf_counter() - started)
         caught_up = value == b"0"
-        metrics.gtid_waits["caught_up" if caught_up else "timed_out"] += 1
         if caught_up and gtid_is_mariadb(gtid):
             self.server.topology.apply(GtidAdvanced(target.name, gtid))
         return caught_up

@@ -22,6 +22,7 @@ from proxy.lab.lab import Lab
 from proxy.testing import ProxyThread
 from tests.support.endpoints import Endpoint, proxy_config
 from tests.support.proxyproc import lab_proxy
+from tests.support.servers import set_delay
 
 # CI runs fewer; the figure is 1,000 (CAUSAL_ITERATIONS=1000).
 ITERATIONS = int(os.environ.get("CAUSAL_ITERATIONS", "200"))
@@ -33,22 +34,13 @@ Row = tuple[Any, ...]
 Execute = Callable[[str, tuple[Any, ...]], list[Row]]
 
 
-def _set_delay(lab: Lab, node: str, seconds: int) -> None:
-    root = lab.connect_root(node)
-    with root.cursor() as cur:
-        cur.execute("STOP SLAVE")
-        cur.execute(f"CHANGE MASTER TO MASTER_DELAY = {seconds}")
-        cur.execute("START SLAVE")
-    root.close()
-
-
 @pytest.fixture(scope="module")
 def delayed(lab: Lab) -> Iterator[Lab]:
-    _set_delay(lab, "replica2", DELAY_S)
+    set_delay(lab, "replica2", DELAY_S)
     try:
         yield lab
     finally:
-        _set_delay(lab, "replica2", 0)
+        set_delay(lab, "replica2", 0)
 
 
 def _proxy(lab: Lab, consistency: str) -> ProxyThread:

@@ -22,6 +22,7 @@ import yaml
 from proxy.lab.lab import Lab
 from proxy.testing import raise_nofile
 from tests.support.proxyproc import LabProxy, PoliteClients, RawClient, lab_proxy
+from tests.support.servers import root_rows
 
 TABLE = "demo_db.elect_rows"
 LOAD_SECONDS = float(os.environ.get("PYPROXY_LOAD_SECONDS", "20"))
@@ -40,22 +41,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         own.destroy()
 
 
-def _root(lab: Lab, node: str, sql: str) -> list[tuple[object, ...]]:
-    conn = lab.connect_root(node)
-    try:
-        with conn.cursor(pymysql.cursors.Cursor) as cur:
-            cur.execute(sql)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
-
-
 def _read_only(lab: Lab, node: str) -> bool:
-    return bool(_root(lab, node, "SELECT @@GLOBAL.read_only")[0][0])
+    return bool(root_rows(lab, node, "SELECT @@GLOBAL.read_only")[0][0])
 
 
 def _set_read_only(lab: Lab, node: str, on: bool) -> None:
-    _root(lab, node, f"SET GLOBAL read_only = {'ON' if on else 'OFF'}")
+    root_rows(lab, node, f"SET GLOBAL read_only = {'ON' if on else 'OFF'}")
 
 
 def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
@@ -70,7 +61,7 @@ def _reset(lab: Lab) -> None:
     """master1 the writer, master2 fenced, replication running and converged."""
     lab.up(masters=2, replicas=1, semisync=True)
     for node in ("master1", "master2", "replica"):
-        _root(lab, node, "START SLAVE")
+        root_rows(lab, node, "START SLAVE")
     if not _read_only(lab, "master2"):
         _set_read_only(lab, "master2", True)
     _set_read_only(lab, "master1", False)
@@ -174,7 +165,7 @@ class Writes:
 def _rows(lab: Lab, node: str) -> dict[int, int]:
     return {
         int(str(seq)): int(str(sid))
-        for seq, sid in _root(lab, node, f"SELECT seq, sid FROM {TABLE}")
+        for seq, sid in root_rows(lab, node, f"SELECT seq, sid FROM {TABLE}")
     }
 
 
@@ -183,10 +174,10 @@ def test_restart_with_both_masters_writable_keeps_the_newest(lab: Lab, tmp_path:
     stays the writer and master1 is fenced, whatever the order in the config."""
     _reset(lab)
     for newer, older in (("master2", "master1"), ("master1", "master2")):
-        _root(lab, older, "STOP SLAVE")  # it must not receive what the newer one takes
+        root_rows(lab, older, "STOP SLAVE")  # it must not receive what the newer one takes
         _set_read_only(lab, newer, False)
-        _root(lab, newer, "CREATE TABLE IF NOT EXISTS demo_db.elect_newer (id INT)")
-        _root(lab, newer, "INSERT INTO demo_db.elect_newer VALUES (1)")
+        root_rows(lab, newer, "CREATE TABLE IF NOT EXISTS demo_db.elect_newer (id INT)")
+        root_rows(lab, newer, "INSERT INTO demo_db.elect_newer VALUES (1)")
         _set_read_only(lab, older, False)
         assert not _read_only(lab, "master1") and not _read_only(lab, "master2")
         try:
@@ -204,7 +195,7 @@ def test_restart_with_both_masters_writable_keeps_the_newest(lab: Lab, tmp_path:
                     line for line in log.splitlines() if "writ" in line or "read_only" in line
                 ))  # fmt: skip
         finally:
-            _root(lab, older, "START SLAVE")
+            root_rows(lab, older, "START SLAVE")
         lab.wait_replicated()
 
 

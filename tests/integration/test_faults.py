@@ -24,6 +24,7 @@ import pytest
 from proxy.lab.lab import Lab
 from proxy.protocol.constants import ServerStatus
 from tests.support.proxyproc import LabProxy, RawClient, lab_proxy
+from tests.support.servers import root_rows
 
 LOST = (1927, 2013, 2006)  # ER_CONNECTION_KILLED, CR_SERVER_LOST, CR_SERVER_GONE_ERROR
 TABLE = "demo_db.fault_rows"
@@ -76,21 +77,11 @@ def _writer(lab: Lab) -> str:
     return str(writable[0])
 
 
-def _root_exec(lab: Lab, node: str, sql: str) -> list[tuple[object, ...]]:
-    conn = lab.connect_root(node)
-    try:
-        with conn.cursor(pymysql.cursors.Cursor) as cur:
-            cur.execute(sql)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
-
-
 def _kill_app_connections(lab: Lab, node: str) -> int:
-    ids = _root_exec(lab, node, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'app'")
+    ids = root_rows(lab, node, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'app'")
     for (thread_id,) in ids:
         with contextlib.suppress(pymysql.err.OperationalError):  # already gone
-            _root_exec(lab, node, f"KILL CONNECTION {thread_id}")
+            root_rows(lab, node, f"KILL CONNECTION {thread_id}")
     return len(ids)
 
 
@@ -181,7 +172,7 @@ def test_fault_battery(lab: Lab, fault_proxy: LabProxy, case: Case, fault: str) 
     if wait_timeout:
         # Backend connections opened from now on expire after 2 idle seconds; the pool's
         # older ones are closed so that the session gets a new one.
-        _root_exec(lab, writer, "SET GLOBAL wait_timeout = 2")
+        root_rows(lab, writer, "SET GLOBAL wait_timeout = 2")
         _kill_app_connections(lab, writer)
         time.sleep(0.5)
     committed: set[int] = set()
@@ -194,14 +185,14 @@ def test_fault_battery(lab: Lab, fault_proxy: LabProxy, case: Case, fault: str) 
                 _track(sql.format(**sub), case, committed, uncommitted)
     finally:
         if wait_timeout:
-            _root_exec(lab, writer, "SET GLOBAL wait_timeout = 28800")
+            root_rows(lab, writer, "SET GLOBAL wait_timeout = 28800")
     FAULTS[fault](lab)
     time.sleep(0.5)  # the proxy sees the closed socket
     outcome, result = _run_probe(conn, case, sub, committed, uncommitted)
     conn.close()
     stored = {
         int(r[0])
-        for r in _root_exec(
+        for r in root_rows(
             lab, writer, f"SELECT id FROM {TABLE} WHERE id BETWEEN {base} AND {base + 9}"
         )
     }

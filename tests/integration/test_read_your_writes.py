@@ -25,29 +25,21 @@ from tests.integration.clients._support import (
     run_json,
 )
 from tests.support.endpoints import Endpoint, proxy_config
+from tests.support.servers import set_delay
 
 ITERATIONS = 1000
 DELAY_S = 2  # replica2 applies everything this late (MASTER_DELAY)
 CONNECTOR_J = Path("/usr/share/java/mariadb-java-client.jar")
 
 
-def _set_delay(lab: Lab, node: str, seconds: int) -> None:
-    root = lab.connect_root(node)
-    with root.cursor() as cur:
-        cur.execute("STOP SLAVE")
-        cur.execute(f"CHANGE MASTER TO MASTER_DELAY = {seconds}")
-        cur.execute("START SLAVE")
-    root.close()
-
-
 @pytest.fixture(scope="module")
 def delayed(lab: Lab) -> Iterator[Lab]:
     """replica2 lags DELAY_S behind (a delayed replica) for the whole module."""
-    _set_delay(lab, "replica2", DELAY_S)
+    set_delay(lab, "replica2", DELAY_S)
     try:
         yield lab
     finally:
-        _set_delay(lab, "replica2", 0)
+        set_delay(lab, "replica2", 0)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from proxy.protocol.constants import Command
 from proxy.protocol.handshake import parse_handshake_v10
 from proxy.protocol.packets import Packet, PacketReader, build_command, is_err, parse_err
 from proxy.protocol.response import ResponseScanner
-from proxy.testing import ProxyFailed, ProxyProcess
+from proxy.testing import ProxyFailed, ProxyProcess, admin_query
 from tests.support.endpoints import Endpoint
 
 CURSOR_TYPE_READ_ONLY = 0x01
@@ -140,22 +140,9 @@ class LabProxy(ProxyProcess):
 
     def admin_rows(self, sql: str) -> list[dict[str, Any]]:
         """An admin SELECT's rows (the admin interface on its own port)."""
-        data = yaml.safe_load(self.config.read_text())
-        conn = pymysql.connect(
-            host="127.0.0.1",
-            port=self.admin_port,
-            user=data.get("admin", {}).get("username", "admin"),
-            password=data.get("admin", {}).get("password", "admin"),
-            cursorclass=pymysql.cursors.DictCursor,
-            connect_timeout=10,
-            read_timeout=30,
-        )
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql)
-                return list(cur.fetchall())
-        finally:
-            conn.close()
+        admin = yaml.safe_load(self.config.read_text()).get("admin", {})
+        user, password = admin.get("username", "admin"), admin.get("password", "admin")
+        return admin_query(self.admin_port, sql, user, password)
 
     def listening_pids(self) -> set[int]:
         """The processes with a socket listening on the MySQL port (from /proc)."""

@@ -14,22 +14,8 @@ ERRNO_NO_SUCH_TABLE = 1146
 
 
 def admin_rows(proxy: LabProxy, sql: str) -> list[dict[str, Any]]:
-    """One query on the proxy's admin port (admin/admin, as the lab configures it): its rows."""
-    conn = pymysql.connect(
-        host="127.0.0.1",
-        port=proxy.admin_port,
-        user="admin",
-        password="admin",
-        cursorclass=pymysql.cursors.DictCursor,
-        connect_timeout=10,
-        read_timeout=30,
-    )
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            return [{k: _number(v) for k, v in row.items()} for row in cur.fetchall()]
-    finally:
-        conn.close()
+    """One query on the proxy's admin port: its rows, integers as int."""
+    return [{k: _number(v) for k, v in row.items()} for row in proxy.admin_rows(sql)]
 
 
 def _number(value: Any) -> Any:

@@ -1,0 +1,30 @@
+"""Test helpers that act on the lab's servers directly, as root: a statement's rows, a delayed
+replica."""
+
+from __future__ import annotations
+
+import pymysql
+import pymysql.cursors
+
+from proxy.lab.lab import Lab
+
+
+def root_rows(lab: Lab, node: str, sql: str) -> list[tuple[object, ...]]:
+    """sql run as root on one server of the lab: its rows."""
+    conn = lab.connect_root(node)
+    try:
+        with conn.cursor(pymysql.cursors.Cursor) as cur:
+            cur.execute(sql)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def set_delay(lab: Lab, node: str, seconds: int) -> None:
+    """The replica applies everything `seconds` late (MASTER_DELAY; 0: as soon as it can)."""
+    root = lab.connect_root(node)
+    with root.cursor() as cur:
+        cur.execute("STOP SLAVE")
+        cur.execute(f"CHANGE MASTER TO MASTER_DELAY = {seconds}")
+        cur.execute("START SLAVE")
+    root.close()
