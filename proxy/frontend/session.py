@@ -695,7 +695,7 @@ class Session:
         self._writes = changes_data(stmt)
         self._row_dml = stmt.verb in _ROW_DML and not stmt.is_multi_statement
         target = self._choose(stmt, override)
-        if target is None or self._must_check(stmt, target):
+        if target is None or self._must_check(stmt, target, override):
             self._routed = target  # route_wait starts from it (asking again would advance
             return None  # the replica rotation)
         return target
@@ -733,7 +733,7 @@ class Session:
                         f"(waited {hold * 1000:.0f} ms for a failover{why})",
                     )
                 return None
-        if self._must_check(stmt, target):
+        if self._must_check(stmt, target, override):
             if self.consistency(stmt) in CAUSAL_LEVELS:
                 causal = await self._causal_target(target, stmt)
                 if causal is None and not silent:
@@ -771,10 +771,15 @@ class Session:
             override=override,
         )
 
-    def _must_check(self, stmt: Classification, target: ServerState) -> bool:
+    def _must_check(
+        self, stmt: Classification, target: ServerState, override: str | None
+    ) -> bool:
         """Must a read routed to target first check the replica has what it must see: the
-        session's writes, or (causal) the high-water mark it does not cover yet?"""
+        session's writes, or (causal) the high-water mark it does not cover yet? Not a read
+        sent to a server by name (hint or rule): it runs there, as that server has it."""
         if not stmt.is_read or target.name == self.server.cluster.writer:
+            return False
+        if (override or stmt.hint_route) not in (None, "reader"):
             return False
         level = self.consistency(stmt)
         if level == "causal" and not (
