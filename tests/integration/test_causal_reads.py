@@ -72,15 +72,7 @@ def _pymysql(ep: Endpoint) -> Execute:
 
 
 def _connector(ep: Endpoint) -> Execute:
-    conn = mysql.connector.connect(
-        host=ep.host,
-        port=ep.port,
-        user=ep.user,
-        password=ep.password,
-        database=ep.database,
-        use_pure=True,
-        autocommit=True,
-    )
+    conn = ep.connector()
     cur = conn.cursor()
 
     def execute(sql: str, args: tuple[Any, ...]) -> list[Row]:

@@ -137,15 +137,7 @@ def test_pymysql(ryw_proxy: ProxyThread, ep: Endpoint, table: str) -> None:
 
 @pytest.mark.parametrize("prepared", [False, True], ids=["text", "prepared"])
 def test_mysql_connector(ryw_proxy: ProxyThread, ep: Endpoint, table: str, prepared: bool) -> None:
-    conn = mysql.connector.connect(
-        host=ep.host,
-        port=ep.port,
-        user=ep.user,
-        password=ep.password,
-        database=ep.database,
-        use_pure=True,
-        autocommit=True,
-    )
+    conn = ep.connector()
     cur = conn.cursor(prepared=prepared)
 
     def execute(sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:

@@ -8,7 +8,6 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-import mysql.connector
 import pymysql
 import pytest
 
@@ -50,15 +49,7 @@ def _conn(proxy: ProxyThread, **kwargs: object) -> pymysql.Connection:
 
 def _connector(proxy: ProxyThread) -> Any:
     """mysql-connector (pure Python) through the proxy: for its server-side prepared cursor."""
-    return mysql.connector.connect(
-        host="127.0.0.1",
-        port=proxy.port,
-        user="app",
-        password="app-pass",
-        database="demo_db",
-        use_pure=True,
-        autocommit=True,
-    )
+    return Endpoint.app(proxy.port).connector()
 
 
 def _one(conn: pymysql.Connection, sql: str) -> tuple[object, ...]:

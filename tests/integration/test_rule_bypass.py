@@ -126,15 +126,7 @@ def test_block_rule_holds(
 
 def test_block_rule_holds_for_binary_prepare(guarded: ProxyThread, lab: Lab) -> None:
     before = _drops(lab)
-    conn = mysql.connector.connect(
-        host="127.0.0.1",
-        port=guarded.port,
-        user="app",
-        password="app-pass",
-        database="demo_db",
-        autocommit=True,
-        use_pure=True,
-    )
+    conn = Endpoint.app(guarded.port).connector()
     with pytest.raises(mysql.connector.Error) as err:
         conn.cursor(prepared=True).execute("DROP TABLE h2_keep")
     conn.close()

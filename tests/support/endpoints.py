@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import mysql.connector
 import pymysql
 
 from proxy.config import Config, parse_config
@@ -38,6 +39,21 @@ class Endpoint:
         }
         params.update(kwargs)
         return pymysql.connect(**params)
+
+    def connector(self, **kwargs: Any) -> Any:
+        """A mysql-connector connection (its pure-Python protocol code, autocommit; kwargs
+        override): the second client library of the tests."""
+        params: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "database": self.database,
+            "use_pure": True,
+            "autocommit": True,
+        }
+        params.update(kwargs)
+        return mysql.connector.connect(**params)
 
 
 def proxy_config(lab: Lab, **overrides: object) -> Config:

@@ -21,17 +21,7 @@ if TYPE_CHECKING:
 
 
 def _connect(ep: Endpoint) -> MySQLConnection:
-    conn = mysql.connector.connect(
-        host=ep.host,
-        port=ep.port,
-        user=ep.user,
-        password=ep.password,
-        database=ep.database,
-        use_pure=True,
-        charset="utf8mb4",
-        autocommit=True,
-        connection_timeout=10,
-    )
+    conn = ep.connector(charset="utf8mb4", connection_timeout=10)
     assert isinstance(conn, MySQLConnection), "use_pure=True must give the pure-Python protocol"
     return conn
 
