@@ -88,7 +88,8 @@ class Channel:
         self._pending[call.id] = future
         try:
             self.send(call)
-            return await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):
+                return await future
         finally:
             self._pending.pop(call.id, None)
 

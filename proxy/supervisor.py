@@ -153,7 +153,8 @@ class Workers:
         # From now on it is sent every event (it applies them once it listens).
         worker.channel = channel
         try:
-            ready = await asyncio.wait_for(channel.recv(), START_TIMEOUT_S)
+            async with asyncio.timeout(START_TIMEOUT_S):
+                ready = await channel.recv()
         except (TimeoutError, ChannelClosed) as exc:
             worker.channel = None
             channel.close()

@@ -139,7 +139,8 @@ class Topology:
         """Wait until the writer or a server's status changes (or timeout)."""
         event = self._changed
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await event.wait()
 
     def apply(self, event: Event) -> None:
         changed = self._change(event)

@@ -175,7 +175,8 @@ class Worker:
 
 async def _serve(channel_fd: int, counts_fd: int) -> None:
     channel = await Channel.open(socket.socket(fileno=channel_fd))
-    start = await asyncio.wait_for(channel.recv(), 30)
+    async with asyncio.timeout(30):
+        start = await channel.recv()
     if not isinstance(start, Start):
         raise RuntimeError(f"expected Start, got {start!r}")
     from proxy.cli import setup_logging

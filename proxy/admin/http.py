@@ -72,7 +72,8 @@ class HttpServer:
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1)
+                async with asyncio.timeout(1):
+                    await self._server.wait_closed()
 
     def _metrics(self, report: WorkerReport | None) -> tuple[int, str, bytes]:
         body = exposition(self.proxy, _needed(report))
@@ -84,7 +85,8 @@ class HttpServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            async with asyncio.timeout(10):
+                request = await reader.readuntil(b"\r\n\r\n")
             method, target, *_ = request.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
             path = target.split("?", 1)[0]
             route = self.routes.get(path)

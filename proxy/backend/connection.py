@@ -379,7 +379,8 @@ class BackendConnection(asyncio.Protocol):
         query, so it is abandoned rather than waited for forever.
         """
         try:
-            await asyncio.wait_for(self.relay(command, scanner, Sink(None)), INTERNAL_TIMEOUT_S)
+            async with asyncio.timeout(INTERNAL_TIMEOUT_S):
+                await self.relay(command, scanner, Sink(None))
         except TimeoutError:
             self._fail(
                 BackendError(f"{self.server_name} did not answer within {INTERNAL_TIMEOUT_S:.0f}s")
@@ -397,12 +398,9 @@ class BackendConnection(asyncio.Protocol):
         buf = bytearray()
         scanner = ResponseScanner(Command.COM_QUERY, self.caps)
         try:
-            await asyncio.wait_for(
-                self.relay(
-                    build_command(Command.COM_QUERY, sql.encode()), scanner, Sink(buf.extend)
-                ),
-                INTERNAL_TIMEOUT_S + 5,
-            )
+            async with asyncio.timeout(INTERNAL_TIMEOUT_S + 5):
+                command = build_command(Command.COM_QUERY, sql.encode())
+                await self.relay(command, scanner, Sink(buf.extend))
         except TimeoutError:
             self._fail(BackendError(f"{self.server_name} did not answer {sql!r}"))
             assert self._lost is not None
@@ -486,12 +484,12 @@ class BackendConnection(asyncio.Protocol):
 
 async def read_greeting(host: str, port: int, timeout: float) -> HandshakeV10:
     """Connect, read a server's greeting and hang up (no login): its version and flags."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(host, port)
     try:
-        header = await asyncio.wait_for(reader.readexactly(4), timeout)
-        payload = await asyncio.wait_for(
-            reader.readexactly(int.from_bytes(header[:3], "little")), timeout
-        )
+        async with asyncio.timeout(timeout):
+            header = await reader.readexactly(4)
+            payload = await reader.readexactly(int.from_bytes(header[:3], "little"))
     finally:
         writer.close()
     if is_err(payload):

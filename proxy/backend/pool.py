@@ -107,9 +107,8 @@ class BackendPool:
             limit = server.max_connections
             async with cond:
                 try:
-                    await asyncio.wait_for(
-                        cond.wait_for(lambda: self._open[server.name] < limit), timeout
-                    )
+                    async with asyncio.timeout(timeout):
+                        await cond.wait_for(lambda: self._open[server.name] < limit)
                 except TimeoutError:
                     raise BackendError(
                         f"{server.name}: all {limit} backend connections are busy (max_connections)"

@@ -210,7 +210,8 @@ class ClientConnection(asyncio.Protocol):
                     raise ClientGone() from None
                 self._handshake_waiter = asyncio.get_running_loop().create_future()
                 try:
-                    await asyncio.wait_for(self._handshake_waiter, deadline - time.monotonic())
+                    async with asyncio.timeout_at(deadline):
+                        await self._handshake_waiter
                 except TimeoutError:
                     raise ClientGone() from None
                 finally:

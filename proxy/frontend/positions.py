@@ -84,7 +84,8 @@ class WriterPositions:
             if self._inflight is None:
                 self._start()
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), POSITION_TIMEOUT_S)
+            async with asyncio.timeout(POSITION_TIMEOUT_S):
+                return await asyncio.shield(fut)
         except TimeoutError:
             return None
 
@@ -99,7 +100,8 @@ class WriterPositions:
         sent = self._inflight[0]
         mark: Mark | None = None
         try:
-            mark = await asyncio.wait_for(self._query(asker), POSITION_TIMEOUT_S)
+            async with asyncio.timeout(POSITION_TIMEOUT_S):
+                mark = await self._query(asker)
         except (BackendError, TimeoutError) as exc:
             log.info("causal reads: the writer's position could not be read: %s", exc)
         finally:

@@ -771,9 +771,7 @@ class Session:
             override=override,
         )
 
-    def _must_check(
-        self, stmt: Classification, target: ServerState, override: str | None
-    ) -> bool:
+    def _must_check(self, stmt: Classification, target: ServerState, override: str | None) -> bool:
         """Must a read routed to target first check the replica has what it must see: the
         session's writes, or (causal) the high-water mark it does not cover yet? Not a read
         sent to a server by name (hint or rule): it runs there, as that server has it."""

@@ -51,9 +51,10 @@ ER_CON_COUNT_ERROR = 1040
 FAST_RECHECK_S = 0.1
 # The stall ticker's period: how often the monitor notes whether its event loop runs on time.
 TICK_S = 0.05
-# asyncmy's own connect timeout, above every caller's deadline (asyncio.wait_for), so that a
+# asyncmy's own connect timeout, above every caller's deadline (asyncio.timeout), so that a
 # slow connect ends as a timeout the stall accounting can judge, never as a connect error.
 CONNECT_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 5.0  # at shutdown, the longest a check in flight may take to end
 
 
 @dataclass
@@ -154,7 +155,13 @@ class Monitor:
         tasks = list(self._watchers.values())
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # A check in flight ends at its own timeout at the latest; past that, say so and go
+        # on rather than hold the shutdown (3.11's wait_for could swallow a cancel this way).
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
+            for task in pending:
+                log.error("health check of %s did not stop within %.0fs", task.get_name(),
+                          STOP_TIMEOUT_S)  # fmt: skip
         for name in list(self._conns):
             self._drop_conn(name)
 
@@ -165,7 +172,9 @@ class Monitor:
         self._wake.setdefault(server.name, asyncio.Event())
         task = self._watchers.get(server.name)
         if task is None or task.done():
-            task = asyncio.get_running_loop().create_task(self._watch(server.name))
+            task = asyncio.get_running_loop().create_task(
+                self._watch(server.name), name=server.name
+            )
             self._watchers[server.name] = task
 
     def recheck(self, name: str) -> None:
@@ -187,7 +196,8 @@ class Monitor:
                 await asyncio.sleep(FAST_RECHECK_S)
             else:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), interval)
+                    async with asyncio.timeout(interval):
+                        await wake.wait()
             wake.clear()
             # The current config's server of that name: a reload may have changed its address.
             server = next((s for s in self.config.servers if s.name == name), None)
@@ -209,7 +219,8 @@ class Monitor:
         started_us = int(time.time() * 1e6)
         timeout = self.config.health.check_timeout_ms / 1000
         try:
-            result = await asyncio.wait_for(self._query(server), timeout)
+            async with asyncio.timeout(timeout):
+                result = await self._query(server)
         except Exception as exc:
             self._drop_conn(server.name)
             if isinstance(exc, TimeoutError):
@@ -518,15 +529,15 @@ class Monitor:
         server = self._server(name)
         timeout = max(self.config.health.failover_hold_ms / 1000, 1.0) + 1.0
         try:
-            conn = await asyncio.wait_for(
-                asyncmy.connect(**self.connect_args(server, acct)), timeout
-            )
+            async with asyncio.timeout(timeout):
+                conn = await asyncmy.connect(**self.connect_args(server, acct))
         except Exception as exc:
             log.error("%s: cannot connect as %s: %s", name, acct.username, exc)
             return _FAILED
         try:
             async with conn.cursor() as cur:
-                await asyncio.wait_for(cur.execute(sql), timeout)
+                async with asyncio.timeout(timeout):
+                    await cur.execute(sql)
                 row = None
                 with contextlib.suppress(Exception):
                     row = await cur.fetchone()
