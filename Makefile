@@ -69,7 +69,7 @@ integration: deps venv node-deps
 	$(BIN)/python -m pytest tests/integration -q
 
 test: deps venv node-deps lint typecheck
-	$(BIN)/python -m pytest tests -q -ra
+	$(BIN)/python -m pytest tests -q -ra --durations=15
 
 lab-up: deps venv
 	$(BIN)/pyproxy lab up --dir $(LAB_DIR)
