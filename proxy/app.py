@@ -208,7 +208,7 @@ class Proxy:
         refused = await self._writer_leaves(new)
         if refused is None:
             try:
-                self.apply_config(new)
+                await self.apply_config(new)
             except ConfigError as exc:  # the writer changed again meanwhile
                 refused = str(exc)
         if refused is not None:
@@ -244,9 +244,9 @@ class Proxy:
             return f"it removes the writer {writer}; the switchover to {target} failed: {exc}"
         return None
 
-    def apply_config(self, new: Config) -> None:
-        """Apply a config at once (the writer must be one of its masters: reload() switches
-        over first when it is not)."""
+    async def apply_config(self, new: Config) -> None:
+        """Apply a config, in force for every new statement when this returns (the writer
+        must be one of its masters: reload() switches over first when it is not)."""
         old = self.config
         writer = self.cluster.writer
         if writer is not None and writer not in {m.name for m in new.masters}:
@@ -273,6 +273,7 @@ class Proxy:
         self.plane.apply_config(new)
         for name in [n for n in self.cluster.servers if n not in names]:
             self.topology.apply(ServerRemoved(name))
+        await self.plane.settled()
 
     async def kill(self, target_id: int, query_only: bool) -> ErrPacket | None:
         """The admin's KILL [QUERY] id: a session in any worker, whoever its user."""

@@ -285,6 +285,14 @@ class Workers:
         self._flush()
         self._send_all(Reload(config, dict(self.shared.slots)))
 
+    async def settled(self) -> None:
+        """Every worker has applied what was sent before (the channel keeps the order): a
+        LOAD ... TO RUNTIME answers once its change is in force for every new statement."""
+        answers = await self._ask(self.workers, Sync(), CALL_TIMEOUT_S)
+        for index, answer in sorted(answers.items()):
+            if answer is not True:  # restarting: it starts from the current config anyway
+                log.warning("worker %d did not confirm the new config: %s", index, answer)
+
     async def _ask(
         self, workers: list[WorkerProcess], request: object, timeout: float
     ) -> dict[int, object]:

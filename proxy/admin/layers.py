@@ -258,7 +258,7 @@ class Layers:
             async with self._runtime_lock:
                 base = self.proxy.config
                 new = await self.run(lambda: self._read(base, module))
-                self.proxy.apply_config(new)
+                await self.proxy.apply_config(new)
             log.warning("LOAD MYSQL %s TO RUNTIME", module.upper())
             if later := configdb.restart_only_changes(base, new):
                 note = f"{', '.join(later)} take effect at the next start"
