@@ -21,6 +21,12 @@ INPUT_LIMIT = 1 << 20
 # the event loop so that one pipelining client cannot starve the others.
 YIELD_EVERY = 32
 
+# Commands still run after the client hung up cleanly, of those it had sent: MySQL runs the
+# next one, writes its answer (the client's reset comes back then), runs one more and stops
+# when that answer cannot be written. So "INSERT ...; QUIT" sent before hanging up is kept,
+# while a hung-up flood of pipelined commands is not run on for seconds.
+AFTER_HANGUP_COMMANDS = 2
+
 
 class ClientGone(Exception):
     """The client closed its connection (or it broke)."""
@@ -48,6 +54,7 @@ class ClientConnection(asyncio.Protocol):
         self._drained: asyncio.Future[None] | None = None  # resolved by resume_writing
         self.reading_paused = False  # we stopped reading: too much unprocessed input
         self._streak = 0  # packets returned in a row without waiting for the network
+        self._after_hangup = AFTER_HANGUP_COMMANDS
         # Set by the session: the client went away (a relay to it is abandoned at once).
         self.on_lost: Callable[[], None] | None = None
         self.on_connected: Callable[[ClientConnection], None] | None = None
@@ -99,7 +106,7 @@ class ClientConnection(asyncio.Protocol):
         self.closed = True
         if exc is not None:
             # Reset or broken: commands still buffered are dropped, as the kernel drops them
-            # for a server on a reset (after a clean close they still run, like on MySQL).
+            # for a server on a reset (after a clean close, AFTER_HANGUP_COMMANDS still run).
             self.reader.clear()
         hw = self._handshake_waiter
         if hw is not None and not hw.done():
@@ -146,6 +153,11 @@ class ClientConnection(asyncio.Protocol):
         while True:
             packet = self.reader.read()
             if packet is not None:
+                if self.closed:
+                    if self._after_hangup == 0:
+                        self.reader.clear()
+                        raise ClientGone()
+                    self._after_hangup -= 1
                 if self.reading_paused:
                     self._maybe_resume_reading()
                 self._streak += 1

@@ -165,7 +165,7 @@ def test_chaos(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> None:
                 t.join(60)
         statements, errors = polite.statements, polite.errors
         assert proxy.alive(), proxy.log_tail()
-        # Every rude session ends (one that hung up cleanly may still run what it had sent).
+        # Every rude session ends (one that hung up cleanly still runs its next two commands).
         settle = time.monotonic() + 30
         while (sessions_after := proxy.client_connections()) and time.monotonic() < settle:
             time.sleep(0.5)

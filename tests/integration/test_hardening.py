@@ -18,6 +18,7 @@ import mysql.connector
 import pymysql
 import pytest
 
+from proxy.frontend.client import AFTER_HANGUP_COMMANDS
 from proxy.lab.lab import Lab
 from proxy.protocol.constants import ErrorCode
 from proxy.protocol.packets import build_command
@@ -247,6 +248,58 @@ def test_pipelined_flood_does_not_freeze_others(proxy: LabProxy) -> None:
         sent, answered = ping_flood(proxy, 2_000_000, seconds=15)
     assert sent > 1_000_000 and answered > 0
     assert_unharmed(proxy, polite)
+
+
+def test_hung_up_pipeline_is_not_run_on(proxy: LabProxy) -> None:
+    """A client that sent its statements and hung up cleanly: "INSERT ...; QUIT" is kept (as
+    MySQL keeps it), but a pipeline of 50,000 INSERTs is not run on once the hang-up is seen
+    (MySQL stops when it cannot write the second answer): the session ends."""
+    table = "hangup_items"
+    setup = proxy.connect()
+
+    def counts() -> dict[str, int]:
+        with setup.cursor() as cur:  # in a transaction: on the writer, no replica lag
+            cur.execute("BEGIN")
+            cur.execute(f"SELECT tag, COUNT(*) FROM {table} GROUP BY tag")
+            rows = dict(cur.fetchall())
+            cur.execute("COMMIT")
+        return rows
+
+    with setup.cursor() as cur:
+        cur.execute(f"CREATE TABLE IF NOT EXISTS {table} (id INT PRIMARY KEY, tag CHAR(4))")
+        cur.execute(f"DELETE FROM {table}")
+    before = proxy.client_connections()
+    kept = RawClient(proxy.port)
+    kept.login(proxy.user, proxy.password, "demo_db")
+    kept.send(build_command(0x03, f"INSERT INTO {table} VALUES (0, 'kept')".encode()))
+    kept.send(build_command(0x01))  # COM_QUIT
+    kept.close()
+    flood = RawClient(proxy.port, timeout=60)
+    flood.login(proxy.user, proxy.password, "demo_db")
+    statements = 50_000
+    pipeline = b"".join(
+        build_command(0x03, f"INSERT INTO {table} VALUES ({n}, 'pipe')".encode())
+        for n in range(1, statements + 1)
+    )
+    sender = threading.Thread(target=flood.send, args=(pipeline,))
+    sender.start()
+    # Read every answer until the proxy hangs up, so that no reset cuts the pipeline short:
+    # the hang-up (a FIN once all is sent) is a clean one, with commands still buffered.
+    while flood.sock.recv(1 << 20):
+        if not sender.is_alive():
+            flood.sock.shutdown(socket.SHUT_WR)
+    sender.join()
+    at_hangup = counts().get("pipe", 0)
+    flood.close()
+    assert wait_until(lambda: proxy.client_connections() == before, 60), proxy.log_tail()
+    final = counts()
+    with setup.cursor() as cur:
+        cur.execute(f"DROP TABLE {table}")
+    setup.close()
+    print(f"\nhung-up pipeline: {at_hangup} INSERTs had run when the proxy hung up, "
+          f"{final.get('pipe', 0)} in the end, of {statements}")  # fmt: skip
+    assert final.get("kept") == 1
+    assert final.get("pipe", 0) - at_hangup <= AFTER_HANGUP_COMMANDS + 1  # + one in flight
 
 
 def test_sigterm_stops_the_proxy_during_a_flood(lab: Lab, tmp_path: Path) -> None:
