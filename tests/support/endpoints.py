@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +54,12 @@ class Endpoint:
             "autocommit": True,
         }
         params.update(kwargs)
-        return mysql.connector.connect(**params)
+        conn = mysql.connector.connect(**params)
+        # Its pure-Python socket leaves Nagle on: a prepared statement's two small writes
+        # (close the old one, prepare the next) then wait ~40 ms for a delayed ACK, with a
+        # server as with the proxy (measured: 45 ms a statement direct, 0.7 ms with this).
+        conn._socket.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
 
 
 def proxy_config(lab: Lab, **overrides: object) -> Config:
