@@ -146,6 +146,21 @@ async def _serve(config: Config, config_path: str | None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # A SIGHUP while starting (its default action ends the process) is a reload once started.
+    reloads: set[asyncio.Task[tuple[bool, str]]] = set()
+    started = False
+    hup_pending = False
+
+    def on_hup() -> None:
+        nonlocal hup_pending
+        if not started:
+            hup_pending = True
+            return
+        task = loop.create_task(server.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
         await server.start()
     except OSError as exc:
@@ -164,14 +179,9 @@ async def _serve(config: Config, config_path: str | None) -> None:
         config.listeners.http.host,
         server.http.port,
     )
-    reloads: set[asyncio.Task[tuple[bool, str]]] = set()
-
-    def on_hup() -> None:
-        task = loop.create_task(server.reload())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    started = True
+    if hup_pending:
+        on_hup()
     await stop.wait()
     log.info("pyproxy shutting down")
     await server.stop()
@@ -349,6 +359,9 @@ def main(argv: Sequence[str] | None = None, quiet_pipe: bool = False) -> int:
             build_parser().print_usage(sys.stderr)
             print("pyproxy: error: --config FILE is required to run the proxy", file=sys.stderr)
             return 2
+        if not args.check:
+            # A SIGHUP before the proxy handles it (a reload then) must not end the process.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
         start = plan_start(load_config(args.config), args.config, args.initial)
         config = start.config
         if args.check:

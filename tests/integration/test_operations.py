@@ -361,6 +361,53 @@ def test_sighup_reload(lab: Lab, tmp_path: Path) -> None:
     assert proc.returncode == 0
 
 
+def test_sighup_while_starting_is_a_reload(lab: Lab, tmp_path: Path) -> None:
+    """SIGHUPs from its first log line until it listens (a config management tool reloading
+    as it deploys): the proxy neither dies (SIGHUP's default action) nor misses the reload,
+    which runs once it has started. (Before its first line, Python itself is starting.)"""
+    data = lab.proxy_config()
+    for key in ("mysql", "admin", "http"):
+        data["listeners"][key]["port"] = _free_port()
+    cfg = tmp_path / "pyproxy.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    log = tmp_path / "proxy.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy.cli", "--config", str(cfg)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        hups = 0
+        while not log.read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.005)
+        while "pyproxy listening on" not in log.read_text():
+            assert proc.poll() is None, f"died of SIGHUP #{hups}\n{log.read_text()}"
+            assert time.monotonic() < deadline, log.read_text()
+            proc.send_signal(signal.SIGHUP)
+            hups += 1
+            time.sleep(0.02)
+        while "config reloaded" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        conn = pymysql.connect(
+            host="127.0.0.1", port=data["listeners"]["mysql"]["port"], user="app",
+            password="app-pass", database="demo_db",
+        )  # fmt: skip
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+        conn.close()
+        print(f"\n{hups} SIGHUPs while starting: alive, reloaded once started")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+    assert proc.returncode == 0
+
+
 def test_docker_compose_agrees_with_config() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
