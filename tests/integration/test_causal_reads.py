@@ -20,6 +20,14 @@ import pytest
 
 from proxy.lab.lab import Lab
 from proxy.testing import ProxyThread
+from tests.integration.clients._support import (
+    HERE,
+    client_env,
+    drop_tables,
+    require_path,
+    require_tool,
+    run_json,
+)
 from tests.support.endpoints import Endpoint, proxy_config
 from tests.support.proxyproc import LabProxy, PoliteClients, lab_proxy
 from tests.support.servers import root_rows, set_delay
@@ -136,6 +144,39 @@ def test_b_reads_what_a_wrote(causal: ProxyThread, client: str) -> None:
     stale = _ab_loop(connect(_ep(causal)), connect(_ep(causal)), ITERATIONS)
     print(f"\ncausal, {client}: {ITERATIONS} iterations, stale {stale}; {_outcomes(causal)}")
     assert stale == 0
+
+
+# The other client libraries the tests drive, each running the same A/B loop in its own
+# language (tests/integration/clients/): (command before the arguments, arguments after).
+CONNECTOR_J = Path("/usr/share/java/mariadb-java-client.jar")
+SCRIPTS = {
+    "Node mysql2 (query)": (["node", str(HERE / "node" / "causal.js")], ["query"]),
+    "Node mysql2 (execute)": (["node", str(HERE / "node" / "causal.js")], ["execute"]),
+    "PHP PDO": (["php", str(HERE / "causal.php")], ["pdo"]),
+    "PHP mysqli (prepared)": (["php", str(HERE / "causal.php")], ["mysqli"]),
+    "Perl DBD::MariaDB": (["perl", str(HERE / "causal.pl")], []),
+    "JDBC Connector/J": (["java", "-cp", str(CONNECTOR_J), str(HERE / "Causal.java")], []),
+}
+
+
+@pytest.mark.parametrize("client", list(SCRIPTS))
+def test_b_reads_what_a_wrote_script_clients(causal: ProxyThread, client: str) -> None:
+    prefix, extra = SCRIPTS[client]
+    tool = require_tool(prefix[0])
+    if client.startswith("JDBC"):
+        require_path(CONNECTOR_J, "MariaDB Connector/J (libmariadb-java)")
+    if client.startswith("Node"):
+        require_path(HERE / "node" / "node_modules" / "mysql2", "mysql2 (make node-deps)")
+    ep = _ep(causal)
+    table = f"causal_{uuid.uuid4().hex[:8]}"
+    try:
+        out = run_json(
+            [tool, *prefix[1:], table, str(ITERATIONS), *extra], timeout=600, env=client_env(ep)
+        )
+    finally:
+        drop_tables(ep, [table])
+    print(f"\ncausal, {client}: {out}; {_outcomes(causal)}")
+    assert out == {"iterations": ITERATIONS, "stale": 0}
 
 
 def _pool_loop(ep: Endpoint, iterations: int) -> int:
