@@ -485,7 +485,9 @@ class Session:
         Returns the finished scanner, or None when the client already got an error. A text
         statement (stmt given) outside a transaction and pins runs again elsewhere, once,
         when the first try failed in a way that is safe to retry (_RETRY from _connect,
-        _lost_mid_statement or _answered): nothing ran, nothing reached the client.
+        _lost_mid_statement or _answered): nothing ran, nothing reached the client. A causal
+        read for which route_wait chose a GTID wait (self._gate) has the wait sent just ahead
+        of it (_relay_gated); when the replica did not catch up, the read goes to the writer.
         """
         retry = stmt if stmt is not None and not self.pins and not self._in_transaction() else None
         while True:
