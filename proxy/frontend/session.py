@@ -121,6 +121,10 @@ class GtidGate:
 # Where a gated read's response goes when the wait timed out: scanned and dropped.
 _DISCARD = Sink(None)
 
+# forward(resend=...): the connection and framed command to run a gated read on the writer
+# instead, when the command is bound to the replica's connection (a prepared statement's id).
+Resend = Callable[[ServerState], Awaitable[tuple[BackendConnection, bytes] | None]]
+
 
 class Session:
     """Everything about one client: who it is, its state, the backends it currently holds."""
@@ -479,6 +483,7 @@ class Session:
         conn: BackendConnection | None = None,
         stmt: Classification | None = None,
         override: str | None = None,
+        resend: Resend | None = None,
     ) -> ResponseScanner | None:
         """Send a framed client command to target and relay the response to the client.
 
@@ -487,7 +492,8 @@ class Session:
         when the first try failed in a way that is safe to retry (_RETRY from _connect,
         _lost_mid_statement or _answered): nothing ran, nothing reached the client. A causal
         read for which route_wait chose a GTID wait (self._gate) has the wait sent just ahead
-        of it (_relay_gated); when the replica did not catch up, the read goes to the writer.
+        of it (_relay_gated); when the replica did not catch up, the read goes to the writer
+        (resend gives the connection and command for it when packet is bound to conn).
         """
         retry = stmt if stmt is not None and not self.pins and not self._in_transaction() else None
         while True:
@@ -541,6 +547,11 @@ class Session:
                     self.send_error(ErrorCode.CR_CONN_HOST_ERROR, _NO_CAUSAL_SERVER)
                     return None
                 target, conn = writer, None
+                if resend is not None:
+                    again = await resend(writer)
+                    if again is None:
+                        return None
+                    conn, packet = again
                 continue
             if not isinstance(result, _Retry):
                 return result
@@ -578,6 +589,29 @@ class Session:
             scanner,
             wait_ms / 1000 + INTERNAL_TIMEOUT_S,
         )
+
+    def gate_pending(self, target: ServerState) -> bool:
+        """Did route_wait choose a GTID wait on target for forward() to send?"""
+        return self._gate is not None and self._gate.server == target.name
+
+    async def settle_gate(self, target: ServerState) -> ServerState | None:
+        """Run route_wait's GTID wait for target now, on its own (a statement that must first
+        be prepared there): target if it caught up, else the writer (None: there is none,
+        the client got the error)."""
+        gate, self._gate = self._gate, None
+        if gate is None or gate.server != target.name:
+            return target
+        metrics = self.server.metrics
+        wait_ms = self.server.config.routing.causal_wait_ms
+        reached = await self._wait_for_gtid(target, gate.gtid, wait_ms, metrics.causal_wait_seconds)
+        outcome = Outcome.REPLICA_AFTER_WAIT if reached else Outcome.WRITER_FALLBACK
+        metrics.causal_reads[outcome.value] += 1
+        if reached:
+            return target
+        writer = self.server.writer()
+        if writer is None:
+            self.send_error(ErrorCode.CR_CONN_HOST_ERROR, _NO_CAUSAL_SERVER)
+        return writer
 
     def _gate_answered(self, target: ServerState, gate: GtidGate) -> None:
         """Count a gated read's outcome; a MariaDB position reached is learnt (later reads
