@@ -30,9 +30,8 @@ from proxy.protocol.packets import (
     build_command,
     is_err,
     parse_err,
-    parse_text_row,
 )
-from proxy.protocol.response import ResponseScanner
+from proxy.protocol.response import ResponseScanner, ValueReply, first_value
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +123,14 @@ class Sink:
         self.held: bytes | None = None
 
 
+# relay_gated's response until its gate reply chose a sink (no byte of it can come earlier).
+_NOWHERE = Sink(None)
+
+
+# relay_gated's first reply, what picks the sink of the response after it, the reply's timer.
+_Gate = tuple[ValueReply, Callable[[ValueReply], Sink], asyncio.TimerHandle]
+
+
 class BackendConnection(asyncio.Protocol):
     """One connection to a backend server, used by one session at a time."""
 
@@ -149,6 +156,7 @@ class BackendConnection(asyncio.Protocol):
         self._reader = PacketReader(max_payload=1 << 30)
         self._waiter: asyncio.Future[None] | None = None
         self._relay: tuple[ResponseScanner, Sink, asyncio.Future[None]] | None = None
+        self._gate: _Gate | None = None
         self._lost: Exception | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -191,6 +199,10 @@ class BackendConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
+        if self._gate is not None:
+            data = self._gate_received(data)
+            if not data:
+                return
         relay = self._relay
         if relay is not None:
             scanner, sink, fut = relay
@@ -225,6 +237,27 @@ class BackendConnection(asyncio.Protocol):
         self._reader.feed(data)
         self._wake()
 
+    def _gate_received(self, data: bytes) -> bytes:
+        """Bytes of relay_gated's first reply; returns those after it (the next response)."""
+        assert self._gate is not None and self._relay is not None
+        reply, choose, timer = self._gate
+        try:
+            used = reply.feed(data)
+        except ProtocolError as exc:
+            self._fail(BackendError(f"malformed response from {self.server_name}: {exc}"))
+            return b""
+        if not reply.done:
+            return b""
+        timer.cancel()
+        self._gate = None
+        scanner, _, fut = self._relay
+        self._relay = (scanner, choose(reply), fut)
+        return data[used:]
+
+    def _gate_expired(self) -> None:
+        if self._gate is not None:
+            self.abort("no answer to the query sent ahead of the statement in time")
+
     def _response_done(self, scanner: ResponseScanner) -> None:
         """A response ended: record the server's status and be ready for the next command."""
         status = scanner.status
@@ -248,6 +281,9 @@ class BackendConnection(asyncio.Protocol):
             relay[2].set_exception(exc or lost)
 
     def _fail(self, exc: BackendError) -> None:
+        if self._gate is not None:
+            self._gate[2].cancel()
+            self._gate = None
         self.broken = True
         self._lost = exc
         self._set_state(ConnState.CLOSED)
@@ -355,6 +391,26 @@ class BackendConnection(asyncio.Protocol):
         self.write(command)
         return fut
 
+    def relay_gated(
+        self,
+        gate: bytes,
+        reply: ValueReply,
+        choose: Callable[[ValueReply], Sink],
+        command: bytes,
+        scanner: ResponseScanner,
+        timeout_s: float,
+    ) -> asyncio.Future[None]:
+        """Send gate (a one-value query, e.g. a bounded GTID wait) and command back to back in
+        one write: the server runs them in order, so command runs once gate answered, in one
+        round trip. When gate's reply is whole, choose(reply) gives the sink for command's
+        response (the client's, or one that scans and drops it). No reply within timeout_s
+        aborts the connection (the future then fails)."""
+        fut = self.relay(gate + command, scanner, _NOWHERE)
+        if not fut.done():
+            loop = self._loop or asyncio.get_running_loop()
+            self._gate = (reply, choose, loop.call_later(timeout_s, self._gate_expired))
+        return fut
+
     def resume_relay(self, scanner: ResponseScanner, sink: Sink) -> asyncio.Future[None]:
         """Continue relaying a response after the client sent LOCAL INFILE data."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -407,17 +463,7 @@ class BackendConnection(asyncio.Protocol):
             raise self._lost from None
         if scanner.error is not None or not scanner.is_result_set:
             return None
-        reader = PacketReader()
-        reader.feed(bytes(buf))
-        packets = list(reader)
-        # column count, one definition, [EOF], then the row.
-        row_index = 2 if self.caps & Capability.CLIENT_DEPRECATE_EOF else 3
-        if len(packets) <= row_index:
-            return None
-        try:
-            return parse_text_row(packets[row_index].payload, 1)[0]
-        except ProtocolError:
-            return None
+        return first_value(self.caps, bytes(buf))
 
     async def apply(self, steps: list[Step], want: SessionState) -> ErrPacket | None:
         """Bring this connection to the session state; the first server error is returned."""

@@ -63,7 +63,7 @@ async def com_query(session: Session, packet: Packet) -> bool:
         frame = build_packet(0, bytes((Command.COM_QUERY,)) + sql.encode())
     if session.gtid_conn is not None and not stmt.needs_previous_backend:
         await session.ask_gtid()
-    target = session.route(stmt, override) or await session.route_wait(stmt, override)
+    target = session.route(stmt, override) or await session.route_wait(stmt, override, gated=True)
     if target is None:
         return True
     started = time.perf_counter()

@@ -198,10 +198,18 @@ async def com_stmt_execute(session: Session, packet: Packet) -> bool:
         return True
     if session.gtid_conn is not None and not cs.stmt.needs_previous_backend:
         await session.ask_gtid()
+    flags = packet.payload[5] if len(packet.payload) > 5 else 0
+    cursor = bool(flags & _CURSOR_FLAGS)
     if cs.pinned_conn is None:
+        # A causal wait chosen here goes just ahead of the execute (not with a cursor: its
+        # rows come later), unless the statement must be prepared there first.
         target = session.route(cs.stmt, cs.override) or await session.route_wait(
-            cs.stmt, cs.override
+            cs.stmt, cs.override, gated=not cursor
         )
+        if target is not None and session.gate_pending(target):
+            ready = session.ready_backend(target)
+            if ready is None or cs.sql not in ready.stmts:
+                target = await session.settle_gate(target)
     else:
         target = session.target_of(cs.pinned_conn)
     if target is None:
@@ -210,12 +218,15 @@ async def com_stmt_execute(session: Session, packet: Packet) -> bool:
     if found is None:
         return True
     conn, bs = found
-    flags = packet.payload[5] if len(packet.payload) > 5 else 0
     body = _rewrite_execute(packet.payload, cs, bs)
-    cursor = bool(flags & _CURSOR_FLAGS)
     started = time.perf_counter()
     scanner = await session.forward(
-        target, Command.COM_STMT_EXECUTE, build_packet(0, body), cursor=cursor, conn=conn
+        target,
+        Command.COM_STMT_EXECUTE,
+        build_packet(0, body),
+        cursor=cursor,
+        conn=conn,
+        resend=lambda writer: _execute_on(session, cs, packet.payload, writer),
     )
     session.account(target, cs.digest, cs.stmt, scanner, time.perf_counter() - started)
     if scanner is None:
@@ -228,6 +239,18 @@ async def com_stmt_execute(session: Session, packet: Packet) -> bool:
         _unpin(session, client_id, cs)
     session.note_statement(cs.stmt, cs.sql, scanner)
     return True
+
+
+async def _execute_on(
+    session: Session, cs: ClientStmt, payload: bytes, target: ServerState
+) -> tuple[BackendConnection, bytes] | None:
+    """The connection and framed COM_STMT_EXECUTE to run cs on target instead (a causal
+    read whose replica did not catch up); None: the client got the error."""
+    found = await _backend_stmt(session, cs, target)
+    if found is None:
+        return None
+    conn, bs = found
+    return conn, build_packet(0, _rewrite_execute(payload, cs, bs))
 
 
 def _unpin(session: Session, client_id: int, cs: ClientStmt) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from proxy.authio import drive_auth
-from proxy.backend.connection import BackendConnection, BackendError, Sink
+from proxy.backend.connection import INTERNAL_TIMEOUT_S, BackendConnection, BackendError, Sink
 from proxy.backend.sync import SessionState, sync_steps
 from proxy.cluster import ServerState
 from proxy.config import User
@@ -27,13 +27,14 @@ from proxy.protocol.auth import (
     AuthWait,
     ServerAuth,
 )
-from proxy.protocol.constants import Capability, ErrorCode, ServerStatus
+from proxy.protocol.constants import Capability, Command, ErrorCode, ServerStatus
 from proxy.protocol.handshake import ChangeUser
 from proxy.protocol.packets import (
     ErrPacket,
     Packet,
     PacketTooLarge,
     ProtocolError,
+    build_command,
     build_err,
     build_ok,
     build_packet,
@@ -41,17 +42,19 @@ from proxy.protocol.packets import (
     log_text,
     parse_ok,
 )
-from proxy.protocol.response import ResponseScanner
+from proxy.protocol.response import ResponseScanner, ValueReply
 from proxy.routing.causal import (
     CAUSAL_LEVELS,
     Candidate,
     Outcome,
     applied_mark,
+    caught_up,
     commit_mark,
     covers,
     decide,
     merge,
     wait_gtid,
+    wait_query,
 )
 from proxy.routing.classifier import Classification, StatementKind
 from proxy.routing.digest import Digest, reported_digest
@@ -102,6 +105,27 @@ class Pins:
         return bool(self.reasons)
 
 
+@dataclass
+class GtidGate:
+    """A bounded GTID wait that causal routing chose for a read on a replica: forward()
+    sends it just ahead of the read on the same connection, in one round trip, and relays the
+    read's response only when the wait says the replica caught up."""
+
+    server: str
+    gtid: str
+    caught_up: bool | None = None  # the wait's answer, once it came
+    started: float = 0.0  # perf_counter() when the wait was sent
+    waited_s: float = 0.0
+
+
+# Where a gated read's response goes when the wait timed out: scanned and dropped.
+_DISCARD = Sink(None)
+
+# forward(resend=...): the connection and framed command to run a gated read on the writer
+# instead, when the command is bound to the replica's connection (a prepared statement's id).
+Resend = Callable[[ServerState], Awaitable[tuple[BackendConnection, bytes] | None]]
+
+
 class Session:
     """Everything about one client: who it is, its state, the backends it currently holds."""
 
@@ -137,6 +161,7 @@ class Session:
         self.kill_sent: BackendConnection | None = None  # KILL QUERY sent for its statement
         self.killed = False  # by KILL [CONNECTION]: nothing more runs for it
         self._routed: ServerState | None = None  # route()'s choice, for route_wait
+        self._gate: GtidGate | None = None  # route_wait's GTID wait for forward() to send
         client.on_pause = self._pause_backend
         client.on_resume = self._resume_backend
         client.on_lost = self._client_gone
@@ -458,13 +483,17 @@ class Session:
         conn: BackendConnection | None = None,
         stmt: Classification | None = None,
         override: str | None = None,
+        resend: Resend | None = None,
     ) -> ResponseScanner | None:
         """Send a framed client command to target and relay the response to the client.
 
         Returns the finished scanner, or None when the client already got an error. A text
         statement (stmt given) outside a transaction and pins runs again elsewhere, once,
         when the first try failed in a way that is safe to retry (_RETRY from _connect,
-        _lost_mid_statement or _answered): nothing ran, nothing reached the client.
+        _lost_mid_statement or _answered): nothing ran, nothing reached the client. A causal
+        read for which route_wait chose a GTID wait (self._gate) has the wait sent just ahead
+        of it (_relay_gated); when the replica did not catch up, the read goes to the writer
+        (resend gives the connection and command for it when packet is bound to conn).
         """
         retry = stmt if stmt is not None and not self.pins and not self._in_transaction() else None
         while True:
@@ -472,6 +501,9 @@ class Session:
                 # KILLed while the statement waited for a server: it must not run. (A client
                 # that merely hung up still has the commands it sent run, as on a server.)
                 raise ClientGone()
+            gate, self._gate = self._gate, None
+            if gate is not None and gate.server != target.name:
+                gate = None
             got = conn or self.ready_backend(target) or await self._connect(target, retry)
             result: ResponseScanner | _Retry | None
             if isinstance(got, BackendConnection):
@@ -485,24 +517,125 @@ class Session:
                 )
                 self._begin(conn, target, read=retry is not None and retry.is_read)
                 try:
-                    await conn.relay(packet, scanner, sink)
+                    if gate is None:
+                        await conn.relay(packet, scanner, sink)
+                    else:
+                        await self._relay_gated(conn, gate, packet, scanner, sink)
                     while scanner.infile:
                         await self._relay_infile(conn, scanner)
                 except BackendError as exc:
-                    result = self._lost_mid_statement(conn, target, scanner, exc)
+                    if gate is not None and not gate.caught_up and self.kill_sent is not conn:
+                        # Lost during the wait or while dropping a stale response: the client
+                        # got none of it, and the writer has what the read must see.
+                        result = self._lost_gated(conn, target, gate, exc)
+                    else:
+                        result = self._lost_mid_statement(conn, target, scanner, exc)
                 else:
-                    result = self._answered(conn, target, scanner, sink, retry, override)
+                    if gate is not None and not gate.caught_up:
+                        result = _FALLBACK
+                    else:
+                        result = self._answered(conn, target, scanner, sink, retry, override)
                 finally:
                     self._end(target)
+                if gate is not None and gate.caught_up is not None:
+                    self._gate_answered(target, gate)
             else:
                 result = got  # could not get a connection: None (error sent) or _RETRY
+            if result is _FALLBACK:
+                writer = self.server.writer()
+                if writer is None:
+                    self.send_error(ErrorCode.CR_CONN_HOST_ERROR, _NO_CAUSAL_SERVER)
+                    return None
+                target, conn = writer, None
+                if resend is not None:
+                    again = await resend(writer)
+                    if again is None:
+                        return None
+                    conn, packet = again
+                continue
             if not isinstance(result, _Retry):
                 return result
             assert retry is not None  # _RETRY only comes when a retry is allowed
-            new = await self.route_wait(retry, override, exclude=target.name)
+            new = await self.route_wait(retry, override, exclude=target.name, gated=True)
             if new is None:
                 return None
             target, conn, retry = new, None, None  # at most one retry
+
+    async def _relay_gated(
+        self,
+        conn: BackendConnection,
+        gate: GtidGate,
+        packet: bytes,
+        scanner: ResponseScanner,
+        sink: Sink,
+    ) -> None:
+        """The read with its GTID wait just ahead, in one write: the server runs the read
+        once the wait returned. Caught up: the read's response goes to sink as usual; else it
+        is scanned and dropped (it may be stale), and forward() sends the read to the writer."""
+        wait_ms = self.server.config.routing.causal_wait_ms
+        sql = wait_query(gate.gtid, wait_ms, conn.mariadb)
+        gate.started = time.perf_counter()
+
+        def choose(reply: ValueReply) -> Sink:
+            gate.caught_up = caught_up(reply.value)
+            gate.waited_s = time.perf_counter() - gate.started
+            return sink if gate.caught_up else _DISCARD
+
+        await conn.relay_gated(
+            build_command(Command.COM_QUERY, sql.encode()),
+            ValueReply(conn.caps),
+            choose,
+            packet,
+            scanner,
+            wait_ms / 1000 + INTERNAL_TIMEOUT_S,
+        )
+
+    def gate_pending(self, target: ServerState) -> bool:
+        """Did route_wait choose a GTID wait on target for forward() to send?"""
+        return self._gate is not None and self._gate.server == target.name
+
+    async def settle_gate(self, target: ServerState) -> ServerState | None:
+        """Run route_wait's GTID wait for target now, on its own (a statement that must first
+        be prepared there): target if it caught up, else the writer (None: there is none,
+        the client got the error)."""
+        gate, self._gate = self._gate, None
+        if gate is None or gate.server != target.name:
+            return target
+        metrics = self.server.metrics
+        wait_ms = self.server.config.routing.causal_wait_ms
+        reached = await self._wait_for_gtid(target, gate.gtid, wait_ms, metrics.causal_wait_seconds)
+        outcome = Outcome.REPLICA_AFTER_WAIT if reached else Outcome.WRITER_FALLBACK
+        metrics.causal_reads[outcome.value] += 1
+        if reached:
+            return target
+        writer = self.server.writer()
+        if writer is None:
+            self.send_error(ErrorCode.CR_CONN_HOST_ERROR, _NO_CAUSAL_SERVER)
+        return writer
+
+    def _gate_answered(self, target: ServerState, gate: GtidGate) -> None:
+        """Count a gated read's outcome; a MariaDB position reached is learnt (later reads
+        find the replica fresh without a wait)."""
+        metrics = self.server.metrics
+        metrics.causal_wait_seconds.observe(gate.waited_s)
+        outcome = Outcome.REPLICA_AFTER_WAIT if gate.caught_up else Outcome.WRITER_FALLBACK
+        metrics.causal_reads[outcome.value] += 1
+        if gate.caught_up and gtid_is_mariadb(gate.gtid):
+            self.server.topology.apply(GtidAdvanced(target.name, gate.gtid))
+
+    def _lost_gated(
+        self, conn: BackendConnection, target: ServerState, gate: GtidGate, exc: BackendError
+    ) -> _Retry:
+        """The connection died during the wait sent ahead of a read, or while its stale
+        response was dropped: nothing reached the client, so the read goes to the writer, as
+        after a wait that timed out (unless state went with the connection: SessionLost)."""
+        if gate.caught_up is None:
+            gate.caught_up = False
+            gate.waited_s = time.perf_counter() - gate.started
+        self.detach(conn, broken=True)
+        self.server.note_backend_error(target, exc)
+        self._carry_over(conn)  # raises SessionLost when state went with it
+        return _FALLBACK
 
     async def _connect(
         self, target: ServerState, retry: Classification | None
@@ -707,11 +840,14 @@ class Session:
         *,
         exclude: str | None = None,
         silent: bool = False,
+        gated: bool = False,
     ) -> ServerState | None:
         """route(), waiting out a failover (statements needing the writer are held up to
         failover_hold_ms until one is elected) and checking a replica has the session's
         writes. None: no server can take it, and the client got the error (unless silent:
-        for commands that get no response). exclude: a server that just failed it."""
+        for commands that get no response). exclude: a server that just failed it. gated: the
+        caller sends the statement with forward(), which runs a causal wait chosen here just
+        ahead of it (one round trip) instead of here."""
         target, self._routed = self._routed, None
         if target is None or target.name == exclude:
             target = self._choose(stmt, override)
@@ -735,13 +871,9 @@ class Session:
                 return None
         if self._must_check(stmt, target, override):
             if self.consistency(stmt) in CAUSAL_LEVELS:
-                causal = await self._causal_target(target, stmt)
+                causal = await self._causal_target(target, stmt, gated)
                 if causal is None and not silent:
-                    self.send_error(
-                        ErrorCode.CR_CONN_HOST_ERROR,
-                        "pyproxy: no writer is available and no replica has every "
-                        "acknowledged write (causal consistency)",
-                    )
+                    self.send_error(ErrorCode.CR_CONN_HOST_ERROR, _NO_CAUSAL_SERVER)
                 return causal
             target = await self._fresh_target(target, stmt)
         return target
@@ -805,10 +937,13 @@ class Session:
         self.server.metrics.consistency_reads_to_writer += 1
         return writer
 
-    async def _causal_target(self, first: ServerState, stmt: Classification) -> ServerState | None:
+    async def _causal_target(
+        self, first: ServerState, stmt: Classification, gated: bool
+    ) -> ServerState | None:
         """Causal reads: a replica that has applied the high-water mark (causal_global: and
         the writer's position, asked after the read arrived), else one that reaches it within
-        causal_wait_ms, else the writer (None when there is none)."""
+        causal_wait_ms, else the writer (None when there is none). gated: the wait is left
+        to forward() (self._gate), which counts its outcome."""
         server = self.server
         want = server.watermark.mark()
         if want is None or self.consistency(stmt) == "causal_global":
@@ -832,6 +967,9 @@ class Session:
             outcome, target = Outcome.REPLICA_FRESH, server.cluster.server(decision.fresh)
         elif decision.wait_on is not None and want is not None:
             replica = server.cluster.server(decision.wait_on)
+            if gated:
+                self._gate = GtidGate(replica.name, wait_gtid(want))
+                return replica
             routing = server.config.routing
             waited = server.metrics.causal_wait_seconds
             if await self._wait_for_gtid(replica, wait_gtid(want), routing.causal_wait_ms, waited):
@@ -1034,9 +1172,9 @@ class Session:
                 return False  # a replica known to lag is not worth a wait
             metrics = self.server.metrics
             wait_ms = self.server.config.routing.read_your_writes_wait_ms
-            caught_up = await self._wait_for_gtid(target, gtid, wait_ms, metrics.gtid_wait_seconds)
-            metrics.gtid_waits["caught_up" if caught_up else "timed_out"] += 1
-            if not caught_up:
+            reached = await self._wait_for_gtid(target, gtid, wait_ms, metrics.gtid_wait_seconds)
+            metrics.gtid_waits["caught_up" if reached else "timed_out"] += 1
+            if not reached:
                 return False
         return True
 
@@ -1050,18 +1188,17 @@ class Session:
             conn = await self.backend_for(target)
         except (BackendError, StateSyncError):
             return False
-        fn = "MASTER_GTID_WAIT" if conn.mariadb else "WAIT_FOR_EXECUTED_GTID_SET"
         started = time.perf_counter()
         try:
-            value = await conn.query_scalar(f"SELECT {fn}('{gtid}', {wait_ms / 1000:.3f})")
+            value = await conn.query_scalar(wait_query(gtid, wait_ms, conn.mariadb))
         except BackendError:
             self.detach(conn, broken=True)
             return False
         waited.observe(time.perf_counter() - started)
-        caught_up = value == b"0"
-        if caught_up and gtid_is_mariadb(gtid):
+        applied = caught_up(value)
+        if applied and gtid_is_mariadb(gtid):
             self.server.topology.apply(GtidAdvanced(target.name, gtid))
-        return caught_up
+        return applied
 
     def report_backend_failure(self, target: ServerState, exc: BackendError) -> None:
         self.server.note_backend_error(target, exc)
@@ -1187,9 +1324,16 @@ class _Retry(enum.Enum):
     """The answer of forward()'s steps when the statement may run again elsewhere."""
 
     RETRY = "retry"
+    FALLBACK = "fallback"  # a gated read whose replica did not catch up: to the writer
 
 
 _RETRY = _Retry.RETRY
+_FALLBACK = _Retry.FALLBACK
+
+_NO_CAUSAL_SERVER = (
+    "pyproxy: no writer is available and no replica has every acknowledged write "
+    "(causal consistency)"
+)
 
 
 def _refused_read_only(

@@ -21,11 +21,14 @@ from proxy.protocol.packets import (
     ErrPacket,
     MalformedPacket,
     PacketOutOfOrder,
+    PacketReader,
     PrepareOk,
+    ProtocolError,
     parse_eof,
     parse_eof_fields,
     parse_err,
     parse_prepare_ok,
+    parse_text_row,
     read_lenenc_int,
 )
 
@@ -540,3 +543,62 @@ class ResponseScanner:
             self._state = _PREPARE_COLUMNS
         else:
             self._state = _DONE
+
+
+# The reply to a one-value query pyproxy runs itself is a few dozen bytes; more is refused.
+VALUE_REPLY_LIMIT: Final = 4096
+
+
+def first_value(caps: int, response: bytes) -> bytes | None:
+    """The first cell of the first row of a whole text result set (column count, one
+    definition, [EOF], row, ...); None for NULL, an error, or no row."""
+    reader = PacketReader()
+    reader.feed(response)
+    row_index = 2 if int(caps) & _DEPRECATE_EOF_CAP else 3
+    for index, packet in enumerate(reader):
+        if index == 0 and packet.payload[:1] == b"\xff":
+            return None
+        if index == row_index:
+            first = packet.payload[:1]
+            if first == b"\xff" or (first == b"\xfe" and len(packet.payload) < 9):
+                return None  # an error, or the end of a result with no row
+            try:
+                return parse_text_row(packet.payload, 1)[0]
+            except ProtocolError:
+                return None
+    return None
+
+
+class ValueReply:
+    """The reply to a one-value query pyproxy sends just ahead of a client's command on the
+    same connection (a bounded GTID wait): where it ends in the byte stream (what follows is
+    the command's response), and its first cell. Bounded: over VALUE_REPLY_LIMIT bytes it
+    is refused as malformed."""
+
+    __slots__ = ("_buf", "_caps", "scanner")
+
+    def __init__(self, caps: int) -> None:
+        self._caps = int(caps)
+        self.scanner = ResponseScanner(Command.COM_QUERY, caps)
+        self._buf = bytearray()
+
+    @property
+    def done(self) -> bool:
+        return self.scanner.done
+
+    def feed(self, data: Buffer) -> int:
+        """Scan a chunk; returns how many leading bytes belong to this reply."""
+        used = self.scanner.feed(data)
+        if len(self._buf) + used > VALUE_REPLY_LIMIT:
+            raise MalformedPacket(f"a one-value reply over {VALUE_REPLY_LIMIT} bytes")
+        self._buf += data[:used]
+        if self.scanner.infile:
+            raise MalformedPacket("LOCAL INFILE request in reply to a one-value query")
+        return used
+
+    @property
+    def value(self) -> bytes | None:
+        """The first cell once done; None for NULL, an error, or no row."""
+        if not self.done or self.scanner.error is not None:
+            return None
+        return first_value(self._caps, bytes(self._buf))

@@ -68,6 +68,19 @@ def wait_gtid(want: Mark) -> str:
     )
 
 
+def wait_query(gtid: str, wait_ms: int, mariadb: bool) -> str:
+    """The bounded wait for a replica to apply gtid: MASTER_GTID_WAIT on MariaDB,
+    WAIT_FOR_EXECUTED_GTID_SET on MySQL; both answer 0 once applied (see caught_up)."""
+    fn = "MASTER_GTID_WAIT" if mariadb else "WAIT_FOR_EXECUTED_GTID_SET"
+    return f"SELECT {fn}('{gtid}', {wait_ms / 1000:.3f})"
+
+
+def caught_up(value: bytes | None) -> bool:
+    """Did the wait's answer say the replica applied the GTID? 0 yes; MariaDB's -1 and
+    MySQL's 1 (timed out), NULL or an error (None): no."""
+    return value == b"0"
+
+
 def is_mysql_mark(want: Mark) -> bool:
     return any(isinstance(key, str) for key in want)
 

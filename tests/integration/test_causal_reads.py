@@ -19,10 +19,19 @@ import pymysql
 import pytest
 
 from proxy.lab.lab import Lab
+from proxy.protocol.constants import Command
 from proxy.testing import ProxyThread
+from tests.integration.clients._support import (
+    HERE,
+    client_env,
+    drop_tables,
+    require_path,
+    require_tool,
+    run_json,
+)
 from tests.support.endpoints import Endpoint, proxy_config
-from tests.support.proxyproc import lab_proxy
-from tests.support.servers import set_delay
+from tests.support.proxyproc import LabProxy, PoliteClients, RawClient, lab_proxy
+from tests.support.servers import root_rows, set_delay
 
 # CI runs fewer; the issue's figure is 1,000 (CAUSAL_ITERATIONS=1000).
 ITERATIONS = int(os.environ.get("CAUSAL_ITERATIONS", "200"))
@@ -136,6 +145,39 @@ def test_b_reads_what_a_wrote(causal: ProxyThread, client: str) -> None:
     stale = _ab_loop(connect(_ep(causal)), connect(_ep(causal)), ITERATIONS)
     print(f"\ncausal, {client}: {ITERATIONS} iterations, stale {stale}; {_outcomes(causal)}")
     assert stale == 0
+
+
+# The other client libraries the tests drive, each running the same A/B loop in its own
+# language (tests/integration/clients/): (command before the arguments, arguments after).
+CONNECTOR_J = Path("/usr/share/java/mariadb-java-client.jar")
+SCRIPTS = {
+    "Node mysql2 (query)": (["node", str(HERE / "node" / "causal.js")], ["query"]),
+    "Node mysql2 (execute)": (["node", str(HERE / "node" / "causal.js")], ["execute"]),
+    "PHP PDO": (["php", str(HERE / "causal.php")], ["pdo"]),
+    "PHP mysqli (prepared)": (["php", str(HERE / "causal.php")], ["mysqli"]),
+    "Perl DBD::MariaDB": (["perl", str(HERE / "causal.pl")], []),
+    "JDBC Connector/J": (["java", "-cp", str(CONNECTOR_J), str(HERE / "Causal.java")], []),
+}
+
+
+@pytest.mark.parametrize("client", list(SCRIPTS))
+def test_b_reads_what_a_wrote_script_clients(causal: ProxyThread, client: str) -> None:
+    prefix, extra = SCRIPTS[client]
+    tool = require_tool(prefix[0])
+    if client.startswith("JDBC"):
+        require_path(CONNECTOR_J, "MariaDB Connector/J (libmariadb-java)")
+    if client.startswith("Node"):
+        require_path(HERE / "node" / "node_modules" / "mysql2", "mysql2 (make node-deps)")
+    ep = _ep(causal)
+    table = f"causal_{uuid.uuid4().hex[:8]}"
+    try:
+        out = run_json(
+            [tool, *prefix[1:], table, str(ITERATIONS), *extra], timeout=600, env=client_env(ep)
+        )
+    finally:
+        drop_tables(ep, [table])
+    print(f"\ncausal, {client}: {out}; {_outcomes(causal)}")
+    assert out == {"iterations": ITERATIONS, "stale": 0}
 
 
 def _pool_loop(ep: Endpoint, iterations: int) -> int:
@@ -280,3 +322,127 @@ def test_two_pyproxy_processes_causal_global(delayed: Lab, tmp_path: Path) -> No
     ]
     print(f"\ncausal_global, two processes: {ITERATIONS} iterations, stale {stale}; {outcomes}")
     assert stale == 0
+
+
+BIG_ROWS = 10_000  # about 2 MB per read: the dropped answer spans many chunks
+
+
+def _metric(proxy: LabProxy, line_start: str) -> float:
+    for line in proxy.metrics_text().splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _fallbacks_and_waits(proxy: LabProxy) -> tuple[float, float]:
+    fallback = 'pyproxy_causal_reads_total{outcome="writer_fallback"}'
+    return _metric(proxy, fallback), _metric(proxy, "pyproxy_causal_wait_seconds_count")
+
+
+def _big_table(proxy: LabProxy, lab: Lab) -> str:
+    """A table of BIG_ROWS rows, created through the proxy and applied by replica1."""
+    table = f"causal_big_{uuid.uuid4().hex[:8]}"
+    a = _pymysql(proxy.endpoint())
+    a(f"CREATE TABLE {table} (id INT PRIMARY KEY, v INT NOT NULL, pad CHAR(200))", ())
+    a(f"INSERT INTO {table} SELECT seq, 0, REPEAT('p', 200) FROM seq_1_to_{BIG_ROWS}", ())
+    deadline = time.monotonic() + 30
+    while root_rows(lab, "replica1", f"SELECT COUNT(*) FROM demo_db.{table}") != [(BIG_ROWS,)]:
+        assert time.monotonic() < deadline, "replica1 did not apply the table"
+        time.sleep(0.1)
+    return table
+
+
+class _RowLock:
+    """A row of replica1 locked by root: replication stops applying changes to it."""
+
+    def __init__(self, lab: Lab, table: str) -> None:
+        self.root = lab.connect_root("replica1")
+        with self.root.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute(f"SELECT v FROM demo_db.{table} WHERE id = 1 FOR UPDATE")
+
+    def release(self) -> None:
+        self.root.rollback()
+        self.root.close()
+
+
+def test_timed_out_wait_drops_the_stale_answer(delayed: Lab, tmp_path: Path) -> None:
+    """The GTID wait goes with the read in one round trip; when it times out (replica1 cannot
+    apply the update, replica2 applies it a second late), the replica's answer to the read
+    (2 MB, stale) is scanned and dropped and the writer answers instead: text queries and
+    prepared statements (COM_STMT_EXECUTE, prepared again on the writer). Polite clients
+    beside see nothing."""
+    routing = {"consistency": "causal", "causal_wait_ms": 100}
+    with lab_proxy(delayed, tmp_path, routing=routing, health=LAG) as proxy:
+        table = _big_table(proxy, delayed)
+        a, b = _pymysql(proxy.endpoint()), _pymysql(proxy.endpoint())
+        raw = RawClient(proxy.port)  # keeps its prepared statement, as most drivers do
+        raw.login(proxy.user, proxy.password, "demo_db")
+        stmt_id = raw.prepare(f"SELECT id, pad FROM {table} WHERE v > 0")
+        execute = stmt_id.to_bytes(4, "little") + b"\0\x01\0\0\0"  # no cursor, 1 iteration
+        fallbacks, waits = _fallbacks_and_waits(proxy)
+        lock = _RowLock(delayed, table)
+        try:
+            with PoliteClients(proxy, 2) as polite:
+                for i in range(1, 6):
+                    a(f"UPDATE {table} SET v = %s WHERE id = 1", (-i,))
+                    rows = b(f"SELECT id, v, pad FROM {table} ORDER BY id", ())
+                    assert len(rows) == BIG_ROWS
+                    assert rows[0][:2] == (1, -i)  # the writer's answer, never the replica's
+                    assert b(f"SELECT v FROM {table} WHERE id = 1", ()) == [(-i,)]
+                    a(f"UPDATE {table} SET v = 1 WHERE id <= %s", (i * 1000,))
+                    got = raw.request(Command.COM_STMT_EXECUTE, execute)
+                    assert got.error is None and got.rows == i * 1000  # the writer's count
+        finally:
+            lock.release()
+        fallbacks_after, waits_after = _fallbacks_and_waits(proxy)
+        a(f"DROP TABLE {table}", ())
+        assert not polite.errors, polite.errors
+        assert proxy.answers()
+    print(
+        f"\nwaits timed out: {fallbacks_after - fallbacks:.0f} reads to the writer, "
+        f"{waits_after - waits:.0f} waits"
+    )
+    assert fallbacks_after - fallbacks >= 20
+    assert waits_after > waits  # at least one wait went ahead of its read, and timed out
+
+
+def test_replica_connection_killed_during_the_wait(delayed: Lab, tmp_path: Path) -> None:
+    """The replica's connection is killed while the GTID wait sent ahead of a read runs: the
+    read runs again elsewhere and its client gets the right answer, never an error or a stale
+    row; polite clients beside see nothing."""
+    routing = {"consistency": "causal", "causal_wait_ms": 5000}
+    with lab_proxy(delayed, tmp_path, routing=routing, health=LAG) as proxy:
+        table = _big_table(proxy, delayed)
+        a, b = _pymysql(proxy.endpoint()), _pymysql(proxy.endpoint())
+        lock = _RowLock(delayed, table)
+        killed: list[tuple[str, object]] = []
+
+        def kill_the_wait() -> None:
+            deadline = time.monotonic() + 10
+            while not killed and time.monotonic() < deadline:
+                for node in ("replica1", "replica2"):
+                    for (thread_id,) in root_rows(
+                        delayed,
+                        node,
+                        "SELECT ID FROM information_schema.PROCESSLIST "
+                        "WHERE INFO LIKE 'SELECT MASTER_GTID_WAIT%'",
+                    ):
+                        root_rows(delayed, node, f"KILL {thread_id}")
+                        killed.append((node, thread_id))
+                time.sleep(0.02)
+
+        try:
+            with PoliteClients(proxy, 2) as polite:
+                a(f"UPDATE {table} SET v = 7 WHERE id = 1", ())
+                killer = threading.Thread(target=kill_the_wait)
+                killer.start()
+                assert b(f"SELECT v FROM {table} WHERE id = 1", ()) == [(7,)]
+                killer.join(30)
+        finally:
+            lock.release()
+        a(f"DROP TABLE {table}", ())
+        assert not polite.errors, polite.errors
+        assert proxy.answers()
+    print(f"\nkilled during the wait: {killed}")
+    assert killed

@@ -32,7 +32,13 @@ from proxy.protocol.packets import (
     encode_text_row,
     parse_ok,
 )
-from proxy.protocol.response import ResponseScanner, ScanState
+from proxy.protocol.response import (
+    VALUE_REPLY_LIMIT,
+    ResponseScanner,
+    ScanState,
+    ValueReply,
+    first_value,
+)
 from tests.unit.protocol.wire import byte_chunks, header_chunks, prepare_ok, random_chunks
 
 BASE = (
@@ -556,3 +562,64 @@ def _ends_packet(wire: bytes, cut: int) -> bool:
     while pos < cut:
         pos += int.from_bytes(wire[pos : pos + 3], "little") + 4
     return pos == cut
+
+
+# -- ValueReply: a one-value reply (a GTID wait's) ahead of the next command's response ----
+
+
+def _value_reply(caps: int, value: object) -> bytes:
+    return build_payloads(1, result_set(caps, 1, [encode_text_row([value])]))
+
+
+@pytest.mark.parametrize("caps", MODES)
+@pytest.mark.parametrize("chunking", list(CHUNKERS))
+@pytest.mark.parametrize(("value", "expect"), [(0, b"0"), (-1, b"-1"), (1, b"1"), (None, None)])
+def test_value_reply_ends_where_the_next_response_starts(
+    caps: int, chunking: str, value: object, expect: bytes | None
+) -> None:
+    first = _value_reply(caps, value)
+    following = build_payloads(1, result_set(caps, 1, text_rows(50, 1)))
+    wire = first + following
+    reply = ValueReply(caps)
+    used = 0
+    rest = bytearray()
+    for chunk in CHUNKERS[chunking](wire):
+        if reply.done:
+            rest += chunk
+            continue
+        n = reply.feed(chunk)
+        used += n
+        rest += chunk[n:]
+    assert reply.done
+    assert used == len(first)
+    assert bytes(rest) == following
+    assert reply.value == expect
+
+
+def test_value_reply_error_and_empty_result() -> None:
+    reply = ValueReply(DEPRECATE)
+    wire = build_payloads(1, [err(1064)])
+    assert reply.feed(wire + b"next") == len(wire)
+    assert reply.done and reply.value is None
+    empty = build_payloads(1, result_set(CLASSIC, 1, []))
+    assert first_value(CLASSIC, empty) is None
+    reply = ValueReply(CLASSIC)
+    reply.feed(empty)
+    assert reply.done and reply.value is None
+
+
+def test_value_reply_is_bounded() -> None:
+    """A reply bigger than a one-value answer is refused, never buffered whole."""
+    big = build_payloads(1, result_set(DEPRECATE, 1, [encode_text_row(["y" * 500])] * 20))
+    reply = ValueReply(DEPRECATE)
+    with pytest.raises(MalformedPacket):
+        for start in range(0, len(big), 1000):
+            reply.feed(big[start : start + 1000])
+    assert len(big) > VALUE_REPLY_LIMIT
+
+
+def test_value_reply_not_done_has_no_value() -> None:
+    reply = ValueReply(DEPRECATE)
+    wire = _value_reply(DEPRECATE, 0)
+    reply.feed(wire[:-3])
+    assert not reply.done and reply.value is None

@@ -7,12 +7,14 @@ from proxy.routing.causal import (
     Decision,
     PositionCache,
     applied_mark,
+    caught_up,
     commit_mark,
     covers,
     decide,
     is_mysql_mark,
     merge,
     wait_gtid,
+    wait_query,
 )
 
 UUID = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
@@ -54,6 +56,20 @@ def test_wait_gtid_forms() -> None:
     assert wait_gtid({UUID: 7}) == f"{UUID}:1-7"
     assert is_mysql_mark({UUID: 7})
     assert not is_mysql_mark({1: 7})
+
+
+def test_wait_query_mariadb_and_mysql() -> None:
+    assert wait_query("1-0-10", 50, mariadb=True) == "SELECT MASTER_GTID_WAIT('1-0-10', 0.050)"
+    assert wait_query(f"{UUID}:1-7", 1500, mariadb=False) == (
+        f"SELECT WAIT_FOR_EXECUTED_GTID_SET('{UUID}:1-7', 1.500)"
+    )
+
+
+def test_caught_up_only_on_zero() -> None:
+    assert caught_up(b"0")
+    # MariaDB's timeout (-1), MySQL's (1), NULL or an error (None): not caught up.
+    for value in (b"-1", b"1", None, b""):
+        assert not caught_up(value)
 
 
 def test_position_cache_parses_once_and_stays_bounded() -> None:
