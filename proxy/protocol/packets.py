@@ -249,7 +249,9 @@ def build_packet(seq: int, payload: Buffer) -> bytes:
             return b"".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: mypyc makes a frozen dataclass a Python class, whose __init__ (one per client
+# command) costs ~4,500 instructions; this one is a native class.
+@dataclass(slots=True)
 class Packet:
     """One logical packet: its payload joined from all fragments."""
 

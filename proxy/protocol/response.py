@@ -320,7 +320,7 @@ class ResponseScanner:
                     break
             elif state not in (_FIRST, _COLUMNS, _COLUMNS_EOF, _SINGLE):
                 break
-            header = unpack(data, pos)[0]
+            header: int = unpack(data, pos)[0]  # typed: native int arithmetic when compiled
             length = header & _MAX
             end = pos + 4 + length
             seq = header >> 24
@@ -353,7 +353,7 @@ class ResponseScanner:
         rows = 0
         last = -1
         while n - pos >= 5:
-            header = unpack(data, pos)[0]
+            header: int = unpack(data, pos)[0]
             length = header & 0xFFFFFF
             seq = header >> 24
             if expect is not None and seq != expect:
