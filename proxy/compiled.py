@@ -21,6 +21,7 @@ HOT_MODULES: tuple[str, ...] = (
     "proxy.routing.digest",
     "proxy.routing.classifier",
     "proxy.routing.router",
+    "proxy.routing.stats",
     "proxy.backend.sync",
     "proxy.backend.connection",
     "proxy.frontend.prepared",

@@ -798,8 +798,9 @@ class Session:
         reported in the statistics never keeps a literal, whatever the session's sql_mode."""
         server = self.server
         override = None
-        if server.router.rules:
-            action = server.router.rules.decide(
+        rules = server.snapshot.router.rules  # snapshot: ProxyServer.router is a property call
+        if rules:
+            action = rules.decide(
                 sql,
                 digest.text,
                 self.username,
@@ -894,7 +895,7 @@ class Session:
             and (stmt.is_read or self.last_server == self.server.cluster.writer)
         ):
             return self.server.cluster.server(self.last_server)
-        return self.server.router.choose(
+        return self.server.snapshot.router.choose(
             stmt,
             autocommit=self.state.autocommit,
             # With the last write's GTID known, route_wait checks the replica instead.
@@ -913,11 +914,11 @@ class Session:
             return False
         level = self.consistency(stmt)
         if level == "causal" and not (
-            self.read_floor and self.server.config.routing.monotonic_reads
+            self.read_floor and self.server.snapshot.config.routing.monotonic_reads
         ):
             want = self.server.watermark.mark()
             if want is not None and covers(
-                self.server.router.positions.mark(target.gtid_position), want
+                self.server.snapshot.router.positions.mark(target.gtid_position), want
             ):
                 self.server.metrics.causal_reads["replica_fresh"] += 1
                 return False
@@ -1075,7 +1076,8 @@ class Session:
             self._note_commit(scanner)
 
     def _note_state(self, stmt: Classification, sql: str) -> None:
-        if self.server.config.routing.monotonic_reads and self.last_server and stmt.is_read:
+        routing = self.server.snapshot.config.routing
+        if routing.monotonic_reads and self.last_server and stmt.is_read:
             served = self.server.cluster.server(self.last_server)
             if served.config.role == "replica" and gtid_is_mariadb(served.gtid_position):
                 # What this replica had applied is the least the next read may see.
@@ -1154,7 +1156,7 @@ class Session:
         return (
             stmt.hint_consistency
             or (self.user.consistency if self.user else None)
-            or self.server.config.routing.consistency
+            or self.server.snapshot.config.routing.consistency
         )
 
     async def _fresh_enough(self, target: ServerState, stmt: Classification) -> bool:

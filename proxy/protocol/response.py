@@ -82,7 +82,6 @@ _CURSOR_EXISTS: Final = int(ServerStatus.CURSOR_EXISTS)
 _DEPRECATE_EOF_CAP: Final = int(Capability.CLIENT_DEPRECATE_EOF)
 _OPTIONAL_METADATA_CAP: Final = int(Capability.CLIENT_OPTIONAL_RESULTSET_METADATA)
 _CACHE_METADATA_CAP: Final = int(MariaDBCapability.MARIADB_CLIENT_CACHE_METADATA)
-_HEADER = struct.Struct("<I")  # 3-byte length and sequence id as one integer
 _U16 = struct.Struct("<H")
 
 # Commands whose reply may hold result sets, several of them with MORE_RESULTS_EXISTS.
@@ -107,6 +106,12 @@ _UNSCANNABLE: Final = frozenset(
         Command.COM_SUBSCRIBE_GROUP_REPLICATION_STREAM,
     )
 )
+
+
+def _u32(data: bytes, pos: int) -> int:
+    """A packet header (3-byte length, sequence id) as one little-endian integer; the caller
+    checked that 4 bytes are there."""
+    return data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16 | data[pos + 3] << 24
 
 
 class ResponseScanner:
@@ -244,12 +249,13 @@ class ResponseScanner:
 
     # ------------------------------------------------------------------ feeding
 
-    def feed(self, data: Buffer) -> int:
+    def feed(self, chunk: Buffer) -> int:
         """Scan a chunk; returns how many leading bytes belong to this response."""
         if self._state == _DONE:
             return 0
-        if isinstance(data, memoryview) and data.format != "B":
-            data = data.cast("B")
+        # As bytes (what a transport delivers): compiled, indexing it and reading headers
+        # from it are native operations, not calls.
+        data = chunk if isinstance(chunk, bytes) else bytes(chunk)
         n = len(data)
         pos = 0
         while pos < n and self._state != _DONE:
@@ -277,7 +283,7 @@ class ResponseScanner:
                     if self._remaining or pos >= n or self._state == _DONE:
                         continue
                 if n - pos >= 4:
-                    header = _HEADER.unpack_from(data, pos)[0]
+                    header = _u32(data, pos)
                     pos += 4
                     self._header(header, data, pos, n)
                     continue
@@ -293,7 +299,7 @@ class ResponseScanner:
         self.consumed += pos
         return pos
 
-    def _header(self, header: int, data: Buffer, pos: int, n: int) -> None:
+    def _header(self, header: int, data: bytes, pos: int, n: int) -> None:
         """A header was read; *pos* is where its payload starts in *data*."""
         length = header & _MAX
         seq = header >> 24
@@ -309,12 +315,11 @@ class ResponseScanner:
         else:
             self._hdr_len = length  # classify once the first payload byte arrives
 
-    def _whole_packets(self, data: Buffer, pos: int, n: int) -> int:
+    def _whole_packets(self, data: bytes, pos: int, n: int) -> int:
         """Packets that lie whole in this chunk, in one loop with no per-packet calls for
         column definitions and rows. Stops, leaving the rest to the general path, at a
         packet cut by the chunk's end, an empty or 16 MiB one, a state other than a text or
         binary result, or a sequence id out of order (the general path raises)."""
-        unpack = _HEADER.unpack_from
         while n - pos >= 5:
             state = self._state
             if state == _ROWS:
@@ -323,7 +328,7 @@ class ResponseScanner:
                     break
             elif state not in (_FIRST, _COLUMNS, _COLUMNS_EOF, _SINGLE):
                 break
-            header = unpack(data, pos)[0]
+            header = _u32(data, pos)
             length = header & _MAX
             end = pos + 4 + length
             seq = header >> 24
@@ -342,21 +347,20 @@ class ResponseScanner:
             else:
                 # A control packet (OK, ERR, EOF, column count; in _ROWS only the end of
                 # the rows reaches here): decoded as _fragment_done would.
-                self._process(bytes(data[pos + 4 : end]))
+                self._process(data[pos + 4 : end])
             pos = end
             if self._state == _DONE or self.infile:
                 break
         return pos
 
-    def _scan_rows(self, data: Buffer, pos: int, n: int) -> int:
+    def _scan_rows(self, data: bytes, pos: int, n: int) -> int:
         """Tight loop over ordinary rows; stops at anything that needs a closer look."""
-        unpack = _HEADER.unpack_from
         expect = self._expect_seq
         limit = self._eof_limit
         rows = 0
         last = -1
         while n - pos >= 5:
-            header = unpack(data, pos)[0]
+            header = _u32(data, pos)
             length = header & 0xFFFFFF
             seq = header >> 24
             if expect is not None and seq != expect:
