@@ -59,6 +59,10 @@ _AUTOCOMMIT = int(ServerStatus.AUTOCOMMIT)
 
 # Limit for the proxy's own commands on a backend connection (state sync, prepares, resets).
 INTERNAL_TIMEOUT_S = 10.0
+# relay_gated: how long a response chosen to be dropped (a read whose wait timed out) may
+# take; past it the connection is aborted (the server stops the query when it notices)
+# rather than have the client wait for an answer nobody reads.
+DROP_TIMEOUT_S = 1.0
 
 
 class BackendError(Exception):
@@ -165,6 +169,7 @@ class BackendConnection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._relay: tuple[ResponseScanner, Sink, asyncio.Future[None]] | None = None
         self._gate: _Gate | None = None
+        self._dropping: asyncio.TimerHandle | None = None  # relay_gated drops a response
         self._lost: Exception | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -259,15 +264,26 @@ class BackendConnection(asyncio.Protocol):
         timer.cancel()
         self._gate = None
         scanner, _, fut = self._relay
-        self._relay = (scanner, choose(reply), fut)
+        sink = choose(reply)
+        if sink.write is None:
+            loop = self._loop or asyncio.get_running_loop()
+            self._dropping = loop.call_later(DROP_TIMEOUT_S, self._drop_expired)
+        self._relay = (scanner, sink, fut)
         return data[used:]
 
     def _gate_expired(self) -> None:
         if self._gate is not None:
             self.abort("no answer to the query sent ahead of the statement in time")
 
+    def _drop_expired(self) -> None:
+        self._dropping = None
+        self.abort(f"a response to drop still running after {DROP_TIMEOUT_S:.0f}s")
+
     def _response_done(self, scanner: ResponseScanner) -> None:
         """A response ended: record the server's status and be ready for the next command."""
+        if self._dropping is not None:
+            self._dropping.cancel()
+            self._dropping = None
         status = scanner.status
         if status is not None:
             self.status = status
@@ -292,6 +308,9 @@ class BackendConnection(asyncio.Protocol):
         if self._gate is not None:
             self._gate[2].cancel()
             self._gate = None
+        if self._dropping is not None:
+            self._dropping.cancel()
+            self._dropping = None
         self.broken = True
         self._lost = exc
         self._set_state(ConnState.CLOSED)

@@ -26,6 +26,9 @@ YIELD_EVERY = 32
 # when that answer cannot be written. So "INSERT ...; QUIT" sent before hanging up is kept,
 # while a hung-up flood of pipelined commands is not run on for seconds.
 AFTER_HANGUP_COMMANDS = 2
+# Commands that get no answer (COM_QUIT, COM_STMT_SEND_LONG_DATA, COM_STMT_CLOSE): no failed
+# write stops MySQL at them, so they do not count against AFTER_HANGUP_COMMANDS.
+_UNANSWERED = frozenset((0x01, 0x18, 0x19))
 
 
 class ClientGone(Exception):
@@ -153,7 +156,7 @@ class ClientConnection(asyncio.Protocol):
         while True:
             packet = self.reader.read()
             if packet is not None:
-                if self.closed:
+                if self.closed and (not packet.payload or packet.payload[0] not in _UNANSWERED):
                     if self._after_hangup == 0:
                         self.reader.clear()
                         raise ClientGone()

@@ -403,6 +403,7 @@ class ProxyServer:
             return target
         running = target.current
         if running is not None:
+            target.kill_sent = running  # the statement must not run again elsewhere
             await self._kill_backend_query(target, running.server_name, running.thread_id)
         if not query_only:
             target.kill()

@@ -114,6 +114,7 @@ class GtidGate:
     server: str
     gtid: str
     caught_up: bool | None = None  # the wait's answer, once it came
+    interrupted: bool = False  # the wait was KILLed (KILL QUERY, query_timeout_ms)
     started: float = 0.0  # perf_counter() when the wait was sent
     waited_s: float = 0.0
 
@@ -524,15 +525,18 @@ class Session:
                     while scanner.infile:
                         await self._relay_infile(conn, scanner)
                 except BackendError as exc:
-                    if gate is not None and not gate.caught_up and self.kill_sent is not conn:
+                    if gate is not None and not gate.caught_up:
                         # Lost during the wait or while dropping a stale response: the client
-                        # got none of it, and the writer has what the read must see.
+                        # got none of it; the writer has what the read must see, unless the
+                        # statement was being KILLed.
                         result = self._lost_gated(conn, target, gate, exc)
+                        if self._gated_not_run(conn, gate, scanner):
+                            result = None
                     else:
                         result = self._lost_mid_statement(conn, target, scanner, exc)
                 else:
                     if gate is not None and not gate.caught_up:
-                        result = _FALLBACK
+                        result = None if self._gated_not_run(conn, gate, scanner) else _FALLBACK
                     else:
                         result = self._answered(conn, target, scanner, sink, retry, override)
                 finally:
@@ -561,6 +565,19 @@ class Session:
                 return None
             target, conn, retry = new, None, None  # at most one retry
 
+    def _gated_not_run(
+        self, conn: BackendConnection, gate: GtidGate, scanner: ResponseScanner
+    ) -> bool:
+        """Was a gated read whose wait did not catch up KILLed (KILL QUERY, query_timeout_ms)
+        during the wait or the dropped read? Then it must not run again on the writer: the
+        client gets the interruption (none of the dropped response reached it: sequence 1)."""
+        err = scanner.error
+        killed = err is not None and err.code == ErrorCode.ER_QUERY_INTERRUPTED
+        if not (killed or gate.interrupted or self.kill_sent is conn):
+            return False
+        self.send_error(ErrorCode.ER_QUERY_INTERRUPTED, "Query execution was interrupted")
+        return True
+
     async def _relay_gated(
         self,
         conn: BackendConnection,
@@ -578,6 +595,8 @@ class Session:
 
         def choose(reply: ValueReply) -> Sink:
             gate.caught_up = caught_up(reply.value)
+            err = reply.scanner.error
+            gate.interrupted = err is not None and err.code == ErrorCode.ER_QUERY_INTERRUPTED
             gate.waited_s = time.perf_counter() - gate.started
             return sink if gate.caught_up else _DISCARD
 
@@ -685,6 +704,7 @@ class Session:
         self.current = conn
         self.last_server = conn.server_name
         self.exec_started = time.monotonic()
+        self.kill_sent = None  # a KILL QUERY is for the statement it was sent for
         self.running_read = read
         target.outstanding += 1
         self.change_phase(SessionPhase.EXECUTING)

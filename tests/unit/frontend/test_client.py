@@ -43,6 +43,15 @@ def test_insert_then_quit_then_hangup_is_kept() -> None:
     assert asyncio.run(_commands_run(client)) == 2
 
 
+def test_commands_without_an_answer_do_not_count() -> None:
+    """MySQL stops at a failed write: COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA write none,
+    so the INSERT behind two of them still runs, as the two pings after it."""
+    close = build_command(0x19, (1).to_bytes(4, "little"))
+    insert = build_command(0x03, b"INSERT INTO t VALUES (1)")
+    client = _received(close * 2 + insert + PING * 5, None)
+    assert asyncio.run(_commands_run(client)) == 2 + AFTER_HANGUP_COMMANDS
+
+
 def test_reset_drops_what_was_buffered() -> None:
     client = _received(PING * 3, ConnectionResetError())
     assert asyncio.run(_commands_run(client)) == 0
