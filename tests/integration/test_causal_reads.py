@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import queue
 import random
+import re
 import threading
 import time
 import uuid
@@ -353,10 +354,10 @@ def _big_table(proxy: LabProxy, lab: Lab) -> str:
 
 
 class _RowLock:
-    """A row of replica1 locked by root: replication stops applying changes to it."""
+    """A row of a replica locked by root: replication stops applying changes to it."""
 
-    def __init__(self, lab: Lab, table: str) -> None:
-        self.root = lab.connect_root("replica1")
+    def __init__(self, lab: Lab, table: str, node: str = "replica1") -> None:
+        self.root = lab.connect_root(node)
         with self.root.cursor() as cur:
             cur.execute("BEGIN")
             cur.execute(f"SELECT v FROM demo_db.{table} WHERE id = 1 FOR UPDATE")
@@ -446,3 +447,92 @@ def test_replica_connection_killed_during_the_wait(delayed: Lab, tmp_path: Path)
         assert proxy.answers()
     print(f"\nkilled during the wait: {killed}")
     assert killed
+
+
+def test_kill_and_timeout_during_the_wait_are_errors(delayed: Lab, tmp_path: Path) -> None:
+    """A read waiting for its replica to catch up is KILLed (routing.query_timeout_ms, or a
+    KILL QUERY from another connection): its client gets ERROR 1317, as from the server, and
+    the read does not run again on the writer."""
+    routing = {"consistency": "causal", "causal_wait_ms": 8000, "query_timeout_ms": 1200}
+    with lab_proxy(delayed, tmp_path, routing=routing, health=LAG) as proxy:
+        table = _big_table(proxy, delayed)
+        a = _pymysql(proxy.endpoint())
+        b = proxy.endpoint().connect()
+        killer = proxy.endpoint().connect()
+        outcomes: list[str] = []
+        for how in ("query_timeout_ms", "KILL QUERY"):
+            # Both replicas caught up and known so (a replica known to lag is not waited
+            # for), then both kept from applying the next change.
+            _wait_applied(delayed, proxy, table)
+            locks = [_RowLock(delayed, table, node) for node in ("replica1", "replica2")]
+            try:
+                a(f"UPDATE {table} SET v = v + 1 WHERE id = 1", ())
+                kill = threading.Thread(target=_kill_query_soon, args=(killer, b.thread_id()))
+                if how == "KILL QUERY":  # well before the query timeout
+                    kill.start()
+                with pytest.raises(pymysql.err.OperationalError) as err, b.cursor() as cur:
+                    cur.execute(f"SELECT v FROM {table} WHERE id = 1")
+                if how == "KILL QUERY":
+                    kill.join()
+            finally:
+                for lock in locks:
+                    lock.release()
+            assert err.value.args[0] == 1317, err.value
+            outcomes.append(f"{how}: {err.value.args[0]}")
+            with b.cursor() as cur:  # the session goes on
+                cur.execute("SELECT 1")
+                assert cur.fetchone() == (1,)
+        b.close()
+        killer.close()
+        a(f"DROP TABLE {table}", ())
+        assert proxy.answers()
+    print(f"\nkilled while waiting: {outcomes}")
+
+
+def _wait_applied(lab: Lab, proxy: LabProxy, table: str) -> None:
+    """Both replicas have table and its last change, and the proxy saw them with no lag."""
+    writer = root_rows(lab, "master1", f"SELECT SUM(v) FROM demo_db.{table}")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            done = all(
+                root_rows(lab, node, f"SELECT SUM(v) FROM demo_db.{table}") == writer
+                for node in ("replica1", "replica2")
+            )
+        except pymysql.err.ProgrammingError:  # not created there yet
+            done = False
+        lags = re.findall(
+            r"^pyproxy_replication_lag_seconds\{.*\} (\S+)$", proxy.metrics_text(), re.M
+        )
+        if done and lags and all(float(v) == 0 for v in lags):
+            return
+        assert time.monotonic() < deadline, "the replicas did not catch up"
+        time.sleep(0.2)
+
+
+def _kill_query_soon(killer: pymysql.Connection, target: int) -> None:
+    time.sleep(0.3)
+    with killer.cursor() as cur:
+        cur.execute(f"KILL QUERY {target}")
+
+
+def test_a_dropped_answer_has_a_deadline(delayed: Lab, tmp_path: Path) -> None:
+    """A wait that timed out leaves the replica running the read, whose answer is dropped:
+    a slow one is not waited for beyond DROP_TIMEOUT_S (its connection is aborted), and the
+    writer's answer comes."""
+    routing = {"consistency": "causal", "causal_wait_ms": 100}
+    with lab_proxy(delayed, tmp_path, routing=routing, health=LAG) as proxy:
+        table = _big_table(proxy, delayed)
+        a, b = _pymysql(proxy.endpoint()), _pymysql(proxy.endpoint())
+        lock = _RowLock(delayed, table)
+        try:
+            for i in range(1, 4):
+                a(f"UPDATE {table} SET v = %s WHERE id = 1", (-i,))
+                assert b(f"SELECT SLEEP(2), v FROM {table} WHERE id = 1", ()) == [(0, -i)]
+        finally:
+            lock.release()
+        a(f"DROP TABLE {table}", ())
+        log = proxy.log_text()
+    dropped = log.count("a response to drop still running after 1s")
+    print(f"\nslow stale answers abandoned: {dropped}")
+    assert dropped >= 1, log[-3000:]
