@@ -73,7 +73,7 @@ class Routing(_Model):
     # pyproxy acknowledged before it, on any connection; causal_global: ... and every commit
     # the writer had when the read arrived (several pyproxy instances); eventual: any replica
     # within the lag limit; strong: every read on the writer.
-    consistency: Consistency = "causal"  # the default: bench/causal.py, README
+    consistency: Consistency = "read_your_writes"  # the default: bench/causal.py, README
     reads_fallback_to_writer: bool = True  # no healthy replica: reads go to the writer
     writer_serves_reads: bool = False  # the writer is also in the read pool
     # read_your_writes: how long a read may wait for a replica to apply the session's last

@@ -341,8 +341,9 @@ def test_broken_replica_is_shunned_and_comes_back(fo_lab: Lab) -> None:
             cur.execute("START SLAVE")
         root.close()
         _wait(lambda: state.status is HostStatus.ONLINE, 10, "the repaired replica to return")
-        # Back ONLINE before its next check may have seen it apply the breaking write: causal
-        # reads skip it until then (a check interval), so its reads come back within a bound.
+        # Back ONLINE before its next check may have seen it apply the breaking write: the
+        # consistency checks skip it until then (a check interval), so its reads come back
+        # within a bound.
         _wait(lambda: 102 in set(_server_ids(proxy.port, 50)), 10, "reads on the repaired replica")
     finally:
         proxy.stop()

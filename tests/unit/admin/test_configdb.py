@@ -94,7 +94,7 @@ def test_tables_speak_proxysql(db: sqlite3.Connection) -> None:
     assert variables["mysql-monitor_ping_interval"] == "700"
     assert variables["mysql-wait_timeout"] == "60500"  # ProxySQL's unit: ms
     assert variables["mysql-default_query_timeout"] == "36000000"
-    assert variables["pyproxy-routing.consistency"] == "causal"
+    assert variables["pyproxy-routing.consistency"] == "read_your_writes"
     assert variables["mysql-server_version"] == "8.0.36"
 
 

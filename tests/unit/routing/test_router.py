@@ -106,9 +106,7 @@ def test_choose_by_kind_transaction_and_consistency() -> None:
     strong = Classification(StatementKind.READ, verb="select", hint_consistency="strong")
     assert _choose(router, strong, consistency="eventual") == "m1"
     assert _choose(_router({"r1": 1}, consistency="strong"), READ) == "m1"
-    # causal (the default): reads stay on replicas after a write (the session checks the
-    # replica's position).
-    assert _choose(_router({"r1": 1}), READ, wrote=True) == "r1"
+    # causal: reads stay on replicas after a write (the session checks the replica's position).
     assert _choose(router, READ, wrote=True, consistency="causal") == "r1"
     assert _choose(router, READ, wrote=True, consistency="causal_global") == "r1"
 
