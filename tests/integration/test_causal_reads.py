@@ -468,7 +468,11 @@ def test_kill_and_timeout_during_the_wait_are_errors(delayed: Lab, tmp_path: Pat
             try:
                 a(f"UPDATE {table} SET v = v + 1 WHERE id = 1", ())
                 kill = threading.Thread(target=_kill_query_soon, args=(killer, b.thread_id()))
-                if how == "KILL QUERY":  # well before the query timeout
+                if how == "KILL QUERY":
+                    # Alone: a query timeout's KILL as well could land late, on whatever the
+                    # backend connection runs next (KILL QUERY by thread id races so).
+                    proxy.admin_rows("SET mysql-default_query_timeout='36000000'")
+                    proxy.admin_rows("LOAD MYSQL VARIABLES TO RUNTIME")
                     kill.start()
                 with pytest.raises(pymysql.err.OperationalError) as err, b.cursor() as cur:
                     cur.execute(f"SELECT v FROM {table} WHERE id = 1")
