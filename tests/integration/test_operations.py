@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pymysql
 import pytest
@@ -286,6 +287,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _start_cli(cfg: Path, data: dict[str, Any], log: Path) -> subprocess.Popen[bytes]:
+    """`pyproxy --config cfg` (data written there) as users start it, its output in log."""
+    cfg.write_text(yaml.safe_dump(data))
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "proxy.cli", "--config", str(cfg)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+
+
 def test_sighup_reload(lab: Lab, tmp_path: Path) -> None:
     data = lab.proxy_config()
     ports = {k: _free_port() for k in ("mysql", "admin", "http")}
@@ -293,16 +306,8 @@ def test_sighup_reload(lab: Lab, tmp_path: Path) -> None:
         data["listeners"][key]["port"] = port
     full = [dict(s) for s in data["servers"]]
     data["servers"] = [s for s in full if s["name"] != "replica2"]
-    cfg = tmp_path / "pyproxy.yaml"
-    cfg.write_text(yaml.safe_dump(data))
-    log = tmp_path / "proxy.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "--config", str(cfg)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+    cfg, log = tmp_path / "pyproxy.yaml", tmp_path / "proxy.log"
+    proc = _start_cli(cfg, data, log)
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -368,16 +373,8 @@ def test_sighup_while_starting_is_a_reload(lab: Lab, tmp_path: Path) -> None:
     data = lab.proxy_config()
     for key in ("mysql", "admin", "http"):
         data["listeners"][key]["port"] = _free_port()
-    cfg = tmp_path / "pyproxy.yaml"
-    cfg.write_text(yaml.safe_dump(data))
-    log = tmp_path / "proxy.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "--config", str(cfg)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+    cfg, log = tmp_path / "pyproxy.yaml", tmp_path / "proxy.log"
+    proc = _start_cli(cfg, data, log)
     try:
         deadline = time.monotonic() + 30
         hups = 0
