@@ -172,6 +172,8 @@ class BackendConnection(asyncio.Protocol):
         self._dropping: asyncio.TimerHandle | None = None  # relay_gated drops a response
         self._lost: Exception | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.kills_in_flight = 0  # KILL QUERYs sent at this thread and not yet answered
+        self._kills_answered: asyncio.Event | None = None
 
     # -- state: changed only here ----------------------------------------------------------------
     def _set_state(self, new: ConnState) -> None:
@@ -204,6 +206,30 @@ class BackendConnection(asyncio.Protocol):
     @property
     def in_transaction(self) -> bool:
         return bool(self.status & _IN_TRANS)
+
+    # -- KILL QUERY aimed at this connection ---------------------------------------------------
+    def note_kill(self, sent: bool) -> None:
+        """A KILL QUERY for this connection's thread was sent (True) or answered (False). It
+        travels on another connection and may arrive after the statement it was meant for
+        ended: until every one is answered this connection runs nothing more, else the late
+        KILL stops whatever runs next (maybe another session's statement)."""
+        self.kills_in_flight += 1 if sent else -1
+        if self.kills_in_flight == 0 and self._kills_answered is not None:
+            self._kills_answered.set()
+            self._kills_answered = None
+
+    async def kills_answered(self) -> None:
+        """Wait until every KILL QUERY sent at this connection was answered; longer than
+        INTERNAL_TIMEOUT_S leaves it broken (never used again)."""
+        if self.kills_in_flight == 0:
+            return
+        if self._kills_answered is None:
+            self._kills_answered = asyncio.Event()
+        try:
+            async with asyncio.timeout(INTERNAL_TIMEOUT_S):
+                await self._kills_answered.wait()
+        except TimeoutError:
+            self.abort(f"a KILL QUERY for it was not answered within {INTERNAL_TIMEOUT_S:.0f}s")
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -175,6 +175,7 @@ class BackendPool:
             conn.broken
             or conn.state is not ConnState.IDLE
             or conn.in_transaction
+            or conn.kills_in_flight  # a late KILL QUERY would stop the next user's statement
             or conn.generation != self._generation[conn.server_name]
             or len(self._idle[(conn.server_name, conn.user, conn.profile)])
             >= -(-self.config.max_idle_per_server // self._share)

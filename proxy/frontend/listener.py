@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-from proxy.backend.connection import BackendError
+from proxy.backend.connection import BackendConnection, BackendError
 from proxy.backend.pool import BackendPool
 from proxy.cluster import HostStatus, ServerState
 from proxy.config import Config, User
@@ -362,7 +362,7 @@ class ProxyServer:
             return
         running = target.current
         if running is not None and target is not session:
-            await self._kill_backend_query(session, running.server_name, running.thread_id)
+            await self.kill_backend_query(session, running)
         if query_only:
             session.send_ok()
             return
@@ -404,28 +404,32 @@ class ProxyServer:
         running = target.current
         if running is not None:
             target.kill_sent = running  # the statement must not run again elsewhere
-            await self._kill_backend_query(target, running.server_name, running.thread_id)
+            await self.kill_backend_query(target, running)
         if not query_only:
             target.kill()
         return None
 
-    def kill_query_soon(self, session: Session, server: str, thread_id: int) -> None:
-        """KILL QUERY on a backend, in the background (for the query deadline)."""
+    def kill_backend_query(self, session: Session, target: BackendConnection) -> asyncio.Task[None]:
+        """KILL QUERY target's thread, over another connection of the session's user, in a
+        task: target runs nothing more until the task ended (BackendConnection.note_kill)."""
+        target.note_kill(sent=True)
+        state = self.cluster.server(target.server_name)
         task = asyncio.get_running_loop().create_task(
-            self._kill_backend_query(session, server, thread_id)
+            self._send_kill(session, state, target.thread_id)
         )
+        task.add_done_callback(lambda _: target.note_kill(sent=False))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def _kill_backend_query(self, session: Session, server: str, thread_id: int) -> None:
-        state = self.cluster.server(server)
+    async def _send_kill(self, session: Session, state: ServerState, thread_id: int) -> None:
         assert session.user is not None
         try:
             conn = await self.pool.acquire(
                 state.config, session.user, session.caps, session.state.collation, None
             )
         except BackendError as exc:
-            log.warning("KILL QUERY on %s failed: %s", server, exc)
+            log.warning("KILL QUERY on %s failed: %s", state.name, exc)
             return
         try:
             await conn.query(f"KILL QUERY {thread_id}")

@@ -363,13 +363,20 @@ class Session:
         """The attached connection to target when it can run a command as it is, else None
         (backend_for then gets or syncs one). The per-statement fast path: no coroutine."""
         conn = self.attached.get(target.name)
-        if conn is None or conn.broken or sync_steps(self.state, conn.session, conn.mariadb):
+        if (
+            conn is None
+            or conn.broken
+            or conn.kills_in_flight
+            or sync_steps(self.state, conn.session, conn.mariadb)
+        ):
             return None
         return conn
 
     async def backend_for(self, target: ServerState) -> BackendConnection:
         """A connection to target in this session's state: the attached one, or from the pool."""
         conn = self.attached.get(target.name)
+        if conn is not None and conn.kills_in_flight:
+            await conn.kills_answered()
         if conn is None or conn.broken:
             if conn is not None:
                 self.detach(conn, broken=True)
@@ -780,7 +787,7 @@ class Session:
                 conn.server_name,
                 running,
             )
-            self.server.kill_query_soon(self, conn.server_name, conn.thread_id)
+            self.server.kill_backend_query(self, conn)
 
     async def _relay_infile(self, conn: BackendConnection, scanner: ResponseScanner) -> None:
         """LOAD DATA LOCAL INFILE: the client sends the file, then the server answers."""

@@ -396,3 +396,44 @@ def test_query_timeout_kills_the_statement(lab: Lab, tmp_path: Path) -> None:
     )
     assert took < 10
     assert "pyproxy_query_timeouts_total 2.0" in metrics
+
+
+def test_a_late_kill_query_stops_nothing_else(lab: Lab, tmp_path: Path) -> None:
+    """A KILL QUERY travels on another backend connection and may arrive after the statement
+    it was for ended: the connection it aims at runs nothing more until it was answered, so
+    it never stops the next statement (which may be another session's). The KILL's new
+    connection is slowed by the writer's init_connect (a login under load)."""
+    lab.up(masters=2, replicas=2)
+    writer = _writer(lab)
+    with lab_proxy(lab, tmp_path) as proc:
+        target, killer = proc.connect(), proc.connect()
+        results: list[object] = []
+
+        def run_two() -> None:
+            with target.cursor() as cur:
+                for sql in ("SELECT SLEEP(0.4)", "SELECT SLEEP(1)"):
+                    try:
+                        cur.execute(sql)
+                        results.append(cur.fetchone())
+                    except pymysql.err.OperationalError as exc:
+                        results.append(exc.args[0])
+
+        with target.cursor() as cur:
+            cur.execute("BEGIN")  # both statements on the writer's one connection
+            cur.execute("SELECT CONNECTION_ID()")
+            (target_id,) = cur.fetchone()
+        root_rows(lab, writer, "SET GLOBAL init_connect = 'DO SLEEP(0.6)'")
+        try:
+            statements = threading.Thread(target=run_two)
+            statements.start()
+            time.sleep(0.15)  # into SLEEP(0.4); the KILL lands ~0.45 s after its statement
+            with killer.cursor() as cur:
+                cur.execute(f"KILL QUERY {target_id}")
+            statements.join(20)
+        finally:
+            root_rows(lab, writer, "SET GLOBAL init_connect = ''")
+        target.close()
+        killer.close()
+    _report(f"  {'late KILL QUERY':32} x {'the next statement':32} -> {results}")
+    # The first statement ended on its own before the KILL came; the second ran whole.
+    assert results == [(0,), (0,)], results
