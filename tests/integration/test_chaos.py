@@ -169,6 +169,7 @@ def test_chaos(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> None:
         settle = time.monotonic() + 30
         while (sessions_after := proxy.client_connections()) and time.monotonic() < settle:
             time.sleep(0.5)
+
         # The pools trimmed and aborted backends gone from the servers (a server thread still
         # sending a result to a closed socket ends when it notices): the bound is the same,
         # only the time to reach it is waited for, up to 30 s.
