@@ -1021,11 +1021,13 @@ class Session:
             and conn.caps & Capability.CLIENT_SESSION_TRACK
         ):
             with contextlib.suppress(ProtocolError):
-                gtid = parse_ok(scanner.ok_payload, conn.caps).system_variables.get("last_gtid")
+                gtid = parse_ok(scanner.ok_payload, conn.caps).committed_gtid
         if gtid:
             self.server.watermark.advance(commit_mark(gtid))
         elif self.user is not None:
-            # Not in the OK (no session tracking of last_gtid): until the writer's position,
+            # Not in the OK (not tracked: MariaDB without last_gtid in
+            # session_track_system_variables, a client without CLIENT_SESSION_TRACK): until
+            # the writer's position,
             # which holds this commit, is learnt, causal reads ask the writer for it.
             self.server.learn_commit_soon(Asker(self.user, self.caps, self.state.collation))
 
@@ -1141,8 +1143,7 @@ class Session:
             and (conn.caps & Capability.CLIENT_SESSION_TRACK)
         ):
             with contextlib.suppress(ProtocolError):
-                tracked = parse_ok(scanner.ok_payload, conn.caps).system_variables
-                gtid = tracked.get("last_gtid") or None
+                gtid = parse_ok(scanner.ok_payload, conn.caps).committed_gtid
         # Unknown: reads go to the writer until a GTID is known again (the safe side).
         self.last_gtid = gtid
         self.gtid_conn = conn if gtid is None else None
