@@ -408,6 +408,72 @@ def test_timed_out_wait_drops_the_stale_answer(delayed: Lab, tmp_path: Path) -> 
     assert waits_after > waits  # at least one wait went ahead of its read, and timed out
 
 
+def _ryw_counts(proxy: LabProxy) -> tuple[float, float, float]:
+    """read_your_writes: waits caught up, waits timed out, reads sent to the writer."""
+    return (
+        _metric(proxy, 'pyproxy_gtid_waits_total{outcome="caught_up"}'),
+        _metric(proxy, 'pyproxy_gtid_waits_total{outcome="timed_out"}'),
+        _metric(proxy, "pyproxy_consistency_reads_to_writer_total"),
+    )
+
+
+def test_read_your_writes_waits_with_the_read(delayed: Lab, tmp_path: Path) -> None:
+    """read_your_writes sends its GTID wait and the read in one write too: a read right after
+    the session's write, on a replica that has it but not yet the monitor's word of it, is
+    answered by the replica after the wait; when the wait times out (replica1 cannot apply
+    the update, replica2 applies it a second late) the replica's answer (2 MB, stale) is
+    dropped and the writer answers: text queries and prepared statements."""
+    routing = {"consistency": "read_your_writes", "read_your_writes_wait_ms": 100}
+    with lab_proxy(delayed, tmp_path, routing=routing, health=LAG) as proxy:
+        table = _big_table(proxy, delayed)
+        _wait_applied(delayed, proxy, table)  # a replica known to lag is not waited for
+        a = _pymysql(proxy.endpoint())
+        caught, timed_out, to_writer = _ryw_counts(proxy)
+        served = Counter[int]()
+        for i in range(1, 41):
+            a(f"UPDATE {table} SET v = %s WHERE id = 2", (i,))
+            (server_id, v), *_ = a(f"SELECT @@server_id, v FROM {table} WHERE id = 2", ())
+            assert v == i
+            served[server_id] += 1
+        caught_after = _ryw_counts(proxy)[0]
+        raw = RawClient(proxy.port)
+        raw.login(proxy.user, proxy.password, "demo_db")
+        # A write of its own first: read_your_writes does not cover a's CREATE TABLE, which
+        # replica2 applies a second late (the prepare might go there).
+        touch = f"UPDATE {table} SET v = -5 WHERE id = {BIG_ROWS}"
+        assert raw.request(Command.COM_QUERY, touch.encode()).error is None
+        stmt_id = raw.prepare(f"SELECT id, pad FROM {table} WHERE v > 0")
+        execute = stmt_id.to_bytes(4, "little") + b"\0\x01\0\0\0"  # no cursor, 1 iteration
+        lock = _RowLock(delayed, table)
+        try:
+            with PoliteClients(proxy, 2) as polite:
+                for i in range(1, 6):
+                    a(f"UPDATE {table} SET v = %s WHERE id = 1", (-i,))
+                    rows = a(f"SELECT id, v, pad FROM {table} ORDER BY id", ())
+                    assert len(rows) == BIG_ROWS
+                    assert rows[0][:2] == (1, -i)  # the writer's answer, never the replica's
+                    update = f"UPDATE {table} SET v = 1 WHERE id <= {i * 1000}"
+                    assert raw.request(Command.COM_QUERY, update.encode()).error is None
+                    got = raw.request(Command.COM_STMT_EXECUTE, execute)
+                    assert got.error is None and got.rows == i * 1000  # the writer's count
+        finally:
+            lock.release()
+        _, timed_out_after, to_writer_after = _ryw_counts(proxy)
+        a(f"DROP TABLE {table}", ())
+        assert not polite.errors, polite.errors
+        assert proxy.answers()
+    on_replicas = sum(served[i] for i in REPLICA_IDS)
+    print(
+        f"\nread_your_writes: 40 reads after the session's write: {dict(served)} by server id, "
+        f"{caught_after - caught:.0f} waits caught up; with the replica held back "
+        f"{timed_out_after - timed_out:.0f} waits timed out, "
+        f"{to_writer_after - to_writer:.0f} reads to the writer"
+    )
+    assert on_replicas > 0 and caught_after > caught  # replicas answered after a wait
+    assert to_writer_after - to_writer >= 10
+    assert timed_out_after > timed_out  # a wait went ahead of its read, and timed out
+
+
 def test_replica_connection_killed_during_the_wait(delayed: Lab, tmp_path: Path) -> None:
     """The replica's connection is killed while the GTID wait sent ahead of a read runs: the
     read runs again elsewhere and its client gets the right answer, never an error or a stale
@@ -449,15 +515,23 @@ def test_replica_connection_killed_during_the_wait(delayed: Lab, tmp_path: Path)
     assert killed
 
 
-def test_kill_and_timeout_during_the_wait_are_errors(delayed: Lab, tmp_path: Path) -> None:
+# The levels whose wait goes with the read in one round trip, and their wait's setting.
+GATED = {"causal": "causal_wait_ms", "read_your_writes": "read_your_writes_wait_ms"}
+
+
+@pytest.mark.parametrize("level", list(GATED))
+def test_kill_and_timeout_during_the_wait_are_errors(
+    delayed: Lab, tmp_path: Path, level: str
+) -> None:
     """A read waiting for its replica to catch up is KILLed (routing.query_timeout_ms, or a
     KILL QUERY from another connection): its client gets ERROR 1317, as from the server, and
-    the read does not run again on the writer."""
-    routing = {"consistency": "causal", "causal_wait_ms": 8000, "query_timeout_ms": 1200}
+    the read does not run again on the writer. causal: A wrote, B reads; read_your_writes:
+    B reads its own write."""
+    routing = {"consistency": level, GATED[level]: 8000, "query_timeout_ms": 1200}
     with lab_proxy(delayed, tmp_path, routing=routing, health=LAG) as proxy:
         table = _big_table(proxy, delayed)
-        a = _pymysql(proxy.endpoint())
         b = proxy.endpoint().connect()
+        a = _pymysql(proxy.endpoint()) if level == "causal" else _on(b)
         killer = proxy.endpoint().connect()
         outcomes: list[str] = []
         for how in ("query_timeout_ms", "KILL QUERY"):
@@ -486,11 +560,22 @@ def test_kill_and_timeout_during_the_wait_are_errors(delayed: Lab, tmp_path: Pat
             with b.cursor() as cur:  # the session goes on
                 cur.execute("SELECT 1")
                 assert cur.fetchone() == (1,)
+        a(f"DROP TABLE {table}", ())
         b.close()
         killer.close()
-        a(f"DROP TABLE {table}", ())
         assert proxy.answers()
-    print(f"\nkilled while waiting: {outcomes}")
+    print(f"\n{level}, killed while waiting: {outcomes}")
+
+
+def _on(conn: pymysql.Connection) -> Execute:
+    """Statements on an existing PyMySQL connection, as _pymysql's."""
+
+    def execute(sql: str, args: tuple[Any, ...]) -> list[Row]:
+        with conn.cursor() as cur:
+            cur.execute(sql, args or None)
+            return [tuple(r) for r in cur.fetchall()]
+
+    return execute
 
 
 def _wait_applied(lab: Lab, proxy: LabProxy, table: str) -> None:
