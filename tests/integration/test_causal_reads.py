@@ -3,6 +3,7 @@ a lab whose replica2 applies everything late; also across two real pyproxy proce
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import random
@@ -15,6 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncmy
+import asyncmy.errors
 import mysql.connector
 import pymysql
 import pytest
@@ -93,16 +96,57 @@ def _connector(ep: Endpoint) -> Execute:
     return execute
 
 
+def _connector_prepared(ep: Endpoint) -> Execute:
+    """mysql-connector's prepared cursor (COM_STMT_PREPARE/EXECUTE); BEGIN and COMMIT as text."""
+    conn = ep.connector()
+    prepared, text = conn.cursor(prepared=True), conn.cursor()
+
+    def execute(sql: str, args: tuple[Any, ...]) -> list[Row]:
+        assert conn.is_connected()  # (also keeps the connection referenced: cursors don't)
+        cur = text if sql in ("BEGIN", "COMMIT") else prepared
+        cur.execute(sql.replace("%s", "?") if cur is prepared else sql, args or ())
+        return [tuple(r) for r in cur.fetchall()] if cur.with_rows else []
+
+    return execute
+
+
+def _asyncmy(ep: Endpoint) -> Execute:
+    """asyncmy, on an event loop of this connection's own."""
+    loop = asyncio.new_event_loop()
+    conn = loop.run_until_complete(
+        asyncmy.connect(
+            host=ep.host,
+            port=ep.port,
+            user=ep.user,
+            password=ep.password,
+            database=ep.database,
+            autocommit=True,
+        )
+    )
+
+    async def run(sql: str, args: tuple[Any, ...]) -> list[Row]:
+        async with conn.cursor() as cur:
+            await cur.execute(sql, args or None)
+            return [tuple(r) for r in await cur.fetchall()]
+
+    def execute(sql: str, args: tuple[Any, ...]) -> list[Row]:
+        return loop.run_until_complete(run(sql, args))
+
+    return execute
+
+
 CLIENTS: dict[str, Callable[[Endpoint], Execute]] = {
     "PyMySQL": _pymysql,
     "mysql-connector": _connector,
+    "mysql-connector (prepared)": _connector_prepared,
+    "asyncmy": _asyncmy,
 }
 
 
 def _read(b: Execute, sql: str, args: tuple[Any, ...] = ()) -> list[Row] | None:
     try:
         return b(sql, args)
-    except (pymysql.err.ProgrammingError, mysql.connector.Error):
+    except (pymysql.err.ProgrammingError, mysql.connector.Error, asyncmy.errors.ProgrammingError):
         return None  # e.g. 1146 "table doesn't exist" on a replica that is behind: stale
 
 
@@ -205,8 +249,9 @@ def test_b_reads_what_a_wrote_script_clients(
 
 
 def _pool_loop(ep: Endpoint, iterations: int) -> int:
-    """8 threads share a pool of 8 connections: each write on one taken from the pool, the
-    read on whichever the pool gives next (as a web application's requests do)."""
+    """8 threads share a pool of 8 connections: each write (INSERT, UPDATE, DELETE, a
+    transaction, CREATE TABLE) on one taken from the pool, the read on whichever the pool
+    gives next (as a web application's requests do); the stale reads."""
     pool: queue.Queue[Execute] = queue.Queue()
     for _ in range(8):
         pool.put(_pymysql(ep))
@@ -219,17 +264,44 @@ def _pool_loop(ep: Endpoint, iterations: int) -> int:
 
     def worker(index: int) -> None:
         rng = random.Random(index)
+
+        def write(*sqls: tuple[str, tuple[Any, ...]]) -> None:
+            conn = pool.get()
+            for sql, args in sqls:  # several: one transaction on one connection
+                conn(sql, args)
+            pool.put(conn)
+            time.sleep(rng.uniform(0, 0.001))  # give the pool a chance to reorder
+
+        def check(kind: str, sql: str, args: tuple[Any, ...], want: list[Row]) -> None:
+            conn = pool.get()
+            got = _read(conn, sql, args)
+            pool.put(conn)
+            stale[kind] += got != want
+
+        select = f"SELECT v FROM {table} WHERE id = %s"
         try:
             for i in range(iterations // 8):
                 key = index * 1_000_000 + i
-                conn = pool.get()
-                conn(f"INSERT INTO {table} (id, v) VALUES (%s, %s)", (key, i))
-                pool.put(conn)
-                time.sleep(rng.uniform(0, 0.001))  # give the pool a chance to reorder
-                conn = pool.get()
-                got = _read(conn, f"SELECT v FROM {table} WHERE id = %s", (key,))
-                pool.put(conn)
-                stale["insert"] += got != [(i,)]
+                write((f"INSERT INTO {table} (id, v) VALUES (%s, %s)", (key, i)))
+                check("insert", select, (key,), [(i,)])
+                if i % 2:
+                    write((f"UPDATE {table} SET v = v + 1 WHERE id = %s", (key,)))
+                    check("update", select, (key,), [(i + 1,)])
+                    write((f"DELETE FROM {table} WHERE id = %s", (key,)))
+                    check("delete", select, (key,), [])
+                if i % 10 == 0:
+                    write(
+                        ("BEGIN", ()),
+                        (f"INSERT INTO {table} (id, v) VALUES (%s, 7)", (-key - 1,)),
+                        (f"UPDATE {table} SET v = 8 WHERE id = %s", (-key - 1,)),
+                        ("COMMIT", ()),
+                    )
+                    check("transaction", select, (-key - 1,), [(8,)])
+                if i % 50 == 0:
+                    other = f"{table}_{index}_{i}"
+                    write((f"CREATE TABLE {other} (id INT)", ()))
+                    check("create table", f"SELECT COUNT(*) FROM {other}", (), [(0,)])
+                    write((f"DROP TABLE {other}", ()))
         except BaseException as exc:  # reported by the test, not lost in the thread
             errors.append(exc)
 
@@ -241,12 +313,13 @@ def _pool_loop(ep: Endpoint, iterations: int) -> int:
     setup = pool.get()
     setup(f"DROP TABLE {table}", ())
     assert not errors, errors
+    print(f" stale by write: {dict(stale)}")
     return sum(stale.values())
 
 
 def test_pool_of_8_shared_by_8_threads(causal: ProxyThread) -> None:
     stale = _pool_loop(_ep(causal), ITERATIONS * 4)
-    print(f"\ncausal, pool of 8 / 8 threads: {ITERATIONS * 4} pairs, stale {stale}")
+    print(f"\ncausal, pool of 8 / 8 threads: {ITERATIONS * 4} iterations, stale {stale}")
     assert stale == 0
 
 
@@ -283,7 +356,7 @@ def test_read_your_writes_is_not_enough_across_connections(delayed: Lab) -> None
         thread.stop()
     print(
         f"\nread_your_writes: A/B {ITERATIONS} iterations, stale {stale}; "
-        f"pool of 8: {ITERATIONS * 4} pairs, stale {pooled}"
+        f"pool of 8: {ITERATIONS * 4} iterations, stale {pooled}"
     )
 
 
@@ -345,6 +418,29 @@ def test_two_pyproxy_processes_causal_global(delayed: Lab, tmp_path: Path) -> No
         line for line in metrics.splitlines() if line.startswith("pyproxy_causal_reads_total")
     ]
     print(f"\ncausal_global, two processes: {ITERATIONS} iterations, stale {stale}; {outcomes}")
+    assert stale == 0
+
+
+def test_a_and_b_in_two_worker_processes(delayed: Lab, tmp_path: Path) -> None:
+    """One pyproxy with two worker processes: A's session in one worker, B's in the other
+    (found by session id in stats_mysql_processlist): the high-water mark is shared, so B
+    reads what A wrote, 0 stale with causal."""
+    with lab_proxy(
+        delayed, tmp_path, workers=2, routing={"consistency": "causal"}, health=LAG
+    ) as proxy:
+        conns = [proxy.endpoint().connect() for _ in range(16)]
+        rows = proxy.admin_rows("SELECT SessionID, ThreadID FROM stats_mysql_processlist")
+        worker = {int(r["SessionID"]): int(r["ThreadID"]) for r in rows}
+        by_worker: dict[int, pymysql.Connection] = {}
+        for conn in conns:
+            by_worker.setdefault(worker[conn.thread_id()], conn)
+        assert len(by_worker) == 2, worker  # 16 connections landed on both workers
+        a, b = (_on(by_worker[w]) for w in sorted(by_worker))
+        stale = _ab_loop(a, b, ITERATIONS)
+        assert proxy.answers()
+        for conn in conns:
+            conn.close()
+    print(f"\ncausal, A and B in two worker processes: {ITERATIONS} iterations, stale {stale}")
     assert stale == 0
 
 
