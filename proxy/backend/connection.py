@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from proxy.authio import drive_auth
-from proxy.backend.sync import SessionState, Step, StepKind
+from proxy.backend.sync import SessionState, Step, StepKind, gtid_tracking_sql
 from proxy.protocol.auth import (
     DEFAULT_CLIENT_CAPABILITIES,
     AuthAction,
@@ -425,6 +425,15 @@ class BackendConnection(asyncio.Protocol):
         self._collation = collation
         self.session = SessionState(schema=database, collation=collation)
         self._set_state(ConnState.IDLE)
+        await self._track_gtids()
+
+    async def _track_gtids(self) -> None:
+        """Ask the server to put each commit's GTID in its OK packets (gtid_tracking_sql). A
+        server that refuses (one without GTIDs) only leaves the GTID to be learnt the slow way
+        (the writer's position), so its error is not the client's."""
+        sql = gtid_tracking_sql(self.mariadb, bool(self.caps & Capability.CLIENT_SESSION_TRACK))
+        if sql is not None:
+            await self.query(sql)
 
     # -- commands ------------------------------------------------------------------------------
     def relay(self, command: bytes, scanner: ResponseScanner, sink: Sink) -> asyncio.Future[None]:
@@ -538,6 +547,8 @@ class BackendConnection(asyncio.Protocol):
                     multi_statements=self.session.multi_statements,
                     collation=-1,
                 )
+                if sc.error is None:
+                    await self._track_gtids()  # the reset put session_track_gtids back
             elif step.kind is StepKind.INIT_DB:
                 sc = await self.run(
                     build_command(Command.COM_INIT_DB, step.arg.encode()),

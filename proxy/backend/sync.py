@@ -30,6 +30,17 @@ def set_names_sql(collation_id: int, mariadb: bool) -> str:
     return f"SET NAMES {charset} COLLATE {collation}"
 
 
+def gtid_tracking_sql(mariadb: bool, session_track: bool) -> str | None:
+    """What a fresh (or reset) backend connection is asked so that its OK packets carry each
+    commit's GTID (causal reads and read-your-writes learn it there instead of asking the
+    writer): MySQL tracks GTIDs only when asked, per session (SESSION_TRACK_GTIDS entries).
+    MariaDB's last_gtid comes with the server's session_track_system_variables; nothing to
+    ask. Without CLIENT_SESSION_TRACK the OK packets carry no tracking at all."""
+    if mariadb or not session_track:
+        return None
+    return "SET SESSION session_track_gtids = OWN_GTID"
+
+
 # sql_mode set to a plain string, the only value read here: `SET sql_mode = 'A,B'`.
 _SQL_MODE = re.compile(r"""\bsql_mode\s*:?=\s*(['"])([\w,\s]*)\1\s*(?:,|;|$)""", re.IGNORECASE)
 

@@ -201,8 +201,8 @@ async def com_stmt_execute(session: Session, packet: Packet) -> bool:
     flags = packet.payload[5] if len(packet.payload) > 5 else 0
     cursor = bool(flags & _CURSOR_FLAGS)
     if cs.pinned_conn is None:
-        # A causal wait chosen here goes just ahead of the execute (not with a cursor: its
-        # rows come later), unless the statement must be prepared there first.
+        # A GTID wait chosen here (causal, read-your-writes) goes just ahead of the execute
+        # (not with a cursor: its rows come later), unless it must be prepared there first.
         target = session.route(cs.stmt, cs.override) or await session.route_wait(
             cs.stmt, cs.override, gated=not cursor
         )

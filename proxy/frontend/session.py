@@ -107,12 +107,14 @@ class Pins:
 
 @dataclass
 class GtidGate:
-    """A bounded GTID wait that causal routing chose for a read on a replica: forward()
+    """A bounded GTID wait that routing (causal, read-your-writes) chose for a read on a
+    replica: forward()
     sends it just ahead of the read on the same connection, in one round trip, and relays the
     read's response only when the wait says the replica caught up."""
 
     server: str
     gtid: str
+    causal: bool  # counted as a causal read's outcome, else as a read-your-writes wait
     caught_up: bool | None = None  # the wait's answer, once it came
     interrupted: bool = False  # the wait was KILLed (KILL QUERY, query_timeout_ms)
     started: float = 0.0  # perf_counter() when the wait was sent
@@ -498,10 +500,11 @@ class Session:
         Returns the finished scanner, or None when the client already got an error. A text
         statement (stmt given) outside a transaction and pins runs again elsewhere, once,
         when the first try failed in a way that is safe to retry (_RETRY from _connect,
-        _lost_mid_statement or _answered): nothing ran, nothing reached the client. A causal
-        read for which route_wait chose a GTID wait (self._gate) has the wait sent just ahead
-        of it (_relay_gated); when the replica did not catch up, the read goes to the writer
-        (resend gives the connection and command for it when packet is bound to conn).
+        _lost_mid_statement or _answered): nothing ran, nothing reached the client. A read
+        (causal, read-your-writes) for which route_wait chose a GTID wait (self._gate) has
+        the wait sent just ahead of it (_relay_gated); when the replica did not catch up, the
+        read goes to the writer (resend gives the connection and command for it when packet
+        is bound to conn).
         """
         retry = stmt if stmt is not None and not self.pins and not self._in_transaction() else None
         while True:
@@ -596,7 +599,7 @@ class Session:
         """The read with its GTID wait just ahead, in one write: the server runs the read
         once the wait returned. Caught up: the read's response goes to sink as usual; else it
         is scanned and dropped (it may be stale), and forward() sends the read to the writer."""
-        wait_ms = self.server.config.routing.causal_wait_ms
+        wait_ms = self._gate_wait_ms(gate)
         sql = wait_query(gate.gtid, wait_ms, conn.mariadb)
         gate.started = time.perf_counter()
 
@@ -628,10 +631,9 @@ class Session:
         if gate is None or gate.server != target.name:
             return target
         metrics = self.server.metrics
-        wait_ms = self.server.config.routing.causal_wait_ms
-        reached = await self._wait_for_gtid(target, gate.gtid, wait_ms, metrics.causal_wait_seconds)
-        outcome = Outcome.REPLICA_AFTER_WAIT if reached else Outcome.WRITER_FALLBACK
-        metrics.causal_reads[outcome.value] += 1
+        waited = metrics.causal_wait_seconds if gate.causal else metrics.gtid_wait_seconds
+        reached = await self._wait_for_gtid(target, gate.gtid, self._gate_wait_ms(gate), waited)
+        self._count_gate(gate, reached)
         if reached:
             return target
         writer = self.server.writer()
@@ -639,13 +641,28 @@ class Session:
             self.send_error(ErrorCode.CR_CONN_HOST_ERROR, _NO_CAUSAL_SERVER)
         return writer
 
+    def _gate_wait_ms(self, gate: GtidGate) -> int:
+        routing = self.server.config.routing
+        return routing.causal_wait_ms if gate.causal else routing.read_your_writes_wait_ms
+
+    def _count_gate(self, gate: GtidGate, reached: bool) -> None:
+        """A gated read's outcome, in its level's metrics."""
+        metrics = self.server.metrics
+        if gate.causal:
+            outcome = Outcome.REPLICA_AFTER_WAIT if reached else Outcome.WRITER_FALLBACK
+            metrics.causal_reads[outcome.value] += 1
+            return
+        metrics.gtid_waits["caught_up" if reached else "timed_out"] += 1
+        if not reached:
+            metrics.consistency_reads_to_writer += 1
+
     def _gate_answered(self, target: ServerState, gate: GtidGate) -> None:
         """Count a gated read's outcome; a MariaDB position reached is learnt (later reads
         find the replica fresh without a wait)."""
         metrics = self.server.metrics
-        metrics.causal_wait_seconds.observe(gate.waited_s)
-        outcome = Outcome.REPLICA_AFTER_WAIT if gate.caught_up else Outcome.WRITER_FALLBACK
-        metrics.causal_reads[outcome.value] += 1
+        waited = metrics.causal_wait_seconds if gate.causal else metrics.gtid_wait_seconds
+        waited.observe(gate.waited_s)
+        self._count_gate(gate, bool(gate.caught_up))
         if gate.caught_up and gtid_is_mariadb(gate.gtid):
             self.server.topology.apply(GtidAdvanced(target.name, gate.gtid))
 
@@ -874,7 +891,7 @@ class Session:
         failover_hold_ms until one is elected) and checking a replica has the session's
         writes. None: no server can take it, and the client got the error (unless silent:
         for commands that get no response). exclude: a server that just failed it. gated: the
-        caller sends the statement with forward(), which runs a causal wait chosen here just
+        caller sends the statement with forward(), which runs a GTID wait chosen here just
         ahead of it (one round trip) instead of here."""
         target, self._routed = self._routed, None
         if target is None or target.name == exclude:
@@ -903,7 +920,7 @@ class Session:
                 if causal is None and not silent:
                     self.send_error(ErrorCode.CR_CONN_HOST_ERROR, _NO_CAUSAL_SERVER)
                 return causal
-            target = await self._fresh_target(target, stmt)
+            target = await self._fresh_target(target, stmt, gated)
         return target
 
     def _choose(self, stmt: Classification, override: str | None) -> ServerState | None:
@@ -952,12 +969,28 @@ class Session:
             return True
         return level == "causal_global" or bool(self.last_gtid or self.read_floor)
 
-    async def _fresh_target(self, first: ServerState, stmt: Classification) -> ServerState:
-        """The chosen replica if it has what the session must see, else another replica that
-        has, else the writer."""
+    async def _fresh_target(
+        self, first: ServerState, stmt: Classification, gated: bool
+    ) -> ServerState:
+        """Read-your-writes: the chosen replica if it has what the session must see, else
+        another replica that has, else one not known to lag after a bounded wait there,
+        else the writer. gated: the wait is left to forward() (self._gate), just ahead of the
+        read in one round trip; it counts the outcome and sends the read to the writer if
+        the replica did not catch up."""
+        need = self._must_see(stmt)
+        if need is None:
+            return first
         candidates = [first] + [r for r in self.server.router.readers() if r is not first]
         for replica in candidates:
-            if await self._fresh_enough(replica, stmt):
+            if gtid_contains(replica.gtid_position, need):
+                return replica
+        for replica in candidates:
+            if replica.lag_s:
+                continue  # a replica known to lag is not worth a wait
+            if gated:
+                self._gate = GtidGate(replica.name, need, causal=False)
+                return replica
+            if await self._waited_for(replica, need):
                 return replica
         writer = self.server.writer()
         if writer is None:
@@ -996,7 +1029,7 @@ class Session:
         elif decision.wait_on is not None and want is not None:
             replica = server.cluster.server(decision.wait_on)
             if gated:
-                self._gate = GtidGate(replica.name, wait_gtid(want))
+                self._gate = GtidGate(replica.name, wait_gtid(want), causal=True)
                 return replica
             routing = server.config.routing
             waited = server.metrics.causal_wait_seconds
@@ -1028,11 +1061,13 @@ class Session:
             and conn.caps & Capability.CLIENT_SESSION_TRACK
         ):
             with contextlib.suppress(ProtocolError):
-                gtid = parse_ok(scanner.ok_payload, conn.caps).system_variables.get("last_gtid")
+                gtid = parse_ok(scanner.ok_payload, conn.caps).committed_gtid
         if gtid:
             self.server.watermark.advance(commit_mark(gtid))
         elif self.user is not None:
-            # Not in the OK (no session tracking of last_gtid): until the writer's position,
+            # Not in the OK (not tracked: MariaDB without last_gtid in
+            # session_track_system_variables, a client without CLIENT_SESSION_TRACK): until
+            # the writer's position,
             # which holds this commit, is learnt, causal reads ask the writer for it.
             self.server.learn_commit_soon(Asker(self.user, self.caps, self.state.collation))
 
@@ -1148,8 +1183,7 @@ class Session:
             and (conn.caps & Capability.CLIENT_SESSION_TRACK)
         ):
             with contextlib.suppress(ProtocolError):
-                tracked = parse_ok(scanner.ok_payload, conn.caps).system_variables
-                gtid = tracked.get("last_gtid") or None
+                gtid = parse_ok(scanner.ok_payload, conn.caps).committed_gtid
         # Unknown: reads go to the writer until a GTID is known again (the safe side).
         self.last_gtid = gtid
         self.gtid_conn = conn if gtid is None else None
@@ -1186,26 +1220,23 @@ class Session:
             or self.server.snapshot.config.routing.consistency
         )
 
-    async def _fresh_enough(self, target: ServerState, stmt: Classification) -> bool:
-        """May this replica serve the session's read? It must have applied the session's last
-        write (read-your-writes) and, with monotonic_reads, what it read before."""
-        need = []
-        if self.last_gtid and self.consistency(stmt) == "read_your_writes":
-            need.append(self.last_gtid)
-        if self.read_floor and self.server.config.routing.monotonic_reads:
-            need.append(self.read_floor)
-        for gtid in need:
-            if gtid_contains(target.gtid_position, gtid):
-                continue
-            if target.lag_s:
-                return False  # a replica known to lag is not worth a wait
-            metrics = self.server.metrics
-            wait_ms = self.server.config.routing.read_your_writes_wait_ms
-            reached = await self._wait_for_gtid(target, gtid, wait_ms, metrics.gtid_wait_seconds)
-            metrics.gtid_waits["caught_up" if reached else "timed_out"] += 1
-            if not reached:
-                return False
-        return True
+    def _must_see(self, stmt: Classification) -> str | None:
+        """What a replica must have applied to serve the session's read: its last write
+        (read-your-writes) and, with monotonic_reads, what it read before (MariaDB: one
+        position for both); None: nothing."""
+        last = self.last_gtid if self.consistency(stmt) == "read_your_writes" else None
+        floor = self.read_floor if self.server.config.routing.monotonic_reads else None
+        if last and floor:
+            return merge_mariadb(last, floor)  # read_floor is MariaDB-only, so is the cluster
+        return last or floor
+
+    async def _waited_for(self, target: ServerState, gtid: str) -> bool:
+        """A bounded read-your-writes wait on target for gtid, on its own (not gated)."""
+        metrics = self.server.metrics
+        wait_ms = self.server.config.routing.read_your_writes_wait_ms
+        reached = await self._wait_for_gtid(target, gtid, wait_ms, metrics.gtid_wait_seconds)
+        metrics.gtid_waits["caught_up" if reached else "timed_out"] += 1
+        return reached
 
     async def _wait_for_gtid(
         self, target: ServerState, gtid: str, wait_ms: int, waited: Histogram
@@ -1360,8 +1391,8 @@ _RETRY = _Retry.RETRY
 _FALLBACK = _Retry.FALLBACK
 
 _NO_CAUSAL_SERVER = (
-    "pyproxy: no writer is available and no replica has every acknowledged write "
-    "(causal consistency)"
+    "pyproxy: no writer is available and no replica has every write this read must see "
+    "(causal or read-your-writes consistency)"
 )
 
 

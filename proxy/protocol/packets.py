@@ -398,6 +398,20 @@ class OkPacket:
         }
 
     @property
+    def committed_gtid(self) -> str | None:
+        """The GTID(s) the statement committed, as the server tracks them: MariaDB's
+        last_gtid system variable (session_track_system_variables=...,last_gtid), or MySQL's
+        SESSION_TRACK_GTIDS entry (session_track_gtids=OWN_GTID: a GTID set such as
+        'uuid:23', several transactions' when one request committed more)."""
+        for change in self.session_state:
+            if change.value and (
+                change.kind == SessionTrackType.GTIDS
+                or (change.kind == SessionTrackType.SYSTEM_VARIABLES and change.name == "last_gtid")
+            ):
+                return change.value
+        return None
+
+    @property
     def schema(self) -> str | None:
         """New default schema, if the statement changed it."""
         for change in self.session_state:
@@ -431,8 +445,11 @@ def _decode_session_entry(kind: int, data: bytes, out: list[SessionStateChange])
             value, pos = read_lenenc_bytes(data, pos)
             out.append(SessionStateChange(kind, decode_text(value), decode_text(name)))
     elif kind == SessionTrackType.GTIDS:
-        # First byte is the encoding specification (0 = plain GTID set text).
-        value, _ = read_lenenc_bytes(data, 1)
+        # An encoding specification (a length-encoded int), then the data: spec 0, the only
+        # one MySQL defines, is the GTID set as a length-encoded string. Another spec's
+        # data is not understood: an empty value (the GTID counts as not reported).
+        spec, pos = read_lenenc_int(data, 0)
+        value = read_lenenc_bytes(data, pos)[0] if spec == 0 else b""
         out.append(SessionStateChange(kind, decode_text(value)))
     elif kind in (
         SessionTrackType.SCHEMA,

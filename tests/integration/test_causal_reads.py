@@ -3,6 +3,7 @@ a lab whose replica2 applies everything late; also across two real pyproxy proce
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import random
@@ -15,6 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncmy
+import asyncmy.errors
 import mysql.connector
 import pymysql
 import pytest
@@ -93,16 +96,57 @@ def _connector(ep: Endpoint) -> Execute:
     return execute
 
 
+def _connector_prepared(ep: Endpoint) -> Execute:
+    """mysql-connector's prepared cursor (COM_STMT_PREPARE/EXECUTE); BEGIN and COMMIT as text."""
+    conn = ep.connector()
+    prepared, text = conn.cursor(prepared=True), conn.cursor()
+
+    def execute(sql: str, args: tuple[Any, ...]) -> list[Row]:
+        assert conn.is_connected()  # (also keeps the connection referenced: cursors don't)
+        cur = text if sql in ("BEGIN", "COMMIT") else prepared
+        cur.execute(sql.replace("%s", "?") if cur is prepared else sql, args or ())
+        return [tuple(r) for r in cur.fetchall()] if cur.with_rows else []
+
+    return execute
+
+
+def _asyncmy(ep: Endpoint) -> Execute:
+    """asyncmy, on an event loop of this connection's own."""
+    loop = asyncio.new_event_loop()
+    conn = loop.run_until_complete(
+        asyncmy.connect(
+            host=ep.host,
+            port=ep.port,
+            user=ep.user,
+            password=ep.password,
+            database=ep.database,
+            autocommit=True,
+        )
+    )
+
+    async def run(sql: str, args: tuple[Any, ...]) -> list[Row]:
+        async with conn.cursor() as cur:
+            await cur.execute(sql, args or None)
+            return [tuple(r) for r in await cur.fetchall()]
+
+    def execute(sql: str, args: tuple[Any, ...]) -> list[Row]:
+        return loop.run_until_complete(run(sql, args))
+
+    return execute
+
+
 CLIENTS: dict[str, Callable[[Endpoint], Execute]] = {
     "PyMySQL": _pymysql,
     "mysql-connector": _connector,
+    "mysql-connector (prepared)": _connector_prepared,
+    "asyncmy": _asyncmy,
 }
 
 
 def _read(b: Execute, sql: str, args: tuple[Any, ...] = ()) -> list[Row] | None:
     try:
         return b(sql, args)
-    except (pymysql.err.ProgrammingError, mysql.connector.Error):
+    except (pymysql.err.ProgrammingError, mysql.connector.Error, asyncmy.errors.ProgrammingError):
         return None  # e.g. 1146 "table doesn't exist" on a replica that is behind: stale
 
 
@@ -155,14 +199,33 @@ SCRIPTS = {
     "Node mysql2 (query)": (["node", str(HERE / "node" / "causal.js")], ["query"]),
     "Node mysql2 (execute)": (["node", str(HERE / "node" / "causal.js")], ["execute"]),
     "PHP PDO": (["php", str(HERE / "causal.php")], ["pdo"]),
+    "PHP PDO (server prepares)": (["php", str(HERE / "causal.php")], ["pdo-server"]),
     "PHP mysqli (prepared)": (["php", str(HERE / "causal.php")], ["mysqli"]),
     "Perl DBD::MariaDB": (["perl", str(HERE / "causal.pl")], []),
+    "Perl DBD::MariaDB (server prepares)": (["perl", str(HERE / "causal.pl")], ["server"]),
     "JDBC Connector/J": (["java", "-cp", str(CONNECTOR_J), str(HERE / "Causal.java")], []),
+    "JDBC Connector/J (server prepares)": (
+        ["java", "-cp", str(CONNECTOR_J), str(HERE / "Causal.java")],
+        ["server"],
+    ),
 }
+NODES = ("master1", "master2", "replica1", "replica2")
+
+
+def _stmt_executes(lab: Lab) -> int:
+    """COM_STMT_EXECUTEs the lab's servers ran (pyproxy's own queries are all text)."""
+    return sum(
+        int(root_rows(lab, node, "SHOW GLOBAL STATUS LIKE 'Com_stmt_execute'")[0][1])
+        for node in NODES
+    )
 
 
 @pytest.mark.parametrize("client", list(SCRIPTS))
-def test_b_reads_what_a_wrote_script_clients(causal: ProxyThread, client: str) -> None:
+def test_b_reads_what_a_wrote_script_clients(
+    causal: ProxyThread, delayed: Lab, client: str
+) -> None:
+    """Each library in its own language; those that can, in text mode and with server-side
+    prepared statements (which the servers' Com_stmt_execute counts prove)."""
     prefix, extra = SCRIPTS[client]
     tool = require_tool(prefix[0])
     if client.startswith("JDBC"):
@@ -171,19 +234,24 @@ def test_b_reads_what_a_wrote_script_clients(causal: ProxyThread, client: str) -
         require_path(HERE / "node" / "node_modules" / "mysql2", "mysql2 (make node-deps)")
     ep = _ep(causal)
     table = f"causal_{uuid.uuid4().hex[:8]}"
+    executes = _stmt_executes(delayed)
     try:
         out = run_json(
             [tool, *prefix[1:], table, str(ITERATIONS), *extra], timeout=600, env=client_env(ep)
         )
     finally:
         drop_tables(ep, [table])
-    print(f"\ncausal, {client}: {out}; {_outcomes(causal)}")
+    executes = _stmt_executes(delayed) - executes
+    print(f"\ncausal, {client}: {out}; {executes} COM_STMT_EXECUTE; {_outcomes(causal)}")
     assert out == {"iterations": ITERATIONS, "stale": 0}
+    if "server prepares" in client:
+        assert executes >= 2 * ITERATIONS  # B's reads at least, as prepared statements
 
 
 def _pool_loop(ep: Endpoint, iterations: int) -> int:
-    """8 threads share a pool of 8 connections: each write on one taken from the pool, the
-    read on whichever the pool gives next (as a web application's requests do)."""
+    """8 threads share a pool of 8 connections: each write (INSERT, UPDATE, DELETE, a
+    transaction, CREATE TABLE) on one taken from the pool, the read on whichever the pool
+    gives next (as a web application's requests do); the stale reads."""
     pool: queue.Queue[Execute] = queue.Queue()
     for _ in range(8):
         pool.put(_pymysql(ep))
@@ -196,17 +264,44 @@ def _pool_loop(ep: Endpoint, iterations: int) -> int:
 
     def worker(index: int) -> None:
         rng = random.Random(index)
+
+        def write(*sqls: tuple[str, tuple[Any, ...]]) -> None:
+            conn = pool.get()
+            for sql, args in sqls:  # several: one transaction on one connection
+                conn(sql, args)
+            pool.put(conn)
+            time.sleep(rng.uniform(0, 0.001))  # give the pool a chance to reorder
+
+        def check(kind: str, sql: str, args: tuple[Any, ...], want: list[Row]) -> None:
+            conn = pool.get()
+            got = _read(conn, sql, args)
+            pool.put(conn)
+            stale[kind] += got != want
+
+        select = f"SELECT v FROM {table} WHERE id = %s"
         try:
             for i in range(iterations // 8):
                 key = index * 1_000_000 + i
-                conn = pool.get()
-                conn(f"INSERT INTO {table} (id, v) VALUES (%s, %s)", (key, i))
-                pool.put(conn)
-                time.sleep(rng.uniform(0, 0.001))  # give the pool a chance to reorder
-                conn = pool.get()
-                got = _read(conn, f"SELECT v FROM {table} WHERE id = %s", (key,))
-                pool.put(conn)
-                stale["insert"] += got != [(i,)]
+                write((f"INSERT INTO {table} (id, v) VALUES (%s, %s)", (key, i)))
+                check("insert", select, (key,), [(i,)])
+                if i % 2:
+                    write((f"UPDATE {table} SET v = v + 1 WHERE id = %s", (key,)))
+                    check("update", select, (key,), [(i + 1,)])
+                    write((f"DELETE FROM {table} WHERE id = %s", (key,)))
+                    check("delete", select, (key,), [])
+                if i % 10 == 0:
+                    write(
+                        ("BEGIN", ()),
+                        (f"INSERT INTO {table} (id, v) VALUES (%s, 7)", (-key - 1,)),
+                        (f"UPDATE {table} SET v = 8 WHERE id = %s", (-key - 1,)),
+                        ("COMMIT", ()),
+                    )
+                    check("transaction", select, (-key - 1,), [(8,)])
+                if i % 50 == 0:
+                    other = f"{table}_{index}_{i}"
+                    write((f"CREATE TABLE {other} (id INT)", ()))
+                    check("create table", f"SELECT COUNT(*) FROM {other}", (), [(0,)])
+                    write((f"DROP TABLE {other}", ()))
         except BaseException as exc:  # reported by the test, not lost in the thread
             errors.append(exc)
 
@@ -218,12 +313,13 @@ def _pool_loop(ep: Endpoint, iterations: int) -> int:
     setup = pool.get()
     setup(f"DROP TABLE {table}", ())
     assert not errors, errors
+    print(f" stale by write: {dict(stale)}")
     return sum(stale.values())
 
 
 def test_pool_of_8_shared_by_8_threads(causal: ProxyThread) -> None:
     stale = _pool_loop(_ep(causal), ITERATIONS * 4)
-    print(f"\ncausal, pool of 8 / 8 threads: {ITERATIONS * 4} pairs, stale {stale}")
+    print(f"\ncausal, pool of 8 / 8 threads: {ITERATIONS * 4} iterations, stale {stale}")
     assert stale == 0
 
 
@@ -260,7 +356,7 @@ def test_read_your_writes_is_not_enough_across_connections(delayed: Lab) -> None
         thread.stop()
     print(
         f"\nread_your_writes: A/B {ITERATIONS} iterations, stale {stale}; "
-        f"pool of 8: {ITERATIONS * 4} pairs, stale {pooled}"
+        f"pool of 8: {ITERATIONS * 4} iterations, stale {pooled}"
     )
 
 
@@ -322,6 +418,29 @@ def test_two_pyproxy_processes_causal_global(delayed: Lab, tmp_path: Path) -> No
         line for line in metrics.splitlines() if line.startswith("pyproxy_causal_reads_total")
     ]
     print(f"\ncausal_global, two processes: {ITERATIONS} iterations, stale {stale}; {outcomes}")
+    assert stale == 0
+
+
+def test_a_and_b_in_two_worker_processes(delayed: Lab, tmp_path: Path) -> None:
+    """One pyproxy with two worker processes: A's session in one worker, B's in the other
+    (found by session id in stats_mysql_processlist): the high-water mark is shared, so B
+    reads what A wrote, 0 stale with causal."""
+    with lab_proxy(
+        delayed, tmp_path, workers=2, routing={"consistency": "causal"}, health=LAG
+    ) as proxy:
+        conns = [proxy.endpoint().connect() for _ in range(16)]
+        rows = proxy.admin_rows("SELECT SessionID, ThreadID FROM stats_mysql_processlist")
+        worker = {int(r["SessionID"]): int(r["ThreadID"]) for r in rows}
+        by_worker: dict[int, pymysql.Connection] = {}
+        for conn in conns:
+            by_worker.setdefault(worker[conn.thread_id()], conn)
+        assert len(by_worker) == 2, worker  # 16 connections landed on both workers
+        a, b = (_on(by_worker[w]) for w in sorted(by_worker))
+        stale = _ab_loop(a, b, ITERATIONS)
+        assert proxy.answers()
+        for conn in conns:
+            conn.close()
+    print(f"\ncausal, A and B in two worker processes: {ITERATIONS} iterations, stale {stale}")
     assert stale == 0
 
 
@@ -408,6 +527,72 @@ def test_timed_out_wait_drops_the_stale_answer(delayed: Lab, tmp_path: Path) -> 
     assert waits_after > waits  # at least one wait went ahead of its read, and timed out
 
 
+def _ryw_counts(proxy: LabProxy) -> tuple[float, float, float]:
+    """read_your_writes: waits caught up, waits timed out, reads sent to the writer."""
+    return (
+        _metric(proxy, 'pyproxy_gtid_waits_total{outcome="caught_up"}'),
+        _metric(proxy, 'pyproxy_gtid_waits_total{outcome="timed_out"}'),
+        _metric(proxy, "pyproxy_consistency_reads_to_writer_total"),
+    )
+
+
+def test_read_your_writes_waits_with_the_read(delayed: Lab, tmp_path: Path) -> None:
+    """read_your_writes sends its GTID wait and the read in one write too: a read right after
+    the session's write, on a replica that has it but not yet the monitor's word of it, is
+    answered by the replica after the wait; when the wait times out (replica1 cannot apply
+    the update, replica2 applies it a second late) the replica's answer (2 MB, stale) is
+    dropped and the writer answers: text queries and prepared statements."""
+    routing = {"consistency": "read_your_writes", "read_your_writes_wait_ms": 100}
+    with lab_proxy(delayed, tmp_path, routing=routing, health=LAG) as proxy:
+        table = _big_table(proxy, delayed)
+        _wait_applied(delayed, proxy, table)  # a replica known to lag is not waited for
+        a = _pymysql(proxy.endpoint())
+        caught, timed_out, to_writer = _ryw_counts(proxy)
+        served = Counter[int]()
+        for i in range(1, 41):
+            a(f"UPDATE {table} SET v = %s WHERE id = 2", (i,))
+            (server_id, v), *_ = a(f"SELECT @@server_id, v FROM {table} WHERE id = 2", ())
+            assert v == i
+            served[server_id] += 1
+        caught_after = _ryw_counts(proxy)[0]
+        raw = RawClient(proxy.port)
+        raw.login(proxy.user, proxy.password, "demo_db")
+        # A write of its own first: read_your_writes does not cover a's CREATE TABLE, which
+        # replica2 applies a second late (the prepare might go there).
+        touch = f"UPDATE {table} SET v = -5 WHERE id = {BIG_ROWS}"
+        assert raw.request(Command.COM_QUERY, touch.encode()).error is None
+        stmt_id = raw.prepare(f"SELECT id, pad FROM {table} WHERE v > 0")
+        execute = stmt_id.to_bytes(4, "little") + b"\0\x01\0\0\0"  # no cursor, 1 iteration
+        lock = _RowLock(delayed, table)
+        try:
+            with PoliteClients(proxy, 2) as polite:
+                for i in range(1, 6):
+                    a(f"UPDATE {table} SET v = %s WHERE id = 1", (-i,))
+                    rows = a(f"SELECT id, v, pad FROM {table} ORDER BY id", ())
+                    assert len(rows) == BIG_ROWS
+                    assert rows[0][:2] == (1, -i)  # the writer's answer, never the replica's
+                    update = f"UPDATE {table} SET v = 1 WHERE id <= {i * 1000}"
+                    assert raw.request(Command.COM_QUERY, update.encode()).error is None
+                    got = raw.request(Command.COM_STMT_EXECUTE, execute)
+                    assert got.error is None and got.rows == i * 1000  # the writer's count
+        finally:
+            lock.release()
+        _, timed_out_after, to_writer_after = _ryw_counts(proxy)
+        a(f"DROP TABLE {table}", ())
+        assert not polite.errors, polite.errors
+        assert proxy.answers()
+    on_replicas = sum(served[i] for i in REPLICA_IDS)
+    print(
+        f"\nread_your_writes: 40 reads after the session's write: {dict(served)} by server id, "
+        f"{caught_after - caught:.0f} waits caught up; with the replica held back "
+        f"{timed_out_after - timed_out:.0f} waits timed out, "
+        f"{to_writer_after - to_writer:.0f} reads to the writer"
+    )
+    assert on_replicas > 0 and caught_after > caught  # replicas answered after a wait
+    assert to_writer_after - to_writer >= 10
+    assert timed_out_after > timed_out  # a wait went ahead of its read, and timed out
+
+
 def test_replica_connection_killed_during_the_wait(delayed: Lab, tmp_path: Path) -> None:
     """The replica's connection is killed while the GTID wait sent ahead of a read runs: the
     read runs again elsewhere and its client gets the right answer, never an error or a stale
@@ -449,15 +634,23 @@ def test_replica_connection_killed_during_the_wait(delayed: Lab, tmp_path: Path)
     assert killed
 
 
-def test_kill_and_timeout_during_the_wait_are_errors(delayed: Lab, tmp_path: Path) -> None:
+# The levels whose wait goes with the read in one round trip, and their wait's setting.
+GATED = {"causal": "causal_wait_ms", "read_your_writes": "read_your_writes_wait_ms"}
+
+
+@pytest.mark.parametrize("level", list(GATED))
+def test_kill_and_timeout_during_the_wait_are_errors(
+    delayed: Lab, tmp_path: Path, level: str
+) -> None:
     """A read waiting for its replica to catch up is KILLed (routing.query_timeout_ms, or a
     KILL QUERY from another connection): its client gets ERROR 1317, as from the server, and
-    the read does not run again on the writer."""
-    routing = {"consistency": "causal", "causal_wait_ms": 8000, "query_timeout_ms": 1200}
+    the read does not run again on the writer. causal: A wrote, B reads; read_your_writes:
+    B reads its own write."""
+    routing = {"consistency": level, GATED[level]: 8000, "query_timeout_ms": 1200}
     with lab_proxy(delayed, tmp_path, routing=routing, health=LAG) as proxy:
         table = _big_table(proxy, delayed)
-        a = _pymysql(proxy.endpoint())
         b = proxy.endpoint().connect()
+        a = _pymysql(proxy.endpoint()) if level == "causal" else _on(b)
         killer = proxy.endpoint().connect()
         outcomes: list[str] = []
         for how in ("query_timeout_ms", "KILL QUERY"):
@@ -486,11 +679,22 @@ def test_kill_and_timeout_during_the_wait_are_errors(delayed: Lab, tmp_path: Pat
             with b.cursor() as cur:  # the session goes on
                 cur.execute("SELECT 1")
                 assert cur.fetchone() == (1,)
+        a(f"DROP TABLE {table}", ())
         b.close()
         killer.close()
-        a(f"DROP TABLE {table}", ())
         assert proxy.answers()
-    print(f"\nkilled while waiting: {outcomes}")
+    print(f"\n{level}, killed while waiting: {outcomes}")
+
+
+def _on(conn: pymysql.Connection) -> Execute:
+    """Statements on an existing PyMySQL connection, as _pymysql's."""
+
+    def execute(sql: str, args: tuple[Any, ...]) -> list[Row]:
+        with conn.cursor() as cur:
+            cur.execute(sql, args or None)
+            return [tuple(r) for r in cur.fetchall()]
+
+    return execute
 
 
 def _wait_applied(lab: Lab, proxy: LabProxy, table: str) -> None:

@@ -1,6 +1,7 @@
-// Causal reads across connections over JDBC (MariaDB Connector/J, its default client-side
-// prepares): connection A writes (INSERT, UPDATE, DELETE, CREATE TABLE, a transaction),
-// connection B reads it at once. Prints {"iterations": n, "stale": n}.
+// Causal reads across connections over JDBC (MariaDB Connector/J: its default client-side
+// prepares, or server-side ones with a third argument "server", useServerPrepStmts=true):
+// connection A writes (INSERT, UPDATE, DELETE, CREATE TABLE, a transaction), connection B
+// reads it at once. Prints {"iterations": n, "stale": n}.
 import java.sql.*;
 
 public class Causal {
@@ -38,8 +39,10 @@ public class Causal {
     public static void main(String[] args) throws Exception {
         String table = args[0];
         int iterations = Integer.parseInt(args[1]);
-        String url = String.format("jdbc:mariadb://%s:%s/%s", System.getenv("PYPROXY_HOST"),
-            System.getenv("PYPROXY_PORT"), System.getenv("PYPROXY_DB"));
+        boolean server = args.length > 2 && args[2].equals("server");
+        String url = String.format("jdbc:mariadb://%s:%s/%s?useServerPrepStmts=%b",
+            System.getenv("PYPROXY_HOST"), System.getenv("PYPROXY_PORT"),
+            System.getenv("PYPROXY_DB"), server);
         String user = System.getenv("PYPROXY_USER"), password = System.getenv("PYPROXY_PASSWORD");
         a = DriverManager.getConnection(url, user, password);
         b = DriverManager.getConnection(url, user, password);

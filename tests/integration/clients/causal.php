@@ -1,6 +1,7 @@
 <?php
-// Causal reads across connections, with PDO (emulated prepares, its default: text protocol)
-// or mysqli (real prepared statements): connection A writes (INSERT, UPDATE, DELETE, CREATE
+// Causal reads across connections, with PDO (emulated prepares, its default: text protocol;
+// "pdo-server": ATTR_EMULATE_PREPARES=false, server-side prepared statements) or mysqli
+// (real prepared statements): connection A writes (INSERT, UPDATE, DELETE, CREATE
 // TABLE, a transaction), connection B reads it at once. Prints {"iterations": n, "stale": n}.
 declare(strict_types=1);
 [$_, $table, $iterations, $api] = $argv;
@@ -8,10 +9,11 @@ $iterations = (int) $iterations;
 [$host, $port, $user, $pass, $db] = [getenv('PYPROXY_HOST'), (int) getenv('PYPROXY_PORT'),
     getenv('PYPROXY_USER'), getenv('PYPROXY_PASSWORD'), getenv('PYPROXY_DB')];
 
-if ($api === 'pdo') {
-    $connect = function () use ($host, $port, $user, $pass, $db) {
+if ($api === 'pdo' || $api === 'pdo-server') {
+    $connect = function () use ($host, $port, $user, $pass, $db, $api) {
         return new PDO("mysql:host=$host;port=$port;dbname=$db", $user, $pass,
-            [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION]);
+            [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION,
+             PDO::ATTR_EMULATE_PREPARES => $api === 'pdo']);
     };
     [$a, $b] = [$connect(), $connect()];
     $write = function (string $sql, array $args = []) use ($a): void {

@@ -1,14 +1,16 @@
 #!/usr/bin/perl
-# Causal reads across connections with DBD::MariaDB (its default client-side placeholders):
+# Causal reads across connections with DBD::MariaDB (its default client-side placeholders,
+# or server-side prepared statements with a third argument "server": mariadb_server_prepare):
 # connection A writes (INSERT, UPDATE, DELETE, CREATE TABLE, a transaction), connection B
 # reads it at once. Prints {"iterations": n, "stale": n}.
 use strict;
 use warnings;
 use DBI;
 
-my ($table, $iterations) = @ARGV;
+my ($table, $iterations, $mode) = @ARGV;
 my $dsn = "DBI:MariaDB:database=$ENV{PYPROXY_DB};host=$ENV{PYPROXY_HOST};port=$ENV{PYPROXY_PORT}";
-my %attr = (RaiseError => 1, PrintError => 0, AutoCommit => 1);
+my %attr = (RaiseError => 1, PrintError => 0, AutoCommit => 1,
+            mariadb_server_prepare => (($mode // '') eq 'server' ? 1 : 0));
 my $wr = DBI->connect($dsn, $ENV{PYPROXY_USER}, $ENV{PYPROXY_PASSWORD}, \%attr);
 my $rd = DBI->connect($dsn, $ENV{PYPROXY_USER}, $ENV{PYPROXY_PASSWORD}, \%attr);
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.backend.sync import SessionState, Step, StepKind, set_names_sql, sync_steps
+from proxy.backend.sync import (
+    SessionState,
+    Step,
+    StepKind,
+    gtid_tracking_sql,
+    set_names_sql,
+    sync_steps,
+)
 
 
 @pytest.mark.parametrize(
@@ -125,3 +132,11 @@ def test_copy_is_independent() -> None:
     dup.variables["b"] = "SET @@b=2"
     assert state.variables == {"a": "SET @@a=1"}
     assert not dup.tainted  # a copy is the wanted state, never a leftover
+
+
+def test_gtid_tracking_asked_of_mysql_only() -> None:
+    # MySQL reports a commit's GTID only when the session asks; MariaDB's last_gtid tracking
+    # is the server's configuration; without CLIENT_SESSION_TRACK no OK carries tracking.
+    assert gtid_tracking_sql(False, True) == "SET SESSION session_track_gtids = OWN_GTID"
+    assert gtid_tracking_sql(True, True) is None
+    assert gtid_tracking_sql(False, False) is None

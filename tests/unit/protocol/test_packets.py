@@ -323,6 +323,47 @@ def test_parse_ok_session_track() -> None:
     assert parse_session_state(block) == ok.session_state
 
 
+# MySQL 8.0/8.4 with session_track_gtids=OWN_GTID, after an autocommitted INSERT of one row:
+# header, 1 affected row, insert id 0, status AUTOCOMMIT | SESSION_STATE_CHANGED, 0 warnings,
+# empty info, then the 43-byte session-state block: one SESSION_TRACK_GTIDS (3) entry of 41
+# bytes: encoding specification 0, then the GTID set as a 39-byte length-encoded string.
+MYSQL_GTID = "3E11FA47-71CA-11E1-9E33-C80AA9429562:23"
+MYSQL_OWN_GTID_OK = (
+    bytes.fromhex("00 01 00 02 40 00 00 00 2b 03 29 00 27") + MYSQL_GTID.encode("ascii")
+)
+
+
+def test_mysql_own_gtid_ok_packet() -> None:
+    ok = parse_ok(MYSQL_OWN_GTID_OK, TRACK)
+    assert (ok.affected_rows, ok.status, ok.info) == (
+        1,
+        ServerStatus.AUTOCOMMIT | ServerStatus.SESSION_STATE_CHANGED,
+        "",
+    )
+    assert ok.session_state == (SessionStateChange(SessionTrackType.GTIDS, MYSQL_GTID),)
+    assert ok.committed_gtid == MYSQL_GTID
+    assert ok.system_variables == {}
+    assert encode_ok(ok, TRACK) == MYSQL_OWN_GTID_OK
+    # One request that committed several transactions reports them as one set.
+    several = "3E11FA47-71CA-11E1-9E33-C80AA9429562:23-25"
+    block = b"\x03" + encode_lenenc_bytes(b"\x00" + encode_lenenc_bytes(several.encode()))
+    assert parse_session_state(block)[0].value == several
+
+
+def test_committed_gtid_mariadb_last_gtid_and_what_is_not_one() -> None:
+    last_gtid = encode_lenenc_bytes(b"last_gtid") + encode_lenenc_bytes(b"1-1-42")
+    other = encode_lenenc_bytes(b"autocommit") + encode_lenenc_bytes(b"ON")
+    block = b"\x00" + encode_lenenc_bytes(other) + b"\x00" + encode_lenenc_bytes(last_gtid)
+    assert OkPacket(session_state=parse_session_state(block)).committed_gtid == "1-1-42"
+    # MariaDB reports last_gtid empty after a statement that wrote no GTID.
+    empty = b"\x00" + encode_lenenc_bytes(encode_lenenc_bytes(b"last_gtid") + b"\x00")
+    assert OkPacket(session_state=parse_session_state(empty)).committed_gtid is None
+    # A GTIDS entry of an encoding specification MySQL does not define is not understood.
+    odd = b"\x03" + encode_lenenc_bytes(b"\x01" + encode_lenenc_bytes(MYSQL_GTID.encode()))
+    assert OkPacket(session_state=parse_session_state(odd)).committed_gtid is None
+    assert OkPacket().committed_gtid is None
+
+
 def test_session_track_several_variables_in_one_entry_and_unknown_kind() -> None:
     pair = encode_lenenc_bytes(b"a") + encode_lenenc_bytes(b"1")
     pair2 = encode_lenenc_bytes(b"b") + encode_lenenc_bytes(b"2")

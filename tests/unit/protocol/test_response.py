@@ -401,6 +401,24 @@ def test_ok_payload_keeps_session_state() -> None:
     assert parse_ok(scanner.ok_payload, case.caps).schema == "shop"
 
 
+def test_mysql_commit_gtid_reaches_the_session_through_the_scanner() -> None:
+    # What the session reads after a commit on MySQL (session_track_gtids=OWN_GTID): the OK,
+    # cut anywhere by the network, is kept whole with its SESSION_TRACK_GTIDS entry.
+    gtid = "3e11fa47-71ca-11e1-9e33-c80aa9429562:7-9"
+    block = b"\x03" + encode_lenenc_bytes(b"\x00" + encode_lenenc_bytes(gtid.encode()))
+    payload = (
+        bytes.fromhex("00 03 00 02 40 00 00 00")  # 3 rows, AUTOCOMMIT | STATE_CHANGED, ""
+        + encode_lenenc_bytes(block)
+    )
+    wire = build_payloads(1, [payload])
+    for chunks in (list(byte_chunks(wire)), [wire]):
+        scanner = ResponseScanner(Command.COM_QUERY, BASE)
+        for chunk in chunks:
+            scanner.feed(chunk)
+        assert scanner.done and scanner.ok_payload is not None
+        assert parse_ok(scanner.ok_payload, BASE).committed_gtid == gtid
+
+
 def test_prepare_stmt_id_offset_allows_rewrite() -> None:
     wire = bytearray(build_payloads(1, prepare_response(DEPRECATE, 77, 1, 1)))
     scanner = ResponseScanner(Command.COM_STMT_PREPARE, DEPRECATE)
