@@ -197,7 +197,7 @@ class Session:
                     self.change_phase(SessionPhase.IDLE)
         except ClientGone:
             pass
-        except PacketTooLarge:
+        except PacketTooLarge as big:
             if self.phase is SessionPhase.HANDSHAKE:
                 self.server.metrics.refused["handshake_too_large"] += 1
                 log.info(
@@ -208,7 +208,7 @@ class Session:
             self.send_error(
                 ErrorCode.ER_NET_PACKET_TOO_LARGE,
                 "Got a packet bigger than 'max_allowed_packet' bytes",
-                seq=1,
+                seq=(big.seq + 1) & 0xFF,  # after the fragment that went over, as a client expects
             )
         except ProtocolError as bad:
             log.info(

@@ -64,6 +64,10 @@ class MalformedPacket(ProtocolError):
 class PacketTooLarge(ProtocolError):
     """A logical packet exceeds the configured maximum payload size."""
 
+    def __init__(self, message: str, seq: int = 0) -> None:
+        super().__init__(message)
+        self.seq = seq  # sequence id of the fragment that went over: the answer is seq + 1
+
 
 class PacketOutOfOrder(ProtocolError):
     """A packet arrived with an unexpected sequence id."""
@@ -319,7 +323,8 @@ class PacketReader:
             if self._split_len + length > self.max_payload:
                 raise PacketTooLarge(
                     f"payload of at least {self._split_len + length} bytes exceeds "
-                    f"{self.max_payload}"
+                    f"{self.max_payload}",
+                    seq,
                 )
             end = 4 + length
             if len(buf) < end:

@@ -230,8 +230,9 @@ def test_reader_max_payload_counts_all_fragments() -> None:
     packet = reader.read()
     assert packet is not None and len(packet.payload) == MAX_PACKET_PAYLOAD + 10
     reader.feed(build_packet(0, b"y" * (MAX_PACKET_PAYLOAD + 11))[: MAX_PACKET_PAYLOAD + 8])
-    with pytest.raises(PacketTooLarge):
+    with pytest.raises(PacketTooLarge) as big:
         reader.read()
+    assert big.value.seq == 1  # the second fragment went over: the answer's seq is 2
 
 
 def test_reader_ready_tells_whether_read_makes_progress() -> None:
