@@ -338,7 +338,7 @@ class Session:
                 return None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return ErrPacket(ErrorCode.CR_CONN_HOST_ERROR, f"pyproxy: {last}", "HY000")
+                return ErrPacket(ErrorCode.PROXY_NO_BACKEND, f"pyproxy: {last}", "HY000")
             await self.server.topology_changed(remaining)
 
     def _client_gone(self) -> None:
@@ -558,7 +558,7 @@ class Session:
             if result is _FALLBACK:
                 writer = self.server.writer()
                 if writer is None:
-                    self.send_error(ErrorCode.CR_CONN_HOST_ERROR, _NO_CAUSAL_SERVER)
+                    self.send_error(ErrorCode.PROXY_NO_BACKEND, _NO_CAUSAL_SERVER)
                     return None
                 target, conn = writer, None
                 if resend is not None:
@@ -638,7 +638,7 @@ class Session:
             return target
         writer = self.server.writer()
         if writer is None:
-            self.send_error(ErrorCode.CR_CONN_HOST_ERROR, _NO_CAUSAL_SERVER)
+            self.send_error(ErrorCode.PROXY_NO_BACKEND, _NO_CAUSAL_SERVER)
         return writer
 
     def _gate_wait_ms(self, gate: GtidGate) -> int:
@@ -696,7 +696,7 @@ class Session:
             self._count_error(target, errno, str(exc))
             if retry is not None and exc.err is None:
                 return _RETRY
-            self.send_error(ErrorCode.CR_CONN_HOST_ERROR, f"pyproxy: {exc}")
+            self.send_error(ErrorCode.PROXY_NO_BACKEND, f"pyproxy: {exc}")
             return None
 
     def _answered(
@@ -909,7 +909,7 @@ class Session:
                     cluster = self.server.cluster
                     why = "" if cluster.writer else f"; no writer: {cluster.writer_reason}"
                     self.send_error(
-                        ErrorCode.CR_CONN_HOST_ERROR,
+                        ErrorCode.PROXY_NO_BACKEND,
                         "pyproxy: no backend server is available for this statement "
                         f"(waited {hold * 1000:.0f} ms for a failover{why})",
                     )
@@ -918,7 +918,7 @@ class Session:
             if self.consistency(stmt) in CAUSAL_LEVELS:
                 causal = await self._causal_target(target, stmt, gated)
                 if causal is None and not silent:
-                    self.send_error(ErrorCode.CR_CONN_HOST_ERROR, _NO_CAUSAL_SERVER)
+                    self.send_error(ErrorCode.PROXY_NO_BACKEND, _NO_CAUSAL_SERVER)
                 return causal
             target = await self._fresh_target(target, stmt, gated)
         return target
@@ -1265,7 +1265,7 @@ class Session:
         if exc.err is not None:
             self.send_error(exc.err.code, exc.err.message)
         else:
-            self.send_error(ErrorCode.CR_CONN_HOST_ERROR, f"pyproxy: {exc}")
+            self.send_error(ErrorCode.PROXY_NO_BACKEND, f"pyproxy: {exc}")
 
     # -- resets ------------------------------------------------------------------------------------
     def reset(self, state: SessionState) -> None:

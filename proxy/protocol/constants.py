@@ -189,6 +189,10 @@ class ErrorCode(IntEnum):
     ER_CONNECTION_KILLED = 1927  # MariaDB
     ER_STATEMENT_TIMEOUT = 1969  # MariaDB max_statement_time
     ER_QUERY_TIMEOUT = 3024  # MySQL max_execution_time
+    # pyproxy's own "no server could take the statement" (ProxySQL's 9001, "Max connect timeout
+    # reached while reaching hostgroup"): a server-range number, as libmariadb refuses a
+    # client-range one (2000-2999) in an ERR packet with 2027 "Received malformed packet".
+    PROXY_NO_BACKEND = 9001
     CR_UNKNOWN_ERROR = 2000
     CR_CONNECTION_ERROR = 2002
     CR_CONN_HOST_ERROR = 2003

@@ -3,20 +3,20 @@ their sequence ids and error numbers are what the drivers accept."""
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
 import pymysql
 import pytest
 
 from proxy.lab.lab import Lab
-from tests.support.proxyproc import lab_proxy
+from tests.support.proxyproc import LabProxy, lab_proxy
 
 MIB = 1 << 20
 
 
-def test_statement_over_max_allowed_packet_gets_1153_in_sequence(
-    lab: Lab, tmp_path: Path
-) -> None:
+def test_statement_over_max_allowed_packet_gets_1153_in_sequence(lab: Lab, tmp_path: Path) -> None:
     """A statement over max_allowed_packet sent as two packets (16 MiB - 1, then the rest):
     PyMySQL gets ER_NET_PACKET_TOO_LARGE, not 'Packet sequence number wrong'."""
     with lab_proxy(lab, tmp_path, workers=1, limits={"max_allowed_packet": 16 * MIB}) as proxy:
@@ -26,4 +26,49 @@ def test_statement_over_max_allowed_packet_gets_1153_in_sequence(
         assert err.value.args[0] == 1153, err.value
         assert "max_allowed_packet" in str(err.value.args[1])
         conn.close()
+        assert proxy.answers()
+
+
+def _admin(proxy: LabProxy, sql: str) -> None:
+    conn = pymysql.connect(
+        host="127.0.0.1", port=proxy.admin_port, user="admin", password="admin", autocommit=True
+    )
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def _writer(proxy: LabProxy) -> str:
+    """The writer's name, once the first election chose one."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rows = proxy.admin_rows("SELECT name, role FROM runtime_mysql_servers")
+        for row in rows:
+            if row["role"] == "writer":
+                return str(row["name"])
+        time.sleep(0.2)
+    raise AssertionError(f"no writer elected\n{proxy.log_tail()}")
+
+
+def test_no_backend_error_reaches_the_mariadb_cli(lab: Lab, tmp_path: Path) -> None:
+    """The writer set OFFLINE by the admin: after failover_hold_ms a write gets pyproxy's
+    error 9001 with its message; the mariadb CLI (libmariadb) prints it, not 2027
+    'Received malformed packet' as it did for the client-range 2003."""
+    with lab_proxy(lab, tmp_path, health={"failover_hold_ms": 500}) as proxy:
+        master = _writer(proxy)
+        _admin(proxy, f"SET SERVER {master} OFFLINE")
+        try:
+            cli = subprocess.run(
+                ["mariadb", "-h127.0.0.1", f"-P{proxy.port}", f"-u{proxy.user}",
+                 f"-p{proxy.password}", "demo_db", "-e", "INSERT INTO c (tag) VALUES ('x')"],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+        finally:
+            _admin(proxy, f"SET SERVER {master} ONLINE")
+        assert cli.returncode == 1, cli
+        assert "ERROR 9001 (HY000)" in cli.stderr, cli.stderr
+        assert "no backend server is available" in cli.stderr, cli.stderr
+        assert "2027" not in cli.stderr
         assert proxy.answers()
