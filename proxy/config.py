@@ -177,6 +177,9 @@ class Limits(_Model):
     connect_timeout_s: float = Field(10.0, gt=0)
     max_allowed_packet: int = Field(64 * 1024 * 1024, ge=1024)
     client_idle_timeout_s: float = Field(28_800.0, gt=0)
+    # Prepared statements one client session may hold open (COM_STMT_PREPARE without
+    # COM_STMT_CLOSE); one more gets error 1461, as from MariaDB's max_prepared_stmt_count.
+    max_prepared_stmt_count: int = Field(16_382, ge=1, le=1_048_576)
 
 
 class Health(_Model):

@@ -64,8 +64,17 @@ def _stmt_id(packet: Packet) -> int:
 
 
 async def com_stmt_prepare(session: Session, packet: Packet) -> bool:
-    sql = packet.payload[1:].decode("utf-8", "replace")
     server = session.server
+    limit = server.config.limits.max_prepared_stmt_count
+    if len(session.stmts) >= limit:
+        # Bounded like a server's max_prepared_stmt_count (per session here): the client's
+        # statements held by the proxy cannot grow without end; the session goes on.
+        session.send_error(
+            ErrorCode.ER_MAX_PREPARED_STMT_COUNT_REACHED,
+            f"Can't create more than max_prepared_stmt_count statements (current value: {limit})",
+        )
+        return True
+    sql = packet.payload[1:].decode("utf-8", "replace")
     digest, stmt = server.classifier.classify(sql)  # once, at prepare
     if stmt.is_kill:
         # A backend would take the id as one of its threads, shared by many clients.

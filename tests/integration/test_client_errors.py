@@ -7,6 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import mysql.connector
 import pymysql
 import pytest
 
@@ -71,4 +72,31 @@ def test_no_backend_error_reaches_the_mariadb_cli(lab: Lab, tmp_path: Path) -> N
         assert "ERROR 9001 (HY000)" in cli.stderr, cli.stderr
         assert "no backend server is available" in cli.stderr, cli.stderr
         assert "2027" not in cli.stderr
+        assert proxy.answers()
+
+
+def test_prepared_statements_per_session_are_bounded(lab: Lab, tmp_path: Path) -> None:
+    """A client that prepares and never closes: past limits.max_prepared_stmt_count it gets
+    MariaDB's error 1461; its session goes on (an execute, a close, a prepare again)."""
+    limit = 50
+    with lab_proxy(lab, tmp_path, workers=1, limits={"max_prepared_stmt_count": limit}) as proxy:
+        conn = mysql.connector.connect(
+            host="127.0.0.1", port=proxy.port, user=proxy.user, password=proxy.password,
+            database="demo_db", use_pure=True,
+        )  # fmt: skip
+        try:
+            ids = [conn.cmd_stmt_prepare(f"SELECT {i} AS c".encode())["statement_id"]
+                   for i in range(limit)]  # fmt: skip
+            with pytest.raises(mysql.connector.Error) as err:
+                conn.cmd_stmt_prepare(b"SELECT 'one too many'")
+            assert err.value.errno == 1461, err.value
+            assert err.value.sqlstate == "42000"
+            assert f"max_prepared_stmt_count statements (current value: {limit})" in str(err.value)
+            cur = conn.cursor(prepared=True)
+            conn.cmd_stmt_close(ids[0])
+            cur.execute("SELECT ? + 1", (41,))
+            assert cur.fetchall() == [(42,)]
+            cur.close()
+        finally:
+            conn.close()
         assert proxy.answers()
