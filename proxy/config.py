@@ -180,6 +180,9 @@ class Limits(_Model):
     # Prepared statements one client session may hold open (COM_STMT_PREPARE without
     # COM_STMT_CLOSE); one more gets error 1461, as from MariaDB's max_prepared_stmt_count.
     max_prepared_stmt_count: int = Field(16_382, ge=1, le=1_048_576)
+    # digest_text in stats_mysql_query_digest is cut here (ProxySQL's
+    # mysql-query_digests_max_digest_length, same default).
+    query_digests_max_digest_length: int = Field(2048, ge=16, le=1_048_576)
 
 
 class Health(_Model):

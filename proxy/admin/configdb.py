@@ -141,6 +141,7 @@ _PROXYSQL_NAMES: dict[Path, tuple[tuple[str, ...], int]] = {
     ("limits", "max_allowed_packet"): (("mysql-max_allowed_packet",), 1),
     ("limits", "client_idle_timeout_s"): (("mysql-wait_timeout",), 1000),
     ("limits", "connect_timeout_s"): (("mysql-connect_timeout_client",), 1000),
+    ("limits", "query_digests_max_digest_length"): (("mysql-query_digests_max_digest_length",), 1),
     ("pool", "connect_timeout_ms"): (("mysql-connect_timeout_server",), 1),
     ("routing", "query_timeout_ms"): (("mysql-default_query_timeout",), 1),
     ("server_version",): (("mysql-server_version",), 1),

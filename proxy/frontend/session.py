@@ -1115,6 +1115,7 @@ class Session:
                 int(elapsed * 1e6),
                 scanner.rows,
                 scanner.affected_rows,
+                server.config.limits.query_digests_max_digest_length,
             )
 
     def _count_error(self, target: ServerState, errno: int, message: str) -> None:

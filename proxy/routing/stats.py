@@ -27,12 +27,22 @@ class DigestStats:
 StatsKey = tuple[int, str, str, str, int]
 
 
-class QueryDigests:
-    """Counters per (digest, destination, user, schema); bounded so it cannot grow forever."""
+# ProxySQL's mysql-query_digests_max_digest_length default: digest_text is cut there.
+MAX_DIGEST_LENGTH = 2048
+# All the digest texts kept, in UTF-8 bytes (as a report carries them): with max_entries,
+# what keeps a worker's report far under the channel's 64 MiB whatever the cut is set to.
+MAX_TEXT_BYTES = 16 << 20
 
-    def __init__(self, max_entries: int = 20_000) -> None:
+
+class QueryDigests:
+    """Counters per (digest, destination, user, schema); bounded (entries, text kept) so it
+    cannot grow forever nor make a report too big to send."""
+
+    def __init__(self, max_entries: int = 20_000, max_text_bytes: int = MAX_TEXT_BYTES) -> None:
         self.max_entries = max_entries
+        self.max_text_bytes = max_text_bytes
         self.entries: dict[StatsKey, DigestStats] = {}
+        self._text_bytes = 0  # of the texts in entries
 
     def record(
         self,
@@ -45,6 +55,7 @@ class QueryDigests:
         elapsed_us: int,
         rows_sent: int,
         rows_affected: int,
+        max_digest_length: int = MAX_DIGEST_LENGTH,
     ) -> None:
         key = (hostgroup, server, user, schema or "", digest_id)
         entry = self.entries.get(key)
@@ -52,13 +63,18 @@ class QueryDigests:
         if entry is None:
             if len(self.entries) >= self.max_entries:
                 return  # full: new digests are not tracked until a reset
+            text = digest_text[:max_digest_length]
+            size = len(text.encode("utf-8", "surrogatepass"))
+            if self._text_bytes + size > self.max_text_bytes:
+                return  # as full
+            self._text_bytes += size
             entry = DigestStats(
                 hostgroup,
                 schema or "",
                 user,
                 server,
                 f"0x{digest_id:016X}",  # as ProxySQL prints it (Digest.hex), once per entry
-                digest_text,
+                text,
                 first_seen=now,
                 min_time_us=elapsed_us,
             )
@@ -75,3 +91,4 @@ class QueryDigests:
 
     def reset(self) -> None:
         self.entries.clear()
+        self._text_bytes = 0

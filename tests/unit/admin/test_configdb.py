@@ -96,6 +96,7 @@ def test_tables_speak_proxysql(db: sqlite3.Connection) -> None:
     assert variables["mysql-default_query_timeout"] == "36000000"
     assert variables["pyproxy-routing.consistency"] == "read_your_writes"
     assert variables["mysql-server_version"] == "8.0.36"
+    assert variables["mysql-query_digests_max_digest_length"] == "2048"
 
 
 def test_setup_guide_insert_takes_the_defaults(db: sqlite3.Connection, config: Config) -> None:
@@ -243,8 +244,11 @@ def test_variables_convert_units_and_empty(db: sqlite3.Connection, config: Confi
                "WHERE variable_name = 'mysql-server_version'")  # fmt: skip
     db.execute("UPDATE global_variables SET variable_value = 'true' "
                "WHERE variable_name = 'mysql-monitor_ssl'")  # fmt: skip
+    db.execute("UPDATE global_variables SET variable_value = '512' "
+               "WHERE variable_name = 'mysql-query_digests_max_digest_length'")  # fmt: skip
     new = load(db, config, "variables")
     assert new.limits.client_idle_timeout_s == 1.5
+    assert new.limits.query_digests_max_digest_length == 512
     assert new.server_version is None
     assert new.monitor.ssl is True
     assert new.backend_admin is None

@@ -1,0 +1,44 @@
+"""QueryDigests: per-digest counters, bounded in entries and in the text they keep."""
+
+from __future__ import annotations
+
+import pickle
+
+from proxy.routing.stats import MAX_DIGEST_LENGTH, QueryDigests
+
+
+def _record(q: QueryDigests, digest_id: int, text: str, **kw: int) -> None:
+    q.record(digest_id, text, 1, "replica1", "app", "demo_db", 100, 1, 0, **kw)
+
+
+def test_digest_text_is_cut_at_max_digest_length() -> None:
+    q = QueryDigests()
+    long = "select coalesce(" + ",".join(f"c{i}" for i in range(50_000)) + ")"
+    _record(q, 1, long)
+    _record(q, 2, long, max_digest_length=100)
+    texts = {key[-1]: e.digest_text for key, e in q.entries.items()}
+    assert texts == {1: long[:MAX_DIGEST_LENGTH], 2: long[:100]}
+    _record(q, 1, long)  # counted again, the text kept as it was
+    assert [e.count_star for e in q.entries.values()] == [2, 1]
+
+
+def test_text_kept_is_bounded_so_a_full_report_stays_small() -> None:
+    q = QueryDigests(max_entries=1000, max_text_bytes=10_000)
+    for i in range(1000):
+        _record(q, i, f"select {i} " + "x" * 5000, max_digest_length=1000)
+    assert len(q.entries) == 10  # 10 x 1000 bytes: no more text kept
+    assert sum(len(e.digest_text) for e in q.entries.values()) == 10_000
+    _record(q, 5, "select 5 " + "x" * 5000)  # a known digest is still counted
+    assert q.entries[(1, "replica1", "app", "demo_db", 5)].count_star == 2
+    q.reset()
+    _record(q, 2000, "select 1")
+    assert len(q.entries) == 1
+
+
+def test_worst_case_report_is_well_under_the_channel_bound() -> None:
+    """max_entries digests of max length, 4-byte UTF-8 characters: far below 64 MiB."""
+    q = QueryDigests()
+    for i in range(q.max_entries):
+        _record(q, i, "\U0001f600" * 4096, max_digest_length=4096)
+    size = len(pickle.dumps(q.entries, pickle.HIGHEST_PROTOCOL))
+    assert size < 24 << 20, size
