@@ -84,10 +84,11 @@ class Proxy:
     def cluster(self) -> Cluster:
         return self.topology.cluster
 
-    async def report(self, reset_digests: bool = False) -> WorkerReport:
+    async def report(self, reset_digests: bool = False, detail: bool = True) -> WorkerReport:
         """Counters, digests, pools and sessions of the data plane (all workers summed);
-        reset_digests: and clear the digests (stats_mysql_query_digest_reset)."""
-        return await self.plane.report(reset_digests)
+        reset_digests: and clear the digests (stats_mysql_query_digest_reset); detail False:
+        no digests nor sessions (the metrics)."""
+        return await self.plane.report(reset_digests, detail)
 
     @property
     def check_stats(self) -> Mapping[str, CheckStats]:

@@ -55,9 +55,11 @@ class Drain:
 # -- calls to a worker (answered with a Reply) -------------------------------------------------
 @dataclass(frozen=True)
 class ReportRequest:
-    """-> report.WorkerReport (reset_digests: and clear the digests, stats_*_reset)"""
+    """-> report.WorkerReport (reset_digests: and clear the digests, stats_*_reset; detail
+    False: without digests and sessions, what /metrics reads, cheap to build and send)"""
 
     reset_digests: bool = False
+    detail: bool = True
 
 
 @dataclass(frozen=True)

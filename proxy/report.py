@@ -69,10 +69,12 @@ class WorkerReport:
 
 
 def build_report(
-    listener: ProxyServer, index: int = 0, reset_digests: bool = False
+    listener: ProxyServer, index: int = 0, reset_digests: bool = False, detail: bool = True
 ) -> WorkerReport:
     """A copy of the data path's state now (copied: the report outlives this moment);
-    reset_digests: the digests are cleared once copied (nothing counted between is lost)."""
+    reset_digests: the digests are cleared once copied (nothing counted between is lost);
+    detail False: no digests nor processlist (the metrics read neither: a scrape stays cheap
+    for the worker's clients however many digests it keeps)."""
     in_use = listener.backend_in_use()
     pools = {
         name: PoolNumbers(
@@ -92,9 +94,9 @@ def build_report(
         workers=(WorkerShare(index, os.getpid(), len(listener.sessions), statements),),
         connections=len(listener.sessions),
         metrics=metrics,
-        digests={k: copy.copy(e) for k, e in listener.digests.entries.items()},
+        digests={k: copy.copy(e) for k, e in listener.digests.entries.items()} if detail else {},
         pools=pools,
-        processlist=tuple(_processlist(listener, index)),
+        processlist=tuple(_processlist(listener, index)) if detail else (),
         rule_hits=tuple(listener.router.rules.hits),
     )
     if reset_digests:

@@ -310,8 +310,9 @@ class Workers:
         answers = await asyncio.gather(*(one(w) for w in workers))
         return {w.index: a for w, a in zip(workers, answers, strict=True)}
 
-    async def report(self, reset_digests: bool = False) -> WorkerReport:
-        answers = await self._ask(self.workers, ReportRequest(reset_digests), CALL_TIMEOUT_S)
+    async def report(self, reset_digests: bool = False, detail: bool = True) -> WorkerReport:
+        request = ReportRequest(reset_digests, detail)
+        answers = await self._ask(self.workers, request, CALL_TIMEOUT_S)
         reports = [a for a in answers.values() if isinstance(a, WorkerReport)]
         for index, answer in answers.items():
             if not isinstance(answer, WorkerReport):

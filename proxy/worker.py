@@ -144,8 +144,8 @@ class Worker:
                 self.shared.slots = slots
                 self.path.apply_config(config)
                 self.path.listener.publish_counts()
-            case Call(request=ReportRequest(reset_digests=reset)):
-                report = build_report(self.path.listener, self.index, reset)
+            case Call(request=ReportRequest(reset_digests=reset, detail=detail)):
+                report = build_report(self.path.listener, self.index, reset, detail)
                 try:
                     self.channel.reply(message, report)
                 except ValueError as exc:

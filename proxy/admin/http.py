@@ -50,8 +50,9 @@ class HttpServer:
             "/api/digests": lambda r: _json(200, digest_rows(proxy, _needed(r))),
             "/api/pools": lambda r: _json(200, pool_rows(proxy, _needed(r))),
         }
-        self._reported = frozenset({"/metrics", "/api/digests", "/api/pools"})
-        self._report: Callable[[], Awaitable[WorkerReport]] = proxy.report
+        # path -> whether it reads the digests and sessions (the workers' costly part)
+        self._reported = {"/metrics": False, "/api/digests": True, "/api/pools": False}
+        self._report: Callable[..., Awaitable[WorkerReport]] = proxy.report
 
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
@@ -97,7 +98,8 @@ class HttpServer:
             elif path not in _OPEN and (refused := self._refused(request)) is not None:
                 status, ctype, body = refused
             else:
-                report = await self._report() if path in self._reported else None
+                detail = self._reported.get(path)
+                report = None if detail is None else await self._report(detail=detail)
                 status, ctype, body = route(report)
             challenge = 'WWW-Authenticate: Bearer realm="pyproxy"\r\n' if status == 401 else ""
             head = (
