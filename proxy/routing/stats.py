@@ -23,6 +23,16 @@ class DigestStats:
     sum_rows_sent: int = 0
     sum_rows_affected: int = 0
 
+    def __reduce__(self) -> tuple[type[DigestStats], tuple[int | float | str, ...]]:
+        # Copied and pickled as a plain tuple: a worker's report of thousands of digests is
+        # built and sent several times faster than by the generic slots protocol.
+        return (DigestStats, (
+            self.hostgroup, self.schemaname, self.username, self.server, self.digest,
+            self.digest_text, self.count_star, self.first_seen, self.last_seen,
+            self.sum_time_us, self.min_time_us, self.max_time_us, self.sum_rows_sent,
+            self.sum_rows_affected,
+        ))  # fmt: skip
+
 
 StatsKey = tuple[int, str, str, str, int]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 
 from proxy.routing.stats import MAX_DIGEST_LENGTH, QueryDigests
@@ -42,3 +43,14 @@ def test_worst_case_report_is_well_under_the_channel_bound() -> None:
         _record(q, i, "\U0001f600" * 4096, max_digest_length=4096)
     size = len(pickle.dumps(q.entries, pickle.HIGHEST_PROTOCOL))
     assert size < 24 << 20, size
+
+
+def test_an_entry_copies_and_pickles_whole() -> None:
+    q = QueryDigests()
+    _record(q, 7, "select ?")
+    entry = next(iter(q.entries.values()))
+    for twin in (copy.copy(entry), pickle.loads(pickle.dumps(entry, pickle.HIGHEST_PROTOCOL))):
+        assert twin == entry and twin is not entry
+    twin = copy.copy(entry)
+    twin.count_star += 1  # a report's copy is its own
+    assert entry.count_star == 1
