@@ -221,7 +221,7 @@ class Session:
         except SessionLost as lost:
             self._refuse_recovery(lost)
         except BackendError as exc:
-            log.warning("session %d: backend failed mid-result: %s", self.id, log_text(str(exc)))
+            log.warning("session %d: backend lost mid-statement: %s", self.id, log_text(str(exc)))
         except Exception:
             log.exception("session %d: internal error", self.id)
             self.send_error(ErrorCode.ER_UNKNOWN_ERROR, "pyproxy internal error", 1)
@@ -746,28 +746,28 @@ class Session:
         target: ServerState,
         scanner: ResponseScanner,
         exc: BackendError,
-    ) -> _Retry | None:
+    ) -> _Retry:
         """The backend connection died while running the statement: _RETRY for a read that
-        sent nothing yet (unless KILL QUERY stopped it), else the client gets the error; a
-        session that lost state with it, or whose client got part of a result, ends."""
+        sent nothing yet (unless KILL QUERY stopped it); else the client gets the error and
+        the session ends (SessionLost when state went with the connection, else exc)."""
         self.detach(conn, broken=True)
         self.server.note_backend_error(target, exc)
         seq = _error_seq(scanner)
         self._carry_over(conn, seq)  # raises SessionLost when state went with it
         if scanner.consumed == 0 and self.running_read and self.kill_sent is not conn:
             return _RETRY
-        if scanner.consumed:
-            if seq is not None:
-                self.send_error(
-                    ErrorCode.CR_SERVER_LOST,
-                    f"pyproxy: lost backend {target.name} during the query",
-                    seq,
-                )
-            raise exc
-        self.send_error(
-            ErrorCode.CR_SERVER_LOST, f"pyproxy: lost connection to backend {target.name}: {exc}"
-        )
-        return None
+        # A write's outcome is unknown (it may have committed), or the client has part of a
+        # result: as when a server dies under a direct connection, the client connection
+        # ends. The error is server-range: libmariadb turns a client-range one (2013) in an
+        # ERR packet into 2027 "malformed packet".
+        if seq is not None:
+            self.send_error(
+                ErrorCode.ER_CONNECTION_KILLED,
+                f"pyproxy: lost connection to backend {target.name} during the query"
+                f" ({exc}); its outcome is unknown",
+                seq,
+            )
+        raise exc
 
     def server_down(self, name: str) -> None:
         """The health checker marked a server DOWN: a read running there is dropped, so that

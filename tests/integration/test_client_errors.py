@@ -13,6 +13,7 @@ import pytest
 
 from proxy.lab.lab import Lab
 from tests.support.proxyproc import LabProxy, lab_proxy
+from tests.support.servers import root_rows
 
 MIB = 1 << 20
 
@@ -99,4 +100,35 @@ def test_prepared_statements_per_session_are_bounded(lab: Lab, tmp_path: Path) -
             cur.close()
         finally:
             conn.close()
+        assert proxy.answers()
+
+
+def test_a_write_cut_by_a_lost_backend_reaches_the_mariadb_cli(lab: Lab, tmp_path: Path) -> None:
+    """The writer's backend connection is killed while an INSERT runs (its outcome unknown):
+    the mariadb CLI prints pyproxy's 1927 'its outcome is unknown', not 2027 'Received
+    malformed packet' as it did for the client-range 2013; other clients go on."""
+    with lab_proxy(lab, tmp_path, workers=1) as proxy:
+        master = _writer(proxy)
+        root_rows(lab, master, "CREATE TABLE IF NOT EXISTS demo_db.cut (tag VARCHAR(8))")
+        insert = "INSERT INTO cut (tag) SELECT IF(SLEEP(3) = 0, 'cut', 'x')"
+        cli = subprocess.Popen(
+            ["mariadb", "-h127.0.0.1", f"-P{proxy.port}", f"-u{proxy.user}",
+             f"-p{proxy.password}", "demo_db", "-e", insert],
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        killed = False
+        while not killed and time.monotonic() < deadline:
+            for (thread_id,) in root_rows(
+                lab, master, "SELECT ID FROM information_schema.PROCESSLIST "
+                "WHERE INFO LIKE 'INSERT INTO cut (tag) SELECT IF(SLEEP%'",
+            ):  # fmt: skip
+                root_rows(lab, master, f"KILL CONNECTION {thread_id}")
+                killed = True
+            time.sleep(0.05)
+        _, stderr = cli.communicate(timeout=30)
+        assert killed
+        assert cli.returncode == 1, stderr
+        assert "ERROR 1927 (70100)" in stderr and "outcome is unknown" in stderr, stderr
+        assert "2027" not in stderr
         assert proxy.answers()
