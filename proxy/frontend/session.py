@@ -56,7 +56,7 @@ from proxy.routing.causal import (
     wait_gtid,
     wait_query,
 )
-from proxy.routing.classifier import Classification, StatementKind
+from proxy.routing.classifier import VALUE_PINS, Classification, StatementKind
 from proxy.routing.digest import Digest, reported_digest
 from proxy.routing.gtid import contains as gtid_contains
 from proxy.routing.gtid import is_mariadb as gtid_is_mariadb
@@ -1161,11 +1161,16 @@ class Session:
             if served.config.role == "replica" and gtid_is_mariadb(served.gtid_position):
                 # What this replica had applied is the least the next read may see.
                 self.read_floor = merge_mariadb(self.read_floor or "", served.gtid_position)
-        if stmt.pins_session and self.last_server == self.server.cluster.writer:
-            # Only the writer holds state across statements: pinning to a replica would send
-            # the session's later writes there.
-            self.pins.reasons.add(stmt.pin_reason or "session state")
-            self.pinned_server = self.last_server
+        if stmt.pins_session:
+            if self.last_server == self.server.cluster.writer:
+                # Only the writer holds state across statements: pinning to a replica would
+                # send the session's later writes there.
+                self.pins.reasons.add(stmt.pin_reason or "session state")
+                self.pinned_server = self.last_server
+            elif self.last_server in self.attached:
+                # Sent elsewhere by a hint or rule: whatever state it left there (a lock, a
+                # temporary table) is not kept, and must neither reach nor block anyone else.
+                self.detach(self.attached[self.last_server], broken=True)
         if not stmt.changes_session_state or stmt.next_transaction_only or not stmt.replay_sql:
             return
         conn = self.attached.get(self.last_server) if self.last_server else None
@@ -1280,14 +1285,22 @@ class Session:
     # -- resets ------------------------------------------------------------------------------------
     def reset(self, state: SessionState) -> None:
         """Forget everything session-bound (COM_RESET_CONNECTION, COM_CHANGE_USER)."""
-        for conn in list(self.attached.values()):
-            conn.note_session(tainted=True)
-            self.detach(conn)
+        self._give_back_all()
         self.state = state
         self.pins.reasons.clear()
         self.pinned_server = None
         self.stmts.clear()
         self.wait_timeout = None
+
+    def _give_back_all(self) -> None:
+        """The session ends (or starts afresh): the next session to get one of its connections
+        finds it reset (COM_RESET_CONNECTION). The pinned one is closed instead when it may
+        hold what others wait for (a lock, a procedure's or function's state), not left to
+        block them while it idles in the pool."""
+        holds = any(r not in VALUE_PINS and ":" not in r for r in self.pins.reasons)
+        for conn in list(self.attached.values()):
+            conn.note_session(tainted=True)
+            self.detach(conn, broken=holds and conn.server_name == self.pinned_server)
 
     async def change_user(self, request: ChangeUser) -> bool:
         """COM_CHANGE_USER from the client: authenticated like a login (same plugins), then a
@@ -1366,10 +1379,7 @@ class Session:
         if self.phase is SessionPhase.CLOSED:
             return
         self.change_phase(SessionPhase.CLOSED)
-        for conn in list(self.attached.values()):
-            # The next session to get this connection finds it reset (COM_RESET_CONNECTION).
-            conn.note_session(tainted=True)
-            self.detach(conn)
+        self._give_back_all()
         self.client.close()
         self.server.session_closed(self)
 

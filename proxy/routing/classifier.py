@@ -27,10 +27,31 @@ from proxy.routing.tokens import (
 )
 
 __all__ = (
+    "VALUE_PINS",
     "CachedDigest",
     "Classification",
     "Classifier",
     "StatementKind",
+)
+
+
+# Pin reasons for state that only its own session can see, which COM_RESET_CONNECTION
+# clears: a connection pinned for these alone goes back to the pool (reset) when its session
+# ends. Any other pin (locks, CALL, stored functions...) may hold what others wait for: that
+# connection is closed instead.
+VALUE_PINS: frozenset[str] = frozenset(
+    {
+        "user variable",
+        "LAST_INSERT_ID()",
+        "CONNECTION_ID()",
+        "SQL_CALC_FOUND_ROWS",
+        "sequence value of this session",
+        "SQL-level prepared statement",
+        "autocommit set to a value unknown here",
+        "SET last_insert_id",
+        "SET identity",
+        "SET insert_id",
+    }
 )
 
 
@@ -156,6 +177,12 @@ class _Acc:
         self.data = True
         self.write = True
 
+    def stored_function(self) -> None:
+        """A call of a stored (or unknown, or quoted) function: it may write, and may leave
+        session state (user variables, temporary tables, locks) on its backend."""
+        self.data_change()
+        self.pin("stored function")
+
     def session_change(self, *names: str) -> None:
         self.changes = True
         for name in names:
@@ -219,8 +246,13 @@ def _scan(tokens: list[str], start: int, acc: _Acc, *, query: bool) -> None:
             elif prev != ".":
                 _keyword(tokens, i, acc, query=query)
         elif query and (c == "`" or c == "?") and i + 1 < n and tokens[i + 1] == "(":
-            # `f`(...), or "f"(...) under ANSI_QUOTES (digested as ?): a stored function.
-            acc.data_change()  # a stored function may write
+            # `f`(...), or "f"(...) under ANSI_QUOTES (digested as ?): a stored function, or
+            # a built-in the server accepts quoted (`GET_LOCK`(...)).
+            reason = PINNING_FUNCTIONS.get(t.strip("`").lower())
+            if reason is not None:
+                acc.pin(reason)
+            else:
+                acc.stored_function()
         prev = t
 
 
@@ -228,7 +260,7 @@ def _call(tokens: list[str], i: int, prev: str, acc: _Acc, *, query: bool) -> No
     name = tokens[i]
     if prev == ".":
         if query:
-            acc.data_change()  # db.f(): a stored function
+            acc.stored_function()  # db.f()
         return
     if name in PREVIOUS_STATEMENT_FUNCTIONS:
         acc.prev_backend = True  # runs where the previous statement ran; no pin
@@ -247,7 +279,7 @@ def _call(tokens: list[str], i: int, prev: str, acc: _Acc, *, query: bool) -> No
     j = _closing(tokens, i + 1)
     if _at(tokens, j + 1) == "as" and _at(tokens, j + 2) == "(":
         return  # CTE column list: name (a, b) AS (...)
-    acc.data_change()  # an unknown function may be a stored function that writes
+    acc.stored_function()  # an unknown function may be a stored function
 
 
 def _keyword(tokens: list[str], i: int, acc: _Acc, *, query: bool) -> None:
@@ -335,8 +367,14 @@ def _statement(tokens: list[str], acc: _Acc) -> bool:
             acc.pin("EXECUTE IMMEDIATE runs text the classifier can't see")
         else:
             acc.pin("SQL-level prepared statement")
-    elif v in ("call", "load") and _at(tokens, 1) != "index":
-        acc.data_change()  # CALL/LOAD: may do anything
+    elif v == "call":
+        # A procedure may do anything: write, and leave session state (user variables,
+        # temporary tables, locks) that its backend connection keeps.
+        acc.data_change()
+        acc.pin("CALL")
+        _scan(tokens, 1, acc, query=False)
+    elif v == "load" and _at(tokens, 1) != "index":
+        acc.data_change()  # LOAD DATA/XML
         _scan(tokens, 1, acc, query=False)
     elif v == "kill":
         _kill(tokens, acc)

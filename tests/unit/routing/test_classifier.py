@@ -12,6 +12,7 @@ import pytest
 import proxy.routing.classifier as classifier_module
 from proxy.compiled import is_compiled
 from proxy.routing.classifier import (
+    VALUE_PINS,
     Classification,
     Classifier,
     StatementKind,
@@ -411,7 +412,7 @@ CASES: list[tuple[str, StatementKind, dict[str, Any]]] = [
     ("INSERT INTO t (a) VALUES (@x)", W, PIN),
     ("INSERT INTO log (msg) VALUES (LAST_INSERT_ID())", W, PIN),
     ("CALL p(@out)", W, PIN),
-    ("CALL p(1)", W, {"pins_session": False, "changes_data": True}),
+    ("CALL p(1)", W, {"pins_session": True, "pin_reason": "CALL", "changes_data": True}),
     ("GET DIAGNOSTICS CONDITION 1 @p = MESSAGE_TEXT", W, {"pins_session": True, **PREV}),
     # --- side-effect and unknown functions ---
     (
@@ -636,6 +637,7 @@ DATA_CASES: list[tuple[str, bool]] = [
     ("SET sql_mode = ''", False),
     ("SET autocommit = 0", False),
     ("SELECT GET_LOCK('a', 0)", False),
+    ("SELECT `GET_LOCK`('a', 0)", False),
     ("SELECT LAST_INSERT_ID()", False),
     ("SELECT * FROM c FOR UPDATE", False),
     ("SELECT * FROM c INTO OUTFILE '/tmp/x'", False),
@@ -655,6 +657,62 @@ DATA_CASES: list[tuple[str, bool]] = [
 def test_changes_data(sql: str, changes: bool, tokenizer: str) -> None:
     classifier = Classifier(tokenizer="regex" if tokenizer == "regex" else "sqlparse")
     assert classifier.classify(sql)[1].changes_data is changes
+
+
+# Session state a statement may leave on its backend connection that the proxy cannot
+# replay: the session is pinned there (and its connection is reset before anyone else's use).
+PIN_CASES: list[tuple[str, str]] = [
+    ("CALL p_state()", "CALL"),
+    ("CALL demo_db.p(@x, @y)", "CALL"),
+    ("SELECT ins_f('x')", "stored function"),
+    ("DO ins_f('x')", "stored function"),
+    ("SELECT demo_db.f(1)", "stored function"),
+    ("SELECT `f`(1)", "stored function"),
+    ("SELECT `demo_db`.`f`(1)", "stored function"),
+    ('SELECT "f"(1)', "stored function"),  # ANSI_QUOTES
+    ("SELECT `GET_LOCK`('probe3_lock', 0)", "user-level lock"),
+    ("SELECT `get_lock`('a', 0)", "user-level lock"),
+    ("SELECT `RELEASE_LOCK`('a')", "user-level lock"),
+    ("SELECT `LAST_INSERT_ID`()", "LAST_INSERT_ID()"),
+    ("SELECT `CONNECTION_ID`()", "CONNECTION_ID()"),
+    ("SET sql_mode = f()", "stored function"),
+]
+
+
+@pytest.mark.parametrize(("sql", "reason"), PIN_CASES, ids=[c[0][:60] for c in PIN_CASES])
+def test_pins(sql: str, reason: str, tokenizer: str) -> None:
+    classifier = Classifier(tokenizer="regex" if tokenizer == "regex" else "sqlparse")
+    c = classifier.classify(sql)[1]
+    assert c.kind is W and c.pins_session and c.pin_reason == reason, c
+
+
+@pytest.mark.parametrize(
+    ("sql", "value_only"),
+    [
+        ("SET @x = 1", True),
+        ("SELECT LAST_INSERT_ID()", True),
+        ("SELECT CONNECTION_ID()", True),
+        ("SELECT SQL_CALC_FOUND_ROWS * FROM t", True),
+        ("SELECT PREVIOUS VALUE FOR s", True),
+        ("PREPARE p FROM 'SELECT 1'", True),
+        ("SET autocommit = @v", True),
+        ("SET autocommit = DEFAULT", True),
+        ("SET insert_id = 5", True),
+        ("SET last_insert_id = 5", True),
+        ("SELECT GET_LOCK('a', 0)", False),
+        ("SELECT `GET_LOCK`('a', 0)", False),
+        ("LOCK TABLES t READ", False),
+        ("CALL p()", False),
+        ("SELECT f()", False),
+        ("EXECUTE IMMEDIATE 'SELECT 1'", False),
+        ("CREATE TEMPORARY TABLE tt (a INT)", False),
+    ],
+)
+def test_value_pins(sql: str, value_only: bool) -> None:
+    """VALUE_PINS names the reasons the classifier gives for state a reset clears."""
+    c = Classifier().classify(sql)[1]
+    assert c.pins_session
+    assert (c.pin_reason in VALUE_PINS) is value_only, c.pin_reason
 
 
 def _case_id(case: tuple[str, StatementKind, dict[str, Any]]) -> str:
