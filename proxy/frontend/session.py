@@ -56,12 +56,11 @@ from proxy.routing.causal import (
     wait_gtid,
     wait_query,
 )
-from proxy.routing.classifier import Classification, StatementKind
+from proxy.routing.classifier import VALUE_PINS, Classification, StatementKind
 from proxy.routing.digest import Digest, reported_digest
 from proxy.routing.gtid import contains as gtid_contains
 from proxy.routing.gtid import is_mariadb as gtid_is_mariadb
 from proxy.routing.gtid import merge_mariadb
-from proxy.routing.router import changes_data
 from proxy.topology import GtidAdvanced
 
 # Classification, Digest and ClientStmt are imported at run time, not only for type checking:
@@ -870,7 +869,7 @@ class Session:
         coroutine. None means "await route_wait(stmt, override)": a failover to wait out, or
         a replica to check for what the session must see. Callers write
         `session.route(stmt, o) or await session.route_wait(stmt, o)`."""
-        self._writes = changes_data(stmt)
+        self._writes = stmt.changes_data
         self._row_dml = stmt.verb in _ROW_DML and not stmt.is_multi_statement
         target = self._choose(stmt, override)
         if target is None or self._must_check(stmt, target, override):
@@ -1047,29 +1046,41 @@ class Session:
         status = scanner.status
         if scanner.error is not None or status is None or status & _IN_TRANS:
             return
-        if not (
-            self.gtid_pending
-            or (self._writes and not (self._row_dml and not scanner.affected_rows))
-        ):
-            return  # nothing changed (a DML statement that touched no row commits nothing)
-        gtid = None
-        conn = self.current
-        if (
-            status & _STATE_CHANGED
-            and scanner.ok_payload is not None
-            and conn is not None
-            and conn.caps & Capability.CLIENT_SESSION_TRACK
-        ):
-            with contextlib.suppress(ProtocolError):
-                gtid = parse_ok(scanner.ok_payload, conn.caps).committed_gtid
+        # A GTID tracked in the OK is a commit, whatever the statement looked like.
+        gtid = self._tracked_gtid(self.current, scanner) if status & _STATE_CHANGED else None
         if gtid:
             self.server.watermark.advance(commit_mark(gtid))
-        elif self.user is not None:
+            return
+        if not (
+            self.gtid_pending
+            or (
+                self._writes
+                # One DML statement's OK saying it touched no row: it committed nothing. A
+                # result set (RETURNING) reports no rows affected, whatever it changed.
+                and not (self._row_dml and not scanner.affected_rows and not scanner.result_sets)
+            )
+        ):
+            return
+        if self.user is not None:
             # Not in the OK (not tracked: MariaDB without last_gtid in
             # session_track_system_variables, a client without CLIENT_SESSION_TRACK): until
             # the writer's position,
             # which holds this commit, is learnt, causal reads ask the writer for it.
             self.server.learn_commit_soon(Asker(self.user, self.caps, self.state.collation))
+
+    @staticmethod
+    def _tracked_gtid(conn: BackendConnection | None, scanner: ResponseScanner) -> str | None:
+        """The GTID a statement committed, from its final OK's session tracking (MariaDB's
+        last_gtid, MySQL's session_track_gtids); None when not there."""
+        if (
+            conn is None
+            or scanner.ok_payload is None
+            or not conn.caps & Capability.CLIENT_SESSION_TRACK
+        ):
+            return None
+        with contextlib.suppress(ProtocolError):
+            return parse_ok(scanner.ok_payload, conn.caps).committed_gtid
+        return None
 
     def sticky_target(self) -> ServerState:
         """Where session-level commands go: the server the session already uses, or the writer."""
@@ -1130,7 +1141,13 @@ class Session:
         """Learn what a successful statement changed in the session."""
         if scanner.error is not None:
             return
-        if changes_data(stmt):
+        if stmt.changes_data or (
+            scanner.status is not None
+            and scanner.status & _STATE_CHANGED
+            and self._tracked_gtid(self.attached.get(self.last_server or ""), scanner)
+        ):
+            # May have committed (a GTID tracked in the OK: did commit): later reads must
+            # see it.
             self.wrote = True
             self.gtid_pending = True
         self._note_state(stmt, sql)
@@ -1145,11 +1162,16 @@ class Session:
             if served.config.role == "replica" and gtid_is_mariadb(served.gtid_position):
                 # What this replica had applied is the least the next read may see.
                 self.read_floor = merge_mariadb(self.read_floor or "", served.gtid_position)
-        if stmt.pins_session and self.last_server == self.server.cluster.writer:
-            # Only the writer holds state across statements: pinning to a replica would send
-            # the session's later writes there.
-            self.pins.reasons.add(stmt.pin_reason or "session state")
-            self.pinned_server = self.last_server
+        if stmt.pins_session:
+            if self.last_server == self.server.cluster.writer:
+                # Only the writer holds state across statements: pinning to a replica would
+                # send the session's later writes there.
+                self.pins.reasons.add(stmt.pin_reason or "session state")
+                self.pinned_server = self.last_server
+            elif self.last_server in self.attached:
+                # Sent elsewhere by a hint or rule: whatever state it left there (a lock, a
+                # temporary table) is not kept, and must neither reach nor block anyone else.
+                self.detach(self.attached[self.last_server], broken=True)
         if not stmt.changes_session_state or stmt.next_transaction_only or not stmt.replay_sql:
             return
         conn = self.attached.get(self.last_server) if self.last_server else None
@@ -1177,14 +1199,7 @@ class Session:
         WARNINGS... must still see this statement, not the proxy's question)."""
         self.gtid_pending = False
         conn = self.attached.get(self.last_server) if self.last_server else None
-        gtid: str | None = None
-        if (
-            conn is not None
-            and scanner.ok_payload is not None
-            and (conn.caps & Capability.CLIENT_SESSION_TRACK)
-        ):
-            with contextlib.suppress(ProtocolError):
-                gtid = parse_ok(scanner.ok_payload, conn.caps).committed_gtid
+        gtid = self._tracked_gtid(conn, scanner)
         # Unknown: reads go to the writer until a GTID is known again (the safe side).
         self.last_gtid = gtid
         self.gtid_conn = conn if gtid is None else None
@@ -1271,14 +1286,22 @@ class Session:
     # -- resets ------------------------------------------------------------------------------------
     def reset(self, state: SessionState) -> None:
         """Forget everything session-bound (COM_RESET_CONNECTION, COM_CHANGE_USER)."""
-        for conn in list(self.attached.values()):
-            conn.note_session(tainted=True)
-            self.detach(conn)
+        self._give_back_all()
         self.state = state
         self.pins.reasons.clear()
         self.pinned_server = None
         self.stmts.clear()
         self.wait_timeout = None
+
+    def _give_back_all(self) -> None:
+        """The session ends (or starts afresh): the next session to get one of its connections
+        finds it reset (COM_RESET_CONNECTION). The pinned one is closed instead when it may
+        hold what others wait for (a lock, a procedure's or function's state), not left to
+        block them while it idles in the pool."""
+        holds = any(r not in VALUE_PINS and ":" not in r for r in self.pins.reasons)
+        for conn in list(self.attached.values()):
+            conn.note_session(tainted=True)
+            self.detach(conn, broken=holds and conn.server_name == self.pinned_server)
 
     async def change_user(self, request: ChangeUser) -> bool:
         """COM_CHANGE_USER from the client: authenticated like a login (same plugins), then a
@@ -1357,10 +1380,7 @@ class Session:
         if self.phase is SessionPhase.CLOSED:
             return
         self.change_phase(SessionPhase.CLOSED)
-        for conn in list(self.attached.values()):
-            # The next session to get this connection finds it reset (COM_RESET_CONNECTION).
-            conn.note_session(tainted=True)
-            self.detach(conn)
+        self._give_back_all()
         self.client.close()
         self.server.session_closed(self)
 

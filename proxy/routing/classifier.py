@@ -27,10 +27,31 @@ from proxy.routing.tokens import (
 )
 
 __all__ = (
+    "VALUE_PINS",
     "CachedDigest",
     "Classification",
     "Classifier",
     "StatementKind",
+)
+
+
+# Pin reasons for state that only its own session can see, which COM_RESET_CONNECTION
+# clears: a connection pinned for these alone goes back to the pool (reset) when its session
+# ends. Any other pin (locks, CALL, stored functions...) may hold what others wait for: that
+# connection is closed instead.
+VALUE_PINS: frozenset[str] = frozenset(
+    {
+        "user variable",
+        "LAST_INSERT_ID()",
+        "CONNECTION_ID()",
+        "SQL_CALC_FOUND_ROWS",
+        "sequence value of this session",
+        "SQL-level prepared statement",
+        "autocommit set to a value unknown here",
+        "SET last_insert_id",
+        "SET identity",
+        "SET insert_id",
+    }
 )
 
 
@@ -83,6 +104,11 @@ class Classification:
     must run on the backend that ran it."""
 
     is_ddl: bool = False
+    changes_data: bool = False
+    """May change data or schema (DML, DDL, CALL, a stored function, EXECUTE, a compound
+    statement, anything not understood): after it, the session's reads (read-your-writes) and
+    everyone's (causal) must see its commit. Implies WRITE; a pinning SELECT, SET @x, BEGIN,
+    LOCK TABLES... are WRITE but change no data."""
     is_kill: bool = False
     kill_id: int | None = None
     kill_variant: str | None = None
@@ -114,6 +140,7 @@ class _Acc:
 
     __slots__ = (
         "changes",
+        "data",
         "ddl",
         "kill_id",
         "kill_variant",
@@ -128,6 +155,7 @@ class _Acc:
 
     def __init__(self) -> None:
         self.write = False  # the statement may write (each place that sets it says why)
+        self.data = False  # ... and may change data or schema (see Classification)
         self.changes = False
         self.session_vars: list[str] = []
         self.next_tx = False
@@ -145,6 +173,16 @@ class _Acc:
             self.pin_reason = reason
         self.write = True  # the pinned backend is the writer
 
+    def data_change(self) -> None:
+        self.data = True
+        self.write = True
+
+    def stored_function(self) -> None:
+        """A call of a stored (or unknown, or quoted) function: it may write, and may leave
+        session state (user variables, temporary tables, locks) on its backend."""
+        self.data_change()
+        self.pin("stored function")
+
     def session_change(self, *names: str) -> None:
         self.changes = True
         for name in names:
@@ -153,7 +191,7 @@ class _Acc:
 
     def ddl_statement(self) -> None:
         self.ddl = True
-        self.write = True
+        self.data_change()
 
 
 def _is_word(t: str) -> bool:
@@ -208,8 +246,13 @@ def _scan(tokens: list[str], start: int, acc: _Acc, *, query: bool) -> None:
             elif prev != ".":
                 _keyword(tokens, i, acc, query=query)
         elif query and (c == "`" or c == "?") and i + 1 < n and tokens[i + 1] == "(":
-            # `f`(...), or "f"(...) under ANSI_QUOTES (digested as ?): a stored function.
-            acc.write = True  # a stored function may write
+            # `f`(...), or "f"(...) under ANSI_QUOTES (digested as ?): a stored function, or
+            # a built-in the server accepts quoted (`GET_LOCK`(...)).
+            reason = PINNING_FUNCTIONS.get(t.strip("`").lower())
+            if reason is not None:
+                acc.pin(reason)
+            else:
+                acc.stored_function()
         prev = t
 
 
@@ -217,7 +260,7 @@ def _call(tokens: list[str], i: int, prev: str, acc: _Acc, *, query: bool) -> No
     name = tokens[i]
     if prev == ".":
         if query:
-            acc.write = True  # db.f(): a stored function
+            acc.stored_function()  # db.f()
         return
     if name in PREVIOUS_STATEMENT_FUNCTIONS:
         acc.prev_backend = True  # runs where the previous statement ran; no pin
@@ -227,7 +270,7 @@ def _call(tokens: list[str], i: int, prev: str, acc: _Acc, *, query: bool) -> No
         acc.pin(reason)
         return
     if name in WRITING_FUNCTIONS:
-        acc.write = True  # a function that writes
+        acc.data_change()  # a function that writes
         return
     if not query or is_side_effect_free(name):
         return
@@ -236,7 +279,7 @@ def _call(tokens: list[str], i: int, prev: str, acc: _Acc, *, query: bool) -> No
     j = _closing(tokens, i + 1)
     if _at(tokens, j + 1) == "as" and _at(tokens, j + 2) == "(":
         return  # CTE column list: name (a, b) AS (...)
-    acc.write = True  # an unknown function may be a stored function that writes
+    acc.stored_function()  # an unknown function may be a stored function
 
 
 def _keyword(tokens: list[str], i: int, acc: _Acc, *, query: bool) -> None:
@@ -245,7 +288,7 @@ def _keyword(tokens: list[str], i: int, acc: _Acc, *, query: bool) -> None:
         acc.pin("SQL_CALC_FOUND_ROWS")
     elif t in ("next", "previous") and tokens[i + 1 : i + 3] == ["value", "for"]:
         if t == "next":
-            acc.write = True  # NEXT VALUE FOR writes a sequence
+            acc.data_change()  # NEXT VALUE FOR writes a sequence
         else:
             acc.pin("sequence value of this session")
     elif not query:
@@ -256,8 +299,8 @@ def _keyword(tokens: list[str], i: int, acc: _Acc, *, query: bool) -> None:
         t == "lock" and _at(tokens, i + 1) == "in"
     ):
         acc.write = True  # locking read: FOR UPDATE/SHARE, LOCK IN SHARE MODE (+ NOWAIT...)
-    elif t in ("update", "delete", "insert", "replace"):
-        acc.write = True  # UPDATE/DELETE/... inside a query
+    elif t in ("update", "delete", "insert", "replace") and (i == 0 or tokens[i - 1] != "for"):
+        acc.data_change()  # UPDATE/DELETE/... inside a query (not FOR UPDATE)
 
 
 # --- statements ---------------------------------------------------------------------------
@@ -294,7 +337,7 @@ def _statement(tokens: list[str], acc: _Acc) -> bool:
     if v in _QUERY_START:
         _query(tokens, acc)
     elif v in _DML:
-        acc.write = True  # DML
+        acc.data_change()  # DML
         _scan(tokens, 1, acc, query=False)
     elif v == "set":
         return _set(tokens, acc)
@@ -318,26 +361,34 @@ def _statement(tokens: list[str], acc: _Acc) -> bool:
     elif v in ("lock", "unlock", "flush", "backup", "handler"):
         _locking(tokens, acc)
     elif v in ("prepare", "execute", "deallocate"):
+        if v == "execute":
+            acc.data_change()  # runs text the classifier can't see
         if _at(tokens, 1) == "immediate":
             acc.pin("EXECUTE IMMEDIATE runs text the classifier can't see")
         else:
             acc.pin("SQL-level prepared statement")
-    elif v in ("call", "load") and _at(tokens, 1) != "index":
-        acc.write = True  # CALL/LOAD: may do anything
+    elif v == "call":
+        # A procedure may do anything: write, and leave session state (user variables,
+        # temporary tables, locks) that its backend connection keeps.
+        acc.data_change()
+        acc.pin("CALL")
+        _scan(tokens, 1, acc, query=False)
+    elif v == "load" and _at(tokens, 1) != "index":
+        acc.data_change()  # LOAD DATA/XML
         _scan(tokens, 1, acc, query=False)
     elif v == "kill":
         _kill(tokens, acc)
     elif v in _MAINTENANCE_DDL:
         acc.ddl_statement()  # table maintenance
     elif v in _MAINTENANCE or (v == "load" and _at(tokens, 1) == "index"):
-        acc.write = True  # table maintenance
+        acc.data_change()  # table maintenance
     elif v in _ADMIN:
-        acc.write = True  # server administration
+        acc.data_change()  # server administration
     elif v == "get" and "diagnostics" in tokens[1:3]:
         acc.prev_backend = True
         _scan(tokens, 2, acc, query=False)  # GET DIAGNOSTICS @n = NUMBER sets a user variable
     else:
-        acc.write = True  # not understood
+        acc.data_change()  # not understood
     return False
 
 
@@ -350,14 +401,14 @@ def _query(tokens: list[str], acc: _Acc) -> None:
         body = _with_body(tokens, i)
         verb = _at(tokens, body) if body is not None else ""
         if verb in _DML:
-            acc.write = True  # WITH ... INSERT/UPDATE/...
+            acc.data_change()  # WITH ... INSERT/UPDATE/...
             _scan(tokens, i, acc, query=False)
             return
         if verb not in _QUERY_START:
-            acc.write = True  # not understood: WITH
+            acc.data_change()  # not understood: WITH
             return
     elif v not in _QUERY_START:
-        acc.write = True  # not understood
+        acc.data_change()  # not understood
         return
     _scan(tokens, i, acc, query=True)
 
@@ -417,7 +468,7 @@ def _explain(tokens: list[str], acc: _Acc) -> None:
             break
     inner = tokens[i:]
     if not inner:
-        acc.write = True  # not understood: EXPLAIN
+        acc.data_change()  # not understood: EXPLAIN
     elif analyze:
         _statement(inner, acc)  # EXPLAIN ANALYZE executes the statement
     # Otherwise nothing is executed: DESCRIBE t, EXPLAIN SELECT/UPDATE ... are READ.
@@ -432,13 +483,13 @@ def _analyze(tokens: list[str], acc: _Acc) -> None:
     elif i < len(tokens):
         _statement(tokens[i:], acc)  # MariaDB ANALYZE <statement> executes it
     else:
-        acc.write = True  # not understood: ANALYZE
+        acc.data_change()  # not understood: ANALYZE
 
 
 def _transaction(tokens: list[str], acc: _Acc) -> None:
     modes = tokens[2:]
     if tokens[0] == "begin" and _at(tokens, 1) == "not":
-        acc.write = True  # compound statement
+        acc.data_change()  # compound statement
         _scan(tokens, 1, acc, query=False)
     elif tokens[0] != "start" or _at(tokens, 1) != "transaction":
         # BEGIN, COMMIT, ROLLBACK, XA, SAVEPOINT, RELEASE; START SLAVE / REPLICA / GROUP_...
@@ -470,7 +521,7 @@ def _locking(tokens: list[str], acc: _Acc) -> None:
         if "lock" in tokens or "export" in tokens:
             acc.pin("FLUSH TABLES WITH READ LOCK")
         else:
-            acc.write = True  # FLUSH
+            acc.data_change()  # FLUSH
     else:
         acc.pin(f"{v.upper()} {_at(tokens, 1).upper()}".strip())
 
@@ -531,7 +582,7 @@ def _set(tokens: list[str], acc: _Acc) -> bool:
             if t == "for" and depth == 0 and j + 1 < len(tokens):
                 _scan(tokens[2:j], 0, acc, query=True)
                 return _statement(tokens[j + 1 :], acc)
-        acc.write = True  # not understood: SET STATEMENT
+        acc.data_change()  # not understood: SET STATEMENT
         return False
     if first in ("password", "default") or (first == "resource" and second == "group"):
         acc.ddl_statement()  # account management
@@ -558,7 +609,7 @@ def _set(tokens: list[str], acc: _Acc) -> bool:
     scope = "session"  # a GLOBAL/SESSION keyword carries on to the next assignments
     items = _split_commas(tokens, 1)
     if not items:
-        acc.write = True  # not understood: SET
+        acc.data_change()  # not understood: SET
     for item in items:
         j = 0
         if item[0] in _SCOPES:
@@ -587,10 +638,10 @@ def _set(tokens: list[str], acc: _Acc) -> bool:
             name = head
             var_scope = scope
         else:
-            acc.write = True  # not understood: SET
+            acc.data_change()  # not understood: SET
             continue
         if _at(item, j + 1) not in ("=", ":="):
-            acc.write = True  # not understood: SET
+            acc.data_change()  # not understood: SET
             continue
         value = item[j + 2 :]
         if var_scope == "global":
@@ -663,6 +714,7 @@ def _classify_tokens(tokens: list[str]) -> tuple[Classification, bool, tuple[boo
         pin_reason=acc.pin_reason,
         needs_previous_backend=acc.prev_backend,
         is_ddl=acc.ddl,
+        changes_data=acc.data,
         is_kill=acc.kill_variant is not None,
         kill_id=acc.kill_id,
         kill_variant=acc.kill_variant,
@@ -693,6 +745,7 @@ def _per_statement(c: Classification, sql: str, mask: tuple[bool, ...]) -> Class
     return replace(
         c,
         kind=StatementKind.WRITE,
+        changes_data=True,
         pins_session=True,
         pin_reason=c.pin_reason or "statement not understood",
     )
@@ -822,7 +875,7 @@ class Classifier:
         alt = self._entry(alt_text).classification
         if alt.kind is StatementKind.READ:
             return c
-        return replace(c, kind=StatementKind.WRITE)
+        return replace(c, kind=StatementKind.WRITE, changes_data=alt.changes_data)
 
     def _classify_text(self, text: str) -> CachedDigest:
         if self.tokenizer != "regex" and len(text) <= _MAX_SQLPARSE_TEXT:
@@ -835,6 +888,6 @@ class Classifier:
         try:
             c, per_statement, mask = _classify_tokens(tokenize(text))
         except Exception:  # a classifier bug must not break routing: go to the writer
-            c = Classification(StatementKind.WRITE)
+            c = Classification(StatementKind.WRITE, changes_data=True)
             per_statement, mask = False, ()
         return CachedDigest(Digest(text, digest_id(text)), c, per_statement, mask)

@@ -8,40 +8,6 @@ from proxy.routing.causal import PositionCache
 from proxy.routing.classifier import Classification, StatementKind
 from proxy.routing.rules import QueryRules
 
-# WRITE statements after which a session's later reads must see its changes. Everything else
-# classified WRITE (pinning SELECTs, SET @x, transaction control...) changes no data.
-_NO_DATA_CHANGE = frozenset(
-    {
-        "select",
-        "set",
-        "begin",
-        "start",
-        "commit",
-        "rollback",
-        "savepoint",
-        "release",
-        "show",
-        "kill",
-        "do",
-        "lock",
-        "unlock",
-        "xa",
-        "explain",
-        "describe",
-        "desc",
-        "help",
-        "use",
-        "values",
-        "table",
-        "with",
-        "handler",
-        "prepare",
-        "deallocate",
-        "execute",
-    }
-)
-
-
 _ONLINE = HostStatus.ONLINE
 
 
@@ -49,11 +15,6 @@ def _usable(server: ServerState) -> bool:
     """ServerState.usable without calling the property (interpreted: ~1,000 instructions,
     several times per statement)."""
     return server.status is _ONLINE
-
-
-def changes_data(stmt: Classification) -> bool:
-    """Could this successful statement have changed data or schema?"""
-    return stmt.kind is StatementKind.WRITE and (stmt.is_ddl or stmt.verb not in _NO_DATA_CHANGE)
 
 
 class Router:

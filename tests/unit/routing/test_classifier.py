@@ -12,6 +12,7 @@ import pytest
 import proxy.routing.classifier as classifier_module
 from proxy.compiled import is_compiled
 from proxy.routing.classifier import (
+    VALUE_PINS,
     Classification,
     Classifier,
     StatementKind,
@@ -411,7 +412,7 @@ CASES: list[tuple[str, StatementKind, dict[str, Any]]] = [
     ("INSERT INTO t (a) VALUES (@x)", W, PIN),
     ("INSERT INTO log (msg) VALUES (LAST_INSERT_ID())", W, PIN),
     ("CALL p(@out)", W, PIN),
-    ("CALL p(1)", W, {"pins_session": False}),
+    ("CALL p(1)", W, {"pins_session": True, "pin_reason": "CALL", "changes_data": True}),
     ("GET DIAGNOSTICS CONDITION 1 @p = MESSAGE_TEXT", W, {"pins_session": True, **PREV}),
     # --- side-effect and unknown functions ---
     (
@@ -602,6 +603,118 @@ CASES: list[tuple[str, StatementKind, dict[str, Any]]] = [
 ]
 
 
+# May the statement have changed data or schema (changes_data)? After one that may, reads
+# (read-your-writes, causal) must see its commit; those that cannot must not make reads pay.
+DATA_CASES: list[tuple[str, bool]] = [
+    ("INSERT INTO c (tag) VALUES ('x')", True),
+    ("INSERT INTO c (tag) VALUES ('x') RETURNING id", True),
+    ("REPLACE INTO c (tag) VALUES ('x') RETURNING id", True),
+    ("WITH x AS (SELECT 1 AS v) INSERT INTO c (tag) SELECT v FROM x", True),
+    ("SET STATEMENT max_statement_time=10 FOR INSERT INTO c (tag) VALUES ('x')", True),
+    ("SET STATEMENT max_statement_time=10 FOR SELECT * FROM c", False),
+    ("BEGIN NOT ATOMIC INSERT INTO c (tag) VALUES ('x'); END", True),
+    ("SELECT ins_f('x')", True),
+    ("DO ins_f('x')", True),
+    ("SELECT demo_db.ins_f('x')", True),
+    ("SELECT `ins_f`('x')", True),
+    ("SET @x = ins_f('x')", True),
+    ("SELECT NEXT VALUE FOR s", True),
+    ("SELECT nextval(s)", True),
+    ("CALL p(1)", True),
+    ("EXECUTE IMMEDIATE 'INSERT INTO c (tag) VALUES (?)' USING 'x'", True),
+    ("EXECUTE p1 USING @t", True),
+    ("LOAD DATA INFILE '/tmp/x' INTO TABLE c", True),
+    ("CREATE TABLE t (a INT)", True),
+    ("CREATE TEMPORARY TABLE tt (a INT)", True),
+    ("FLUSH TABLES", True),
+    ("SELECT 1; INSERT INTO c (tag) VALUES ('x')", True),
+    ("FROBNICATE the table", True),  # not understood: the safe side
+    ("PREPARE p1 FROM 'INSERT INTO c (tag) VALUES (?)'", False),
+    ("DEALLOCATE PREPARE p1", False),
+    ("SELECT 1", False),
+    ("SELECT @x := 1", False),
+    ("SET @x = 1", False),
+    ("SET sql_mode = ''", False),
+    ("SET autocommit = 0", False),
+    ("SELECT GET_LOCK('a', 0)", False),
+    ("SELECT `GET_LOCK`('a', 0)", False),
+    ("SELECT LAST_INSERT_ID()", False),
+    ("SELECT * FROM c FOR UPDATE", False),
+    ("SELECT * FROM c INTO OUTFILE '/tmp/x'", False),
+    ("DO SLEEP(1)", False),
+    ("BEGIN", False),
+    ("START TRANSACTION", False),
+    ("COMMIT", False),  # the transaction's writes already said so
+    ("LOCK TABLES c READ", False),
+    ("UNLOCK TABLES", False),
+    ("SHOW SLAVE STATUS", False),
+    ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", False),
+    ("USE demo_db", False),
+]
+
+
+@pytest.mark.parametrize(("sql", "changes"), DATA_CASES, ids=[c[0][:60] for c in DATA_CASES])
+def test_changes_data(sql: str, changes: bool, tokenizer: str) -> None:
+    classifier = Classifier(tokenizer="regex" if tokenizer == "regex" else "sqlparse")
+    assert classifier.classify(sql)[1].changes_data is changes
+
+
+# Session state a statement may leave on its backend connection that the proxy cannot
+# replay: the session is pinned there (and its connection is reset before anyone else's use).
+PIN_CASES: list[tuple[str, str]] = [
+    ("CALL p_state()", "CALL"),
+    ("CALL demo_db.p(@x, @y)", "CALL"),
+    ("SELECT ins_f('x')", "stored function"),
+    ("DO ins_f('x')", "stored function"),
+    ("SELECT demo_db.f(1)", "stored function"),
+    ("SELECT `f`(1)", "stored function"),
+    ("SELECT `demo_db`.`f`(1)", "stored function"),
+    ('SELECT "f"(1)', "stored function"),  # ANSI_QUOTES
+    ("SELECT `GET_LOCK`('probe3_lock', 0)", "user-level lock"),
+    ("SELECT `get_lock`('a', 0)", "user-level lock"),
+    ("SELECT `RELEASE_LOCK`('a')", "user-level lock"),
+    ("SELECT `LAST_INSERT_ID`()", "LAST_INSERT_ID()"),
+    ("SELECT `CONNECTION_ID`()", "CONNECTION_ID()"),
+    ("SET sql_mode = f()", "stored function"),
+]
+
+
+@pytest.mark.parametrize(("sql", "reason"), PIN_CASES, ids=[c[0][:60] for c in PIN_CASES])
+def test_pins(sql: str, reason: str, tokenizer: str) -> None:
+    classifier = Classifier(tokenizer="regex" if tokenizer == "regex" else "sqlparse")
+    c = classifier.classify(sql)[1]
+    assert c.kind is W and c.pins_session and c.pin_reason == reason, c
+
+
+@pytest.mark.parametrize(
+    ("sql", "value_only"),
+    [
+        ("SET @x = 1", True),
+        ("SELECT LAST_INSERT_ID()", True),
+        ("SELECT CONNECTION_ID()", True),
+        ("SELECT SQL_CALC_FOUND_ROWS * FROM t", True),
+        ("SELECT PREVIOUS VALUE FOR s", True),
+        ("PREPARE p FROM 'SELECT 1'", True),
+        ("SET autocommit = @v", True),
+        ("SET autocommit = DEFAULT", True),
+        ("SET insert_id = 5", True),
+        ("SET last_insert_id = 5", True),
+        ("SELECT GET_LOCK('a', 0)", False),
+        ("SELECT `GET_LOCK`('a', 0)", False),
+        ("LOCK TABLES t READ", False),
+        ("CALL p()", False),
+        ("SELECT f()", False),
+        ("EXECUTE IMMEDIATE 'SELECT 1'", False),
+        ("CREATE TEMPORARY TABLE tt (a INT)", False),
+    ],
+)
+def test_value_pins(sql: str, value_only: bool) -> None:
+    """VALUE_PINS names the reasons the classifier gives for state a reset clears."""
+    c = Classifier().classify(sql)[1]
+    assert c.pins_session
+    assert (c.pin_reason in VALUE_PINS) is value_only, c.pin_reason
+
+
 def _case_id(case: tuple[str, StatementKind, dict[str, Any]]) -> str:
     return case[0][:60].replace("\n", " ") or "<empty>"
 
@@ -623,8 +736,9 @@ def test_classify(sql: str, kind: StatementKind, fields: dict[str, Any], tokeniz
     assert c.kind is kind, c
     for name, expected in fields.items():
         assert getattr(c, name) == expected, name
-    # Pinning always goes with WRITE: the pinned backend is the writer.
+    # Pinning always goes with WRITE: the pinned backend is the writer; so does a data change.
     assert not c.pins_session or c.kind is W
+    assert not c.changes_data or c.kind is W
     # The second time comes from the exact-string cache, unchanged.
     assert classifier.classify(sql) == (digest, c)
     assert classifier.exact_hits == 1
@@ -874,7 +988,7 @@ def test_classifier_error_is_a_safe_write(monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setattr(module, "_classify_tokens", broken)
     _, c = Classifier().classify("SELECT 1")
-    assert c == Classification(W)
+    assert c == Classification(W, changes_data=True)
 
 
 @_interpreted_only
@@ -886,7 +1000,7 @@ def test_per_statement_failure_is_a_safe_write(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(module, "raw_statements", broken)
     _, c = Classifier().classify("SET NAMES utf8mb4")
-    assert c.kind is W and c.pins_session
+    assert c.kind is W and c.pins_session and c.changes_data
 
 
 def test_classification_defaults() -> None:

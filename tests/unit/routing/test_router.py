@@ -10,7 +10,7 @@ import pytest
 from proxy.cluster import Cluster, HostStatus
 from proxy.config import parse_config
 from proxy.routing.classifier import Classification, StatementKind
-from proxy.routing.router import Router, changes_data
+from proxy.routing.router import Router
 from proxy.topology import Topology, WriterChanged
 
 READ = Classification(StatementKind.READ, verb="select")
@@ -124,19 +124,3 @@ def test_choose_by_route_hint_or_rule_override() -> None:
     router.cluster.server("m2").status = HostStatus.SHUNNED
     assert _choose(router, READ, override="m2") == "r1"
     assert _choose(router, WRITE, override="m2") == "m1"
-
-
-@pytest.mark.parametrize(
-    ("stmt", "changes"),
-    [
-        (WRITE, True),
-        (READ, False),
-        (Classification(StatementKind.WRITE, verb="set"), False),
-        (Classification(StatementKind.WRITE, verb="select"), False),  # a pinning SELECT
-        (Classification(StatementKind.WRITE, verb="commit"), False),
-        (Classification(StatementKind.WRITE, verb="create", is_ddl=True), True),
-        (Classification(StatementKind.WRITE, verb="lock", is_ddl=True), True),
-    ],
-)
-def test_changes_data(stmt: Classification, changes: bool) -> None:
-    assert changes_data(stmt) is changes
