@@ -65,16 +65,18 @@ class ErrorCount:
         )
 
 
+@dataclass(slots=True)
 class Histogram:
     """A histogram cheap enough for every statement: one bisect and three additions."""
 
-    __slots__ = ("buckets", "count", "counts", "sum")
+    buckets: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)  # per bucket, then above the last
+    sum: float = 0.0
+    count: int = 0
 
-    def __init__(self, buckets: tuple[float, ...]) -> None:
-        self.buckets = buckets
-        self.counts = [0] * (len(buckets) + 1)
-        self.sum = 0.0
-        self.count = 0
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = [0] * (len(self.buckets) + 1)
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.buckets, value)] += 1
