@@ -31,7 +31,7 @@ deps:
 # until then the stale .so files are ignored (pure Python, with a warning). PYPROXY_PURE=1 at
 # run time forces pure Python; no C compiler: pure Python too.
 HOT_SOURCES := $(wildcard proxy/protocol/*.py proxy/routing/*.py proxy/backend/*.py proxy/frontend/*.py) \
-	proxy/metrics.py
+	proxy/metrics.py proxy/cluster.py
 
 $(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)

@@ -30,7 +30,8 @@ class ServerState:
     gtid_position: str = ""
     outstanding: int = 0  # statements in flight, for least-outstanding balancing
     # config's fields the data path reads for every statement, as plain attributes: a
-    # pydantic model's attribute costs ~430 instructions (its __getattr__ hook), these ~60.
+    # pydantic model's attribute costs ~430 instructions (its __getattr__ hook), these (a
+    # compiled module's native attributes) a few.
     name: str = field(init=False, repr=False, compare=False)
     replica: bool = field(init=False, repr=False, compare=False)
     weight: int = field(init=False, repr=False, compare=False)

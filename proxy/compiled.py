@@ -29,6 +29,7 @@ HOT_MODULES: tuple[str, ...] = (
     "proxy.frontend.client",
     "proxy.frontend.session",
     "proxy.metrics",
+    "proxy.cluster",
 )
 
 PURE_ENV = "PYPROXY_PURE"  # =1: run the .py files even where compiled modules exist
