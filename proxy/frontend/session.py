@@ -933,11 +933,15 @@ class Session:
         """Must a read routed to target first check the replica has what it must see: the
         session's writes, or (causal) the high-water mark it does not cover yet? Not a read
         sent to a server by name (hint or rule): it runs there, as that server has it."""
-        if not stmt.is_read or target.name == self.server.cluster.writer:
+        if not stmt.is_read:
+            return False
+        level = self.consistency(stmt)
+        if not (self.last_gtid or self.read_floor or level in CAUSAL_LEVELS):
+            return False  # read_your_writes (the default) with no write to see yet, eventual
+        if target.name == self.server.cluster.writer:
             return False
         if (override or stmt.hint_route) not in (None, "reader"):
             return False
-        level = self.consistency(stmt)
         if level == "causal" and not (
             self.read_floor and self.server.snapshot.router.monotonic_reads
         ):
