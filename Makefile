@@ -30,7 +30,8 @@ deps:
 # .py files. Editing one of those .py files makes `make venv` (and so run/test) rebuild them;
 # until then the stale .so files are ignored (pure Python, with a warning). PYPROXY_PURE=1 at
 # run time forces pure Python; no C compiler: pure Python too.
-HOT_SOURCES := $(wildcard proxy/protocol/*.py proxy/routing/*.py proxy/backend/*.py proxy/frontend/*.py)
+HOT_SOURCES := $(wildcard proxy/protocol/*.py proxy/routing/*.py proxy/backend/*.py proxy/frontend/*.py) \
+	proxy/metrics.py proxy/cluster.py
 
 $(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)

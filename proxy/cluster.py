@@ -29,10 +29,22 @@ class ServerState:
     reason: str = ""  # why the status is what it is (shunned: lag, stopped thread...)
     gtid_position: str = ""
     outstanding: int = 0  # statements in flight, for least-outstanding balancing
+    # config's fields the data path reads for every statement, as plain attributes: a
+    # pydantic model's attribute costs ~430 instructions (its __getattr__ hook), these (a
+    # compiled module's native attributes) a few.
+    name: str = field(init=False, repr=False, compare=False)
+    replica: bool = field(init=False, repr=False, compare=False)
+    weight: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def name(self) -> str:
-        return self.config.name
+    def __post_init__(self) -> None:
+        self.configure(self.config)
+
+    def configure(self, config: Server) -> None:
+        """A new config for this server (same name): config and its copies change together."""
+        self.config = config
+        self.name = config.name
+        self.replica = config.role == "replica"
+        self.weight = config.weight
 
     @property
     def usable(self) -> bool:
@@ -67,12 +79,12 @@ class Cluster:
             return "shunned"
         if name == self.writer:
             return "writer"
-        return "reader" if st.config.role == "replica" else "standby"
+        return "reader" if st.replica else "standby"
 
     def hostgroup(self, name: str) -> int:
         """ProxySQL's hostgroup of a server: writer 0, replicas 1, other masters 2."""
         if name == self.writer:
             return WRITER_HOSTGROUP
-        if self.servers[name].config.role == "replica":
+        if self.servers[name].replica:
             return READER_HOSTGROUP
         return STANDBY_HOSTGROUP

@@ -28,6 +28,8 @@ HOT_MODULES: tuple[str, ...] = (
     "proxy.frontend.commands",
     "proxy.frontend.client",
     "proxy.frontend.session",
+    "proxy.metrics",
+    "proxy.cluster",
 )
 
 PURE_ENV = "PYPROXY_PURE"  # =1: run the .py files even where compiled modules exist

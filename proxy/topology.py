@@ -216,7 +216,7 @@ class Topology:
                 if current is None:
                     cluster.servers[server.name] = ServerState(server, HostStatus(server.status))
                 else:
-                    current.config = server
+                    current.configure(server)
                 return True
             case ServerRemoved(name):
                 if cluster.writer == name:  # never left naming a server that is gone

@@ -23,6 +23,13 @@ class Router:
     def __init__(self, cluster: Cluster, config: Config) -> None:
         self.cluster = cluster
         self.config = config
+        # The routing settings read for every statement, as native attributes (a pydantic
+        # model's attribute costs ~430 instructions): a reload builds a new Router.
+        routing = config.routing
+        self.consistency: Consistency = routing.consistency
+        self.monotonic_reads = routing.monotonic_reads
+        self.writer_serves_reads = routing.writer_serves_reads
+        self.reads_fallback_to_writer = routing.reads_fallback_to_writer
         self.rules = QueryRules(config.query_rules)
         self._current: dict[str, int] = {}  # smooth weighted round-robin state per server
         self.positions = PositionCache()  # servers' GTID positions as marks (causal reads)
@@ -37,14 +44,11 @@ class Router:
     def readers(self) -> list[ServerState]:
         """Every replica that may take reads now."""
         return [
-            s
-            for s in self.cluster.servers.values()
-            if s.usable and s.config.role == "replica" and s.config.weight > 0
+            s for s in self.cluster.servers.values() if _usable(s) and s.replica and s.weight > 0
         ]
 
     def reader(self) -> ServerState | None:
         """A healthy replica by weight (smooth weighted round-robin), fewest in flight on ties."""
-        routing = self.config.routing
         best: ServerState | None = None
         best_name = ""
         best_cur = 0
@@ -52,12 +56,11 @@ class Router:
         for server in self.cluster.servers.values():
             if not _usable(server):
                 continue
-            config = server.config  # each field of a config costs a lookup: once each
-            name = config.name
-            if config.role == "replica":
-                weight = config.weight
-            elif routing.writer_serves_reads and name == self.cluster.writer:
-                weight = max(config.weight, 1)
+            name = server.name
+            if server.replica:
+                weight = server.weight
+            elif self.writer_serves_reads and name == self.cluster.writer:
+                weight = max(server.weight, 1)
             else:
                 continue
             if weight <= 0:
@@ -74,7 +77,7 @@ class Router:
         if best is not None:
             self._current[best_name] -= total
             return best
-        return self.writer() if routing.reads_fallback_to_writer else None
+        return self.writer() if self.reads_fallback_to_writer else None
 
     def choose(
         self,
@@ -98,7 +101,7 @@ class Router:
             # An unknown or unhealthy server named in a hint: route by the statement instead.
         if stmt.kind is StatementKind.WRITE or not autocommit:
             return self.writer()
-        level = stmt.hint_consistency or consistency or self.config.routing.consistency
+        level = stmt.hint_consistency or consistency or self.consistency
         if level == "strong" or (level == "read_your_writes" and wrote):
             return self.writer()
         return self.reader()
