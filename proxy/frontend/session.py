@@ -524,12 +524,7 @@ class Session:
             if isinstance(got, BackendConnection):
                 conn = got
                 scanner = ResponseScanner(command, conn.caps, cursor=cursor)
-                hold = retry is not None and retry.kind is StatementKind.WRITE
-                sink = (
-                    Sink(self.client.write, hold_errors=True, before_end=self._before_reply)
-                    if hold
-                    else self.sink
-                )
+                sink = self._sink_for(retry)
                 self._begin(conn, target, read=retry is not None and retry.is_read)
                 try:
                     if gate is None:
@@ -539,15 +534,7 @@ class Session:
                     while scanner.infile:
                         await self._relay_infile(conn, scanner)
                 except BackendError as exc:
-                    if gate is not None and not gate.caught_up:
-                        # Lost during the wait or while dropping a stale response: the client
-                        # got none of it; the writer has what the read must see, unless the
-                        # statement was being KILLed.
-                        result = self._lost_gated(conn, target, gate, exc)
-                        if self._gated_not_run(conn, gate, scanner):
-                            result = None
-                    else:
-                        result = self._lost_mid_statement(conn, target, scanner, exc)
+                    result = self._lost(conn, target, gate, scanner, exc)
                 else:
                     if gate is not None and not gate.caught_up:
                         result = None if self._gated_not_run(conn, gate, scanner) else _FALLBACK
@@ -560,16 +547,10 @@ class Session:
             else:
                 result = got  # could not get a connection: None (error sent) or _RETRY
             if result is _FALLBACK:
-                writer = self.server.writer()
-                if writer is None:
-                    self.send_error(ErrorCode.PROXY_NO_BACKEND, _NO_CAUSAL_SERVER)
+                moved = await self._to_writer(resend, packet)
+                if moved is None:
                     return None
-                target, conn = writer, None
-                if resend is not None:
-                    again = await resend(writer)
-                    if again is None:
-                        return None
-                    conn, packet = again
+                target, conn, packet = moved
                 continue
             if not isinstance(result, _Retry):
                 return result
@@ -578,6 +559,45 @@ class Session:
             if new is None:
                 return None
             target, conn, retry = new, None, None  # at most one retry
+
+    def _sink_for(self, retry: Classification | None) -> Sink:
+        """A write that may run elsewhere has a lone ERR held back (not sent) for the retry."""
+        if retry is not None and retry.kind is StatementKind.WRITE:
+            return Sink(self.client.write, hold_errors=True, before_end=self._before_reply)
+        return self.sink
+
+    def _lost(
+        self,
+        conn: BackendConnection,
+        target: ServerState,
+        gate: GtidGate | None,
+        scanner: ResponseScanner,
+        exc: BackendError,
+    ) -> _Retry | None:
+        """forward()'s backend connection died under the statement."""
+        if gate is None or gate.caught_up:
+            return self._lost_mid_statement(conn, target, scanner, exc)
+        # Lost during the wait or while dropping a stale response: the client got none of
+        # it; the writer has what the read must see, unless the statement was being KILLed.
+        result = self._lost_gated(conn, target, gate, exc)
+        return None if self._gated_not_run(conn, gate, scanner) else result
+
+    async def _to_writer(
+        self, resend: Resend | None, packet: bytes
+    ) -> tuple[ServerState, BackendConnection | None, bytes] | None:
+        """A read whose replica did not catch up goes to the writer: its target, connection
+        and command (resend rebinds a prepared statement there); None when the client got
+        an error."""
+        writer = self.server.writer()
+        if writer is None:
+            self.send_error(ErrorCode.PROXY_NO_BACKEND, _NO_CAUSAL_SERVER)
+            return None
+        if resend is None:
+            return writer, None, packet
+        again = await resend(writer)
+        if again is None:
+            return None
+        return writer, again[0], again[1]
 
     def _gated_not_run(
         self, conn: BackendConnection, gate: GtidGate, scanner: ResponseScanner

@@ -35,7 +35,7 @@ from tests.integration.clients._support import (
 )
 from tests.support.endpoints import Endpoint, proxy_config
 from tests.support.proxyproc import LabProxy, PoliteClients, RawClient, lab_proxy
-from tests.support.servers import root_rows, set_delay
+from tests.support.servers import delayed_replicas, root_rows
 
 # CI runs fewer; the figure is 1,000 (CAUSAL_ITERATIONS=1000).
 ITERATIONS = int(os.environ.get("CAUSAL_ITERATIONS", "200"))
@@ -49,11 +49,8 @@ Execute = Callable[[str, tuple[Any, ...]], list[Row]]
 
 @pytest.fixture(scope="module")
 def delayed(lab: Lab) -> Iterator[Lab]:
-    set_delay(lab, "replica2", DELAY_S)
-    try:
+    with delayed_replicas(lab, ("replica2",), DELAY_S):
         yield lab
-    finally:
-        set_delay(lab, "replica2", 0)
 
 
 def _proxy(lab: Lab, consistency: str) -> ProxyThread:

@@ -25,7 +25,7 @@ from tests.integration.clients._support import (
     run_json,
 )
 from tests.support.endpoints import Endpoint, proxy_config
-from tests.support.servers import set_delay
+from tests.support.servers import delayed_replicas
 
 ITERATIONS = 1000
 DELAY_S = 2  # replica2 applies everything this late (MASTER_DELAY)
@@ -35,11 +35,8 @@ CONNECTOR_J = Path("/usr/share/java/mariadb-java-client.jar")
 @pytest.fixture(scope="module")
 def delayed(lab: Lab) -> Iterator[Lab]:
     """replica2 lags DELAY_S behind (a delayed replica) for the whole module."""
-    set_delay(lab, "replica2", DELAY_S)
-    try:
+    with delayed_replicas(lab, ("replica2",), DELAY_S):
         yield lab
-    finally:
-        set_delay(lab, "replica2", 0)
 
 
 @pytest.fixture(scope="module")

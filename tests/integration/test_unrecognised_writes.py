@@ -15,7 +15,7 @@ import pytest
 
 from proxy.lab.lab import Lab
 from tests.support.proxyproc import LabProxy, lab_proxy
-from tests.support.servers import set_delay
+from tests.support.servers import delayed_replicas
 
 DELAY_S = 2  # both replicas apply everything this late: a read routed there is stale
 ROUNDS = 3
@@ -63,17 +63,13 @@ def proxy(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabPro
         )
     root.close()
     lab.wait_replicated()
-    for node in REPLICAS:
-        set_delay(lab, node, DELAY_S)
-    try:
-        # Lag below the shunning limit: the replicas stay in the read pool.
-        with lab_proxy(
-            lab, tmp_path_factory.mktemp("wr"), health={"max_replication_lag_s": 60}
-        ) as running:
-            yield running
-    finally:
-        for node in REPLICAS:
-            set_delay(lab, node, 0)
+    # Lag below the shunning limit: the replicas stay in the read pool.
+    health = {"max_replication_lag_s": 60}
+    with (
+        delayed_replicas(lab, REPLICAS, DELAY_S),
+        lab_proxy(lab, tmp_path_factory.mktemp("wr"), health=health) as running,
+    ):
+        yield running
 
 
 Execute = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]

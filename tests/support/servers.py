@@ -3,6 +3,9 @@ replica."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pymysql
 import pymysql.cursors
 
@@ -28,3 +31,15 @@ def set_delay(lab: Lab, node: str, seconds: int) -> None:
         cur.execute(f"CHANGE MASTER TO MASTER_DELAY = {seconds}")
         cur.execute("START SLAVE")
     root.close()
+
+
+@contextlib.contextmanager
+def delayed_replicas(lab: Lab, nodes: tuple[str, ...], seconds: int) -> Iterator[Lab]:
+    """These replicas apply everything `seconds` late while the block runs."""
+    for node in nodes:
+        set_delay(lab, node, seconds)
+    try:
+        yield lab
+    finally:
+        for node in nodes:
+            set_delay(lab, node, 0)
