@@ -110,16 +110,7 @@ def _connector_prepared(ep: Endpoint) -> Execute:
 def _asyncmy(ep: Endpoint) -> Execute:
     """asyncmy, on an event loop of this connection's own."""
     loop = asyncio.new_event_loop()
-    conn = loop.run_until_complete(
-        asyncmy.connect(
-            host=ep.host,
-            port=ep.port,
-            user=ep.user,
-            password=ep.password,
-            database=ep.database,
-            autocommit=True,
-        )
-    )
+    conn = loop.run_until_complete(asyncmy.connect(**ep.params()))
 
     async def run(sql: str, args: tuple[Any, ...]) -> list[Row]:
         async with conn.cursor() as cur:

@@ -41,14 +41,7 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
 
 
 def _traffic(ep: Endpoint) -> None:
-    conn = pymysql.connect(
-        host=ep.host,
-        port=ep.port,
-        user=ep.user,
-        password=ep.password,
-        database=ep.database,
-        autocommit=True,
-    )
+    conn = ep.connect()
     with conn.cursor() as cur:
         for i in range(20):
             cur.execute("SELECT %s + 1 AS ops_probe", (i,))

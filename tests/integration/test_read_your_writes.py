@@ -149,14 +149,7 @@ def test_mysql_connector(ryw_proxy: ProxyThread, ep: Endpoint, table: str, prepa
 
 def test_asyncmy(ryw_proxy: ProxyThread, ep: Endpoint, table: str) -> None:
     async def main() -> int:
-        conn = await asyncmy.connect(
-            host=ep.host,
-            port=ep.port,
-            user=ep.user,
-            password=ep.password,
-            database=ep.database,
-            autocommit=True,
-        )
+        conn = await asyncmy.connect(**ep.params())
         stale = 0
         async with conn.cursor() as cur:
             await cur.execute(CREATE.format(table))

@@ -28,8 +28,9 @@ class Endpoint:
         """The lab's app account on a proxy port."""
         return cls("127.0.0.1", port, "app", "app-pass", "demo_db")
 
-    def _params(self, **kwargs: Any) -> dict[str, Any]:
-        """Connect arguments both client libraries take, autocommit on (kwargs override)."""
+    def params(self, **kwargs: Any) -> dict[str, Any]:
+        """Connect arguments the client libraries take (PyMySQL, mysql-connector, asyncmy),
+        autocommit on (kwargs override)."""
         params: dict[str, Any] = {
             "host": self.host,
             "port": self.port,
@@ -43,12 +44,12 @@ class Endpoint:
 
     def connect(self, **kwargs: Any) -> pymysql.Connection:
         """A PyMySQL connection in autocommit mode (kwargs override)."""
-        return pymysql.connect(**self._params(**kwargs))
+        return pymysql.connect(**self.params(**kwargs))
 
     def connector(self, **kwargs: Any) -> Any:
         """A mysql-connector connection (its pure-Python protocol code, autocommit; kwargs
         override): the second client library of the tests."""
-        conn = mysql.connector.connect(**self._params(**{"use_pure": True, **kwargs}))
+        conn = mysql.connector.connect(**self.params(**{"use_pure": True, **kwargs}))
         # Its pure-Python socket leaves Nagle on: a prepared statement's two small writes
         # (close the old one, prepare the next) then wait ~40 ms for a delayed ACK, with a
         # server as with the proxy (measured: 45 ms a statement direct, 0.7 ms with this).
