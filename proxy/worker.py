@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -186,6 +187,10 @@ async def _serve(channel_fd: int, counts_fd: int) -> None:
     shared.slots = start.user_slots
     worker = Worker(channel, start, shared)
     await worker.path.start(start.server_version)
+    # What start-up built (modules, config, classifier tables) lives as long as the process:
+    # out of the collector's reach, a full collection walks only what serving made.
+    gc.collect()
+    gc.freeze()
     channel.send(Ready(os.getpid()))
     log.info("worker %d (pid %d) serving port %d", start.index, os.getpid(), start.port)
     stop = asyncio.Event()
