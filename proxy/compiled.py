@@ -28,6 +28,7 @@ HOT_MODULES: tuple[str, ...] = (
     "proxy.frontend.commands",
     "proxy.frontend.client",
     "proxy.frontend.session",
+    "proxy.frontend.listener",
     "proxy.metrics",
     "proxy.cluster",
 )

@@ -866,9 +866,9 @@ class Session:
         reported in the statistics never keeps a literal, whatever the session's sql_mode."""
         server = self.server
         override = None
-        rules = server.snapshot.router.rules  # snapshot: ProxyServer.router is a property call
-        if rules:
-            action = rules.decide(
+        router = server.snapshot.router  # snapshot: ProxyServer.router is a property call
+        if router.has_rules:
+            action = router.rules.decide(
                 sql,
                 digest.text,
                 self.username,

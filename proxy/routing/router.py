@@ -31,6 +31,7 @@ class Router:
         self.writer_serves_reads = routing.writer_serves_reads
         self.reads_fallback_to_writer = routing.reads_fallback_to_writer
         self.rules = QueryRules(config.query_rules)
+        self.has_rules = bool(config.query_rules)  # QueryRules.__bool__ runs interpreted
         self._current: dict[str, int] = {}  # smooth weighted round-robin state per server
         self.positions = PositionCache()  # servers' GTID positions as marks (causal reads)
 
