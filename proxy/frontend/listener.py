@@ -8,6 +8,7 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from proxy.backend.connection import BackendConnection, BackendError
 from proxy.backend.pool import BackendPool
@@ -129,8 +130,9 @@ class ProxyServer:
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        server: Any = self._server  # uvloop's sockets is a list, typeshed says tuple: no check
+        assert server is not None
+        return int(server.sockets[0].getsockname()[1])
 
     def close(self) -> None:
         """Stop accepting clients."""
