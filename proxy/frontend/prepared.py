@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+from time import perf_counter
 from typing import TYPE_CHECKING, Final
 
 from proxy.backend.connection import (
@@ -266,7 +266,7 @@ async def com_stmt_execute(session: Session, packet: Packet) -> bool:
             return True
         conn, bs = found
     frame = cs.frame(payload, bs)
-    started = time.perf_counter()
+    started = perf_counter()
     scanner = await session.forward(
         target,
         _EXECUTE,
@@ -279,7 +279,7 @@ async def com_stmt_execute(session: Session, packet: Packet) -> bool:
             else None
         ),
     )
-    session.account(target, cs.digest, cs.stmt, scanner, time.perf_counter() - started)
+    session.account(target, cs.digest, cs.stmt, scanner, perf_counter() - started)
     if scanner is None:
         cs.pinned_conn = None
         return True
