@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from time import perf_counter
+from typing import TYPE_CHECKING, Final
 
 from proxy.backend.connection import (
     BackendConnection,
@@ -12,7 +12,7 @@ from proxy.backend.connection import (
     BackendStmt,
     Sink,
 )
-from proxy.protocol.constants import Command, ErrorCode, ServerStatus
+from proxy.protocol.constants import MAX_PACKET_PAYLOAD, Command, ErrorCode, ServerStatus
 from proxy.protocol.packets import (
     Packet,
     ProtocolError,
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 # Backend statements kept per connection; the least recently used are closed beyond this.
 MAX_BACKEND_STMTS = 256
 _CURSOR_FLAGS = 0x07  # CURSOR_TYPE_READ_ONLY | FOR_UPDATE | SCROLLABLE
+_EXECUTE: Final = 0x17  # Command.COM_STMT_EXECUTE, a C constant when compiled (no enum lookup)
 
 
 @dataclass
@@ -48,6 +49,64 @@ class ClientStmt:
     override: str | None = None  # the route a query rule gave it
     param_types: bytes | None = None  # the last types the client bound (2 bytes per param)
     pinned_conn: BackendConnection | None = None  # long data sent or a cursor open there
+    pin_reasons: bool = False  # its cursor/long-data reasons are in session.pins
+    # The framing of its executes for one backend statement (frame() keeps it): the header
+    # and id put before the client's payload, for payloads of frame_size bytes.
+    frame_stmt: BackendStmt | None = None
+    same_id: bool = False  # the backend statement has the client's id: the payload goes as is
+    frame_size: int = -1
+    frame_head: bytes = b""
+
+    def frame(self, payload: bytes, bs: BackendStmt) -> bytes:
+        """The client's COM_STMT_EXECUTE framed for the backend statement bs, types bound.
+
+        A client sends parameter types only when they change (new_params_bound_flag); a
+        backend statement that got other types, or none, needs them again, so they are put
+        back in. Otherwise the payload is not parsed: its statement id is replaced (or kept,
+        when the backend's id is the client's) by one concatenation with a cached head.
+        """
+        n = self.num_params
+        if n:
+            flag_pos = 10 + (n + 7) // 8  # cmd(1) id(4) flags(1) iterations(4) null bitmap
+            if len(payload) > flag_pos:  # else malformed: let the server say so
+                if payload[flag_pos] == 1:
+                    types = payload[flag_pos + 1 : flag_pos + 1 + 2 * n]
+                    self.param_types = types
+                    bs.bound_types = types
+                elif (
+                    self.param_types is not None
+                    and bs.bound_types is not self.param_types
+                    and bs.bound_types != self.param_types
+                ):
+                    bs.bound_types = self.param_types
+                    return _with_types(payload, bs.stmt_id, flag_pos, self.param_types)
+        size = len(payload)
+        if size >= MAX_PACKET_PAYLOAD:  # split in fragments: rare, no cache
+            return build_packet(0, _execute_head(bs.stmt_id) + payload[5:])
+        if self.frame_stmt is not bs:
+            self.frame_stmt = bs
+            self.same_id = payload[1:5] == bs.stmt_id.to_bytes(4, "little")
+            self.frame_size = -1
+        if size != self.frame_size:
+            self.frame_size = size
+            header = size.to_bytes(4, "little")  # 3-byte length, sequence 0
+            self.frame_head = header if self.same_id else header + _execute_head(bs.stmt_id)
+        if self.same_id:
+            return self.frame_head + payload
+        return self.frame_head + payload[5:]
+
+
+def _execute_head(backend_id: int) -> bytes:
+    return bytes((_EXECUTE,)) + backend_id.to_bytes(4, "little")
+
+
+def _with_types(payload: bytes, backend_id: int, flag_pos: int, types: bytes) -> bytes:
+    """The framed execute with the types the backend statement lacks put back in."""
+    body = bytearray(payload)
+    body[1:5] = backend_id.to_bytes(4, "little")
+    body[flag_pos] = 1
+    body[flag_pos + 1 : flag_pos + 1] = types
+    return build_packet(0, body)
 
 
 def _unknown(session: Session, stmt_id: int) -> None:
@@ -169,47 +228,20 @@ async def _backend_stmt(
     return conn, _remember(conn, cs.sql, scanner)
 
 
-def _rewrite_execute(payload: bytes, cs: ClientStmt, bs: BackendStmt) -> bytes:
-    """The client's COM_STMT_EXECUTE addressed to the backend statement, with types bound.
-
-    A client sends parameter types only when they change (new_params_bound_flag); a backend
-    statement that got other types, or none, needs them again, so they are put back in.
-    The payload goes as it came (no copy) when the backend's statement id is the client's
-    and no types need putting back.
-    """
-    n = cs.num_params
-    flag_pos = 10 + (n + 7) // 8  # cmd(1) id(4) flags(1) iterations(4) null bitmap
-    insert = False
-    if n and len(payload) > flag_pos:  # else malformed: let the server say so
-        if payload[flag_pos] == 1:
-            types = payload[flag_pos + 1 : flag_pos + 1 + 2 * n]
-            cs.param_types = types
-            bs.bound_types = types
-        elif cs.param_types is not None and bs.bound_types != cs.param_types:
-            insert = True
-            bs.bound_types = cs.param_types
-    if not insert and read_stmt_id(payload) == bs.stmt_id:
-        return payload
-    body = bytearray(payload)
-    body[1:5] = bs.stmt_id.to_bytes(4, "little")
-    if insert:
-        assert cs.param_types is not None
-        body[flag_pos] = 1
-        body[flag_pos + 1 : flag_pos + 1] = cs.param_types
-    return bytes(body)
-
-
 async def com_stmt_execute(session: Session, packet: Packet) -> bool:
-    client_id = _stmt_id(packet)
+    payload = packet.payload
+    if len(payload) < 5:
+        raise ProtocolError("statement command without a statement id")
+    client_id = payload[1] | payload[2] << 8 | payload[3] << 16 | payload[4] << 24
     cs = session.stmts.get(client_id)
     if cs is None:
         _unknown(session, client_id)
         return True
     if session.gtid_conn is not None and not cs.stmt.needs_previous_backend:
         await session.ask_gtid()
-    flags = packet.payload[5] if len(packet.payload) > 5 else 0
-    cursor = bool(flags & _CURSOR_FLAGS)
-    if cs.pinned_conn is None:
+    cursor = len(payload) > 5 and payload[5] & _CURSOR_FLAGS != 0
+    pinned = cs.pinned_conn
+    if pinned is None:
         # A GTID wait chosen here (causal, read-your-writes) goes just ahead of the execute
         # (not with a cursor: its rows come later), unless it must be prepared there first.
         target = session.route(cs.stmt, cs.override) or await session.route_wait(
@@ -220,31 +252,40 @@ async def com_stmt_execute(session: Session, packet: Packet) -> bool:
             if ready is None or cs.sql not in ready.stmts:
                 target = await session.settle_gate(target)
     else:
-        target = session.target_of(cs.pinned_conn)
+        target = session.target_of(pinned)
     if target is None:
         return True
-    found = await _backend_stmt(session, cs, target)
-    if found is None:
-        return True
-    conn, bs = found
-    body = _rewrite_execute(packet.payload, cs, bs)
-    started = time.perf_counter()
+    # The usual case without a coroutine: the connection is ready, the statement prepared.
+    conn = pinned if pinned is not None and not pinned.broken else session.ready_backend(target)
+    bs = conn.stmts.get(cs.sql) if conn is not None else None
+    if conn is not None and bs is not None:
+        conn.stmts.move_to_end(cs.sql)
+    else:
+        found = await _backend_stmt(session, cs, target)
+        if found is None:
+            return True
+        conn, bs = found
+    frame = cs.frame(payload, bs)
+    started = perf_counter()
     scanner = await session.forward(
         target,
-        Command.COM_STMT_EXECUTE,
-        build_packet(0, body),
+        _EXECUTE,
+        frame,
         cursor=cursor,
         conn=conn,
-        resend=lambda writer: _execute_on(session, cs, packet.payload, writer),
+        resend=(
+            (lambda writer: _execute_on(session, cs, payload, writer))
+            if session.gate_pending(target)
+            else None
+        ),
     )
-    session.account(target, cs.digest, cs.stmt, scanner, time.perf_counter() - started)
+    session.account(target, cs.digest, cs.stmt, scanner, perf_counter() - started)
     if scanner is None:
         cs.pinned_conn = None
         return True
     if cursor and scanner.status is not None and scanner.status & ServerStatus.CURSOR_EXISTS:
-        cs.pinned_conn = conn
-        session.pins.reasons.add(f"cursor:{client_id}")
-    else:
+        _pin(session, f"cursor:{client_id}", cs, conn)
+    elif cs.pinned_conn is not None or cs.pin_reasons:
         _unpin(session, client_id, cs)
     session.note_statement(cs.stmt, cs.sql, scanner)
     return True
@@ -259,11 +300,18 @@ async def _execute_on(
     if found is None:
         return None
     conn, bs = found
-    return conn, build_packet(0, _rewrite_execute(payload, cs, bs))
+    return conn, cs.frame(payload, bs)
+
+
+def _pin(session: Session, reason: str, cs: ClientStmt, conn: BackendConnection) -> None:
+    cs.pinned_conn = conn
+    cs.pin_reasons = True
+    session.pins.reasons.add(reason)
 
 
 def _unpin(session: Session, client_id: int, cs: ClientStmt) -> None:
     cs.pinned_conn = None
+    cs.pin_reasons = False
     session.pins.reasons.discard(f"cursor:{client_id}")
     session.pins.reasons.discard(f"longdata:{client_id}")
 
@@ -288,8 +336,7 @@ async def com_stmt_send_long_data(session: Session, packet: Packet) -> bool:
     if found is None:
         return True
     conn, bs = found
-    cs.pinned_conn = conn
-    session.pins.reasons.add(f"longdata:{client_id}")
+    _pin(session, f"longdata:{client_id}", cs, conn)
     body = bytearray(packet.payload)
     body[1:5] = bs.stmt_id.to_bytes(4, "little")
     try:

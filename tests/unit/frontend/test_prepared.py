@@ -1,12 +1,13 @@
-"""_rewrite_execute: a client's COM_STMT_EXECUTE readdressed to a backend statement."""
+"""ClientStmt.frame: a client's COM_STMT_EXECUTE framed for a backend statement."""
 
 from __future__ import annotations
 
 import struct
 
 from proxy.backend.connection import BackendStmt
-from proxy.frontend.prepared import ClientStmt, _rewrite_execute
+from proxy.frontend.prepared import ClientStmt
 from proxy.protocol.constants import Command
+from proxy.protocol.packets import build_packet
 from proxy.routing.classifier import Classifier
 
 LONGLONG, VAR_STRING = b"\x08\x00", b"\xfd\x00"
@@ -27,6 +28,13 @@ def _execute(stmt_id: int, nulls: bytes, types: bytes | None, values: bytes) -> 
 
 
 VALUES = struct.pack("<q", 7) + b"\x03abc"
+
+
+def _rewrite_execute(payload: bytes, cs: ClientStmt, bs: BackendStmt) -> bytes:
+    """The payload cs.frame sends (its frame checked: one packet, sequence 0)."""
+    frame = cs.frame(payload, bs)
+    assert frame[:4] == build_packet(0, frame[4:])[:4]
+    return frame[4:]
 
 
 def test_statement_id_replaced_and_types_kept() -> None:
@@ -82,10 +90,32 @@ def test_same_statement_id_relays_the_payload_as_it_came() -> None:
     cs, bs = _client_stmt(2), BackendStmt(stmt_id=3, num_params=2, num_columns=1)
     types = LONGLONG + VAR_STRING
     first = _execute(3, b"\x00", types, VALUES)
-    assert _rewrite_execute(first, cs, bs) is first  # no copy, types still learned
+    assert cs.frame(first, bs) == build_packet(0, first)  # types still learned
     assert cs.param_types == bs.bound_types == types
     again = _execute(3, b"\x00", None, VALUES)
-    assert _rewrite_execute(again, cs, bs) is again
+    assert cs.frame(again, bs) == build_packet(0, again)
     # A backend statement with the client's id that never saw the types still gets them.
     fresh = BackendStmt(stmt_id=3, num_params=2, num_columns=1)
     assert _rewrite_execute(again, cs, fresh) == _execute(3, b"\x00", types, VALUES)
+
+
+def test_cached_head_follows_the_payload_size_and_the_backend_statement() -> None:
+    cs = _client_stmt(2)
+    bs = BackendStmt(stmt_id=7, num_params=2, num_columns=1)
+    types = LONGLONG + VAR_STRING
+    for values in (VALUES, VALUES, VALUES + b"\x00" * 300, VALUES):
+        payload = _execute(1, b"\x00", types, values)
+        assert cs.frame(payload, bs) == build_packet(0, _execute(7, b"\x00", types, values))
+    other = BackendStmt(stmt_id=1, num_params=2, num_columns=1)  # the client's id: as it came
+    payload = _execute(1, b"\x00", None, VALUES)
+    assert cs.frame(payload, other) == build_packet(0, _execute(1, b"\x00", types, VALUES))
+    assert cs.frame(payload, other) == build_packet(0, payload)
+    assert cs.frame(payload, bs) == build_packet(0, _execute(7, b"\x00", None, VALUES))
+
+
+def test_a_payload_of_16_mib_is_split() -> None:
+    cs, bs = _client_stmt(0), BackendStmt(stmt_id=9, num_params=0, num_columns=1)
+    values = b"\x00" * (0xFFFFFF - 11)
+    payload = _execute(1, b"", None, values)
+    assert len(payload) == 0xFFFFFF
+    assert cs.frame(payload, bs) == build_packet(0, _execute(9, b"", None, values))
