@@ -164,7 +164,11 @@ async def com_process_kill(session: Session, packet: Packet) -> bool:
 
 
 def _frame(packet: Packet) -> bytes:
-    # Commands start a new exchange: sequence 0, re-split when over 16 MiB.
+    # Commands start a new exchange: sequence 0, re-split when over 16 MiB. The client's own
+    # frame already is that (seq 0, one fragment) in the usual case: forwarded as it came.
+    wire = packet.wire
+    if wire is not None and packet.seq == 0:
+        return wire
     return build_packet(0, packet.payload)
 
 
