@@ -17,6 +17,7 @@ from proxy.routing.classifier import Classification
 Handler = Callable[[Session, Packet], Awaitable[bool]]
 
 _COM_QUERY: Final = int(Command.COM_QUERY)
+_COM_STMT_EXECUTE: Final = int(Command.COM_STMT_EXECUTE)
 
 
 def dispatch(session: Session, packet: Packet) -> Awaitable[bool]:
@@ -30,8 +31,11 @@ def dispatch(session: Session, packet: Packet) -> Awaitable[bool]:
         raise ProtocolError("empty command packet")
     session.start_command(payload)
     command = payload[0]
+    # The usual ones: a native call, no dict lookup and no generic call.
     if command == _COM_QUERY:
-        return com_query(session, packet)  # the usual one: a native call, no dict lookup
+        return com_query(session, packet)
+    if command == _COM_STMT_EXECUTE:
+        return prepared.com_stmt_execute(session, packet)
     return HANDLERS.get(command, com_unknown)(session, packet)
 
 
