@@ -6,7 +6,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import Final, cast
 
 from proxy.metrics import Metrics
 from proxy.protocol.handshake import MAX_HANDSHAKE_PAYLOAD
@@ -15,20 +15,20 @@ from proxy.protocol.packets import Packet, PacketReader
 # A client with more unprocessed input than this (and a whole command among it) is not read
 # from until the session catches up: a pipelining client cannot make the proxy buffer its
 # flood. A single packet being assembled may be bigger (up to max_allowed_packet).
-INPUT_LIMIT = 1 << 20
+INPUT_LIMIT: Final = 1 << 20
 
 # Commands already in the buffer are run back to back; every this many the session yields to
 # the event loop so that one pipelining client cannot starve the others.
-YIELD_EVERY = 32
+YIELD_EVERY: Final = 32
 
 # Commands still run after the client hung up cleanly, of those it had sent: MySQL runs the
 # next one, writes its answer (the client's reset comes back then), runs one more and stops
 # when that answer cannot be written. So "INSERT ...; QUIT" sent before hanging up is kept,
 # while a hung-up flood of pipelined commands is not run on for seconds.
-AFTER_HANGUP_COMMANDS = 2
+AFTER_HANGUP_COMMANDS: Final = 2
 # Commands that get no answer (COM_QUIT, COM_STMT_SEND_LONG_DATA, COM_STMT_CLOSE): no failed
 # write stops MySQL at them, so they do not count against AFTER_HANGUP_COMMANDS.
-_UNANSWERED = frozenset((0x01, 0x18, 0x19))
+_UNANSWERED: Final = frozenset((0x01, 0x18, 0x19))
 
 
 class ClientGone(Exception):
@@ -47,7 +47,6 @@ class ClientConnection(asyncio.Protocol):
         self.reader = PacketReader(max_payload=min(max_payload, MAX_HANDSHAKE_PAYLOAD))
         self.peer = ("?", 0)
         self.closed = False
-        self.last_active = time.monotonic()
         self._waiter: asyncio.Future[None] | None = None
         # Set by the session: called when our send buffer is full / drained, so the backend
         # being relayed stops or resumes reading (the proxy never buffers a whole result).
@@ -80,7 +79,6 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.metrics.bytes_in += len(data)
-        self.last_active = time.monotonic()
         if self._handshake_waiter is not None:
             self._tls_in_bio.write(data)
             if not self._handshake_waiter.done():
@@ -99,8 +97,14 @@ class ClientConnection(asyncio.Protocol):
             self.reading_paused = True
             self.transport.pause_reading()
         w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+        if w is not None:
+            self._waiter = None  # woken once: more data before read_packet resumes is buffered
+            # Not w.done() first: a second method call per statement. Not contextlib.suppress:
+            # mypyc runs a with-block's __enter__/__exit__ generically, try/except natively.
+            try:  # noqa: SIM105
+                w.set_result(None)
+            except asyncio.InvalidStateError:
+                pass  # cancelled: its task is woken by the cancellation
 
     def eof_received(self) -> bool:
         return False  # close our side too: a half-closed client is gone

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
+from time import perf_counter
+from typing import Final
 
 from proxy.backend.sync import SessionState
 from proxy.frontend import prepared, processlist
@@ -14,6 +15,9 @@ from proxy.protocol.packets import Packet, ProtocolError, build_command, build_p
 from proxy.routing.classifier import Classification
 
 Handler = Callable[[Session, Packet], Awaitable[bool]]
+
+_COM_QUERY: Final = int(Command.COM_QUERY)
+_COM_STMT_EXECUTE: Final = int(Command.COM_STMT_EXECUTE)
 
 
 def dispatch(session: Session, packet: Packet) -> Awaitable[bool]:
@@ -26,7 +30,13 @@ def dispatch(session: Session, packet: Packet) -> Awaitable[bool]:
     if not payload:
         raise ProtocolError("empty command packet")
     session.start_command(payload)
-    return HANDLERS.get(payload[0], com_unknown)(session, packet)
+    command = payload[0]
+    # The usual ones: a native call, no dict lookup and no generic call.
+    if command == _COM_QUERY:
+        return com_query(session, packet)
+    if command == _COM_STMT_EXECUTE:
+        return prepared.com_stmt_execute(session, packet)
+    return HANDLERS.get(command, com_unknown)(session, packet)
 
 
 async def com_unknown(session: Session, packet: Packet) -> bool:
@@ -66,9 +76,9 @@ async def com_query(session: Session, packet: Packet) -> bool:
     target = session.route(stmt, override) or await session.route_wait(stmt, override, gated=True)
     if target is None:
         return True
-    started = time.perf_counter()
-    scanner = await session.forward(target, Command.COM_QUERY, frame, stmt=stmt, override=override)
-    session.account(target, digest, stmt, scanner, time.perf_counter() - started)
+    started = perf_counter()  # imported name: a global lookup, not a module attribute's
+    scanner = await session.forward(target, _COM_QUERY, frame, stmt=stmt, override=override)
+    session.account(target, digest, stmt, scanner, perf_counter() - started)
     if scanner is not None:
         session.note_statement(stmt, sql, scanner)
     if (
@@ -164,7 +174,11 @@ async def com_process_kill(session: Session, packet: Packet) -> bool:
 
 
 def _frame(packet: Packet) -> bytes:
-    # Commands start a new exchange: sequence 0, re-split when over 16 MiB.
+    # Commands start a new exchange: sequence 0, re-split when over 16 MiB. The client's own
+    # frame already is that (seq 0, one fragment) in the usual case: forwarded as it came.
+    wire = packet.wire
+    if wire is not None and packet.seq == 0:
+        return wire
     return build_packet(0, packet.payload)
 
 

@@ -252,24 +252,45 @@ def build_packet(seq: int, payload: Buffer) -> bytes:
             return b"".join(parts)
 
 
-# Not frozen: mypyc makes a frozen dataclass a Python class, whose __init__ (one per client
-# command) costs ~4,500 instructions; this one is a native class.
-@dataclass(slots=True)
 class Packet:
     """One logical packet: its payload joined from all fragments."""
 
-    seq: int
-    payload: bytes
-    last_seq: int  # sequence id of the last fragment (== seq unless the payload was split)
+    # A plain class: mypyc compiles its __init__ (one per client command); a dataclass's is
+    # generated at run time and interpreted (~1,400 instructions a packet).
+    __slots__ = ("last_seq", "payload", "seq", "wire")
+
+    def __init__(self, seq: int, payload: bytes, last_seq: int, wire: bytes | None = None) -> None:
+        self.seq = seq
+        self.payload = payload
+        self.last_seq = last_seq  # sequence id of the last fragment (== seq unless split)
+        # The packet's bytes as received (header included) when they were one whole received
+        # chunk of one fragment: forwarded as they came, without framing the payload again.
+        self.wire = wire
 
 
 class PacketReader:
-    """Reassembles logical packets from a byte stream fed in arbitrary pieces."""
+    """Reassembles logical packets from a byte stream fed in arbitrary pieces.
 
-    __slots__ = ("_buf", "_first_seq", "_last_seq", "_parts", "_split_len", "max_payload")
+    The usual case, a chunk holding whole packets fed to an empty reader, is kept as the
+    chunk itself and sliced (no copy into a buffer); anything else goes through a bytearray.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_chunk",
+        "_first_seq",
+        "_last_seq",
+        "_parts",
+        "_pos",
+        "_split_len",
+        "max_payload",
+    )
 
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
         self.max_payload = max_payload
+        # Unread bytes: _chunk[_pos:] followed by _buf; one of the two is always empty.
+        self._chunk = b""
+        self._pos = 0
         self._buf = bytearray()
         self._parts: list[bytes] = []
         self._split_len = 0
@@ -278,43 +299,84 @@ class PacketReader:
 
     def feed(self, data: Buffer) -> None:
         """Append received bytes."""
+        if not self._buf and self._pos == len(self._chunk) and isinstance(data, bytes):
+            self._chunk = data
+            self._pos = 0
+            return
+        self._spill()
         self._buf += data
+
+    def _spill(self) -> None:
+        """Move the unread rest of the kept chunk into the buffer."""
+        if self._pos < len(self._chunk):
+            self._buf += self._chunk[self._pos :]
+        self._chunk = b""
+        self._pos = 0
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as part of a packet."""
-        return len(self._buf) + self._split_len
+        return len(self._chunk) - self._pos + len(self._buf) + self._split_len
 
     @property
     def ready(self) -> bool:
         """Is the next fragment complete in the buffer (read() makes progress without more
         bytes)?"""
-        buf = self._buf
-        if len(buf) < 4:
+        if self._pos < len(self._chunk):
+            data: Buffer = self._chunk
+            pos = self._pos
+        else:
+            data = self._buf
+            pos = 0
+        if len(data) < pos + 4:
             return False
-        length: int = _HEADER.unpack_from(buf, 0)[0] & MAX_PACKET_PAYLOAD
-        return len(buf) >= 4 + length
+        length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+        return len(data) >= pos + 4 + length
 
     def take_buffered(self) -> bytes:
         """Remove and return the raw bytes not yet read as packets (e.g. the start of a TLS
         handshake that arrived right behind an SSLRequest)."""
+        self._spill()
         data = bytes(self._buf)
         self._buf.clear()
         return data
 
     def clear(self) -> None:
         """Drop everything received and not yet read (the peer is gone)."""
+        self._chunk = b""
+        self._pos = 0
         self._buf = bytearray()
         self._parts = []
         self._split_len = 0
 
     def read(self) -> Packet | None:
         """Next complete logical packet, or None until more bytes arrive."""
+        chunk = self._chunk
+        pos = self._pos
+        size = len(chunk)
+        if size - pos >= 4 and not self._parts:
+            # Fast path: a whole single-fragment packet inside the kept chunk.
+            length = chunk[pos] | chunk[pos + 1] << 8 | chunk[pos + 2] << 16
+            end = pos + 4 + length
+            if end <= size and length < MAX_PACKET_PAYLOAD and length <= self.max_payload:
+                seq = chunk[pos + 3]
+                if end == size:
+                    self._chunk = b""
+                    self._pos = 0
+                    if pos == 0:
+                        return Packet(seq, chunk[4:], seq, chunk)
+                else:
+                    self._pos = end
+                return Packet(seq, chunk[pos + 4 : end], seq)
+        if pos < size:
+            self._spill()
+        return self._read_buffered()
+
+    def _read_buffered(self) -> Packet | None:
         buf = self._buf
         while len(buf) >= 4:
-            header = _HEADER.unpack_from(buf, 0)[0]
-            length = header & MAX_PACKET_PAYLOAD
-            seq = header >> 24
+            length = buf[0] | buf[1] << 8 | buf[2] << 16
+            seq = buf[3]
             in_split = bool(self._parts)
             if in_split and seq != (self._last_seq + 1) & 0xFF:
                 raise PacketOutOfOrder(

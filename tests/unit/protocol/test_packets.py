@@ -271,6 +271,102 @@ def test_reader_rejects_out_of_order_fragment() -> None:
         reader.read()
 
 
+_Q1 = build_packet(0, b"\x03SELECT 1")
+_Q2 = build_packet(0, b"\x03SELECT c FROM sbtest1 WHERE id=42")
+_PING = build_packet(0, b"\x0e")
+_BIG = build_packet(0, b"\x03" + b"b" * MAX_PACKET_PAYLOAD)  # two fragments
+
+
+@pytest.mark.parametrize(
+    ("chunks", "expected"),
+    [
+        # One whole packet per received chunk (the usual case): its frame is kept as it came.
+        ([_Q1], [(b"\x03SELECT 1", True)]),
+        ([_Q1, _Q2], [(b"\x03SELECT 1", True), (_Q2[4:], True)]),
+        ([_PING], [(b"\x0e", True)]),
+        # Pipelined packets in one chunk: sliced out, no frame kept.
+        ([_Q1 + _Q2 + _PING], [(_Q1[4:], False), (_Q2[4:], False), (b"\x0e", False)]),
+        # A packet cut across chunks, and a whole packet fed behind a partial one.
+        ([_Q1 + _Q2[:7], _Q2[7:]], [(_Q1[4:], False), (_Q2[4:], False)]),
+        ([_Q1[:2], _Q1[2:] + _PING], [(_Q1[4:], False), (b"\x0e", False)]),
+        ([_Q1[:4], _Q1[4:], _Q2], [(_Q1[4:], False), (_Q2[4:], True)]),
+    ],
+)
+def test_reader_chunks_table(chunks: list[bytes], expected: list[tuple[bytes, bool]]) -> None:
+    reader = PacketReader()
+    got: list[Packet] = []
+    for chunk in chunks:
+        reader.feed(chunk)
+        got.extend(reader)
+    assert reader.buffered == 0 and not reader.ready
+    assert len(got) == len(expected)
+    for packet, (payload, whole) in zip(got, expected, strict=True):
+        assert (packet.seq, packet.payload, packet.last_seq) == (0, payload, 0)
+        # The kept frame is exactly the received packet, header included.
+        assert packet.wire == (build_packet(0, payload) if whole else None)
+
+
+def test_reader_split_payload_in_one_chunk() -> None:
+    reader = PacketReader()
+    reader.feed(_BIG + _Q1)
+    big = reader.read()
+    assert big is not None and big.payload == _BIG[4 : 4 + MAX_PACKET_PAYLOAD] + _BIG[-1:]
+    assert (big.seq, big.last_seq, big.wire) == (0, 1, None)
+    query = reader.read()
+    assert query is not None and query.payload == _Q1[4:]
+    assert reader.read() is None
+
+
+def test_reader_kept_chunk_counts_as_buffered() -> None:
+    reader = PacketReader()
+    reader.feed(_Q1 + _Q2[:6])
+    assert reader.buffered == len(_Q1) + 6 and reader.ready
+    assert reader.read() is not None
+    assert reader.buffered == 6 and not reader.ready
+    assert reader.read() is None
+    reader.feed(_Q2[6:])
+    assert reader.ready
+    packet = reader.read()
+    assert packet is not None and packet.payload == _Q2[4:]
+    assert reader.buffered == 0
+
+
+def test_reader_take_buffered_and_clear_include_the_kept_chunk() -> None:
+    reader = PacketReader()
+    reader.feed(_Q1 + b"\x16\x03\x01")  # a packet, then the start of a TLS ClientHello
+    assert reader.read() is not None
+    assert reader.take_buffered() == b"\x16\x03\x01"
+    assert reader.buffered == 0
+    reader.feed(_Q1 + _Q2)
+    reader.clear()
+    assert reader.buffered == 0 and reader.read() is None
+    reader.feed(bytearray(_PING))  # not bytes: buffered, same packet
+    packet = reader.read()
+    assert packet is not None and (packet.payload, packet.wire) == (b"\x0e", None)
+
+
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_reader_max_payload_in_a_kept_chunk(pipelined: bool) -> None:
+    reader = PacketReader(max_payload=10)
+    head = _PING if pipelined else b""
+    reader.feed(head + build_packet(3, b"x" * 11))
+    if pipelined:
+        assert reader.read() is not None
+    with pytest.raises(PacketTooLarge) as big:
+        reader.read()
+    assert big.value.seq == 3
+
+
+def test_reader_out_of_order_behind_a_kept_chunk() -> None:
+    wire = build_packet(0, b"q" * (MAX_PACKET_PAYLOAD + 3))
+    reader = PacketReader()
+    reader.feed(wire[: MAX_PACKET_PAYLOAD + 4])  # the whole first fragment
+    assert reader.read() is None
+    reader.feed(build_packet(5, b"qqq"))  # a whole packet, but seq 5 inside the split
+    with pytest.raises(PacketOutOfOrder):
+        reader.read()
+
+
 # --------------------------------------------------------------------------- OK / ERR / EOF
 
 
