@@ -9,7 +9,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from time import monotonic
+from typing import TYPE_CHECKING, Final
 
 from proxy.authio import drive_auth
 from proxy.backend.connection import INTERNAL_TIMEOUT_S, BackendConnection, BackendError, Sink
@@ -94,6 +95,11 @@ class SessionPhase(enum.Enum):
     CLOSED = "closed"
 
 
+# The phases of every statement as C globals (an Enum member read is a class attribute lookup).
+_IDLE: Final = SessionPhase.IDLE
+_EXECUTING: Final = SessionPhase.EXECUTING
+
+
 @dataclass
 class Pins:
     """Why the session must keep using the backend connection it has."""
@@ -176,16 +182,16 @@ class Session:
     def change_phase(self, phase: SessionPhase) -> None:
         if phase is not self.phase:
             self.phase = phase
-            self.phase_since = time.monotonic()
+            self.phase_since = monotonic()
 
     def start_command(self, payload: bytes) -> None:
         """A client command begins: busy until it is answered (not idle, not swept)."""
         self.command = payload
-        self.change_phase(SessionPhase.EXECUTING)
+        self.change_phase(_EXECUTING)
 
     @property
     def is_executing(self) -> bool:
-        return self.phase is SessionPhase.EXECUTING
+        return self.phase is _EXECUTING
 
     def _set_user(self, user: User) -> None:
         self.user = user
@@ -196,9 +202,9 @@ class Session:
     async def run(self, dispatch: Callable[[Session, Packet], Awaitable[bool]]) -> None:
         try:
             if await self.authenticate():
-                self.change_phase(SessionPhase.IDLE)
+                self.change_phase(_IDLE)
                 while await dispatch(self, await self.client.read_packet()):
-                    self.change_phase(SessionPhase.IDLE)
+                    self.change_phase(_IDLE)
         except ClientGone:
             pass
         except PacketTooLarge as big:
@@ -751,11 +757,11 @@ class Session:
     def _begin(self, conn: BackendConnection, target: ServerState, read: bool) -> None:
         self.current = conn
         self.last_server = conn.server_name
-        self.exec_started = time.monotonic()
+        self.exec_started = monotonic()
         self.kill_sent = None  # a KILL QUERY is for the statement it was sent for
         self.running_read = read
         target.outstanding += 1
-        self.change_phase(SessionPhase.EXECUTING)
+        self.change_phase(_EXECUTING)
         if self.client.paused and conn.transport is not None:
             conn.transport.pause_reading()
 
