@@ -6,11 +6,9 @@ from enum import IntEnum
 from typing import Final
 
 from proxy.protocol.constants import (
-    MAX_PACKET_PAYLOAD,
     Capability,
     Command,
     MariaDBCapability,
-    PacketHeader,
     ServerStatus,
 )
 from proxy.protocol.packets import (
@@ -30,50 +28,52 @@ from proxy.protocol.packets import (
     read_lenenc_int,
 )
 
-_OK_HEADER: Final = int(PacketHeader.OK)
-_LOCAL_INFILE_HEADER: Final = int(PacketHeader.LOCAL_INFILE)
-_EOF_HEADER: Final = int(PacketHeader.EOF)
-_ERR_HEADER: Final = int(PacketHeader.ERR)
+# Literal ints (compiled, a literal Final is a constant in the C code, a computed one a
+# global load and check per use); tests/unit/protocol/test_response.py checks they match.
+_OK_HEADER: Final = 0x00  # PacketHeader.OK
+_LOCAL_INFILE_HEADER: Final = 0xFB  # PacketHeader.LOCAL_INFILE
+_EOF_HEADER: Final = 0xFE  # PacketHeader.EOF
+_ERR_HEADER: Final = 0xFF  # PacketHeader.ERR
+
+_FIRST: Final = 0
+_COLUMNS: Final = 1
+_COLUMNS_EOF: Final = 2
+_ROWS: Final = 3
+_PREPARE_FIRST: Final = 4
+_PREPARE_PARAMS: Final = 5
+_PREPARE_PARAMS_EOF: Final = 6
+_PREPARE_COLUMNS: Final = 7
+_PREPARE_COLUMNS_EOF: Final = 8
+_FIELD_LIST: Final = 9
+_SINGLE: Final = 10
+_STATISTICS: Final = 11
+_DONE: Final = 12
 
 
 class ScanState(IntEnum):
     """What the scanner expects next."""
 
-    FIRST = 0  # first packet of a (further) result: OK, ERR, LOCAL INFILE or column count
-    COLUMNS = 1  # column definitions of a result set
-    COLUMNS_EOF = 2  # EOF closing the column definitions (no CLIENT_DEPRECATE_EOF)
-    ROWS = 3  # rows until EOF / OK-as-EOF / ERR
-    PREPARE_FIRST = 4  # COM_STMT_PREPARE_OK or ERR
-    PREPARE_PARAMS = 5
-    PREPARE_PARAMS_EOF = 6
-    PREPARE_COLUMNS = 7
-    PREPARE_COLUMNS_EOF = 8
-    FIELD_LIST = 9  # column definitions until EOF (COM_FIELD_LIST)
-    SINGLE = 10  # exactly one OK / EOF / ERR
-    STATISTICS = 11  # one human-readable string packet
-    DONE = 12
+    FIRST = _FIRST  # first packet of a (further) result: OK, ERR, LOCAL INFILE or column count
+    COLUMNS = _COLUMNS  # column definitions of a result set
+    COLUMNS_EOF = _COLUMNS_EOF  # EOF closing the column definitions (no CLIENT_DEPRECATE_EOF)
+    ROWS = _ROWS  # rows until EOF / OK-as-EOF / ERR
+    PREPARE_FIRST = _PREPARE_FIRST  # COM_STMT_PREPARE_OK or ERR
+    PREPARE_PARAMS = _PREPARE_PARAMS
+    PREPARE_PARAMS_EOF = _PREPARE_PARAMS_EOF
+    PREPARE_COLUMNS = _PREPARE_COLUMNS
+    PREPARE_COLUMNS_EOF = _PREPARE_COLUMNS_EOF
+    FIELD_LIST = _FIELD_LIST  # column definitions until EOF (COM_FIELD_LIST)
+    SINGLE = _SINGLE  # exactly one OK / EOF / ERR
+    STATISTICS = _STATISTICS  # one human-readable string packet
+    DONE = _DONE
 
-
-_FIRST: Final = int(ScanState.FIRST)
-_COLUMNS: Final = int(ScanState.COLUMNS)
-_COLUMNS_EOF: Final = int(ScanState.COLUMNS_EOF)
-_ROWS: Final = int(ScanState.ROWS)
-_PREPARE_FIRST: Final = int(ScanState.PREPARE_FIRST)
-_PREPARE_PARAMS: Final = int(ScanState.PREPARE_PARAMS)
-_PREPARE_PARAMS_EOF: Final = int(ScanState.PREPARE_PARAMS_EOF)
-_PREPARE_COLUMNS: Final = int(ScanState.PREPARE_COLUMNS)
-_PREPARE_COLUMNS_EOF: Final = int(ScanState.PREPARE_COLUMNS_EOF)
-_FIELD_LIST: Final = int(ScanState.FIELD_LIST)
-_SINGLE: Final = int(ScanState.SINGLE)
-_STATISTICS: Final = int(ScanState.STATISTICS)
-_DONE: Final = int(ScanState.DONE)
 
 # What to do with the payload of the current logical packet.
 _SKIP: Final = 0  # forward blindly (rows, column definitions)
 _CAPTURE: Final = 1  # small control packet: keep its bytes and decode it at the end
 _FINAL: Final = 2  # forward blindly; the response is complete once it ends
 
-_MAX: Final = MAX_PACKET_PAYLOAD
+_MAX: Final = 0xFFFFFF  # MAX_PACKET_PAYLOAD
 _MORE_RESULTS: Final = int(ServerStatus.MORE_RESULTS_EXISTS)
 _CURSOR_EXISTS: Final = int(ServerStatus.CURSOR_EXISTS)
 # Plain ints: IntFlag arithmetic builds enum members and costs microseconds per statement.
@@ -84,8 +84,8 @@ _LENENC_NULL: Final = 0xFB  # first byte of a column count at or over it: not a 
 _NO_SEQ: Final = -1  # _expect_seq when any sequence id is accepted
 
 # Plain ints too: comparing with an IntEnum member loads it from its class each time.
-_COM_QUERY: Final = int(Command.COM_QUERY)
-_COM_STMT_EXECUTE: Final = int(Command.COM_STMT_EXECUTE)
+_COM_QUERY: Final = 0x03  # Command.COM_QUERY
+_COM_STMT_EXECUTE: Final = 0x17  # Command.COM_STMT_EXECUTE
 _COM_STMT_PREPARE: Final = int(Command.COM_STMT_PREPARE)
 _COM_STMT_FETCH: Final = int(Command.COM_STMT_FETCH)
 _COM_FIELD_LIST: Final = int(Command.COM_FIELD_LIST)
@@ -174,9 +174,10 @@ class ResponseScanner:
         mariadb_caps: int = 0,
         first_seq: int | None = None,
     ) -> None:
-        if command in _UNSCANNABLE:
+        # The commands of nearly every statement first: no set lookups for them.
+        multi = command in (_COM_QUERY, _COM_STMT_EXECUTE) or command in _QUERY_LIKE
+        if not multi and command in _UNSCANNABLE:
             raise ValueError(f"the reply to command 0x{command:02X} is not a single response")
-        command = int(command)
         self.command = command
         caps = int(caps)
         self._deprecate_eof = bool(caps & _DEPRECATE_EOF_CAP)
@@ -186,7 +187,7 @@ class ResponseScanner:
         self._optional_metadata = bool(caps & _OPTIONAL_METADATA_CAP)
         self._cache_metadata = bool(int(mariadb_caps) & _CACHE_METADATA_CAP)
         self._cursor = cursor and command == _COM_STMT_EXECUTE
-        self._multi = command in _QUERY_LIKE
+        self._multi = multi
         # Framing state.
         self._pending = b""  # a header split across chunks (rare: no buffer allocated)
         self._hdr_len = -1  # header read, first payload byte not yet seen
@@ -211,10 +212,10 @@ class ResponseScanner:
         self.infile = False
         self.prepare: PrepareOk | None = None
         self.stmt_id_offset: int | None = None
-        if command in _NO_RESPONSE:
-            self._state = _DONE
-        elif self._multi:
+        if multi:
             self._state = _FIRST
+        elif command in _NO_RESPONSE:
+            self._state = _DONE
         elif command == _COM_STMT_PREPARE:
             self._state = _PREPARE_FIRST
         elif command == _COM_STMT_FETCH:

@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from proxy.protocol import response
 from proxy.protocol.constants import (
     MAX_PACKET_PAYLOAD,
     Capability,
     Command,
     MariaDBCapability,
+    PacketHeader,
     ServerStatus,
 )
 from proxy.protocol.packets import (
@@ -678,3 +680,13 @@ def test_classic_eof_too_long_is_malformed() -> None:
     scanner = ResponseScanner(Command.COM_QUERY, CLASSIC)
     with pytest.raises(MalformedPacket):
         scanner.feed(build_payloads(1, [encode_column_count(1, CLASSIC), col("a"), b"\xfe" * 9]))
+
+
+def test_literal_constants_match_the_protocol() -> None:
+    """The scanner spells these as literals (constants in the compiled C code)."""
+    assert (response._OK_HEADER, response._EOF_HEADER) == (PacketHeader.OK, PacketHeader.EOF)
+    assert response._ERR_HEADER == PacketHeader.ERR
+    assert response._LOCAL_INFILE_HEADER == PacketHeader.LOCAL_INFILE
+    assert response._MAX == MAX_PACKET_PAYLOAD
+    assert response._COM_QUERY == Command.COM_QUERY
+    assert response._COM_STMT_EXECUTE == Command.COM_STMT_EXECUTE
