@@ -53,9 +53,10 @@ PROFILE_CAPS = (
 )
 
 
-# Plain ints: IntFlag arithmetic is slow per statement.
-_IN_TRANS = int(ServerStatus.IN_TRANS)
-_AUTOCOMMIT = int(ServerStatus.AUTOCOMMIT)
+# Plain ints: IntFlag arithmetic is slow per statement. Final: compiled, a static, not a
+# module dictionary lookup per use.
+_IN_TRANS: Final = int(ServerStatus.IN_TRANS)
+_AUTOCOMMIT: Final = int(ServerStatus.AUTOCOMMIT)
 
 # Limit for the proxy's own commands on a backend connection (state sync, prepares, resets).
 INTERNAL_TIMEOUT_S = 10.0
