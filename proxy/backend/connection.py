@@ -10,7 +10,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Final, cast
 
 from proxy.authio import drive_auth
 from proxy.backend.sync import SessionState, Step, StepKind, gtid_tracking_sql
@@ -53,9 +53,10 @@ PROFILE_CAPS = (
 )
 
 
-# Plain ints: IntFlag arithmetic is slow per statement.
-_IN_TRANS = int(ServerStatus.IN_TRANS)
-_AUTOCOMMIT = int(ServerStatus.AUTOCOMMIT)
+# Plain ints: IntFlag arithmetic is slow per statement. Final: compiled, a static, not a
+# module dictionary lookup per use.
+_IN_TRANS: Final = int(ServerStatus.IN_TRANS)
+_AUTOCOMMIT: Final = int(ServerStatus.AUTOCOMMIT)
 
 # Limit for the proxy's own commands on a backend connection (state sync, prepares, resets).
 INTERNAL_TIMEOUT_S = 10.0
@@ -80,21 +81,12 @@ class ConnState(enum.Enum):
     CLOSED = "closed"
 
 
-# The moves a connection may make (CLOSED is reachable from anywhere, see _fail/close), as
-# pairs compared by identity: hashing an Enum member runs Python code (~2,000 instructions,
-# twice per statement).
-_MOVES: tuple[tuple[ConnState, ConnState], ...] = (
-    (ConnState.CONNECTING, ConnState.IDLE),
-    (ConnState.IDLE, ConnState.RELAYING),
-    (ConnState.RELAYING, ConnState.IDLE),
-)
-
-
-def _may_move(old: ConnState, new: ConnState) -> bool:
-    for a, b in _MOVES:  # noqa: SIM110 - a loop: no generator per statement
-        if a is old and b is new:
-            return True
-    return False
+# The members as module constants, compared by identity: loading one from its class is an
+# attribute lookup, hashing one runs Python code (both twice per statement).
+_CONNECTING: Final = ConnState.CONNECTING
+_IDLE: Final = ConnState.IDLE
+_RELAYING: Final = ConnState.RELAYING
+_CLOSED: Final = ConnState.CLOSED
 
 
 # Exception, not RuntimeError: mypyc compiles no subclass of most builtin types.
@@ -177,7 +169,14 @@ class BackendConnection(asyncio.Protocol):
 
     # -- state: changed only here ----------------------------------------------------------------
     def _set_state(self, new: ConnState) -> None:
-        if new is not ConnState.CLOSED and not _may_move(self.state, new):
+        # The moves a connection may make: CONNECTING -> IDLE <-> RELAYING, and CLOSED from
+        # anywhere (see _fail/close).
+        old = self.state
+        if not (
+            new is _CLOSED
+            or (new is _IDLE and (old is _RELAYING or old is _CONNECTING))
+            or (new is _RELAYING and old is _IDLE)
+        ):
             raise ConnectionBusy(
                 f"{self.server_name} connection: {self.state.value} -> {new.value} is not allowed"
             )
@@ -250,28 +249,36 @@ class BackendConnection(asyncio.Protocol):
             except ProtocolError as exc:
                 self._fail(BackendError(f"malformed response from {self.server_name}: {exc}"))
                 return
-            chunk = data if used == len(data) else data[:used]
-            if scanner.done and sink.before_end is not None:
-                sink.before_end(scanner)
+            size = len(data)
+            chunk = data if used == size else data[:used]
+            done = scanner.done
+            if done:
+                before_end = sink.before_end
+                if before_end is not None:
+                    before_end(scanner)
+            write = sink.write
             if (
-                sink.hold_errors
-                and scanner.done
+                done
+                and sink.hold_errors
                 and scanner.error is not None
                 and scanner.consumed == used  # the whole response is this one chunk
             ):
                 sink.held = chunk
-            elif sink.write is not None:
-                sink.write(chunk)
-            if scanner.done or scanner.infile:
+            elif write is not None:
+                write(chunk)
+            if done or scanner.infile:
                 # infile: the server asked for the client's file; the session sends it and
                 # resumes the relay for the server's final answer.
                 self._relay = None
-                if scanner.done:
+                if done:
                     self._response_done(scanner)
-                if used < len(data):
+                if used < size:
                     self._reader.feed(data[used:])
-                if not fut.done():
+                # No fut.done() call first, no contextlib.suppress object: per statement.
+                try:  # noqa: SIM105
                     fut.set_result(None)
+                except asyncio.InvalidStateError:
+                    pass  # cancelled along with its task
             return
         self._reader.feed(data)
         self._wake()
@@ -314,7 +321,7 @@ class BackendConnection(asyncio.Protocol):
         if status is not None:
             self.status = status
             self.session.autocommit = bool(status & _AUTOCOMMIT)
-        self._set_state(ConnState.IDLE)
+        self._set_state(_IDLE)
 
     def connection_lost(self, exc: Exception | None) -> None:
         detail = f": {exc}" if exc else ""
@@ -448,7 +455,7 @@ class BackendConnection(asyncio.Protocol):
             assert self._lost is not None
             fut.set_exception(self._lost)
             return fut
-        self._set_state(ConnState.RELAYING)  # raises ConnectionBusy if a command runs
+        self._set_state(_RELAYING)  # raises ConnectionBusy if a command runs
         self._relay = (scanner, sink, fut)
         self.write(command)
         return fut

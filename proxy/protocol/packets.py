@@ -662,13 +662,23 @@ def parse_eof(payload: Buffer) -> EofPacket:
 
 
 def parse_eof_fields(payload: Buffer) -> tuple[int, int]:
-    """parse_eof as (warnings, status), building no object: for the per-response hot path."""
+    """parse_eof as (warnings, status), building no object."""
     if not payload or payload[0] != _EOF_HEADER or len(payload) >= 9:
         raise MalformedPacket("not an EOF packet")
     if len(payload) < 5:
         return 0, 0
-    _, warnings, status = _EOF.unpack_from(payload, 0)
-    return warnings, status
+    return payload[1] | payload[2] << 8, payload[3] | payload[4] << 8
+
+
+def eof_status_at(data: bytes, pos: int, length: int) -> int:
+    """The server status of the classic EOF packet whose *length* payload bytes start at
+    *pos* in *data*: native arithmetic, no slice, tuple or struct (the end of every result
+    set's definitions and rows)."""
+    if length == 0 or length >= 9 or data[pos] != _EOF_HEADER:
+        raise MalformedPacket("not an EOF packet")
+    if length < 5:
+        return 0
+    return data[pos + 3] | data[pos + 4] << 8
 
 
 def encode_eof(warnings: int = 0, status: int = ServerStatus.AUTOCOMMIT) -> bytes:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import struct
 from enum import IntEnum
 from typing import Final
 
 from proxy.protocol.constants import (
-    MAX_PACKET_PAYLOAD,
     Capability,
     Command,
     MariaDBCapability,
-    PacketHeader,
     ServerStatus,
 )
 from proxy.protocol.packets import (
@@ -24,81 +21,91 @@ from proxy.protocol.packets import (
     PacketReader,
     PrepareOk,
     ProtocolError,
-    parse_eof,
-    parse_eof_fields,
+    eof_status_at,
     parse_err,
     parse_prepare_ok,
     parse_text_row,
     read_lenenc_int,
 )
 
-_OK_HEADER: Final = int(PacketHeader.OK)
-_LOCAL_INFILE_HEADER: Final = int(PacketHeader.LOCAL_INFILE)
-_EOF_HEADER: Final = int(PacketHeader.EOF)
-_ERR_HEADER: Final = int(PacketHeader.ERR)
+# Literal ints (compiled, a literal Final is a constant in the C code, a computed one a
+# global load and check per use); tests/unit/protocol/test_response.py checks they match.
+_OK_HEADER: Final = 0x00  # PacketHeader.OK
+_LOCAL_INFILE_HEADER: Final = 0xFB  # PacketHeader.LOCAL_INFILE
+_EOF_HEADER: Final = 0xFE  # PacketHeader.EOF
+_ERR_HEADER: Final = 0xFF  # PacketHeader.ERR
+
+_FIRST: Final = 0
+_COLUMNS: Final = 1
+_COLUMNS_EOF: Final = 2
+_ROWS: Final = 3
+_PREPARE_FIRST: Final = 4
+_PREPARE_PARAMS: Final = 5
+_PREPARE_PARAMS_EOF: Final = 6
+_PREPARE_COLUMNS: Final = 7
+_PREPARE_COLUMNS_EOF: Final = 8
+_FIELD_LIST: Final = 9
+_SINGLE: Final = 10
+_STATISTICS: Final = 11
+_DONE: Final = 12
 
 
 class ScanState(IntEnum):
     """What the scanner expects next."""
 
-    FIRST = 0  # first packet of a (further) result: OK, ERR, LOCAL INFILE or column count
-    COLUMNS = 1  # column definitions of a result set
-    COLUMNS_EOF = 2  # EOF closing the column definitions (no CLIENT_DEPRECATE_EOF)
-    ROWS = 3  # rows until EOF / OK-as-EOF / ERR
-    PREPARE_FIRST = 4  # COM_STMT_PREPARE_OK or ERR
-    PREPARE_PARAMS = 5
-    PREPARE_PARAMS_EOF = 6
-    PREPARE_COLUMNS = 7
-    PREPARE_COLUMNS_EOF = 8
-    FIELD_LIST = 9  # column definitions until EOF (COM_FIELD_LIST)
-    SINGLE = 10  # exactly one OK / EOF / ERR
-    STATISTICS = 11  # one human-readable string packet
-    DONE = 12
+    FIRST = _FIRST  # first packet of a (further) result: OK, ERR, LOCAL INFILE or column count
+    COLUMNS = _COLUMNS  # column definitions of a result set
+    COLUMNS_EOF = _COLUMNS_EOF  # EOF closing the column definitions (no CLIENT_DEPRECATE_EOF)
+    ROWS = _ROWS  # rows until EOF / OK-as-EOF / ERR
+    PREPARE_FIRST = _PREPARE_FIRST  # COM_STMT_PREPARE_OK or ERR
+    PREPARE_PARAMS = _PREPARE_PARAMS
+    PREPARE_PARAMS_EOF = _PREPARE_PARAMS_EOF
+    PREPARE_COLUMNS = _PREPARE_COLUMNS
+    PREPARE_COLUMNS_EOF = _PREPARE_COLUMNS_EOF
+    FIELD_LIST = _FIELD_LIST  # column definitions until EOF (COM_FIELD_LIST)
+    SINGLE = _SINGLE  # exactly one OK / EOF / ERR
+    STATISTICS = _STATISTICS  # one human-readable string packet
+    DONE = _DONE
 
-
-_FIRST: Final = int(ScanState.FIRST)
-_COLUMNS: Final = int(ScanState.COLUMNS)
-_COLUMNS_EOF: Final = int(ScanState.COLUMNS_EOF)
-_ROWS: Final = int(ScanState.ROWS)
-_PREPARE_FIRST: Final = int(ScanState.PREPARE_FIRST)
-_PREPARE_PARAMS: Final = int(ScanState.PREPARE_PARAMS)
-_PREPARE_PARAMS_EOF: Final = int(ScanState.PREPARE_PARAMS_EOF)
-_PREPARE_COLUMNS: Final = int(ScanState.PREPARE_COLUMNS)
-_PREPARE_COLUMNS_EOF: Final = int(ScanState.PREPARE_COLUMNS_EOF)
-_FIELD_LIST: Final = int(ScanState.FIELD_LIST)
-_SINGLE: Final = int(ScanState.SINGLE)
-_STATISTICS: Final = int(ScanState.STATISTICS)
-_DONE: Final = int(ScanState.DONE)
 
 # What to do with the payload of the current logical packet.
 _SKIP: Final = 0  # forward blindly (rows, column definitions)
 _CAPTURE: Final = 1  # small control packet: keep its bytes and decode it at the end
 _FINAL: Final = 2  # forward blindly; the response is complete once it ends
 
-_MAX: Final = MAX_PACKET_PAYLOAD
+_MAX: Final = 0xFFFFFF  # MAX_PACKET_PAYLOAD
 _MORE_RESULTS: Final = int(ServerStatus.MORE_RESULTS_EXISTS)
 _CURSOR_EXISTS: Final = int(ServerStatus.CURSOR_EXISTS)
 # Plain ints: IntFlag arithmetic builds enum members and costs microseconds per statement.
 _DEPRECATE_EOF_CAP: Final = int(Capability.CLIENT_DEPRECATE_EOF)
 _OPTIONAL_METADATA_CAP: Final = int(Capability.CLIENT_OPTIONAL_RESULTSET_METADATA)
 _CACHE_METADATA_CAP: Final = int(MariaDBCapability.MARIADB_CLIENT_CACHE_METADATA)
-_U16 = struct.Struct("<H")
+_LENENC_NULL: Final = 0xFB  # first byte of a column count at or over it: not a 1-byte count
+_NO_SEQ: Final = -1  # _expect_seq when any sequence id is accepted
 
+# Plain ints too: comparing with an IntEnum member loads it from its class each time.
+_COM_QUERY: Final = 0x03  # Command.COM_QUERY
+_COM_STMT_EXECUTE: Final = 0x17  # Command.COM_STMT_EXECUTE
+_COM_STMT_PREPARE: Final = int(Command.COM_STMT_PREPARE)
+_COM_STMT_FETCH: Final = int(Command.COM_STMT_FETCH)
+_COM_FIELD_LIST: Final = int(Command.COM_FIELD_LIST)
+_COM_STATISTICS: Final = int(Command.COM_STATISTICS)
 # Commands whose reply may hold result sets, several of them with MORE_RESULTS_EXISTS.
 _QUERY_LIKE: Final = frozenset(
     (
-        Command.COM_QUERY,
-        Command.COM_STMT_EXECUTE,
-        Command.COM_PROCESS_INFO,
-        Command.COM_STMT_BULK_EXECUTE,
+        _COM_QUERY,
+        _COM_STMT_EXECUTE,
+        int(Command.COM_PROCESS_INFO),
+        int(Command.COM_STMT_BULK_EXECUTE),
     )
 )
 _NO_RESPONSE: Final = frozenset(
-    (Command.COM_QUIT, Command.COM_STMT_CLOSE, Command.COM_STMT_SEND_LONG_DATA)
+    int(c) for c in (Command.COM_QUIT, Command.COM_STMT_CLOSE, Command.COM_STMT_SEND_LONG_DATA)
 )
 # Replies that are streams or authentication exchanges, not one framed response.
 _UNSCANNABLE: Final = frozenset(
-    (
+    int(c)
+    for c in (
         Command.COM_BINLOG_DUMP,
         Command.COM_BINLOG_DUMP_GTID,
         Command.COM_CHANGE_USER,
@@ -106,12 +113,6 @@ _UNSCANNABLE: Final = frozenset(
         Command.COM_SUBSCRIBE_GROUP_REPLICATION_STREAM,
     )
 )
-
-
-def _u32(data: bytes, pos: int) -> int:
-    """A packet header (3-byte length, sequence id) as one little-endian integer; the caller
-    checked that 4 bytes are there."""
-    return data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16 | data[pos + 3] << 24
 
 
 class ResponseScanner:
@@ -173,7 +174,9 @@ class ResponseScanner:
         mariadb_caps: int = 0,
         first_seq: int | None = None,
     ) -> None:
-        if command in _UNSCANNABLE:
+        # The commands of nearly every statement first: no set lookups for them.
+        multi = command in (_COM_QUERY, _COM_STMT_EXECUTE) or command in _QUERY_LIKE
+        if not multi and command in _UNSCANNABLE:
             raise ValueError(f"the reply to command 0x{command:02X} is not a single response")
         self.command = command
         caps = int(caps)
@@ -183,17 +186,17 @@ class ResponseScanner:
         self._eof_limit = _MAX if self._deprecate_eof else 9
         self._optional_metadata = bool(caps & _OPTIONAL_METADATA_CAP)
         self._cache_metadata = bool(int(mariadb_caps) & _CACHE_METADATA_CAP)
-        self._cursor = cursor and command == Command.COM_STMT_EXECUTE
-        self._multi = command in _QUERY_LIKE
+        self._cursor = cursor and command == _COM_STMT_EXECUTE
+        self._multi = multi
         # Framing state.
-        self._pending = bytearray()  # a header split across chunks
+        self._pending = b""  # a header split across chunks (rare: no buffer allocated)
         self._hdr_len = -1  # header read, first payload byte not yet seen
         self._remaining = 0  # payload bytes of the current fragment still to come
         self._frag_full = False  # current fragment is 0xFFFFFF long: a continuation follows
         self._cont = False  # next fragment continues the current logical packet
         self._kind = _SKIP
         self._capture: bytearray | None = None
-        self._expect_seq = first_seq
+        self._expect_seq = _NO_SEQ if first_seq is None else first_seq
         self._count = 0  # definitions still expected in a counted state
         # Results.
         self.last_seq = -1
@@ -209,17 +212,17 @@ class ResponseScanner:
         self.infile = False
         self.prepare: PrepareOk | None = None
         self.stmt_id_offset: int | None = None
-        if command in _NO_RESPONSE:
-            self._state = _DONE
-        elif self._multi:
+        if multi:
             self._state = _FIRST
-        elif command == Command.COM_STMT_PREPARE:
+        elif command in _NO_RESPONSE:
+            self._state = _DONE
+        elif command == _COM_STMT_PREPARE:
             self._state = _PREPARE_FIRST
-        elif command == Command.COM_STMT_FETCH:
+        elif command == _COM_STMT_FETCH:
             self._state = _ROWS
-        elif command == Command.COM_FIELD_LIST:
+        elif command == _COM_FIELD_LIST:
             self._state = _FIELD_LIST
-        elif command == Command.COM_STATISTICS:
+        elif command == _COM_STATISTICS:
             self._state = _STATISTICS
         else:
             self._state = _SINGLE
@@ -235,7 +238,12 @@ class ResponseScanner:
     def at_packet_boundary(self) -> bool:
         """Everything consumed so far ends with a whole packet (a cut here leaves the
         client's stream parseable: one more packet, e.g. an ERR, may follow)."""
-        return not self._pending and self._hdr_len < 0 and self._remaining == 0 and not self._cont
+        return (
+            len(self._pending) == 0
+            and self._hdr_len < 0
+            and self._remaining == 0
+            and not self._cont
+        )
 
     @property
     def state(self) -> ScanState:
@@ -277,15 +285,16 @@ class ResponseScanner:
                 self._hdr_len = -1
                 self._begin(length, data[pos])
                 continue
-            if not self._pending:
+            if len(self._pending) == 0:
                 if not self._cont and not self.infile and n - pos >= 5:
                     pos = self._whole_packets(data, pos, n)
                     if self._remaining or pos >= n or self._state == _DONE:
                         continue
                 if n - pos >= 4:
-                    header = _u32(data, pos)
+                    length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+                    seq = data[pos + 3]
                     pos += 4
-                    self._header(header, data, pos, n)
+                    self._header(length, seq, data, pos, n)
                     continue
             # A header split across chunks.
             need = 4 - len(self._pending)
@@ -293,18 +302,16 @@ class ResponseScanner:
             self._pending += piece
             pos += len(piece)
             if len(self._pending) == 4:
-                header = int.from_bytes(self._pending, "little")
-                self._pending.clear()
-                self._header(header, data, pos, n)
+                head = self._pending
+                self._pending = b""
+                self._header(head[0] | head[1] << 8 | head[2] << 16, head[3], data, pos, n)
         self.consumed += pos
         return pos
 
-    def _header(self, header: int, data: bytes, pos: int, n: int) -> None:
+    def _header(self, length: int, seq: int, data: bytes, pos: int, n: int) -> None:
         """A header was read; *pos* is where its payload starts in *data*."""
-        length = header & _MAX
-        seq = header >> 24
         expect = self._expect_seq
-        if expect is not None and seq != expect:
+        if expect != _NO_SEQ and seq != expect:
             raise PacketOutOfOrder(f"response packet seq {seq}, expected {expect}")
         self._expect_seq = (seq + 1) & 0xFF
         self.last_seq = seq
@@ -328,22 +335,27 @@ class ResponseScanner:
                     break
             elif state not in (_FIRST, _COLUMNS, _COLUMNS_EOF, _SINGLE):
                 break
-            header = _u32(data, pos)
-            length = header & _MAX
+            length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+            seq = data[pos + 3]
             end = pos + 4 + length
-            seq = header >> 24
             if end > n or length == 0 or length == _MAX:
                 break
             expect = self._expect_seq
-            if expect is not None and seq != expect:
+            if expect != _NO_SEQ and seq != expect:
                 break
             self._expect_seq = (seq + 1) & 0xFF
             self.last_seq = seq
             self.packets += 1
-            if state == _COLUMNS and data[pos + 4] != _ERR_HEADER:
+            first = data[pos + 4]
+            if state == _COLUMNS and first != _ERR_HEADER:
                 self._count -= 1
                 if self._count <= 0:
                     self._state = _ROWS if self._deprecate_eof else _COLUMNS_EOF
+            elif first == _EOF_HEADER and length < 9 and not self._deprecate_eof:
+                # A classic EOF closing definitions or rows: its status read in place.
+                self._eof(eof_status_at(data, pos + 4, length))
+            elif state == _FIRST and first < _LENENC_NULL and first != _OK_HEADER:
+                self._column_count(first, data[pos + 5] if length > 1 else -1)  # 1-byte count
             else:
                 # A control packet (OK, ERR, EOF, column count; in _ROWS only the end of
                 # the rows reaches here): decoded as _fragment_done would.
@@ -360,10 +372,9 @@ class ResponseScanner:
         rows = 0
         last = -1
         while n - pos >= 5:
-            header = _u32(data, pos)
-            length = header & 0xFFFFFF
-            seq = header >> 24
-            if expect is not None and seq != expect:
+            length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+            seq = data[pos + 3]
+            if expect != _NO_SEQ and seq != expect:
                 break  # let the general path raise
             first = data[pos + 4]
             if first == 0xFF or (first == 0xFE and length < limit) or length == 0xFFFFFF:
@@ -455,7 +466,7 @@ class ResponseScanner:
     # ------------------------------------------------------------------ control packets
 
     def _process(self, p: bytes) -> None:
-        if not p:
+        if len(p) == 0:
             raise MalformedPacket(f"empty packet in state {ScanState(self._state).name}")
         first = p[0]
         if first == _ERR_HEADER:
@@ -470,37 +481,35 @@ class ResponseScanner:
                 self._end_of_result(p)
             elif first == _LOCAL_INFILE_HEADER:
                 self.infile = True
-                self._expect_seq = None  # the client's file packets advance the sequence
+                self._expect_seq = _NO_SEQ  # the client's file packets advance the sequence
             else:
-                self._column_count(p)
+                count, at = read_lenenc_int(p, 0)
+                self._column_count(count, p[at] if at < len(p) else -1)
         elif state in (_ROWS, _FIELD_LIST, _SINGLE):
             self._end_of_result(p)
         elif state == _COLUMNS_EOF:
-            self.status = parse_eof_fields(p)[1]
-            if self._cursor and self.status & _CURSOR_EXISTS:
-                self._state = _DONE  # rows come later, through COM_STMT_FETCH
-            else:
-                self._state = _ROWS
+            self._eof(eof_status_at(p, 0, len(p)))
         elif state == _PREPARE_FIRST:
             self._prepare_ok(p)
         elif state == _PREPARE_PARAMS_EOF:
-            self.status = parse_eof(p).status
+            self.status = eof_status_at(p, 0, len(p))
             self._prepare_columns()
         elif state == _PREPARE_COLUMNS_EOF:
-            self.status = parse_eof(p).status
+            self.status = eof_status_at(p, 0, len(p))
             self._state = _DONE
         else:
             raise MalformedPacket(f"unexpected packet in state {ScanState(state).name}")
 
-    def _column_count(self, p: bytes) -> None:
-        count, pos = read_lenenc_int(p, 0)
+    def _column_count(self, count: int, flag: int) -> None:
+        """A result set starts: *count* columns; *flag* is the metadata-follows byte after
+        the count (-1: none)."""
         if count == 0:
             raise MalformedPacket("result set with zero columns")
         self.result_sets += 1
         self.columns = count
         metadata = True
-        if (self._optional_metadata or self._cache_metadata) and pos < len(p):
-            metadata = p[pos] != 0  # 0: definitions omitted
+        if (self._optional_metadata or self._cache_metadata) and flag >= 0:
+            metadata = flag != 0  # 0: definitions omitted
         if metadata:
             self._count = count
             self._state = _COLUMNS
@@ -508,20 +517,34 @@ class ResponseScanner:
             self._state = _ROWS if self._deprecate_eof else _COLUMNS_EOF
 
     def _end_of_result(self, p: bytes) -> None:
-        if p[0] not in (_OK_HEADER, _EOF_HEADER):
-            raise MalformedPacket(f"expected OK or EOF, got 0x{p[0]:02X}")
-        if p[0] == _OK_HEADER or self._deprecate_eof:
+        first = p[0]
+        if first != _OK_HEADER and first != _EOF_HEADER:
+            raise MalformedPacket(f"expected OK or EOF, got 0x{first:02X}")
+        if first == _EOF_HEADER and not self._deprecate_eof:
+            self._eof(eof_status_at(p, 0, len(p)))
+            return
+        n = len(p)
+        if n >= 3 and p[1] < _LENENC_NULL and p[2] < _LENENC_NULL:
+            affected = p[1]  # the usual small counts: one byte each
+            pos = 3
+        else:
             affected, pos = read_lenenc_int(p, 1)
             pos = read_lenenc_int(p, pos)[1]  # last insert id
-            status = 0
-            if pos + 4 <= len(p):  # status and warnings
-                status = _U16.unpack_from(p, pos)[0]
-            self.affected_rows = affected
-            self.ok_payload = p
-        else:
-            status = parse_eof_fields(p)[1]
+        status = 0
+        if pos + 4 <= n:  # status and warnings
+            status = p[pos] | p[pos + 1] << 8
+        self.affected_rows = affected
+        self.ok_payload = p
         self.status = status
-        if self._multi and status & _MORE_RESULTS:
+        self._state = _FIRST if self._multi and status & _MORE_RESULTS else _DONE
+
+    def _eof(self, status: int) -> None:
+        """A classic EOF: after column definitions rows follow (unless a cursor keeps them
+        for COM_STMT_FETCH); after rows it ends the result."""
+        self.status = status
+        if self._state == _COLUMNS_EOF:
+            self._state = _DONE if self._cursor and status & _CURSOR_EXISTS else _ROWS
+        elif self._multi and status & _MORE_RESULTS:
             self._state = _FIRST
         else:
             self._state = _DONE

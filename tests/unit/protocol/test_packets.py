@@ -43,12 +43,14 @@ from proxy.protocol.packets import (
     encode_ok,
     encode_session_state,
     encode_text_row,
+    eof_status_at,
     is_err,
     is_ok,
     log_text,
     next_seq,
     packet_count,
     parse_eof,
+    parse_eof_fields,
     parse_err,
     parse_ok,
     parse_prepare_ok,
@@ -425,8 +427,8 @@ def test_parse_ok_session_track() -> None:
 # empty info, then the 43-byte session-state block: one SESSION_TRACK_GTIDS (3) entry of 41
 # bytes: encoding specification 0, then the GTID set as a 39-byte length-encoded string.
 MYSQL_GTID = "3E11FA47-71CA-11E1-9E33-C80AA9429562:23"
-MYSQL_OWN_GTID_OK = (
-    bytes.fromhex("00 01 00 02 40 00 00 00 2b 03 29 00 27") + MYSQL_GTID.encode("ascii")
+MYSQL_OWN_GTID_OK = bytes.fromhex("00 01 00 02 40 00 00 00 2b 03 29 00 27") + MYSQL_GTID.encode(
+    "ascii"
 )
 
 
@@ -531,6 +533,22 @@ def test_eof_packets() -> None:
     # A 9-byte payload starting with 0xFE is a row (8-byte length prefix), not an EOF.
     with pytest.raises(MalformedPacket):
         parse_eof(b"\xfe" + bytes(8))
+
+
+@pytest.mark.parametrize(
+    ("payload", "status"),
+    [(b"\xfe", 0), (b"\xfe\x01\x00", 0), (bytes.fromhex("fe 01 00 22 00"), 0x22)],
+)
+def test_eof_status_at_reads_in_place(payload: bytes, status: int) -> None:
+    data = b"xyz" + payload + b"\x00\x00"
+    assert eof_status_at(data, 3, len(payload)) == status
+    assert parse_eof_fields(payload)[1] == status
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x00\x00\x00\x02\x00", b"\xfe" + bytes(8)])
+def test_eof_status_at_refuses_what_is_not_an_eof(payload: bytes) -> None:
+    with pytest.raises(MalformedPacket):
+        eof_status_at(payload + b"\xfe" * 10, 0, len(payload))
 
 
 # --------------------------------------------------------------------------- columns & rows

@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from proxy.protocol import response
 from proxy.protocol.constants import (
     MAX_PACKET_PAYLOAD,
     Capability,
     Command,
     MariaDBCapability,
+    PacketHeader,
     ServerStatus,
 )
 from proxy.protocol.packets import (
@@ -220,6 +222,20 @@ def _cases() -> dict[str, Case]:
                 ok(caps, affected_rows=9, last_insert_id=5, status=AC),
             ],
             {"rows": 9, "result_sets": 2, "affected_rows": 9, "status": AC},
+        )
+        # Counts over 250 take a multi-byte length-encoded integer: the one-byte fast paths
+        # must hand them to the general decoder.
+        cases[f"big-counts-{mode}"] = Case(
+            q,
+            caps,
+            [ok(caps, affected_rows=70000, last_insert_id=1 << 40, status=AC | 1)],
+            {"affected_rows": 70000, "status": AC | 1},
+        )
+        cases[f"wide-select-{mode}"] = Case(
+            q,
+            caps,
+            result_set(caps, 251, [encode_text_row(list(range(251)))], AC, warnings=1),
+            {"rows": 1, "columns": 251, "result_sets": 1, "status": AC},
         )
         cases[f"multi-err-{mode}"] = Case(
             q,
@@ -641,3 +657,36 @@ def test_value_reply_not_done_has_no_value() -> None:
     wire = _value_reply(DEPRECATE, 0)
     reply.feed(wire[:-3])
     assert not reply.done and reply.value is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "status"),
+    [
+        (b"\xfe", 0),  # pre-4.1 bare EOF
+        (bytes.fromhex("fe 03 00 22 40"), 0x4022),
+    ],
+)
+def test_classic_eof_status_read_in_place(payload: bytes, status: int) -> None:
+    """The whole-packet loop reads a classic EOF's status where it lies in the chunk."""
+    wire = build_payloads(1, [encode_column_count(1, CLASSIC), col("a"), payload, payload])
+    scanner = ResponseScanner(Command.COM_QUERY, CLASSIC)
+    assert scanner.feed(wire + TRAILER) == len(wire)
+    assert scanner.done
+    assert scanner.status == status
+    assert scanner.rows == 0
+
+
+def test_classic_eof_too_long_is_malformed() -> None:
+    scanner = ResponseScanner(Command.COM_QUERY, CLASSIC)
+    with pytest.raises(MalformedPacket):
+        scanner.feed(build_payloads(1, [encode_column_count(1, CLASSIC), col("a"), b"\xfe" * 9]))
+
+
+def test_literal_constants_match_the_protocol() -> None:
+    """The scanner spells these as literals (constants in the compiled C code)."""
+    assert (response._OK_HEADER, response._EOF_HEADER) == (PacketHeader.OK, PacketHeader.EOF)
+    assert response._ERR_HEADER == PacketHeader.ERR
+    assert response._LOCAL_INFILE_HEADER == PacketHeader.LOCAL_INFILE
+    assert response._MAX == MAX_PACKET_PAYLOAD
+    assert response._COM_QUERY == Command.COM_QUERY
+    assert response._COM_STMT_EXECUTE == Command.COM_STMT_EXECUTE
