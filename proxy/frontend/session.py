@@ -80,12 +80,12 @@ KILL_GRACE_S = 5.0
 POOL_SLACK_S = 10.0
 
 # Statements whose OK's affected-rows count says whether they changed anything.
-_ROW_DML = frozenset({"insert", "update", "delete", "replace"})
+_ROW_DML: Final = frozenset({"insert", "update", "delete", "replace"})
 
-# Plain ints for the per-statement status checks (IntFlag arithmetic is slow).
-_AUTOCOMMIT = int(ServerStatus.AUTOCOMMIT)
-_STATE_CHANGED = int(ServerStatus.SESSION_STATE_CHANGED)
-_IN_TRANS = int(ServerStatus.IN_TRANS)
+# Plain ints for the per-statement status checks (IntFlag arithmetic is slow), C globals.
+_AUTOCOMMIT: Final = int(ServerStatus.AUTOCOMMIT)
+_STATE_CHANGED: Final = int(ServerStatus.SESSION_STATE_CHANGED)
+_IN_TRANS: Final = int(ServerStatus.IN_TRANS)
 
 
 class SessionPhase(enum.Enum):
