@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 from proxy.authio import drive_auth
 from proxy.backend.connection import INTERNAL_TIMEOUT_S, BackendConnection, BackendError, Sink
 from proxy.backend.sync import SessionState, sync_steps
-from proxy.cluster import ServerState
+from proxy.cluster import Cluster, ServerState
 from proxy.config import Consistency, User
 from proxy.frontend.client import ClientConnection, ClientGone
 from proxy.frontend.positions import Asker
 from proxy.frontend.prepared import ClientStmt
-from proxy.metrics import Histogram
+from proxy.metrics import Histogram, Metrics
 from proxy.protocol.auth import (
     DEFAULT_SERVER_CAPABILITIES,
     AuthDone,
@@ -61,6 +61,7 @@ from proxy.routing.digest import Digest, reported_digest
 from proxy.routing.gtid import contains as gtid_contains
 from proxy.routing.gtid import is_mariadb as gtid_is_mariadb
 from proxy.routing.gtid import merge_mariadb
+from proxy.routing.stats import QueryDigests
 from proxy.topology import GtidAdvanced
 
 # Classification, Digest and ClientStmt are imported at run time, not only for type checking:
@@ -135,6 +136,11 @@ class Session:
         self.server = server
         self.client = client
         self.id = session_id
+        # The server's parts account() uses for every statement, read once (the objects live
+        # as long as the server; a reload changes what is in them, not them).
+        self._cluster: Cluster = server.cluster
+        self._metrics: Metrics = server.metrics
+        self._digests: QueryDigests = server.digests
         self.phase = SessionPhase.HANDSHAKE
         self.phase_since = time.monotonic()  # idle time, and SHOW PROCESSLIST's Time
         self.command = b""  # the payload of the command running now (or run last)
@@ -1132,31 +1138,27 @@ class Session:
         elapsed: float,
     ) -> None:
         """Count one executed statement: the query metrics and its digest's statistics."""
-        server = self.server
-        hostgroup = server.cluster.hostgroup(target.name)
-        server.metrics.record_query(
-            "writer" if hostgroup == 0 else "reader",
-            "read" if stmt.is_read else "write",
-            scanner is not None and scanner.error is None,
-            elapsed,
-            stmt.verb,
-            target.name,
-        )
-        if scanner is not None and scanner.error is not None:
-            self._count_error(target, scanner.error.code, scanner.error.message)
-        if scanner is not None:
-            server.digests.record(
-                digest.id,
-                digest.text,
-                hostgroup,
-                target.name,
-                self.username,
-                self.state.schema,
-                int(elapsed * 1e6),
-                scanner.rows,
-                scanner.affected_rows,
-                server.config.limits.query_digests_max_digest_length,
-            )
+        name = target.name
+        hostgroup = self._cluster.hostgroup(name)
+        ok = scanner is not None and scanner.error is None
+        self._metrics.count_query(hostgroup == 0, stmt.is_read, ok, elapsed, stmt.verb, name)
+        if scanner is None:
+            return
+        error = scanner.error
+        if error is not None:
+            self._count_error(target, error.code, error.message)
+        us = int(elapsed * 1e6)
+        schema = self.state.schema or ""
+        digests = self._digests
+        if not digests.count(
+            digest.id, hostgroup, name, self.username, schema, us, scanner.rows,
+            scanner.affected_rows,
+        ):  # fmt: skip
+            digests.record(
+                digest.id, digest.text, hostgroup, name, self.username, schema, us,
+                scanner.rows, scanner.affected_rows,
+                self.server.config.limits.query_digests_max_digest_length,
+            )  # fmt: skip
 
     def _count_error(self, target: ServerState, errno: int, message: str) -> None:
         """stats_mysql_errors: an error a server answered, or a failed connection to it."""
