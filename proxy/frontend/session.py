@@ -61,6 +61,7 @@ from proxy.routing.digest import Digest, reported_digest
 from proxy.routing.gtid import contains as gtid_contains
 from proxy.routing.gtid import is_mariadb as gtid_is_mariadb
 from proxy.routing.gtid import merge_mariadb
+from proxy.routing.router import Router
 from proxy.routing.stats import QueryDigests
 from proxy.topology import GtidAdvanced
 
@@ -902,8 +903,9 @@ class Session:
         `session.route(stmt, o) or await session.route_wait(stmt, o)`."""
         self._writes = stmt.changes_data
         self._row_dml = stmt.verb in _ROW_DML and not stmt.is_multi_statement
-        target = self._choose(stmt, override)
-        if target is None or self._must_check(stmt, target, override):
+        router = self.server.snapshot.router  # once per statement (a reload swaps it)
+        target = self._choose(stmt, override, router)
+        if target is None or self._must_check(stmt, target, override, router):
             self._routed = target  # route_wait starts from it (asking again would advance
             return None  # the replica rotation)
         return target
@@ -953,8 +955,11 @@ class Session:
             target = await self._fresh_target(target, stmt, gated)
         return target
 
-    def _choose(self, stmt: Classification, override: str | None) -> ServerState | None:
-        """The server for stmt given the session's situation; None when none is usable."""
+    def _choose(
+        self, stmt: Classification, override: str | None, router: Router | None = None
+    ) -> ServerState | None:
+        """The server for stmt given the session's situation; None when none is usable.
+        router: the snapshot's, when the caller has it already."""
         for conn in self.attached.values():
             if conn.in_transaction:  # a transaction stays where it began
                 return self.target_of(conn)
@@ -966,10 +971,10 @@ class Session:
         if (
             stmt.needs_previous_backend
             and self.last_server in self.attached
-            and (stmt.is_read or self.last_server == self.server.cluster.writer)
+            and (stmt.is_read or self.last_server == self._cluster.writer)
         ):
-            return self.server.cluster.server(self.last_server)
-        return self.server.snapshot.router.choose(
+            return self._cluster.server(self.last_server)
+        return (router or self.server.snapshot.router).choose(
             stmt,
             autocommit=self.state.autocommit,
             # With the last write's GTID known, route_wait checks the replica instead.
@@ -978,13 +983,19 @@ class Session:
             override=override,
         )
 
-    def _must_check(self, stmt: Classification, target: ServerState, override: str | None) -> bool:
+    def _must_check(
+        self,
+        stmt: Classification,
+        target: ServerState,
+        override: str | None,
+        router: Router | None = None,
+    ) -> bool:
         """Must a read routed to target first check the replica has what it must see: the
         session's writes, or (causal) the high-water mark it does not cover yet? Not a read
         sent to a server by name (hint or rule): it runs there, as that server has it."""
         if not stmt.is_read:
             return False
-        level = self.consistency(stmt)
+        level = self.consistency(stmt, router)
         if not (self.last_gtid or self.read_floor or level in CAUSAL_LEVELS):
             return False  # read_your_writes (the default) with no write to see yet, eventual
         if target.name == self.server.cluster.writer:
@@ -1127,7 +1138,7 @@ class Session:
         return writer
 
     def target_of(self, conn: BackendConnection) -> ServerState:
-        return self.server.cluster.server(conn.server_name)
+        return self._cluster.server(conn.server_name)
 
     def account(
         self,
@@ -1259,11 +1270,11 @@ class Session:
         if value is not None and value.isdigit():
             self.wait_timeout = int(value)
 
-    def consistency(self, stmt: Classification) -> str:
+    def consistency(self, stmt: Classification, router: Router | None = None) -> str:
         return (
             stmt.hint_consistency
             or self.user_consistency
-            or self.server.snapshot.router.consistency
+            or (router or self.server.snapshot.router).consistency
         )
 
     def _must_see(self, stmt: Classification) -> str | None:
