@@ -259,7 +259,8 @@ class Metrics:
         if count is None:
             count = self.servers[server] = Count()
         count.n += 1
-        counts = self.command_counts[_command_index(verb)]
+        index = _COMMAND_INDEX.get(verb)
+        counts = self.command_counts[_command_index(verb) if index is None else index]
         us = int(seconds * 1e6)
         counts.total_us += us
         counts.count += 1

@@ -1150,7 +1150,7 @@ class Session:
     ) -> None:
         """Count one executed statement: the query metrics and its digest's statistics."""
         name = target.name
-        hostgroup = self._cluster.hostgroup(name)
+        hostgroup = self._cluster.hostgroup_of(target)
         ok = scanner is not None and scanner.error is None
         self._metrics.count_query(hostgroup == 0, stmt.is_read, ok, elapsed, stmt.verb, name)
         if scanner is None:
