@@ -83,8 +83,10 @@ class Cluster:
 
     def hostgroup(self, name: str) -> int:
         """ProxySQL's hostgroup of a server: writer 0, replicas 1, other masters 2."""
-        if name == self.writer:
+        return self.hostgroup_of(self.servers[name])
+
+    def hostgroup_of(self, server: ServerState) -> int:
+        """hostgroup() of a server in hand (no lookup by name: once per statement)."""
+        if server.name == self.writer:
             return WRITER_HOSTGROUP
-        if self.servers[name].replica:
-            return READER_HOSTGROUP
-        return STANDBY_HOSTGROUP
+        return READER_HOSTGROUP if server.replica else STANDBY_HOSTGROUP

@@ -26,8 +26,11 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
-COMMAND_BUCKETS_US = (100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000,
-                      5_000_000, 10_000_000)  # fmt: skip
+# Final tuple[int, ...]: a Python tuple; a fixed-length tuple type would be a C struct in the
+# compiled module, boxed into a new tuple each time _bucket_us is passed it.
+COMMAND_BUCKETS_US: Final[tuple[int, ...]] = (
+    100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000, 10_000_000,
+)  # fmt: skip
 """stats_mysql_commands_counters' cnt_100us ... cnt_10s bounds; a last slot counts the rest."""
 COMMANDS = (
     "ALTER", "ANALYZE", "BEGIN", "CALL", "CHANGE", "CHECK", "COMMIT", "CREATE", "DEALLOCATE",
@@ -96,6 +99,82 @@ class Histogram:
         return out
 
 
+@dataclass(slots=True)
+class RouteQueries:
+    """One route's statements (pyproxy_queries by class and outcome) and their latency: native
+    integer attributes, so that counting a statement allocates nothing."""
+
+    read_ok: int = 0
+    read_error: int = 0
+    write_ok: int = 0
+    write_error: int = 0
+    latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
+
+    def add(self, other: RouteQueries) -> None:
+        self.read_ok += other.read_ok
+        self.read_error += other.read_error
+        self.write_ok += other.write_ok
+        self.write_error += other.write_error
+        self.latency.add(other.latency)
+
+    def by_outcome(self) -> tuple[tuple[str, str, int], ...]:
+        """(class, outcome, count) for every pair."""
+        return (
+            ("read", "ok", self.read_ok),
+            ("read", "error", self.read_error),
+            ("write", "ok", self.write_ok),
+            ("write", "error", self.write_error),
+        )
+
+
+@dataclass(slots=True)
+class CommandCounts:
+    """One stats_mysql_commands_counters row: total time (us), count, counts per bucket."""
+
+    total_us: int = 0
+    count: int = 0
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(COMMAND_BUCKETS_US) + 1))
+
+    def add(self, other: CommandCounts) -> None:
+        self.total_us += other.total_us
+        self.count += other.count
+        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
+
+    def row(self) -> list[int]:
+        """[total_time_us, total_cnt, cnt_100us..cnt_INFs]"""
+        return [self.total_us, self.count, *self.buckets]
+
+
+@dataclass(slots=True)
+class Count:
+    """A counter kept in a dict whose values are bumped in place (no int boxed per bump)."""
+
+    n: int = 0
+
+    def add(self, other: Count) -> None:
+        self.n += other.n
+
+
+_UNKNOWN: Final = COMMANDS.index("UNKNOWN")
+# A statement's verb (as the classifier gives it, lower-case) -> its index in COMMANDS: the
+# verb strings are the cached Classifications' own, so the lookup reuses their hashes.
+_COMMAND_INDEX: Final[dict[str, int]] = {
+    **{c.lower(): i for i, c in enumerate(COMMANDS)},
+    **{c: i for i, c in enumerate(COMMANDS)},
+}
+_MAX_VERBS: Final = 4096  # other verbs cached (any word may start a statement the server rejects)
+
+
+def _command_index(verb: str) -> int:
+    index = _COMMAND_INDEX.get(verb)
+    if index is None:
+        command = verb.upper()
+        index = COMMANDS.index(command) if command in _COMMAND_SET else _UNKNOWN
+        if len(_COMMAND_INDEX) < _MAX_VERBS:
+            _COMMAND_INDEX[verb] = index
+    return index
+
+
 def _bucket(bounds: tuple[float, ...], value: float) -> int:
     """bisect.bisect_left(bounds, value) as a loop the compiled module runs natively (a dozen
     bounds: cheaper than the call out to bisect)."""
@@ -121,13 +200,10 @@ def _bucket_us(bounds: tuple[int, ...], value: int) -> int:
 class Metrics:
     """Counters the data path bumps; everything else is read from live state at scrape."""
 
-    # (route, class, outcome) -> count. This, commands and server_queries are plain dicts:
-    # record_query bumps them for every statement, and a defaultdict's item is a generic
-    # lookup in the compiled module.
-    queries: dict[tuple[str, str, str], int] = field(default_factory=dict)
-    latency: dict[str, Histogram] = field(
-        default_factory=lambda: {r: Histogram(LATENCY_BUCKETS) for r in ("writer", "reader")}
-    )
+    # pyproxy_queries and the query latency, per route: record_query bumps them (and
+    # command_counts, servers) for every statement, as native attributes where it can.
+    writer_queries: RouteQueries = field(default_factory=RouteQueries)
+    reader_queries: RouteQueries = field(default_factory=RouteQueries)
     accepted: int = 0
     refused: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     backend_errors: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -143,9 +219,12 @@ class Metrics:
     consistency_reads_to_writer: int = 0
     gtid_waits: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     gtid_wait_seconds: Histogram = field(default_factory=lambda: Histogram(WAIT_BUCKETS))
-    # stats_mysql_commands_counters: command -> [total_time_us, total_cnt, cnt_100us..cnt_INFs]
-    commands: dict[str, list[int]] = field(default_factory=dict)
-    server_queries: dict[str, int] = field(default_factory=dict)
+    # stats_mysql_commands_counters, one row per COMMANDS entry (commands: as a dict)
+    command_counts: list[CommandCounts] = field(
+        default_factory=lambda: [CommandCounts() for _ in COMMANDS]
+    )
+    # server -> statements it ran (server_queries: as a dict of ints)
+    servers: dict[str, Count] = field(default_factory=dict)
     # stats_mysql_errors: errors the servers answered, by where, who and errno
     errors: dict[ErrorKey, ErrorCount] = field(default_factory=dict)
     # Unix time; ProxySQL_Uptime (summed over workers: the earliest start)
@@ -159,21 +238,57 @@ class Metrics:
     def record_query(
         self, route: str, klass: str, ok: bool, seconds: float, verb: str, server: str
     ) -> None:
-        queries, servers = self.queries, self.server_queries
-        key = (route, klass, "ok" if ok else "error")
-        queries[key] = queries.get(key, 0) + 1
-        servers[server] = servers.get(server, 0) + 1
-        self.latency[route].observe(seconds)
-        command = verb.upper()
-        if command not in _COMMAND_SET:
-            command = "UNKNOWN"
-        counts = self.commands.get(command)
-        if counts is None:
-            counts = self.commands[command] = [0] * (len(COMMAND_BUCKETS_US) + 3)
+        self.count_query(route == "writer", klass == "read", ok, seconds, verb, server)
+
+    def count_query(
+        self, writer: bool, read: bool, ok: bool, seconds: float, verb: str, server: str
+    ) -> None:
+        """record_query with the route and class as flags (the data path's call)."""
+        route = self.writer_queries if writer else self.reader_queries
+        if read:
+            if ok:
+                route.read_ok += 1
+            else:
+                route.read_error += 1
+        elif ok:
+            route.write_ok += 1
+        else:
+            route.write_error += 1
+        route.latency.observe(seconds)
+        count = self.servers.get(server)
+        if count is None:
+            count = self.servers[server] = Count()
+        count.n += 1
+        index = _COMMAND_INDEX.get(verb)
+        counts = self.command_counts[_command_index(verb) if index is None else index]
         us = int(seconds * 1e6)
-        counts[0] += us
-        counts[1] += 1
-        counts[2 + _bucket_us(COMMAND_BUCKETS_US, us)] += 1
+        counts.total_us += us
+        counts.count += 1
+        counts.buckets[_bucket_us(COMMAND_BUCKETS_US, us)] += 1
+
+    @property
+    def queries(self) -> dict[tuple[str, str, str], int]:
+        """(route, class, outcome) -> statements, for the pairs counted at least once."""
+        return {
+            (route, klass, outcome): n
+            for route, counts in (("writer", self.writer_queries), ("reader", self.reader_queries))
+            for klass, outcome, n in counts.by_outcome()
+            if n
+        }
+
+    @property
+    def latency(self) -> dict[str, Histogram]:
+        return {"writer": self.writer_queries.latency, "reader": self.reader_queries.latency}
+
+    @property
+    def commands(self) -> dict[str, list[int]]:
+        """command -> [total_time_us, total_cnt, cnt_100us..cnt_INFs], the commands counted."""
+        rows = zip(COMMANDS, self.command_counts, strict=True)
+        return {command: counts.row() for command, counts in rows if counts.count}
+
+    @property
+    def server_queries(self) -> dict[str, int]:
+        return {name: count.n for name, count in self.servers.items()}
 
     def record_error(self, key: ErrorKey, message: str) -> None:
         """Count an error a server answered (a new key is dropped when the table is full)."""
@@ -189,20 +304,23 @@ class Metrics:
 
     def add(self, other: Metrics) -> None:
         """Add another worker's counters to these (every field: numbers, dicts of numbers,
-        histograms and dicts of histograms, so that a new counter sums with no code here)."""
+        histograms, counters with an add() and dicts or lists of them, so that a new counter
+        sums with no code here)."""
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
             if "merge" in f.metadata:
                 setattr(self, f.name, f.metadata["merge"](mine, theirs))
-            elif isinstance(mine, Histogram):
+            elif isinstance(mine, (Histogram, RouteQueries)):
                 mine.add(theirs)
+            elif isinstance(mine, list):  # command_counts: one row per command
+                for row, other_row in zip(mine, theirs, strict=True):
+                    row.add(other_row)
             elif isinstance(mine, dict):
                 for key, value in theirs.items():
                     if isinstance(value, Histogram):
                         mine.setdefault(key, Histogram(value.buckets)).add(value)
-                    elif isinstance(value, list):  # per-bucket counts
-                        have = mine.get(key) or [0] * len(value)
-                        mine[key] = [a + b for a, b in zip(have, value, strict=True)]
+                    elif isinstance(value, Count):
+                        mine.setdefault(key, Count()).add(value)
                     elif key not in mine:
                         mine[key] = value
                     else:

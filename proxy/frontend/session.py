@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Final
 from proxy.authio import drive_auth
 from proxy.backend.connection import INTERNAL_TIMEOUT_S, BackendConnection, BackendError, Sink
 from proxy.backend.sync import SessionState, sync_steps
-from proxy.cluster import ServerState
+from proxy.cluster import Cluster, ServerState
 from proxy.config import Consistency, User
 from proxy.frontend.client import ClientConnection, ClientGone
 from proxy.frontend.positions import Asker
 from proxy.frontend.prepared import ClientStmt
-from proxy.metrics import Histogram
+from proxy.metrics import Histogram, Metrics
 from proxy.protocol.auth import (
     DEFAULT_SERVER_CAPABILITIES,
     AuthDone,
@@ -62,6 +62,8 @@ from proxy.routing.digest import Digest, reported_digest
 from proxy.routing.gtid import contains as gtid_contains
 from proxy.routing.gtid import is_mariadb as gtid_is_mariadb
 from proxy.routing.gtid import merge_mariadb
+from proxy.routing.router import Router
+from proxy.routing.stats import QueryDigests
 from proxy.topology import GtidAdvanced
 
 # Classification, Digest and ClientStmt are imported at run time, not only for type checking:
@@ -141,6 +143,11 @@ class Session:
         self.server = server
         self.client = client
         self.id = session_id
+        # The server's parts account() uses for every statement, read once (the objects live
+        # as long as the server; a reload changes what is in them, not them).
+        self._cluster: Cluster = server.cluster
+        self._metrics: Metrics = server.metrics
+        self._digests: QueryDigests = server.digests
         self.phase = SessionPhase.HANDSHAKE
         self.phase_since = time.monotonic()  # idle time, and SHOW PROCESSLIST's Time
         self.command = b""  # the payload of the command running now (or run last)
@@ -902,8 +909,9 @@ class Session:
         `session.route(stmt, o) or await session.route_wait(stmt, o)`."""
         self._writes = stmt.changes_data
         self._row_dml = stmt.verb in _ROW_DML and not stmt.is_multi_statement
-        target = self._choose(stmt, override)
-        if target is None or self._must_check(stmt, target, override):
+        router = self.server.snapshot.router  # once per statement (a reload swaps it)
+        target = self._choose(stmt, override, router)
+        if target is None or self._must_check(stmt, target, override, router):
             self._routed = target  # route_wait starts from it (asking again would advance
             return None  # the replica rotation)
         return target
@@ -953,8 +961,11 @@ class Session:
             target = await self._fresh_target(target, stmt, gated)
         return target
 
-    def _choose(self, stmt: Classification, override: str | None) -> ServerState | None:
-        """The server for stmt given the session's situation; None when none is usable."""
+    def _choose(
+        self, stmt: Classification, override: str | None, router: Router | None = None
+    ) -> ServerState | None:
+        """The server for stmt given the session's situation; None when none is usable.
+        router: the snapshot's, when the caller has it already."""
         for conn in self.attached.values():
             if conn.in_transaction:  # a transaction stays where it began
                 return self.target_of(conn)
@@ -966,10 +977,10 @@ class Session:
         if (
             stmt.needs_previous_backend
             and self.last_server in self.attached
-            and (stmt.is_read or self.last_server == self.server.cluster.writer)
+            and (stmt.is_read or self.last_server == self._cluster.writer)
         ):
-            return self.server.cluster.server(self.last_server)
-        return self.server.snapshot.router.choose(
+            return self._cluster.server(self.last_server)
+        return (router or self.server.snapshot.router).choose(
             stmt,
             autocommit=self.state.autocommit,
             # With the last write's GTID known, route_wait checks the replica instead.
@@ -978,13 +989,19 @@ class Session:
             override=override,
         )
 
-    def _must_check(self, stmt: Classification, target: ServerState, override: str | None) -> bool:
+    def _must_check(
+        self,
+        stmt: Classification,
+        target: ServerState,
+        override: str | None,
+        router: Router | None = None,
+    ) -> bool:
         """Must a read routed to target first check the replica has what it must see: the
         session's writes, or (causal) the high-water mark it does not cover yet? Not a read
         sent to a server by name (hint or rule): it runs there, as that server has it."""
         if not stmt.is_read:
             return False
-        level = self.consistency(stmt)
+        level = self.consistency(stmt, router)
         if not (self.last_gtid or self.read_floor or level in CAUSAL_LEVELS):
             return False  # read_your_writes (the default) with no write to see yet, eventual
         if target.name == self.server.cluster.writer:
@@ -1127,7 +1144,7 @@ class Session:
         return writer
 
     def target_of(self, conn: BackendConnection) -> ServerState:
-        return self.server.cluster.server(conn.server_name)
+        return self._cluster.server(conn.server_name)
 
     def account(
         self,
@@ -1138,31 +1155,27 @@ class Session:
         elapsed: float,
     ) -> None:
         """Count one executed statement: the query metrics and its digest's statistics."""
-        server = self.server
-        hostgroup = server.cluster.hostgroup(target.name)
-        server.metrics.record_query(
-            "writer" if hostgroup == 0 else "reader",
-            "read" if stmt.is_read else "write",
-            scanner is not None and scanner.error is None,
-            elapsed,
-            stmt.verb,
-            target.name,
-        )
-        if scanner is not None and scanner.error is not None:
-            self._count_error(target, scanner.error.code, scanner.error.message)
-        if scanner is not None:
-            server.digests.record(
-                digest.id,
-                digest.text,
-                hostgroup,
-                target.name,
-                self.username,
-                self.state.schema,
-                int(elapsed * 1e6),
-                scanner.rows,
-                scanner.affected_rows,
-                server.config.limits.query_digests_max_digest_length,
-            )
+        name = target.name
+        hostgroup = self._cluster.hostgroup_of(target)
+        ok = scanner is not None and scanner.error is None
+        self._metrics.count_query(hostgroup == 0, stmt.is_read, ok, elapsed, stmt.verb, name)
+        if scanner is None:
+            return
+        error = scanner.error
+        if error is not None:
+            self._count_error(target, error.code, error.message)
+        us = int(elapsed * 1e6)
+        schema = self.state.schema or ""
+        digests = self._digests
+        if not digests.count(
+            digest.id, hostgroup, name, self.username, schema, us, scanner.rows,
+            scanner.affected_rows,
+        ):  # fmt: skip
+            digests.record(
+                digest.id, digest.text, hostgroup, name, self.username, schema, us,
+                scanner.rows, scanner.affected_rows,
+                self.server.config.limits.query_digests_max_digest_length,
+            )  # fmt: skip
 
     def _count_error(self, target: ServerState, errno: int, message: str) -> None:
         """stats_mysql_errors: an error a server answered, or a failed connection to it."""
@@ -1263,11 +1276,11 @@ class Session:
         if value is not None and value.isdigit():
             self.wait_timeout = int(value)
 
-    def consistency(self, stmt: Classification) -> str:
+    def consistency(self, stmt: Classification, router: Router | None = None) -> str:
         return (
             stmt.hint_consistency
             or self.user_consistency
-            or self.server.snapshot.router.consistency
+            or (router or self.server.snapshot.router).consistency
         )
 
     def _must_see(self, stmt: Classification) -> str | None:

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from proxy.cluster import Cluster, HostStatus, ServerState
 from proxy.config import Config, Consistency
 from proxy.routing.causal import PositionCache
 from proxy.routing.classifier import Classification, StatementKind
 from proxy.routing.rules import QueryRules
 
-_ONLINE = HostStatus.ONLINE
+# Final: C globals in the compiled module (an enum member otherwise is an attribute lookup).
+_ONLINE: Final = HostStatus.ONLINE
+_WRITE: Final = StatementKind.WRITE
 
 
 def _usable(server: ServerState) -> bool:
     """ServerState.usable without calling the property (interpreted: ~1,000 instructions,
     several times per statement)."""
     return server.status is _ONLINE
+
+
+class _Turn:
+    """A server's smooth weighted round-robin counter (bumped in place: no int boxed)."""
+
+    __slots__ = ("current",)
+
+    def __init__(self) -> None:
+        self.current: int = 0
 
 
 class Router:
@@ -32,7 +45,7 @@ class Router:
         self.reads_fallback_to_writer = routing.reads_fallback_to_writer
         self.rules = QueryRules(config.query_rules)
         self.has_rules = bool(config.query_rules)  # QueryRules.__bool__ runs interpreted
-        self._current: dict[str, int] = {}  # smooth weighted round-robin state per server
+        self._turns: dict[str, _Turn] = {}  # smooth weighted round-robin state per server
         self.positions = PositionCache()  # servers' GTID positions as marks (causal reads)
 
     def writer(self) -> ServerState | None:
@@ -51,32 +64,35 @@ class Router:
     def reader(self) -> ServerState | None:
         """A healthy replica by weight (smooth weighted round-robin), fewest in flight on ties."""
         best: ServerState | None = None
-        best_name = ""
+        best_turn: _Turn | None = None
         best_cur = 0
         total = 0
+        turns = self._turns
         for server in self.cluster.servers.values():
-            if not _usable(server):
+            if server.status is not _ONLINE:
                 continue
-            name = server.name
             if server.replica:
                 weight = server.weight
-            elif self.writer_serves_reads and name == self.cluster.writer:
+            elif self.writer_serves_reads and server.name == self.cluster.writer:
                 weight = max(server.weight, 1)
             else:
                 continue
             if weight <= 0:
                 continue
-            cur = self._current.get(name, 0) + weight
-            self._current[name] = cur
+            turn = turns.get(server.name)
+            if turn is None:
+                turn = turns[server.name] = _Turn()
+            cur = turn.current + weight
+            turn.current = cur
             total += weight
             if (
                 best is None
                 or cur > best_cur
                 or (cur == best_cur and server.outstanding < best.outstanding)
             ):
-                best, best_name, best_cur = server, name, cur
-        if best is not None:
-            self._current[best_name] -= total
+                best, best_turn, best_cur = server, turn, cur
+        if best_turn is not None:
+            best_turn.current -= total
             return best
         return self.writer() if self.reads_fallback_to_writer else None
 
@@ -100,7 +116,7 @@ class Router:
             if named is not None and _usable(named):
                 return named
             # An unknown or unhealthy server named in a hint: route by the statement instead.
-        if stmt.kind is StatementKind.WRITE or not autocommit:
+        if stmt.kind is _WRITE or not autocommit:
             return self.writer()
         level = stmt.hint_consistency or consistency or self.consistency
         if level == "strong" or (level == "read_your_writes" and wrote):

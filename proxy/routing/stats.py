@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+from time import time as wall_clock  # a global, not a module attribute looked up
 
 
 @dataclass(slots=True)
@@ -52,7 +52,36 @@ class QueryDigests:
         self.max_entries = max_entries
         self.max_text_bytes = max_text_bytes
         self.entries: dict[StatsKey, DigestStats] = {}
+        # The same entries by digest id: found by an int and a few string compares, with no
+        # key tuple built and hashed per statement.
+        self._by_digest: dict[int, list[DigestStats]] = {}
         self._text_bytes = 0  # of the texts in entries
+
+    def count(
+        self,
+        digest_id: int,
+        hostgroup: int,
+        server: str,
+        user: str,
+        schema: str,
+        elapsed_us: int,
+        rows_sent: int,
+        rows_affected: int,
+    ) -> bool:
+        """Count a statement in its entry; False when there is none yet (record() makes it)."""
+        same = self._by_digest.get(digest_id)
+        if same is None:
+            return False
+        for entry in same:
+            if (
+                entry.hostgroup == hostgroup
+                and entry.server == server
+                and entry.username == user
+                and entry.schemaname == schema
+            ):
+                _bump(entry, wall_clock(), elapsed_us, rows_sent, rows_affected)
+                return True
+        return False
 
     def record(
         self,
@@ -69,7 +98,7 @@ class QueryDigests:
     ) -> None:
         key = (hostgroup, server, user, schema or "", digest_id)
         entry = self.entries.get(key)
-        now = time.time()
+        now = wall_clock()
         if entry is None:
             if len(self.entries) >= self.max_entries:
                 return  # full: new digests are not tracked until a reset
@@ -89,16 +118,24 @@ class QueryDigests:
                 min_time_us=elapsed_us,
             )
             self.entries[key] = entry
-        entry.count_star += 1
-        entry.last_seen = now
-        entry.sum_time_us += elapsed_us
-        if elapsed_us < entry.min_time_us:
-            entry.min_time_us = elapsed_us
-        if elapsed_us > entry.max_time_us:
-            entry.max_time_us = elapsed_us
-        entry.sum_rows_sent += rows_sent
-        entry.sum_rows_affected += rows_affected
+            self._by_digest.setdefault(digest_id, []).append(entry)
+        _bump(entry, now, elapsed_us, rows_sent, rows_affected)
 
     def reset(self) -> None:
         self.entries.clear()
+        self._by_digest.clear()
         self._text_bytes = 0
+
+
+def _bump(
+    entry: DigestStats, now: float, elapsed_us: int, rows_sent: int, rows_affected: int
+) -> None:
+    entry.count_star += 1
+    entry.last_seen = now
+    entry.sum_time_us += elapsed_us
+    if elapsed_us < entry.min_time_us:
+        entry.min_time_us = elapsed_us
+    if elapsed_us > entry.max_time_us:
+        entry.max_time_us = elapsed_us
+    entry.sum_rows_sent += rows_sent
+    entry.sum_rows_affected += rows_affected

@@ -54,3 +54,23 @@ def test_an_entry_copies_and_pickles_whole() -> None:
     twin = copy.copy(entry)
     twin.count_star += 1  # a report's copy is its own
     assert entry.count_star == 1
+
+
+def test_count_finds_only_the_entry_of_the_same_destination_user_and_schema() -> None:
+    q = QueryDigests()
+    assert not q.count(7, 1, "replica1", "app", "demo_db", 100, 1, 0)  # no entry yet
+    _record(q, 7, "select ?")
+    q.record(7, "select ?", 0, "master1", "app", None, 100, 1, 0)
+    assert q.count(7, 1, "replica1", "app", "demo_db", 300, 2, 0)
+    assert q.count(7, 0, "master1", "app", "", 50, 1, 0)  # no schema: ""
+    for other in ((2, "replica1", "app", "demo_db"), (1, "replica2", "app", "demo_db"),
+                  (1, "replica1", "bob", "demo_db"), (1, "replica1", "app", "other")):  # fmt: skip
+        assert not q.count(7, *other, 100, 1, 0)
+    entry = q.entries[(1, "replica1", "app", "demo_db", 7)]
+    assert (entry.count_star, entry.sum_time_us, entry.min_time_us, entry.max_time_us) == (
+        2, 400, 100, 300
+    )  # fmt: skip
+    assert entry.sum_rows_sent == 3
+    assert q.entries[(0, "master1", "app", "", 7)].min_time_us == 50
+    q.reset()
+    assert not q.count(7, 1, "replica1", "app", "demo_db", 100, 1, 0)  # gone with the entries
