@@ -40,7 +40,6 @@ COMMANDS = (
     "TRUNCATE", "UNLOCK", "UPDATE", "USE", "WITH", "XA", "UNKNOWN",
 )  # fmt: skip
 """The commands counted apart (a statement's first keyword); any other verb is UNKNOWN."""
-_COMMAND_SET: Final = frozenset(COMMANDS)
 MAX_ERROR_KEYS: Final = 10_000
 """Distinct (hostgroup, server, user, client, schema, errno) rows stats_mysql_errors keeps."""
 
@@ -157,21 +156,18 @@ class Count:
 
 _UNKNOWN: Final = COMMANDS.index("UNKNOWN")
 # A statement's verb (as the classifier gives it, lower-case) -> its index in COMMANDS: the
-# verb strings are the cached Classifications' own, so the lookup reuses their hashes.
+# verb strings are the cached Classifications' own, so the lookup reuses their hashes. Never
+# changed: another verb (any word may start a statement the server rejects) is upper-cased.
 _COMMAND_INDEX: Final[dict[str, int]] = {
     **{c.lower(): i for i, c in enumerate(COMMANDS)},
     **{c: i for i, c in enumerate(COMMANDS)},
 }
-_MAX_VERBS: Final = 4096  # other verbs cached (any word may start a statement the server rejects)
 
 
 def _command_index(verb: str) -> int:
     index = _COMMAND_INDEX.get(verb)
     if index is None:
-        command = verb.upper()
-        index = COMMANDS.index(command) if command in _COMMAND_SET else _UNKNOWN
-        if len(_COMMAND_INDEX) < _MAX_VERBS:
-            _COMMAND_INDEX[verb] = index
+        index = _COMMAND_INDEX.get(verb.upper(), _UNKNOWN)
     return index
 
 
@@ -200,7 +196,7 @@ def _bucket_us(bounds: tuple[int, ...], value: int) -> int:
 class Metrics:
     """Counters the data path bumps; everything else is read from live state at scrape."""
 
-    # pyproxy_queries and the query latency, per route: record_query bumps them (and
+    # pyproxy_queries and the query latency, per route: count_query bumps them (and
     # command_counts, servers) for every statement, as native attributes where it can.
     writer_queries: RouteQueries = field(default_factory=RouteQueries)
     reader_queries: RouteQueries = field(default_factory=RouteQueries)
@@ -235,15 +231,11 @@ class Metrics:
     # causal_global: writer position queries sent, and reads that shared or reused one
     causal_positions: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
 
-    def record_query(
-        self, route: str, klass: str, ok: bool, seconds: float, verb: str, server: str
-    ) -> None:
-        self.count_query(route == "writer", klass == "read", ok, seconds, verb, server)
-
     def count_query(
         self, writer: bool, read: bool, ok: bool, seconds: float, verb: str, server: str
     ) -> None:
-        """record_query with the route and class as flags (the data path's call)."""
+        """One statement run: on the writer or a reader, a read or a write, its outcome,
+        latency, verb and server."""
         route = self.writer_queries if writer else self.reader_queries
         if read:
             if ok:
@@ -259,7 +251,7 @@ class Metrics:
         if count is None:
             count = self.servers[server] = Count()
         count.n += 1
-        index = _COMMAND_INDEX.get(verb)
+        index = _COMMAND_INDEX.get(verb)  # inlined _command_index: the usual verbs hit
         counts = self.command_counts[_command_index(verb) if index is None else index]
         us = int(seconds * 1e6)
         counts.total_us += us

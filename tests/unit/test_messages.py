@@ -50,7 +50,7 @@ def test_message_survives_pickling(message: object) -> None:
 
 def test_report_survives_pickling() -> None:
     metrics = Metrics()
-    metrics.record_query("reader", "read", True, 0.001, "SELECT", "r1")
+    metrics.count_query(False, True, True, 0.001, "SELECT", "r1")
     report = WorkerReport((), 1, metrics, {}, {}, ({"SessionID": 1},), (1, 2))
     loaded = pickle.loads(pickle.dumps(report))
     assert (loaded.processlist, loaded.rule_hits) == (report.processlist, report.rule_hits)

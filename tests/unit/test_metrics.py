@@ -10,10 +10,10 @@ from proxy.metrics import Metrics
 
 def _traffic() -> Metrics:
     m = Metrics()
-    m.record_query("reader", "read", True, 0.0003, "select", "replica1")
-    m.record_query("reader", "read", False, 0.002, "SELECT", "replica1")
-    m.record_query("writer", "write", True, 0.001, "insert", "master1")
-    m.record_query("writer", "read", True, 0.0001, "frobnicate", "master1")
+    m.count_query(False, True, True, 0.0003, "select", "replica1")
+    m.count_query(False, True, False, 0.002, "SELECT", "replica1")
+    m.count_query(True, False, True, 0.001, "insert", "master1")
+    m.count_query(True, True, True, 0.0001, "frobnicate", "master1")
     return m
 
 
@@ -42,5 +42,5 @@ def test_workers_counts_add_up_and_stay_their_own() -> None:
     assert total.commands["SELECT"][:2] == [4600, 4]
     assert total.server_queries == {"replica1": 4, "master1": 4}
     assert total.latency["reader"].count == 4
-    total.record_query("reader", "read", True, 0.0003, "select", "replica1")
+    total.count_query(False, True, True, 0.0003, "select", "replica1")
     assert a.server_queries["replica1"] == 2 and a.latency["reader"].count == 2

@@ -10,7 +10,7 @@ from proxy.routing.stats import DigestStats
 def _report(index: int, statements: int, sessions: list[int]) -> WorkerReport:
     metrics = Metrics()
     for _ in range(statements):
-        metrics.record_query("reader", "read", True, 0.001, "SELECT", "replica1")
+        metrics.count_query(False, True, True, 0.001, "SELECT", "replica1")
     metrics.accepted = len(sessions)
     metrics.refused["auth"] = index + 1
     digest = DigestStats(
@@ -61,8 +61,8 @@ def test_merge_of_nothing_is_empty() -> None:
 
 def test_merge_sums_command_buckets_errors_and_keeps_the_first_start() -> None:
     a, b = Metrics(started=100.0), Metrics(started=50.0)
-    a.record_query("reader", "read", True, 0.0002, "select", "replica1")
-    b.record_query("reader", "read", True, 0.0002, "SELECT", "replica1")
+    a.count_query(False, True, True, 0.0002, "select", "replica1")
+    b.count_query(False, True, True, 0.0002, "SELECT", "replica1")
     key = (1, "127.0.0.1", 3306, "app", "127.0.0.1", "shop", 1146)
     a.record_error(key, "older")
     b.record_error(key, "newer")

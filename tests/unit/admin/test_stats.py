@@ -29,10 +29,10 @@ def test_commands_counters_have_proxysql_columns_and_buckets() -> None:
         "cnt_INFs",
     )  # fmt: skip
     m = Metrics()
-    m.record_query("reader", "read", True, 0.00005, "select", "db1")  # 50 us
-    m.record_query("reader", "read", True, 0.0003, "SELECT", "db1")  # 300 us
-    m.record_query("writer", "write", False, 12.0, "insert", "db1")  # beyond 10 s
-    m.record_query("writer", "write", True, 0.002, "frobnicate", "db1")
+    m.count_query(False, True, True, 0.00005, "select", "db1")  # 50 us
+    m.count_query(False, True, True, 0.0003, "SELECT", "db1")  # 300 us
+    m.count_query(True, False, False, 12.0, "insert", "db1")  # beyond 10 s
+    m.count_query(True, False, True, 0.002, "frobnicate", "db1")
     rows = {r["Command"]: r for r in commands_rows(m.commands)}
     assert list(rows) == list(COMMANDS)  # every command, counted or not
     select = rows["SELECT"]
@@ -70,8 +70,8 @@ def test_global_values_from_counters() -> None:
     m.accepted = 5
     m.refused["auth"] += 2
     m.bytes_in, m.bytes_out = 100, 200
-    m.record_query("writer", "write", True, 0.001, "insert", "db1")
-    m.record_query("reader", "read", False, 0.001, "select", "db1")
+    m.count_query(True, False, True, 0.001, "insert", "db1")
+    m.count_query(False, True, False, 0.001, "select", "db1")
     values = global_values(m, m.started + 42.5)
     assert values["ProxySQL_Uptime"] == 42
     assert values["Client_Connections_created"] == 5
@@ -106,7 +106,7 @@ def test_monitor_log_rows() -> None:
 
 def test_metrics_pickle_for_the_worker_reports() -> None:
     m = Metrics()
-    m.record_query("reader", "read", True, 0.001, "select", "db1")
+    m.count_query(False, True, True, 0.001, "select", "db1")
     m.record_error((0, "h", 1, "u", "c", "s", 1146), "x")
     copy = pickle.loads(pickle.dumps(m))
     assert commands_rows(copy.commands) == commands_rows(m.commands)
