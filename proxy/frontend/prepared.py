@@ -117,9 +117,10 @@ def _unknown(session: Session, stmt_id: int) -> None:
 
 
 def _stmt_id(packet: Packet) -> int:
-    if len(packet.payload) < 5:
+    payload = packet.payload
+    if len(payload) < 5:
         raise ProtocolError("statement command without a statement id")
-    return read_stmt_id(packet.payload)
+    return read_stmt_id(payload)
 
 
 async def com_stmt_prepare(session: Session, packet: Packet) -> bool:
@@ -201,19 +202,15 @@ async def _backend_stmt(
     session: Session, cs: ClientStmt, target: ServerState
 ) -> tuple[BackendConnection, BackendStmt] | None:
     """The connection to run cs on, with cs prepared there (prepared now if needed)."""
-    if cs.pinned_conn is not None and not cs.pinned_conn.broken:
-        conn = cs.pinned_conn
-    elif (ready := session.ready_backend(target)) is not None:
-        conn = ready
-    else:
+    conn = _ready_conn(session, cs, target)
+    if conn is None:
         try:
             conn = await session.backend_for(target)
         except BackendError as exc:
             session.report_backend_failure(target, exc)
             return None
-    bs = conn.stmts.get(cs.sql)
+    bs = _prepared_on(conn, cs.sql)
     if bs is not None:
-        conn.stmts.move_to_end(cs.sql)
         return conn, bs
     scanner = ResponseScanner(Command.COM_STMT_PREPARE, conn.caps)
     try:
@@ -228,11 +225,26 @@ async def _backend_stmt(
     return conn, _remember(conn, cs.sql, scanner)
 
 
+def _ready_conn(session: Session, cs: ClientStmt, target: ServerState) -> BackendConnection | None:
+    """The connection cs runs on when it can as it is: the one it is pinned to, else the
+    session's ready one to target."""
+    pinned = cs.pinned_conn
+    if pinned is not None and not pinned.broken:
+        return pinned
+    return session.ready_backend(target)
+
+
+def _prepared_on(conn: BackendConnection, sql: str) -> BackendStmt | None:
+    """The statement prepared for sql on conn, now its most recently used one."""
+    bs = conn.stmts.get(sql)
+    if bs is not None:
+        conn.stmts.move_to_end(sql)
+    return bs
+
+
 async def com_stmt_execute(session: Session, packet: Packet) -> bool:
     payload = packet.payload
-    if len(payload) < 5:
-        raise ProtocolError("statement command without a statement id")
-    client_id = payload[1] | payload[2] << 8 | payload[3] << 16 | payload[4] << 24
+    client_id = _stmt_id(packet)
     cs = session.stmts.get(client_id)
     if cs is None:
         _unknown(session, client_id)
@@ -256,11 +268,9 @@ async def com_stmt_execute(session: Session, packet: Packet) -> bool:
     if target is None:
         return True
     # The usual case without a coroutine: the connection is ready, the statement prepared.
-    conn = pinned if pinned is not None and not pinned.broken else session.ready_backend(target)
-    bs = conn.stmts.get(cs.sql) if conn is not None else None
-    if conn is not None and bs is not None:
-        conn.stmts.move_to_end(cs.sql)
-    else:
+    conn = _ready_conn(session, cs, target)
+    bs = _prepared_on(conn, cs.sql) if conn is not None else None
+    if conn is None or bs is None:
         found = await _backend_stmt(session, cs, target)
         if found is None:
             return True

@@ -848,6 +848,9 @@ def parse_prepare_ok(payload: Buffer) -> PrepareOk:
     return PrepareOk(stmt_id, num_columns, num_params, warnings)
 
 
-def read_stmt_id(payload: Buffer) -> int:
-    """Statement id of a COM_STMT_* (or prepare-OK) payload."""
-    return read_u32(payload, STMT_ID_OFFSET)
+def read_stmt_id(payload: bytes) -> int:
+    """Statement id of a COM_STMT_* (or prepare-OK) payload (bytes, indexed natively when
+    compiled: once per COM_STMT_EXECUTE)."""
+    if len(payload) < STMT_ID_OFFSET + 4:
+        raise MalformedPacket("truncated statement id")
+    return payload[1] | payload[2] << 8 | payload[3] << 16 | payload[4] << 24
