@@ -159,10 +159,13 @@ class BackendConnection(asyncio.Protocol):
         self._collation = 45
         self._reader = PacketReader(max_payload=1 << 30)
         self._waiter: asyncio.Future[None] | None = None
-        self._relay: tuple[ResponseScanner, Sink, asyncio.Future[None]] | None = None
+        # The response being relayed: its scanner, sink, and the future that ends with it (None
+        # for start(): _done is called instead).
+        self._relay: tuple[ResponseScanner, Sink, asyncio.Future[None] | None] | None = None
+        self._done: Callable[[BaseException | None], None] | None = None
         self._gate: _Gate | None = None
         self._dropping: asyncio.TimerHandle | None = None  # relay_gated drops a response
-        self._lost: Exception | None = None
+        self._lost: BackendError | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.kills_in_flight = 0  # KILL QUERYs sent at this thread and not yet answered
         self._kills_answered: asyncio.Event | None = None
@@ -274,6 +277,9 @@ class BackendConnection(asyncio.Protocol):
                     self._response_done(scanner)
                 if used < size:
                     self._reader.feed(data[used:])
+                if fut is None:
+                    self._call_done(None)
+                    return
                 # No fut.done() call first, no contextlib.suppress object: per statement.
                 try:  # noqa: SIM105
                     fut.set_result(None)
@@ -334,8 +340,12 @@ class BackendConnection(asyncio.Protocol):
         relay, self._relay = self._relay, None
         lost = BackendError(f"connection to {self.server_name} aborted: {reason}")
         self._fail(lost)
-        if relay is not None and not relay[2].done():
-            relay[2].set_exception(exc or lost)
+        if relay is not None:
+            fut = relay[2]
+            if fut is None:
+                self._call_done(exc or lost)
+            elif not fut.done():
+                fut.set_exception(exc or lost)
 
     def _fail(self, exc: BackendError) -> None:
         if self._gate is not None:
@@ -352,9 +362,16 @@ class BackendConnection(asyncio.Protocol):
         if self._relay is not None:
             fut = self._relay[2]
             self._relay = None
-            if not fut.done():
+            if fut is None:
+                self._call_done(exc)
+            elif not fut.done():
                 fut.set_exception(exc)
         self._wake()
+
+    def _call_done(self, exc: BaseException | None) -> None:
+        done, self._done = self._done, None
+        if done is not None:
+            done(exc)
 
     def _wake(self) -> None:
         w = self._waiter
@@ -459,6 +476,28 @@ class BackendConnection(asyncio.Protocol):
         self._relay = (scanner, sink, fut)
         self.write(command)
         return fut
+
+    def start(
+        self,
+        command: bytes,
+        scanner: ResponseScanner,
+        sink: Sink,
+        done: Callable[[BaseException | None], None],
+    ) -> BackendError | None:
+        """relay() for a caller that is not a task: done(None) is called when the response
+        ended (or the server asked for a LOCAL INFILE file: scanner.infile), done(error) when
+        the connection failed under it. An error returned instead means nothing was sent
+        (done is not called)."""
+        if self._lost is None and self._reader.buffered:
+            # The server spoke out of turn (e.g. an idle-timeout ERR before closing).
+            self._fail(BackendError(f"{self.server_name} sent data between commands"))
+        if self._lost is not None:
+            return self._lost
+        self._set_state(_RELAYING)  # raises ConnectionBusy if a command runs
+        self._relay = (scanner, sink, None)
+        self._done = done
+        self.write(command)
+        return None
 
     def relay_gated(
         self,

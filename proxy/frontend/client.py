@@ -57,8 +57,15 @@ class ClientConnection(asyncio.Protocol):
         self.reading_paused = False  # we stopped reading: too much unprocessed input
         self._streak = 0  # packets returned in a row without waiting for the network
         self._after_hangup = AFTER_HANGUP_COMMANDS
-        # Set by the session: the client went away (a relay to it is abandoned at once).
-        self.on_lost: Callable[[], None] | None = None
+        # Set by the session: the client went away (True: cleanly, with a FIN; False: reset).
+        self.on_lost: Callable[[bool], None] | None = None
+        # Set by the session: bytes came while its task waits in read_command. It may run the
+        # command from here (no task wake-up per statement); the task is woken by wake_task.
+        self.on_command_data: Callable[[], None] | None = None
+        self._waiting_command = False  # the task waits in read_command
+        self.task_held = False  # set by the session: a command it started is still running
+        self._handed_over = False  # wake_task(handover=True): read_command returns None
+        self._given_back: Packet | None = None  # take_packet's packet, not run after all
         self.on_connected: Callable[[ClientConnection], None] | None = None
         self._tls: ssl.SSLObject | None = None
         self._tls_in_bio = ssl.MemoryBIO()
@@ -98,6 +105,9 @@ class ClientConnection(asyncio.Protocol):
             self.transport.pause_reading()
         w = self._waiter
         if w is not None:
+            if self._waiting_command and self.on_command_data is not None:
+                self.on_command_data()  # the session runs what it can, wakes the task if not
+                return
             self._waiter = None  # woken once: more data before read_packet resumes is buffered
             # Not w.done() first: a second method call per statement. Not contextlib.suppress:
             # mypyc runs a with-block's __enter__/__exit__ generically, try/except natively.
@@ -128,7 +138,7 @@ class ClientConnection(asyncio.Protocol):
             self.paused = False
             self.on_resume()
         if self.on_lost is not None:
-            self.on_lost()
+            self.on_lost(exc is None)
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -155,33 +165,92 @@ class ClientConnection(asyncio.Protocol):
         command run until they drained, and one that sent more than INPUT_LIMIT ahead is
         not read from until the session caught up.
         """
-        if self.paused and not self.closed:
-            await self._wait_drained()
         while True:
-            packet = self.reader.read()
+            if self.paused and not self.closed:
+                await self._wait_drained()
+            packet = self._next_packet()
             if packet is not None:
-                if self.closed and (not packet.payload or packet.payload[0] not in _UNANSWERED):
-                    if self._after_hangup == 0:
-                        self.reader.clear()
-                        raise ClientGone()
-                    self._after_hangup -= 1
-                if self.reading_paused:
-                    self._maybe_resume_reading()
-                self._streak += 1
                 if self._streak >= YIELD_EVERY:
                     self._streak = 0
                     await asyncio.sleep(0)
                 return packet
-            self._streak = 0
+            await self._wait_data(False)
+
+    async def read_command(self) -> Packet | None:
+        """read_packet() between commands. While it waits, bytes that come go to
+        on_command_data instead of waking the task; None: woken by wake_task(handover=True),
+        the session has work for its task. Nothing is read while task_held."""
+        while True:
+            if self._handed_over:
+                self._handed_over = False
+                return None
+            if not self.task_held:
+                if self.paused and not self.closed:
+                    await self._wait_drained()
+                    continue
+                packet = self._next_packet()
+                if packet is not None:
+                    if self._streak >= YIELD_EVERY:
+                        self._streak = 0
+                        await asyncio.sleep(0)
+                    return packet
+            await self._wait_data(True)
+
+    def _next_packet(self) -> Packet | None:
+        """A whole packet if one is buffered (or given back); raises ClientGone once the
+        client left and no more of what it sent is to run."""
+        packet = self._given_back
+        if packet is not None:
+            self._given_back = None
+            return packet
+        packet = self.reader.read()
+        if packet is not None:
+            if self.closed and (not packet.payload or packet.payload[0] not in _UNANSWERED):
+                if self._after_hangup == 0:
+                    self.reader.clear()
+                    raise ClientGone()
+                self._after_hangup -= 1
             if self.reading_paused:
                 self._maybe_resume_reading()
-            if self.closed:
-                raise ClientGone()
-            self._waiter = (self._loop or asyncio.get_running_loop()).create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            self._streak += 1
+            return packet
+        self._streak = 0
+        if self.reading_paused:
+            self._maybe_resume_reading()
+        if self.closed:
+            raise ClientGone()
+        return None
+
+    async def _wait_data(self, command: bool) -> None:
+        self._waiter = (self._loop or asyncio.get_running_loop()).create_future()
+        self._waiting_command = command
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+            self._waiting_command = False
+
+    def take_packet(self) -> Packet | None:
+        """For on_command_data: the next whole packet, if one is buffered (give_back returns
+        it unrun). Only while the client is connected."""
+        packet = self.reader.read()
+        if self.reading_paused:
+            self._maybe_resume_reading()  # read() may have taken a fragment: room again
+        return packet
+
+    def give_back(self, packet: Packet) -> None:
+        self._given_back = packet
+
+    def wake_task(self, handover: bool = False) -> None:
+        """Wake the task waiting in read_command: to read the buffered commands itself, or
+        (handover) to run the work the session left it."""
+        if handover:
+            self._handed_over = True
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
 
     def _maybe_resume_reading(self) -> None:
         reader = self.reader

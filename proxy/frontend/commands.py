@@ -7,12 +7,14 @@ from time import perf_counter
 from typing import Final
 
 from proxy.backend.sync import SessionState
+from proxy.cluster import ServerState
 from proxy.frontend import prepared, processlist
 from proxy.frontend.session import Session
 from proxy.protocol.constants import Command, ErrorCode, ServerStatus
 from proxy.protocol.handshake import parse_change_user
 from proxy.protocol.packets import Packet, ProtocolError, build_command, build_packet
 from proxy.routing.classifier import Classification
+from proxy.routing.digest import Digest
 
 Handler = Callable[[Session, Packet], Awaitable[bool]]
 
@@ -53,34 +55,84 @@ async def com_ping(session: Session, packet: Packet) -> bool:
     return True
 
 
-async def com_query(session: Session, packet: Packet) -> bool:
-    server = session.server
-    sql, digest, stmt = server.classifier.classify_query(packet.payload)
+def com_query(session: Session, packet: Packet) -> Awaitable[bool]:
+    """COM_QUERY run by the session's task: a plain function returning the coroutine that
+    runs the statement (_run_query), or one for the rarer commands answered otherwise."""
+    sql, digest, stmt = session.server.classifier.classify_query(packet.payload)
     if stmt.is_kill:
-        await _kill(session, stmt)
-        return True
+        return _kill(session, stmt)
     if stmt.verb == "show" and (full := processlist.STATEMENTS.get(digest.text)) is not None:
         session.client.write(processlist.result_set(session, full))
-        return True
+        return _answered()
     ruled = session.apply_rules(sql, digest, stmt)
     if ruled is None:
-        return True
+        return _answered()
     rewritten, digest, stmt, override = ruled
-    if rewritten is sql:
-        frame = _frame(packet)
+    return _run_query(session, _query_frame(packet, sql, rewritten), rewritten, digest, stmt,
+                      override, None, False)  # fmt: skip
+
+
+def start_fast(session: Session, packet: Packet) -> bool:
+    """A command from the client's data_received (Session.on_command_data). A COM_QUERY
+    routed at once to a ready backend connection is sent from here (Session.start_statement,
+    no task wake-up); one that must wait (a failover, a replica check, a connection) is
+    handed to the task; COM_STMT_EXECUTE: prepared.start_execute. False: anything else, the
+    task runs the command (dispatch)."""
+    payload = packet.payload
+    if not payload:
+        return False
+    if payload[0] == _COM_STMT_EXECUTE:
+        return prepared.start_execute(session, packet)
+    if payload[0] != _COM_QUERY or session.killed or session.gtid_conn is not None:
+        return False
+    sql, digest, stmt = session.server.classifier.classify_query(payload)
+    if (
+        stmt.is_kill
+        or stmt.verb == "show"
+        or (stmt.changes_session_state and "wait_timeout" in stmt.session_vars)
+    ):
+        return False
+    session.start_command(payload)
+    ruled = session.apply_rules(sql, digest, stmt)
+    if ruled is None:
+        return True  # a rule blocked it: the client has the error
+    rewritten, digest, stmt, override = ruled
+    frame = _query_frame(packet, sql, rewritten)
+    target = session.route(stmt, override)
+    conn = None if target is None else session.ready_backend(target)
+    if target is None or conn is None:
+        session.hand_over(
+            _run_query(session, frame, rewritten, digest, stmt, override, target, True)
+        )
     else:
-        sql = rewritten
-        frame = build_packet(0, bytes((Command.COM_QUERY,)) + sql.encode())
-    if session.gtid_conn is not None and not stmt.needs_previous_backend:
-        await session.ask_gtid()
-    target = session.route(stmt, override) or await session.route_wait(stmt, override, gated=True)
+        session.start_statement(target, conn, frame, rewritten, digest, stmt, override)
+    return True
+
+
+async def _run_query(
+    session: Session,
+    frame: bytes,
+    sql: str,
+    digest: Digest,
+    stmt: Classification,
+    override: str | None,
+    target: ServerState | None,
+    routed: bool,
+) -> bool:
+    """A text statement from routing on: target when already known; routed when route()
+    was asked already (None: route_wait it)."""
     if target is None:
-        return True
+        if not routed:
+            if session.gtid_conn is not None and not stmt.needs_previous_backend:
+                await session.ask_gtid()
+            target = session.route(stmt, override)
+        if target is None:
+            target = await session.route_wait(stmt, override, gated=True)
+            if target is None:
+                return True
     started = perf_counter()  # imported name: a global lookup, not a module attribute's
     scanner = await session.forward(target, _COM_QUERY, frame, stmt=stmt, override=override)
-    session.account(target, digest, stmt, scanner, perf_counter() - started)
-    if scanner is not None:
-        session.note_statement(stmt, sql, scanner)
+    session.finish_query(target, digest, stmt, sql, scanner, started)
     if (
         stmt.changes_session_state
         and "wait_timeout" in stmt.session_vars
@@ -91,7 +143,17 @@ async def com_query(session: Session, packet: Packet) -> bool:
     return True
 
 
-async def _kill(session: Session, stmt: Classification) -> None:
+def _query_frame(packet: Packet, sql: str, rewritten: str) -> bytes:
+    if rewritten is sql:
+        return _frame(packet)
+    return build_packet(0, bytes((Command.COM_QUERY,)) + rewritten.encode())
+
+
+async def _answered() -> bool:
+    return True
+
+
+async def _kill(session: Session, stmt: Classification) -> bool:
     """KILL [HARD|SOFT] [CONNECTION|QUERY] id, answered by pyproxy for its own ids (never
     forwarded: the backends' threads are shared by many clients)."""
     refusal = None
@@ -108,9 +170,10 @@ async def _kill(session: Session, stmt: Classification) -> None:
         refusal = "pyproxy supports KILL with a thread id number only"
     if refusal is not None:
         session.send_error(ErrorCode.ER_NOT_SUPPORTED_YET, refusal)
-        return
+        return True
     assert stmt.kill_id is not None
     await session.server.kill(session, stmt.kill_id, stmt.kill_variant == "QUERY")
+    return True
 
 
 async def com_init_db(session: Session, packet: Packet) -> bool:
@@ -212,4 +275,4 @@ HANDLERS: dict[int, Handler] = {
     Command.COM_REGISTER_SLAVE: _unsupported("COM_REGISTER_SLAVE"),
 }
 
-__all__ = ["HANDLERS", "build_command", "dispatch"]
+__all__ = ["HANDLERS", "build_command", "dispatch", "start_fast"]

@@ -187,7 +187,9 @@ class ProxyServer:
         self.sessions[session.id] = session
         self._handshaking[session.id] = session
         self.publish_counts()
-        task = asyncio.get_running_loop().create_task(session.run(commands.dispatch))
+        task = asyncio.get_running_loop().create_task(
+            session.run(commands.dispatch, commands.start_fast)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -95,6 +95,29 @@ class ClientStmt:
             return self.frame_head + payload
         return self.frame_head + payload[5:]
 
+    def executed(
+        self,
+        session: Session,
+        target: ServerState,
+        client_id: int,
+        scanner: ResponseScanner | None,
+        started: float,
+        cursor: bool = False,
+        conn: BackendConnection | None = None,
+    ) -> None:
+        """An execute of it ended (scanner None: the client got an error): counted, its
+        cursor pinned to conn or its pins dropped, what it changed learnt."""
+        session.account(target, self.digest, self.stmt, scanner, perf_counter() - started)
+        if scanner is None:
+            self.pinned_conn = None
+            return
+        if cursor and scanner.status is not None and scanner.status & ServerStatus.CURSOR_EXISTS:
+            assert conn is not None
+            _pin(session, f"cursor:{client_id}", self, conn)
+        elif self.pinned_conn is not None or self.pin_reasons:
+            _unpin(session, client_id, self)
+        session.note_statement(self.stmt, self.sql, scanner)
+
 
 def _execute_head(backend_id: int) -> bytes:
     return bytes((_EXECUTE,)) + backend_id.to_bytes(4, "little")
@@ -289,15 +312,33 @@ async def com_stmt_execute(session: Session, packet: Packet) -> bool:
             else None
         ),
     )
-    session.account(target, cs.digest, cs.stmt, scanner, perf_counter() - started)
-    if scanner is None:
-        cs.pinned_conn = None
-        return True
-    if cursor and scanner.status is not None and scanner.status & ServerStatus.CURSOR_EXISTS:
-        _pin(session, f"cursor:{client_id}", cs, conn)
-    elif cs.pinned_conn is not None or cs.pin_reasons:
-        _unpin(session, client_id, cs)
-    session.note_statement(cs.stmt, cs.sql, scanner)
+    cs.executed(session, target, client_id, scanner, started, cursor, conn)
+    return True
+
+
+def start_execute(session: Session, packet: Packet) -> bool:
+    """COM_STMT_EXECUTE from the client's data_received (Session.on_command_data): a
+    statement routed at once to a ready connection where it is prepared is sent from here
+    (Session.start_statement, no task wake-up); False: the task runs it (com_stmt_execute:
+    a cursor, long data, a statement to prepare there, a failover or replica check)."""
+    payload = packet.payload
+    if len(payload) < 6 or payload[5] & _CURSOR_FLAGS or session.gtid_conn is not None:
+        return False
+    client_id = read_stmt_id(payload)
+    cs = session.stmts.get(client_id)
+    if cs is None or cs.pinned_conn is not None or session.killed:
+        return False
+    target = session.route(cs.stmt, cs.override)
+    if target is None:
+        return False
+    conn = session.ready_backend(target)
+    bs = _prepared_on(conn, cs.sql) if conn is not None else None
+    if conn is None or bs is None:
+        return False
+    session.start_command(payload)
+    frame = cs.frame(payload, bs)
+    session.start_statement(target, conn, frame, cs.sql, cs.digest, cs.stmt, cs.override, cs,
+                            client_id)  # fmt: skip
     return True
 
 

@@ -7,10 +7,10 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from time import monotonic
-from typing import TYPE_CHECKING, Final
+from time import monotonic, perf_counter
+from typing import TYPE_CHECKING, Any, Final
 
 from proxy.authio import drive_auth
 from proxy.backend.connection import INTERNAL_TIMEOUT_S, BackendConnection, BackendError, Sink
@@ -100,6 +100,12 @@ class SessionPhase(enum.Enum):
 # The phases of every statement as C globals (an Enum member read is a class attribute lookup).
 _IDLE: Final = SessionPhase.IDLE
 _EXECUTING: Final = SessionPhase.EXECUTING
+_COM_QUERY: Final = int(Command.COM_QUERY)
+_EXECUTE: Final = int(Command.COM_STMT_EXECUTE)
+
+# The start of a command run without the session's task (Session.on_command_data): True when
+# it was started (start_statement) or answered, False when the task is to run it.
+Starter = Callable[["Session", Packet], bool]
 
 
 @dataclass
@@ -134,6 +140,45 @@ _DISCARD = Sink(None)
 # forward(resend=...): the connection and framed command to run a gated read on the writer
 # instead, when the command is bound to the replica's connection (a prepared statement's id).
 Resend = Callable[[ServerState], Awaitable[tuple[BackendConnection, bytes] | None]]
+
+
+class _Started:
+    """A statement start_statement sent without the session's task: what forward() would
+    hold for it, and what its command (com_query, com_stmt_execute: cs) accounts at its end."""
+
+    __slots__ = (
+        "conn", "cs", "digest", "frame", "override", "retry", "scanner", "sink", "sql",
+        "started", "stmt", "stmt_id", "target",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        conn: BackendConnection,
+        target: ServerState,
+        scanner: ResponseScanner,
+        sink: Sink,
+        retry: Classification | None,
+        frame: bytes,
+        sql: str,
+        digest: Digest,
+        stmt: Classification,
+        override: str | None,
+        cs: ClientStmt | None,
+        stmt_id: int,
+    ) -> None:
+        self.conn = conn
+        self.cs = cs
+        self.stmt_id = stmt_id
+        self.target = target
+        self.scanner = scanner
+        self.sink = sink
+        self.retry = retry
+        self.frame = frame
+        self.sql = sql
+        self.digest = digest
+        self.stmt = stmt
+        self.override = override
+        self.started = perf_counter()
 
 
 class Session:
@@ -181,6 +226,12 @@ class Session:
         self.killed = False  # by KILL [CONNECTION]: nothing more runs for it
         self._routed: ServerState | None = None  # route()'s choice, for route_wait
         self._gate: GtidGate | None = None  # route_wait's GTID wait for forward() to send
+        # The command fast path (on_command_data): the command's starter, the statement it
+        # sent, and the work left to the task when it could not finish it here.
+        self._starter: Starter | None = None
+        self._started: _Started | None = None
+        self._handover: Coroutine[Any, Any, bool] | None = None
+        self._started_done_cb = self._started_done  # one bound method, not one per statement
         client.on_pause = self._pause_backend
         client.on_resume = self._resume_backend
         client.on_lost = self._client_gone
@@ -206,11 +257,31 @@ class Session:
         self.user_consistency = user.consistency
 
     # -- the loop ------------------------------------------------------------------------------
-    async def run(self, dispatch: Callable[[Session, Packet], Awaitable[bool]]) -> None:
+    async def run(
+        self,
+        dispatch: Callable[[Session, Packet], Awaitable[bool]],
+        starter: Starter | None = None,
+    ) -> None:
+        """Log in, then run the client's commands until it quits or goes. A command that
+        starter can start from the client's data_received runs without this task (one
+        wake-up less per statement, see on_command_data); the rest run here."""
+        client = self.client
         try:
             if await self.authenticate():
                 self.change_phase(_IDLE)
-                while await dispatch(self, await self.client.read_packet()):
+                if starter is not None:
+                    self._starter = starter
+                    client.on_command_data = self.on_command_data
+                while True:
+                    packet = await client.read_command()
+                    if packet is None:
+                        work, self._handover = self._handover, None
+                        assert work is not None
+                        go_on = await work
+                    else:
+                        go_on = await dispatch(self, packet)
+                    if not go_on:
+                        break
                     self.change_phase(_IDLE)
         except ClientGone:
             pass
@@ -243,7 +314,159 @@ class Session:
             log.exception("session %d: internal error", self.id)
             self.send_error(ErrorCode.ER_UNKNOWN_ERROR, "pyproxy internal error", 1)
         finally:
+            client.on_command_data = None
+            if self._handover is not None:  # cancelled before running it
+                self._handover.close()
+                self._handover = None
             self.close()
+
+    # -- commands run without the task -----------------------------------------------------------
+    def on_command_data(self) -> None:
+        """Client bytes came while the task waits for a command: a command the starter can
+        start (a plain statement on a ready backend connection) is sent from here and
+        finished by _started_done; anything else wakes the task to run it. An error here is
+        raised in the task, where run() handles it."""
+        client = self.client
+        if client.task_held:
+            return  # a statement started here still runs: its end reads what is buffered
+        if client.closed or client.paused:
+            client.wake_task()  # after a hang-up, or to wait for the client to drain
+            return
+        try:
+            packet = client.take_packet()
+            if packet is None:
+                return  # not whole yet
+            assert self._starter is not None
+            if not self._starter(self, packet):
+                client.give_back(packet)
+                client.wake_task()
+            elif self._started is None and self._handover is None:
+                self.change_phase(_IDLE)  # answered here (a query rule blocked it)
+                client.wake_task()  # the task runs the rest: one at a time from here
+        except Exception as exc:
+            self.hand_over(_raise(exc))
+
+    def hand_over(self, work: Coroutine[Any, Any, bool]) -> None:
+        """Leave a command begun without the task to the task (it awaits work as a command's
+        handler)."""
+        if self.phase is SessionPhase.CLOSED:
+            work.close()  # the task is gone
+            return
+        self._handover = work
+        self.client.task_held = False
+        self.client.wake_task(handover=True)
+
+    def start_statement(
+        self,
+        target: ServerState,
+        conn: BackendConnection,
+        frame: bytes,
+        sql: str,
+        digest: Digest,
+        stmt: Classification,
+        override: str | None,
+        cs: ClientStmt | None = None,
+        stmt_id: int = 0,
+    ) -> None:
+        """forward()'s first try of a text statement (or of cs's execute, framed, with the
+        client's stmt_id) on a ready connection, without the task: sent now, finished by
+        _started_done when the response ended. An execute runs once, as forward() runs one."""
+        retry = stmt if cs is None and not self.pins and not self._in_transaction() else None
+        scanner = ResponseScanner(_COM_QUERY if cs is None else _EXECUTE, conn.caps)
+        sink = self._sink_for(retry)
+        self._begin(conn, target, read=retry is not None and retry.is_read)
+        run = _Started(
+            conn, target, scanner, sink, retry, frame, sql, digest, stmt, override, cs, stmt_id
+        )
+        self._started = run
+        self.client.task_held = True
+        failed = conn.start(frame, scanner, sink, self._started_done_cb)
+        if failed is not None:
+            self._started_done(failed)
+
+    def _started_done(self, exc: BaseException | None) -> None:
+        """The response to start_statement's statement ended (exc None) or its connection
+        failed (exc). The usual end is finished here, as forward() and com_query would, and
+        the next buffered command started; a failure, a retry or a LOCAL INFILE request is
+        left to the task (_finish_started)."""
+        run = self._started
+        if run is None:
+            return
+        self._started = None
+        scanner = run.scanner
+        if exc is not None or scanner.infile:
+            self.hand_over(self._finish_started(run, exc))
+            return
+        try:
+            try:
+                result = self._answered(
+                    run.conn, run.target, scanner, run.sink, run.retry, run.override
+                )
+            finally:
+                self._end(run.target)
+            if result is _RETRY:
+                self.hand_over(self._started_result(run, result))
+                return
+            self._account_started(run, scanner)
+        except Exception as error:
+            self.hand_over(_raise(error))
+            return
+        self.change_phase(_IDLE)
+        self.client.task_held = False
+        if self.client.reader.buffered or self.client.closed:
+            self.on_command_data()  # the next command (pipelined), or the hang-up
+
+    async def _finish_started(self, run: _Started, exc: BaseException | None) -> bool:
+        """forward()'s end of a started statement, in the task: the connection failed under
+        it, or the server asked for a LOCAL INFILE."""
+        conn, target, scanner = run.conn, run.target, run.scanner
+        result: ResponseScanner | _Retry | None
+        try:
+            if exc is not None:
+                raise exc
+            while scanner.infile:
+                await self._relay_infile(conn, scanner)
+        except BackendError as lost:
+            result = self._lost(conn, target, None, scanner, lost)
+        else:
+            result = self._answered(conn, target, scanner, run.sink, run.retry, run.override)
+        finally:
+            self._end(target)
+        return await self._started_result(run, result)
+
+    async def _started_result(self, run: _Started, result: ResponseScanner | _Retry | None) -> bool:
+        """A started statement's outcome: run once more elsewhere (_RETRY, as forward()
+        does), then accounted as com_query accounts it."""
+        if isinstance(result, _Retry):
+            assert run.retry is not None  # _RETRY only comes when a retry is allowed
+            new = await self.route_wait(
+                run.retry, run.override, exclude=run.target.name, gated=True
+            )
+            result = None
+            if new is not None:
+                result = await self.forward(new, _COM_QUERY, run.frame, override=run.override)
+        self._account_started(run, result)
+        return True
+
+    def _account_started(self, run: _Started, scanner: ResponseScanner | None) -> None:
+        if run.cs is None:
+            self.finish_query(run.target, run.digest, run.stmt, run.sql, scanner, run.started)
+        else:
+            run.cs.executed(self, run.target, run.stmt_id, scanner, run.started)
+
+    def finish_query(
+        self,
+        target: ServerState,
+        digest: Digest,
+        stmt: Classification,
+        sql: str,
+        scanner: ResponseScanner | None,
+        started: float,
+    ) -> None:
+        """A text statement ended: counted, and what it changed in the session learnt."""
+        self.account(target, digest, stmt, scanner, perf_counter() - started)
+        if scanner is not None:
+            self.note_statement(stmt, sql, scanner)
 
     # -- authentication ------------------------------------------------------------------------
     async def authenticate(self) -> bool:
@@ -358,11 +581,17 @@ class Session:
                 return ErrPacket(ErrorCode.PROXY_NO_BACKEND, f"pyproxy: {last}", "HY000")
             await self.server.topology_changed(remaining)
 
-    def _client_gone(self) -> None:
+    def _client_gone(self, clean: bool) -> None:
         """The client hung up. A result still being relayed to it is abandoned at once: its
-        backend connection is aborted (and never pooled) rather than drained."""
+        backend connection is aborted (and never pooled) rather than drained. A statement
+        that may change data is left to finish after a clean hang-up, as MySQL finishes it
+        (the client's "INSERT ...; QUIT" is kept however soon it closes)."""
         conn = self.current
-        if conn is None or self.phase is not SessionPhase.EXECUTING:
+        if (
+            conn is None
+            or self.phase is not SessionPhase.EXECUTING
+            or (clean and self._writes and not self.killed)
+        ):
             return
         log.info(
             "session %d (%s): client went away mid-result; backend connection to %s aborted",
@@ -1427,9 +1656,17 @@ class Session:
         if self.phase is SessionPhase.CLOSED:
             return
         self.change_phase(SessionPhase.CLOSED)
+        run, self._started = self._started, None
+        if run is not None:
+            self._end(run.target)  # its connection is dropped with the others
         self._give_back_all()
         self.client.close()
         self.server.session_closed(self)
+
+
+async def _raise(exc: BaseException) -> bool:
+    """Work handed to the task that raises exc there (where Session.run handles it)."""
+    raise exc
 
 
 def _error_seq(scanner: ResponseScanner) -> int | None:
