@@ -1,0 +1,102 @@
+"""Pipelined commands through the real pyproxy process: answered in order, whoever runs them.
+
+A plain statement on a ready backend connection is run from the client's data_received; a
+ping, a read that must first check a replica (read-your-writes) or a statement needing a
+connection is run (or finished) by the session's task. A pipeline mixing them must get every
+answer, in the order sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from proxy.lab.lab import Lab
+from proxy.protocol.constants import Command
+from proxy.protocol.packets import build_command
+from proxy.protocol.response import ResponseScanner
+from tests.support.proxyproc import LabProxy, RawClient, lab_proxy
+
+TABLE = "pipelined_rows"
+
+
+@pytest.fixture(scope="module")
+def proxy(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProxy]:
+    with lab_proxy(lab, tmp_path_factory.mktemp("pipelining")) as running:
+        setup = running.connect()
+        with setup.cursor() as cur:
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (id INT PRIMARY KEY)")
+            cur.execute(f"DELETE FROM {TABLE}")
+        setup.close()
+        yield running
+
+
+def _responses(client: RawClient, commands: list[int]) -> list[ResponseScanner]:
+    """Read one whole response per command, in order, from one byte stream."""
+    out: list[ResponseScanner] = []
+    data = client.reader.take_buffered()
+    for command in commands:
+        scanner = ResponseScanner(command, client.caps)
+        while True:
+            if data:
+                data = data[scanner.feed(data) :]
+            if scanner.done:
+                break
+            chunk = client.sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError(f"the proxy hung up after {len(out)} answers")
+            data += chunk
+        out.append(scanner)
+    return out
+
+
+def test_a_mixed_pipeline_is_answered_in_order(proxy: LabProxy) -> None:
+    """300 commands sent in one write: failing reads naming their position (run from
+    data_received), INSERTs, pings (run by the task), reads of a row just written (checked
+    against the replica first: handed to the task) and executes of a prepared statement."""
+    client = RawClient(proxy.port, timeout=30)
+    client.login(proxy.user, proxy.password, "demo_db")
+    stmt_id = client.prepare(f"SELECT id FROM {TABLE} WHERE id = 1")
+    execute = stmt_id.to_bytes(4, "little") + b"\x00\x01\x00\x00\x00"
+    pipeline: list[bytes] = []
+    commands: list[int] = []
+    expected: list[str] = []
+    for n in range(300):
+        kind = n % 5
+        if kind == 0:
+            pipeline.append(build_command(Command.COM_QUERY, f"SELECT * FROM nosuch_{n}".encode()))
+            commands.append(Command.COM_QUERY)
+            expected.append(f"error nosuch_{n}")
+        elif kind == 1:
+            sql = f"INSERT INTO {TABLE} VALUES ({n})"
+            pipeline.append(build_command(Command.COM_QUERY, sql.encode()))
+            commands.append(Command.COM_QUERY)
+            expected.append("affected 1")
+        elif kind == 2:
+            pipeline.append(build_command(Command.COM_PING))
+            commands.append(Command.COM_PING)
+            expected.append("ok")
+        elif kind == 3:
+            sql = f"SELECT id FROM {TABLE} WHERE id = {n - 2}"
+            pipeline.append(build_command(Command.COM_QUERY, sql.encode()))
+            commands.append(Command.COM_QUERY)
+            expected.append("rows 1")
+        else:
+            pipeline.append(build_command(Command.COM_STMT_EXECUTE, execute))
+            commands.append(Command.COM_STMT_EXECUTE)
+            expected.append("rows 1")  # row 1 was written by the second command
+    client.send(b"".join(pipeline))
+    got: list[str] = []
+    for scanner in _responses(client, commands):
+        if scanner.error is not None:
+            name = scanner.error.message.split("'")[1].split(".")[-1]
+            got.append(f"error {name}")
+        elif scanner.is_result_set:
+            got.append(f"rows {scanner.rows}")
+        elif scanner.affected_rows:
+            got.append(f"affected {scanner.affected_rows}")
+        else:
+            got.append("ok")
+    client.close()
+    assert got == expected
