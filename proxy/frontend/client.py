@@ -125,6 +125,7 @@ class ClientConnection(asyncio.Protocol):
             # Reset or broken: commands still buffered are dropped, as the kernel drops them
             # for a server on a reset (after a clean close, AFTER_HANGUP_COMMANDS still run).
             self.reader.clear()
+            self._given_back = None
         hw = self._handshake_waiter
         if hw is not None and not hw.done():
             hw.set_result(None)
@@ -202,8 +203,8 @@ class ClientConnection(asyncio.Protocol):
         packet = self._given_back
         if packet is not None:
             self._given_back = None
-            return packet
-        packet = self.reader.read()
+        else:
+            packet = self.reader.read()
         if packet is not None:
             if self.closed and (not packet.payload or packet.payload[0] not in _UNANSWERED):
                 if self._after_hangup == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from time import perf_counter
 from typing import TYPE_CHECKING, Final
@@ -265,23 +266,42 @@ def _prepared_on(conn: BackendConnection, sql: str) -> BackendStmt | None:
     return bs
 
 
-async def com_stmt_execute(session: Session, packet: Packet) -> bool:
-    payload = packet.payload
+def com_stmt_execute(session: Session, packet: Packet) -> Awaitable[bool]:
+    """COM_STMT_EXECUTE run by the session's task: a plain function returning the coroutine
+    that runs it (_execute)."""
     client_id = _stmt_id(packet)
     cs = session.stmts.get(client_id)
     if cs is None:
         _unknown(session, client_id)
-        return True
-    if session.gtid_conn is not None and not cs.stmt.needs_previous_backend:
+        return _answered()
+    return _execute(session, packet.payload, client_id, cs, None, False)
+
+
+async def _answered() -> bool:
+    return True
+
+
+async def _execute(
+    session: Session,
+    payload: bytes,
+    client_id: int,
+    cs: ClientStmt,
+    target: ServerState | None,
+    routed: bool,
+) -> bool:
+    """An execute of cs from routing on: target when already known; routed when route()
+    was asked already (None: route_wait it)."""
+    if not routed and session.gtid_conn is not None and not cs.stmt.needs_previous_backend:
         await session.ask_gtid()
     cursor = len(payload) > 5 and payload[5] & _CURSOR_FLAGS != 0
     pinned = cs.pinned_conn
     if pinned is None:
         # A GTID wait chosen here (causal, read-your-writes) goes just ahead of the execute
         # (not with a cursor: its rows come later), unless it must be prepared there first.
-        target = session.route(cs.stmt, cs.override) or await session.route_wait(
-            cs.stmt, cs.override, gated=not cursor
-        )
+        if target is None:
+            target = (None if routed else session.route(cs.stmt, cs.override)) or (
+                await session.route_wait(cs.stmt, cs.override, gated=not cursor)
+            )
         if target is not None and session.gate_pending(target):
             ready = session.ready_backend(target)
             if ready is None or cs.sql not in ready.stmts:
@@ -319,8 +339,9 @@ async def com_stmt_execute(session: Session, packet: Packet) -> bool:
 def start_execute(session: Session, packet: Packet) -> bool:
     """COM_STMT_EXECUTE from the client's data_received (Session.on_command_data): a
     statement routed at once to a ready connection where it is prepared is sent from here
-    (Session.start_statement, no task wake-up); False: the task runs it (com_stmt_execute:
-    a cursor, long data, a statement to prepare there, a failover or replica check)."""
+    (Session.start_statement, no task wake-up); once routed, one that must wait (a
+    failover, a replica check, a statement to prepare there) is handed to the task; False:
+    the task runs it (com_stmt_execute: a cursor, long data, an unknown statement)."""
     payload = packet.payload
     if len(payload) < 6 or payload[5] & _CURSOR_FLAGS or session.gtid_conn is not None:
         return False
@@ -328,14 +349,14 @@ def start_execute(session: Session, packet: Packet) -> bool:
     cs = session.stmts.get(client_id)
     if cs is None or cs.pinned_conn is not None or session.killed:
         return False
-    target = session.route(cs.stmt, cs.override)
-    if target is None:
-        return False
-    conn = session.ready_backend(target)
-    bs = _prepared_on(conn, cs.sql) if conn is not None else None
-    if conn is None or bs is None:
-        return False
     session.start_command(payload)
+    target = session.route(cs.stmt, cs.override)
+    conn = None if target is None else session.ready_backend(target)
+    bs = _prepared_on(conn, cs.sql) if conn is not None else None
+    if target is None or conn is None or bs is None:
+        # Routed once only: asking route() again would take another replica's turn.
+        session.hand_over(_execute(session, payload, client_id, cs, target, True))
+        return True
     frame = cs.frame(payload, bs)
     session.start_statement(target, conn, frame, cs.sql, cs.digest, cs.stmt, cs.override, cs,
                             client_id)  # fmt: skip

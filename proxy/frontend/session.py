@@ -207,6 +207,7 @@ class Session:
         self.status = int(ServerStatus.AUTOCOMMIT)
         self.attached: dict[str, BackendConnection] = {}  # server name -> connection
         self.current: BackendConnection | None = None  # the one a statement runs on now
+        self._paused: BackendConnection | None = None  # not read from: the client's is full
         self.last_server: str | None = None  # where the last statement ran
         self.pinned_server: str | None = None  # where session-bound state lives
         self.wrote = False  # changed data: later reads must see it (read-your-writes)
@@ -219,6 +220,7 @@ class Session:
         self.next_stmt_id = 1
         self.sink = Sink(client.write, before_end=self._before_reply)
         self._writes = False  # the statement routed last may change data (for _before_reply)
+        self._may_write = False  # ... and it is the running command's (for _client_gone)
         self._row_dml = False  # ... and is one INSERT/UPDATE/DELETE/REPLACE (0 rows: no change)
         self.exec_started = 0.0  # monotonic time the running statement was sent
         self.running_read = False  # the running statement is a retryable read
@@ -245,6 +247,7 @@ class Session:
     def start_command(self, payload: bytes) -> None:
         """A client command begins: busy until it is answered (not idle, not swept)."""
         self.command = payload
+        self._may_write = False  # until route() says otherwise
         self.change_phase(_EXECUTING)
 
     @property
@@ -392,11 +395,12 @@ class Session:
         run = self._started
         if run is None:
             return
-        self._started = None
         scanner = run.scanner
         if exc is not None or scanner.infile:
+            # _started is kept until _finish_started runs: close() ends it if it never does.
             self.hand_over(self._finish_started(run, exc))
             return
+        self._started = None
         try:
             try:
                 result = self._answered(
@@ -419,6 +423,7 @@ class Session:
     async def _finish_started(self, run: _Started, exc: BaseException | None) -> bool:
         """forward()'s end of a started statement, in the task: the connection failed under
         it, or the server asked for a LOCAL INFILE."""
+        self._started = None
         conn, target, scanner = run.conn, run.target, run.scanner
         result: ResponseScanner | _Retry | None
         try:
@@ -590,7 +595,7 @@ class Session:
         if (
             conn is None
             or self.phase is not SessionPhase.EXECUTING
-            or (clean and self._writes and not self.killed)
+            or (clean and self._may_write and not self.killed)
         ):
             return
         log.info(
@@ -721,12 +726,15 @@ class Session:
                 self.detach(conn)
 
     def _pause_backend(self) -> None:
-        if self.current is not None and self.current.transport is not None:
-            self.current.transport.pause_reading()
+        conn = self.current
+        if conn is not None and conn.transport is not None:
+            conn.transport.pause_reading()
+            self._paused = conn
 
     def _resume_backend(self) -> None:
-        if self.current is not None and self.current.transport is not None:
-            self.current.transport.resume_reading()
+        conn, self._paused = self._paused, None
+        if conn is not None and conn.transport is not None:
+            conn.transport.resume_reading()
 
     # -- running one command on a backend --------------------------------------------------------
     async def forward(
@@ -998,13 +1006,17 @@ class Session:
         self.running_read = read
         target.outstanding += 1
         self.change_phase(_EXECUTING)
-        if self.client.paused and conn.transport is not None:
-            conn.transport.pause_reading()
+        if self.client.paused:
+            self._pause_backend()
 
     def _end(self, target: ServerState) -> None:
         target.outstanding -= 1
         self.current = None
         self.running_read = False
+        if self._paused is not None:
+            # Its response ended while the client's buffer was full: nothing more to hold
+            # back, and a connection left paused would never read its next answer.
+            self._resume_backend()
 
     def _lost_mid_statement(
         self,
@@ -1136,13 +1148,14 @@ class Session:
         coroutine. None means "await route_wait(stmt, override)": a failover to wait out, or
         a replica to check for what the session must see. Callers write
         `session.route(stmt, o) or await session.route_wait(stmt, o)`."""
-        self._writes = stmt.changes_data
+        self._writes = self._may_write = stmt.changes_data
         self._row_dml = stmt.verb in _ROW_DML and not stmt.is_multi_statement
         router = self.server.snapshot.router  # once per statement (a reload swaps it)
         target = self._choose(stmt, override, router)
         if target is None or self._must_check(stmt, target, override, router):
             self._routed = target  # route_wait starts from it (asking again would advance
             return None  # the replica rotation)
+        self._routed = None  # never left for a later route_wait (a retry's) to start from
         return target
 
     async def route_wait(

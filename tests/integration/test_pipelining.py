@@ -8,6 +8,7 @@ answer, in the order sent.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -100,3 +101,32 @@ def test_a_mixed_pipeline_is_answered_in_order(proxy: LabProxy) -> None:
             got.append("ok")
     client.close()
     assert got == expected
+
+
+def test_a_slow_reader_gets_its_next_answer_after_a_big_result(proxy: LabProxy) -> None:
+    """A client that reads a 24 MiB result in small sips with pauses makes the proxy stop
+    and resume reading the backend (its send buffer fills and drains). However the result's
+    last bytes meet a full buffer, the backend connection must not stay paused: the next
+    statement on the session is answered."""
+    client = RawClient(proxy.port, timeout=20)
+    client.login(proxy.user, proxy.password, "demo_db")
+    for _ in range(3):
+        client.query("BEGIN")  # one backend connection for the whole test: the writer's
+        assert _responses(client, [Command.COM_QUERY])[0].error is None
+        client.query("SELECT REPEAT('x', 1 << 20) FROM seq_1_to_24")
+        scanner = ResponseScanner(Command.COM_QUERY, client.caps)
+        data = client.reader.take_buffered()
+        while True:
+            if data:
+                data = data[scanner.feed(data) :]
+            if scanner.done:
+                break
+            time.sleep(0.002)
+            chunk = client.sock.recv(64 << 10)
+            assert chunk, "the proxy hung up mid-result"
+            data += chunk
+        assert scanner.error is None and scanner.rows == 24
+        client.reader.feed(data)
+        client.query("COMMIT")
+        assert _responses(client, [Command.COM_QUERY])[0].error is None
+    client.close()

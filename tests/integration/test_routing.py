@@ -243,3 +243,18 @@ def test_digest_statistics_count_prepared_executions(split: ProxyThread) -> None
     assert sum(e.count_star for e in entries) == 4
     assert all(e.hostgroup == 1 and e.schemaname == "demo_db" for e in entries)
     assert sum(e.sum_rows_sent for e in entries) == 4
+
+
+def test_prepared_reads_take_turns_on_equal_replicas(proxy_endpoint: Endpoint) -> None:
+    """One client's prepared read, executed again and again, goes to both replicas of equal
+    weight in turn: an execute routed where the statement is not prepared yet is prepared
+    there, not routed a second time (which would take the other replica's turn, every
+    time, and leave the first never used)."""
+    conn = proxy_endpoint.connector()
+    cur = conn.cursor(prepared=True)
+    seen: Counter[int] = Counter()
+    for _ in range(40):
+        cur.execute("SELECT @@server_id")
+        seen[int(cur.fetchall()[0][0])] += 1
+    conn.close()
+    assert set(seen) == {REPLICA1, REPLICA2} and min(seen.values()) >= 15, seen

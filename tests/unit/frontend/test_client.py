@@ -139,3 +139,24 @@ def test_taking_a_fragment_of_a_big_packet_resumes_reading() -> None:
     client.data_received(frame[first_fragment + 4 :])
     packet = client.take_packet()
     assert packet is not None and len(packet.payload) == (1 << 24) + 10 + 1
+
+
+def test_a_packet_given_back_is_dropped_by_a_reset() -> None:
+    """A command taken by the session and given back to its task is still the client's
+    input: a reset drops it with the rest, as the kernel drops a server's unread input."""
+
+    async def scenario() -> int:
+        client = ClientConnection(1 << 20, Metrics())
+        client.logged_in()
+        client.data_received(PING * 2)
+        packet = client.take_packet()
+        assert packet is not None
+        client.give_back(packet)
+        client.connection_lost(ConnectionResetError())
+        run = 0
+        with pytest.raises(ClientGone):
+            while await client.read_command() is not None:
+                run += 1
+        return run
+
+    assert asyncio.run(scenario()) == 0
