@@ -94,6 +94,8 @@ class ProxyServer:
         self.rsa_key: RsaKeyPair = generate_rsa_key_pair()
         self._first_id, self._last_id = id_range
         self._next_id = 0
+        # stop(): statements running finish and are answered, no session starts another.
+        self.draining = False
         self.shared = shared
         self._kill_elsewhere = kill_elsewhere
         self.server_version = self.config.server_version or FALLBACK_VERSION
@@ -141,6 +143,7 @@ class ProxyServer:
 
     async def stop(self, grace_s: float) -> None:
         """Let running statements finish (up to grace_s), then close every session."""
+        self.draining = True
         self.close()
         deadline = time.monotonic() + grace_s
         while any(s.phase is SessionPhase.EXECUTING for s in self.sessions.values()):

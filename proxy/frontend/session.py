@@ -281,6 +281,8 @@ class Session:
                         work, self._handover = self._handover, None
                         assert work is not None
                         go_on = await work
+                    elif self.server.draining:
+                        break  # shutting down: what ran was answered, nothing more starts
                     else:
                         go_on = await dispatch(self, packet)
                     if not go_on:
@@ -332,8 +334,9 @@ class Session:
         client = self.client
         if client.task_held:
             return  # a statement started here still runs: its end reads what is buffered
-        if client.closed or client.paused:
-            client.wake_task()  # after a hang-up, or to wait for the client to drain
+        if client.closed or client.paused or self.server.draining:
+            # After a hang-up, to wait for the client to drain, or to end the session.
+            client.wake_task()
             return
         try:
             packet = client.take_packet()

@@ -8,8 +8,11 @@ answer, in the order sent.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +20,7 @@ from proxy.lab.lab import Lab
 from proxy.protocol.constants import Command
 from proxy.protocol.packets import build_command
 from proxy.protocol.response import ResponseScanner
-from tests.support.proxyproc import LabProxy, RawClient, lab_proxy
+from tests.support.proxyproc import LabProxy, RawClient, lab_proxy, start_lab_proxy
 
 TABLE = "pipelined_rows"
 
@@ -130,3 +133,70 @@ def test_a_slow_reader_gets_its_next_answer_after_a_big_result(proxy: LabProxy) 
         client.query("COMMIT")
         assert _responses(client, [Command.COM_QUERY])[0].error is None
     client.close()
+
+
+def test_sigterm_answers_every_write_it_ran(lab: Lab, tmp_path: Path) -> None:
+    """SIGTERM while sessions pipeline INSERTs: the statement each one runs finishes and is
+    answered, and no session starts another (it is closed instead), so every row that
+    landed was acknowledged to its client."""
+    proxy = start_lab_proxy(lab, tmp_path)
+    table = "sigterm_rows"
+    try:
+        setup = proxy.connect()
+        with setup.cursor() as cur:
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {table} (id INT AUTO_INCREMENT PRIMARY KEY, s INT)"
+            )
+            cur.execute(f"DELETE FROM {table}")
+        setup.close()
+        acked = [0] * 6
+        clients = [RawClient(proxy.port, timeout=30) for _ in acked]
+        for client in clients:
+            client.login(proxy.user, proxy.password, "demo_db")
+
+        def pipeline(i: int) -> None:
+            client = clients[i]
+            insert = build_command(
+                Command.COM_QUERY, f"INSERT INTO {table} (s) VALUES ({i})".encode()
+            )
+            data = b""
+            try:
+                while True:
+                    client.send(insert * 20)
+                    for _ in range(20):
+                        scanner = ResponseScanner(Command.COM_QUERY, client.caps)
+                        while True:
+                            if data:
+                                data = data[scanner.feed(data) :]
+                            if scanner.done:
+                                break
+                            chunk = client.sock.recv(1 << 16)
+                            if not chunk:
+                                return
+                            data += chunk
+                        assert scanner.error is None, scanner.error
+                        acked[i] += 1
+            except OSError:
+                return
+
+        threads = [threading.Thread(target=pipeline, args=(i,)) for i in range(len(acked))]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.5)
+        assert proxy.proc is not None
+        proxy.proc.send_signal(signal.SIGTERM)
+        assert proxy.proc.wait(20) == 0, proxy.log_tail()
+        for thread in threads:
+            thread.join(20)
+    finally:
+        proxy.stop()
+    landed: dict[int, int] = {}
+    for name in ("master1", "master2"):  # the writer has them all; the other may lag
+        conn = lab.connect_app(name, database="demo_db")
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT s, COUNT(*) FROM {table} GROUP BY s")
+            for s, count in cur.fetchall():
+                landed[s] = max(landed.get(s, 0), count)
+        conn.close()
+    assert min(acked) > 0
+    assert [landed.get(i, 0) for i in range(len(acked))] == acked
