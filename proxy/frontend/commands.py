@@ -63,10 +63,10 @@ def com_query(session: Session, packet: Packet) -> Awaitable[bool]:
         return _kill(session, stmt)
     if stmt.verb == "show" and (full := processlist.STATEMENTS.get(digest.text)) is not None:
         session.client.write(processlist.result_set(session, full))
-        return _answered()
+        return prepared.answered()
     ruled = session.apply_rules(sql, digest, stmt)
     if ruled is None:
-        return _answered()
+        return prepared.answered()
     rewritten, digest, stmt, override = ruled
     return _run_query(session, _query_frame(packet, sql, rewritten), rewritten, digest, stmt,
                       override, None, False)  # fmt: skip
@@ -147,10 +147,6 @@ def _query_frame(packet: Packet, sql: str, rewritten: str) -> bytes:
     if rewritten is sql:
         return _frame(packet)
     return build_packet(0, bytes((Command.COM_QUERY,)) + rewritten.encode())
-
-
-async def _answered() -> bool:
-    return True
 
 
 async def _kill(session: Session, stmt: Classification) -> bool:

@@ -273,11 +273,12 @@ def com_stmt_execute(session: Session, packet: Packet) -> Awaitable[bool]:
     cs = session.stmts.get(client_id)
     if cs is None:
         _unknown(session, client_id)
-        return _answered()
+        return answered()
     return _execute(session, packet.payload, client_id, cs, None, False)
 
 
-async def _answered() -> bool:
+async def answered() -> bool:
+    """A handler's coroutine for a command already answered (by the plain function)."""
     return True
 
 
