@@ -20,7 +20,7 @@ from proxy.testing import CLK_TCK, raise_nofile
 CONFIG = """\
 global
     maxconn 4000
-    nbthread 1
+    nbthread {threads}
 defaults
     mode tcp
     timeout connect 5s
@@ -37,11 +37,14 @@ backend writer
 class HopProxy:
     """haproxy -db (foreground) with a generated config; started only if it is installed."""
 
-    def __init__(self, workdir: Path, port: int, backend_port: int) -> None:
-        self.config = workdir / "haproxy.cfg"
-        self.log = workdir / "haproxy.log"
+    def __init__(self, workdir: Path, port: int, backend_port: int, threads: int = 1) -> None:
+        self.config = workdir / f"haproxy-{threads}.cfg"
+        self.log = workdir / f"haproxy-{threads}.log"
         self.port = port
         self.backend_port = backend_port
+        # As many threads as the proxy it is compared with has workers: a relay spread over
+        # more threads sleeps and wakes more often per statement, and pays for it in CPU.
+        self.threads = threads
         self.proc: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -55,7 +58,9 @@ class HopProxy:
         return " ".join(first.split()[:3])  # "HAProxy version 2.6.12-1+deb12u4"
 
     def start(self, timeout: float = 10) -> None:
-        self.config.write_text(CONFIG.format(port=self.port, backend=self.backend_port))
+        self.config.write_text(
+            CONFIG.format(port=self.port, backend=self.backend_port, threads=self.threads)
+        )
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 ["haproxy", "-db", "-f", str(self.config)],
@@ -77,7 +82,7 @@ class HopProxy:
         raise RuntimeError("haproxy did not start listening")
 
     def cpu_seconds(self) -> float:
-        """utime + stime of haproxy (one process, one thread) so far."""
+        """utime + stime of haproxy (one process, all its threads) so far."""
         assert self.proc is not None
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLK_TCK

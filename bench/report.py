@@ -98,11 +98,15 @@ def _target_lines(targets: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _hop_lines(rows: list[dict[str, Any]], version: str, build: str) -> list[str]:
+def _hop_lines(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+    threads, workers = meta.get("hop_threads", 1), meta.get("proxy_workers")
     lines = [
-        f"The same pairs through {version} in TCP mode (one thread, no MySQL parsing): what the "
-        "extra hop itself costs on this machine, a floor for any proxy. The CPU column is "
-        f"HAProxy's own. pyproxy: {build}; the interpreted figures come from a second pyproxy "
+        f"The same pairs through {meta.get('hop_version', 'HAProxy')} in TCP mode (`nbthread "
+        f"{threads}`, no MySQL parsing): what the extra hop itself costs on this machine, a "
+        "floor for any proxy. The CPU column is HAProxy's own, over all its threads; it runs "
+        f"as many threads as pyproxy runs worker processes ({workers}), since a relay spread "
+        "over more threads or processes sleeps and wakes more often per statement. pyproxy: "
+        f"{meta.get('build', '?')}; the interpreted figures come from a second pyproxy "
         "process with PYPROXY_PURE=1 in the same pairs.",
         "",
         "| workload | ps mode | thr | ratio: HAProxy TCP / pyproxy / interpreted | added µs/stmt: "
@@ -191,11 +195,7 @@ def markdown(results: dict[str, Any]) -> str:
             out += [
                 "## The extra hop alone",
                 "",
-                *_hop_lines(
-                    results["sysbench"],
-                    results["meta"].get("hop_version", "HAProxy"),
-                    results["meta"].get("build", "?"),
-                ),
+                *_hop_lines(results["sysbench"], results["meta"]),
                 "",
             ]
         elif results["meta"].get("hop_version") is None:

@@ -24,6 +24,7 @@ from bench.summary import Measured, ScenarioRuns, public, summarise, targets
 from bench.topology import BenchLab, free_port
 from bench.workers import run_workers
 from proxy.compiled import PURE_ENV, compiled_modules, describe
+from proxy.config import load_config
 from proxy.testing import ProxyProcess, pyproxy_command, raise_nofile
 
 IDLE_SETTLE_S = 2.0  # a session idle for 1 s hands its backend connection back
@@ -173,20 +174,25 @@ def run_idle(settings: Settings, lab: BenchLab, proxy: ProxyProcess) -> dict[str
     }
 
 
-def _start_hop(lab: BenchLab, results: dict[str, Any]) -> HopProxy | None:
-    """HAProxy in TCP mode before the writer, as the extra-hop reference; None if missing."""
+def _start_hop(lab: BenchLab, results: dict[str, Any], threads: int) -> HopProxy | None:
+    """HAProxy in TCP mode before the writer, as the extra-hop reference, with as many threads
+    as pyproxy has worker processes; None if missing."""
     results["meta"]["hop_version"] = None
+    results["meta"]["hop_threads"] = threads
     if HopProxy.available() is None:
         _say("haproxy is not installed: no reference for the extra hop (apt install haproxy)")
         return None
-    hop = HopProxy(lab.tmp, free_port(), lab.writer.port)
+    hop = HopProxy(lab.tmp, free_port(), lab.writer.port, threads)
     try:
         hop.start()
     except RuntimeError as exc:
         _say(f"haproxy did not start, no extra-hop reference: {exc}")
         return None
     results["meta"]["hop_version"] = HopProxy.version()
-    _say(f"reference: {results['meta']['hop_version']} in TCP mode on port {hop.port}")
+    _say(
+        f"reference: {results['meta']['hop_version']} in TCP mode, nbthread {threads}, "
+        f"on port {hop.port}"
+    )
     return hop
 
 
@@ -250,7 +256,9 @@ def _bench(settings: Settings, results: dict[str, Any]) -> None:
             proxy.start(user, pw)
             _say(f"pyproxy: pid {proxy.pid} on port {port} (open files limit {proxy.nofile})")
         if proxy is not None and "sysbench" in phases:
-            hop = _start_hop(lab, results)
+            workers = load_config(config).worker_count
+            results["meta"]["proxy_workers"] = workers
+            hop = _start_hop(lab, results, workers)
             pure = _start_pure(lab, results)
             try:
                 rows = run_sysbench(settings, lab, proxy, hop, pure)
