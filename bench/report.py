@@ -144,23 +144,31 @@ def _worker_lines(w: dict[str, Any], s: dict[str, Any]) -> list[str]:
         f"({s['pairs']} runs each x {s['time_s']} s, medians):",
         "",
         "| workers | QPS (min-max) | CPU µs/stmt, all processes | CPU µs/stmt per worker | "
-        "statement share per worker | health check ms median / max |",
-        "|--:|--:|--:|--:|---|--:|",
+        "statement share per worker | health check ms median / max | HAProxy, as many "
+        "threads: QPS / CPU µs/stmt | CPU ÷ HAProxy's |",
+        "|--:|--:|--:|--:|---|--:|--:|--:|",
     ]
     for r in w["summary"]:
         spread = "-".join(f"{v:,}" for v in r["qps_spread"])
         shares = " · ".join("/".join(str(x) for x in run) for run in r["worker_statement_shares"])
+        hop_cpu = r.get("hop_cpu_us_per_statement_median")
+        cpu = r["cpu_us_per_statement_median"]
+        versus = cpu / hop_cpu if cpu is not None and hop_cpu else None
         out.append(
             f"| {r['workers']} | {_f(r['qps_median'], ',.0f')} ({spread}) | "
-            f"{r['cpu_us_per_statement_median']} | {r['worker_cpu_us_per_statement_median']} | "
-            f"{shares} | {r['health_check_ms_median']} / {r['health_check_ms_max']} |"
+            f"{cpu} | {r['worker_cpu_us_per_statement_median']} | "
+            f"{shares} | {r['health_check_ms_median']} / {r['health_check_ms_max']} | "
+            f"{_f(r.get('hop_qps_median'), ',.0f')} / {_f(hop_cpu, '.1f')} | "
+            f"{_f(versus, '.2f')} |"
         )
     out += [
         "",
         "CPU per worker = a worker's utime+stime / the statements it served: the capacity "
         "figure to multiply by cores (a worker per core). All processes adds the topology "
         "process (health checks, admin). On a 2-core host shared with sysbench and the "
-        "servers, a second worker adds little throughput.",
+        "servers, a second worker adds little throughput. HAProxy (TCP mode, `nbthread` = "
+        "the workers) runs right after each pyproxy run: both pay more per statement when "
+        "spread over two threads or processes, which sleep and wake more often.",
     ]
     return out
 

@@ -53,7 +53,7 @@ def _estimate_s(settings: Settings) -> float:
     # Point selects also run through HAProxy and the interpreted pyproxy.
     runs = (len(sysbench.SCENARIOS) * 2 + 2 * point) * settings.pairs * (settings.time_s + 0.5)
     warmups = len({(s.workload, s.ps_mode) for s in sysbench.SCENARIOS}) * 2 * settings.warmup_s
-    workers = 2 * settings.pairs * (settings.time_s + 8)  # a pyproxy start per run
+    workers = 2 * settings.pairs * (2 * settings.time_s + 10)  # a pyproxy and a HAProxy run
     return runs + warmups + workers + 30 + settings.idle_connections / 500
 
 

@@ -1,6 +1,6 @@
 """oltp_point_select at 32 threads through pyproxy with `workers: 1` and `workers: 2`, runs
 alternating: QPS, CPU per statement over every pyproxy process, each worker's share, and the
-health checks' latency under that load."""
+health checks' latency under that load; beside each, HAProxy in TCP mode with as many threads."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import pymysql
 import yaml
 
 from bench import sysbench
+from bench.hop import HopProxy
 from bench.settings import Settings
-from bench.topology import BenchLab
+from bench.topology import BenchLab, free_port
 from proxy.testing import ProxyProcess, admin_query
 
 SCENARIO = sysbench.Scenario("oltp_point_select", "disable", 32)
@@ -101,6 +102,27 @@ def _one_run(lab: BenchLab, base: Path, workers: int, seconds: int) -> dict[str,
     }
 
 
+def _hop_run(lab: BenchLab, threads: int, seconds: int) -> dict[str, Any] | None:
+    """The same run through HAProxy with `threads` threads; None when it is not installed."""
+    if HopProxy.available() is None:
+        return None
+    hop = HopProxy(lab.tmp, free_port(), lab.writer.port, threads)
+    hop.start()
+    try:
+        user, pw = lab.app_user
+        cpu0 = hop.cpu_seconds()
+        result = sysbench.run(SCENARIO, hop.port, user, pw, seconds)
+        cpu = hop.cpu_seconds() - cpu0
+    finally:
+        hop.stop()
+    per_stmt = cpu / result.queries * 1e6 if result.queries else None
+    return {
+        "threads": threads,
+        "qps": round(result.qps),
+        "cpu_us_per_statement": round(per_stmt, 1) if per_stmt is not None else None,
+    }
+
+
 def proxy_pid(cpu: dict[int, float], rows: list[dict[str, Any]]) -> int:
     """The topology process: the pyproxy process that is not a worker."""
     workers = {int(r["pid"]) for r in rows}
@@ -111,6 +133,7 @@ def run_workers(settings: Settings, lab: BenchLab, say: Any) -> dict[str, Any]:
     """Alternating runs (1, 2, 2, 1, ...) over settings.pairs; medians per worker count."""
     base, _ = lab.write_proxy_config()
     runs: dict[int, list[dict[str, Any]]] = {n: [] for n in WORKER_COUNTS}
+    hops: dict[int, list[dict[str, Any]]] = {n: [] for n in WORKER_COUNTS}
     for pair in range(settings.pairs):
         order = WORKER_COUNTS if pair % 2 == 0 else tuple(reversed(WORKER_COUNTS))
         for workers in order:
@@ -127,6 +150,13 @@ def run_workers(settings: Settings, lab: BenchLab, say: Any) -> dict[str, Any]:
                 + f"; health check {run['health_check_ms_median']} ms median, "
                 f"{run['health_check_ms_max']} ms max"
             )
+            hop = _hop_run(lab, workers, settings.time_s)
+            if hop is not None:
+                hops[workers].append(hop)
+                say(
+                    f"HAProxy nbthread {workers}: {hop['qps']:,} qps, "
+                    f"{hop['cpu_us_per_statement']} us CPU/stmt"
+                )
     summary = []
     for workers, done in runs.items():
         per_worker_cpu = [
@@ -142,13 +172,17 @@ def run_workers(settings: Settings, lab: BenchLab, say: Any) -> dict[str, Any]:
             "worker_statement_shares": [
                 [w["statement_share"] for w in r["per_worker"]] for r in done
             ],
+            "hop_qps_median": _median([h["qps"] for h in hops[workers]]),
+            "hop_cpu_us_per_statement_median": _median(
+                [h["cpu_us_per_statement"] for h in hops[workers]]
+            ),
             "health_check_ms_median": _median([r["health_check_ms_median"] for r in done]),
             "health_check_ms_max": max(
                 (r["health_check_ms_max"] for r in done if r["health_check_ms_max"] is not None),
                 default=None,
             ),
         })  # fmt: skip
-    return {"scenario": SCENARIO.key, "summary": summary, "runs": runs}
+    return {"scenario": SCENARIO.key, "summary": summary, "runs": runs, "hop_runs": hops}
 
 
 def _median(values: list[Any]) -> float | None:
