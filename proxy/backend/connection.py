@@ -144,6 +144,7 @@ class BackendConnection(asyncio.Protocol):
         self.user = user
         self.state = ConnState.CONNECTING
         self.transport: asyncio.Transport | None = None
+        self._send: Callable[[bytes], object] | None = None  # transport.write, looked up once
         self.greeting: HandshakeV10 | None = None
         self.thread_id = 0
         self.caps = 0
@@ -236,6 +237,7 @@ class BackendConnection(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._send = self.transport.write
         # Looked up once: asyncio.get_running_loop() costs a getpid() call each time.
         self._loop = asyncio.get_running_loop()
 
@@ -399,8 +401,8 @@ class BackendConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self._lost is not None:
             raise self._lost
-        assert self.transport is not None
-        self.transport.write(data)
+        assert self._send is not None
+        self._send(data)
 
     # -- connecting ----------------------------------------------------------------------------
     async def handshake(
@@ -436,6 +438,7 @@ class BackendConnection(asyncio.Protocol):
             new = await loop.start_tls(self.transport, self, tls)  # type: ignore[arg-type]
             assert new is not None
             self.transport = new
+            self._send = new.write
             return auth.tls_established()
 
         action = await drive_auth(auth.start(), auth.feed, self.read_packet, self.write, start_tls)

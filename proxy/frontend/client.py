@@ -41,6 +41,7 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, max_payload: int, metrics: Metrics) -> None:
         self.metrics = metrics
         self.transport: asyncio.Transport | None = None
+        self._send: Callable[[bytes], object] | None = None  # transport.write, looked up once
         # Before login only handshake-sized packets: a bigger header ends the connection
         # before any of its payload is buffered. logged_in() raises it to max_payload.
         self.max_payload = max_payload
@@ -76,6 +77,7 @@ class ClientConnection(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._send = self.transport.write
         # Looked up once: asyncio.get_running_loop() costs a getpid() call each time.
         self._loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
@@ -268,11 +270,11 @@ class ClientConnection(asyncio.Protocol):
             self._drained = None
 
     def write(self, data: bytes) -> None:
-        if not self.closed and self.transport is not None:
+        if not self.closed and self._send is not None:
             if self._tls is not None:
                 self._tls.write(data)
                 data = self._tls_out.read()
-            self.transport.write(data)
+            self._send(data)
 
     # -- TLS ---------------------------------------------------------------------------------------
     # TLS runs over memory BIOs rather than loop.start_tls: a client sends its TLS ClientHello

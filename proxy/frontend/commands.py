@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from time import perf_counter
+from time import monotonic
 from typing import Final
 
 from proxy.backend.sync import SessionState
@@ -130,7 +130,7 @@ async def _run_query(
             target = await session.route_wait(stmt, override, gated=True)
             if target is None:
                 return True
-    started = perf_counter()  # imported name: a global lookup, not a module attribute's
+    started = monotonic()  # imported name: a global lookup, not a module attribute's
     scanner = await session.forward(target, _COM_QUERY, frame, stmt=stmt, override=override)
     session.finish_query(target, digest, stmt, sql, scanner, started)
     if (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from time import perf_counter
+from time import monotonic
 from typing import TYPE_CHECKING, Final
 
 from proxy.backend.connection import (
@@ -108,7 +108,7 @@ class ClientStmt:
     ) -> None:
         """An execute of it ended (scanner None: the client got an error): counted, its
         cursor pinned to conn or its pins dropped, what it changed learnt."""
-        session.account(target, self.digest, self.stmt, scanner, perf_counter() - started)
+        session.account(target, self.digest, self.stmt, scanner, monotonic() - started)
         if scanner is None:
             self.pinned_conn = None
             return
@@ -320,7 +320,7 @@ async def _execute(
             return True
         conn, bs = found
     frame = cs.frame(payload, bs)
-    started = perf_counter()
+    started = monotonic()
     scanner = await session.forward(
         target,
         _EXECUTE,

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from time import monotonic, perf_counter
+from time import monotonic
 from typing import TYPE_CHECKING, Any, Final
 
 from proxy.authio import drive_auth
@@ -165,6 +165,7 @@ class _Started:
         override: str | None,
         cs: ClientStmt | None,
         stmt_id: int,
+        started: float,
     ) -> None:
         self.conn = conn
         self.cs = cs
@@ -178,7 +179,7 @@ class _Started:
         self.digest = digest
         self.stmt = stmt
         self.override = override
-        self.started = perf_counter()
+        self.started = started  # monotonic(), as the session's exec_started
 
 
 class Session:
@@ -382,8 +383,9 @@ class Session:
         sink = self._sink_for(retry)
         self._begin(conn, target, read=retry is not None and retry.is_read)
         run = _Started(
-            conn, target, scanner, sink, retry, frame, sql, digest, stmt, override, cs, stmt_id
-        )
+            conn, target, scanner, sink, retry, frame, sql, digest, stmt, override, cs, stmt_id,
+            self.exec_started,  # set by _begin: no second clock read
+        )  # fmt: skip
         self._started = run
         self.client.task_held = True
         failed = conn.start(frame, scanner, sink, self._started_done_cb)
@@ -472,7 +474,7 @@ class Session:
         started: float,
     ) -> None:
         """A text statement ended: counted, and what it changed in the session learnt."""
-        self.account(target, digest, stmt, scanner, perf_counter() - started)
+        self.account(target, digest, stmt, scanner, monotonic() - started)
         if scanner is not None:
             self.note_statement(stmt, sql, scanner)
 
