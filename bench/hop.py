@@ -42,8 +42,9 @@ class HopProxy:
         self.log = workdir / f"haproxy-{threads}.log"
         self.port = port
         self.backend_port = backend_port
-        # As many threads as the proxy it is compared with has workers: a relay spread over
-        # more threads sleeps and wakes more often per statement, and pays for it in CPU.
+        # As many threads as the proxy it is compared with has workers (both default to one
+        # per CPU): a relay spread over more threads sleeps and wakes more often per
+        # statement, and pays for it in CPU.
         self.threads = threads
         self.proc: subprocess.Popen[bytes] | None = None
 
