@@ -84,7 +84,7 @@ POOL_SLACK_S = 10.0
 # Statements whose OK's affected-rows count says whether they changed anything.
 _ROW_DML: Final = frozenset({"insert", "update", "delete", "replace"})
 
-# Plain ints for the per-statement status checks (IntFlag arithmetic is slow), C globals.
+# Plain ints for the per-statement status checks: C globals, no enum attribute lookup.
 _AUTOCOMMIT: Final = int(ServerStatus.AUTOCOMMIT)
 _STATE_CHANGED: Final = int(ServerStatus.SESSION_STATE_CHANGED)
 _IN_TRANS: Final = int(ServerStatus.IN_TRANS)

@@ -817,8 +817,10 @@ class Classifier:
         hit = cache.get(payload)
         if hit is not None:
             self.exact_hits += 1
-            # Refreshed on one hit in 8, not each: an entry hit often is still moved to the
-            # recent end long before it is the oldest, and move_to_end was ~10% of this call.
+            # Refreshed on one hit in 8, not each (move_to_end was ~10% of this call): an
+            # entry hit often reaches the recent end long before it is the oldest. At worst
+            # (hits in a fixed cycle of 8) a hot entry is evicted and classified again once
+            # per maxsize misses.
             if not self.exact_hits & 7:
                 cache.move_to_end(payload)
             return hit
