@@ -27,11 +27,11 @@ deps:
 
 # Two steps: the dependencies (mypy among them) with pyproxy in pure Python, then pyproxy again
 # with the venv's mypy compiling the hot modules (proxy/compiled.py) into .so files beside the
-# .py files. Editing one of those .py files makes `make venv` (and so run/test) rebuild them;
-# until then the stale .so files are ignored (pure Python, with a warning). PYPROXY_PURE=1 at
-# run time forces pure Python; no C compiler: pure Python too.
-HOT_SOURCES := $(wildcard proxy/protocol/*.py proxy/routing/*.py proxy/backend/*.py proxy/frontend/*.py) \
-	proxy/metrics.py proxy/cluster.py
+# .py files. Editing any .py file of the package makes `make venv` (and so run/test) rebuild
+# them: mypyc copies other modules' constants into each one. Until then the stale .so files are
+# ignored (pure Python, with a warning). PYPROXY_PURE=1 at run time forces pure Python; no C
+# compiler: pure Python too.
+PACKAGE_SOURCES := $(wildcard proxy/*.py proxy/*/*.py)
 
 $(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,7 @@ $(BIN)/.installed: pyproject.toml setup.py
 	PYPROXY_PURE=1 $(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-$(BIN)/.compiled: $(BIN)/.installed proxy/compiled.py $(HOT_SOURCES)
+$(BIN)/.compiled: $(BIN)/.installed $(PACKAGE_SOURCES)
 	$(BIN)/pip install -q --no-build-isolation --no-deps -e .
 	$(BIN)/pyproxy --version
 	touch $@

@@ -38,8 +38,8 @@ PURE_ENV = "PYPROXY_PURE"  # =1: run the .py files even where compiled modules e
 _ROOT = Path(__file__).resolve().parent.parent
 
 
-def _compiled_file(module: str) -> Path | None:
-    base = _ROOT / module.replace(".", "/")
+def _compiled_file(root: Path, module: str) -> Path | None:
+    base = root / module.replace(".", "/")
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         path = base.with_name(base.name + suffix)
         if path.exists():
@@ -47,13 +47,15 @@ def _compiled_file(module: str) -> Path | None:
     return None
 
 
-def stale_modules() -> list[str]:
-    """Hot modules whose .py was edited after their compiled module was built next to it."""
+def stale_modules(root: Path = _ROOT) -> list[str]:
+    """Hot modules whose compiled module was built before the last edit of any .py of the
+    package: mypyc copies other modules' Final constants and class layouts into each module
+    it builds, so an edit to constants.py alone dates them all."""
+    newest = max((p.stat().st_mtime for p in (root / "proxy").rglob("*.py")), default=0.0)
     stale = []
     for module in HOT_MODULES:
-        built = _compiled_file(module)
-        source = _ROOT / (module.replace(".", "/") + ".py")
-        if built is not None and source.stat().st_mtime > built.stat().st_mtime:
+        built = _compiled_file(root, module)
+        if built is not None and newest > built.stat().st_mtime:
             stale.append(module)
     return stale
 
@@ -81,7 +83,7 @@ def _choose() -> str | None:
     stale = stale_modules()
     if stale:
         warnings.warn(
-            f"compiled modules older than their source ({', '.join(stale)}): running pure "
+            f"compiled modules older than the package's source ({', '.join(stale)}): running pure "
             "Python; `make venv` rebuilds them",
             RuntimeWarning,
             stacklevel=2,
