@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Final
 
 from proxy.config import Config, Server
 
-WRITER_HOSTGROUP = 0  # ProxySQL's usual writer hostgroup
-READER_HOSTGROUP = 1
-STANDBY_HOSTGROUP = 2  # masters that are not the writer (ProxySQL's backup writers)
+# Final: constants in the compiled module, not module dict lookups (hostgroup_of: per statement).
+WRITER_HOSTGROUP: Final = 0  # ProxySQL's usual writer hostgroup
+READER_HOSTGROUP: Final = 1
+STANDBY_HOSTGROUP: Final = 2  # masters that are not the writer (ProxySQL's backup writers)
 
 
 class HostStatus(enum.Enum):
@@ -29,6 +31,7 @@ class ServerState:
     reason: str = ""  # why the status is what it is (shunned: lag, stopped thread...)
     gtid_position: str = ""
     outstanding: int = 0  # statements in flight, for least-outstanding balancing
+    turn: int = 0  # the router's smooth weighted round-robin counter (Router.reader's alone)
     # config's fields the data path reads for every statement, as plain attributes: a
     # pydantic model's attribute costs ~430 instructions (its __getattr__ hook), these (a
     # compiled module's native attributes) a few.
@@ -58,6 +61,23 @@ class Cluster:
     servers: dict[str, ServerState] = field(default_factory=dict)
     writer: str | None = None
     writer_reason: str = "no writer elected yet (the first health checks are running)"
+    # servers' values, for the loop over them per statement (a tuple is walked without the
+    # dict iteration protocol): add() and remove() keep it.
+    members: tuple[ServerState, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.members = tuple(self.servers.values())
+
+    def add(self, state: ServerState) -> None:
+        self.servers[state.name] = state
+        self.members = tuple(self.servers.values())
+
+    def remove(self, name: str) -> bool:
+        """Whether there was such a server."""
+        if self.servers.pop(name, None) is None:
+            return False
+        self.members = tuple(self.servers.values())
+        return True
 
     @classmethod
     def from_config(cls, config: Config, writer: str | None = None) -> Cluster:

@@ -214,7 +214,7 @@ class Topology:
             case ServerConfigured(server, _):
                 current = cluster.servers.get(server.name)
                 if current is None:
-                    cluster.servers[server.name] = ServerState(server, HostStatus(server.status))
+                    cluster.add(ServerState(server, HostStatus(server.status)))
                 else:
                     current.configure(server)
                 return True
@@ -222,5 +222,5 @@ class Topology:
                 if cluster.writer == name:  # never left naming a server that is gone
                     cluster.writer = None
                     cluster.writer_reason = f"the writer {name} was removed from the config"
-                return cluster.servers.pop(name, None) is not None
+                return cluster.remove(name)
         return False  # pragma: no cover - the match is exhaustive

@@ -132,7 +132,7 @@ async def _run_query(
                 return True
     started = monotonic()  # imported name: a global lookup, not a module attribute's
     scanner = await session.forward(target, _COM_QUERY, frame, stmt=stmt, override=override)
-    session.finish_query(target, digest, stmt, sql, scanner, started)
+    session.finish_query(target, digest, stmt, sql, scanner, monotonic() - started)
     if (
         stmt.changes_session_state
         and "wait_timeout" in stmt.session_vars

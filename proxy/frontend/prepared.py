@@ -102,13 +102,14 @@ class ClientStmt:
         target: ServerState,
         client_id: int,
         scanner: ResponseScanner | None,
-        started: float,
+        elapsed: float,
         cursor: bool = False,
         conn: BackendConnection | None = None,
     ) -> None:
-        """An execute of it ended (scanner None: the client got an error): counted, its
-        cursor pinned to conn or its pins dropped, what it changed learnt."""
-        session.account(target, self.digest, self.stmt, scanner, monotonic() - started)
+        """An execute of it ended elapsed seconds after it was sent (scanner None: the client
+        got an error): counted, its cursor pinned to conn or its pins dropped, what it
+        changed learnt."""
+        session.account(target, self.digest, self.stmt, scanner, elapsed)
         if scanner is None:
             self.pinned_conn = None
             return
@@ -333,7 +334,7 @@ async def _execute(
             else None
         ),
     )
-    cs.executed(session, target, client_id, scanner, started, cursor, conn)
+    cs.executed(session, target, client_id, scanner, monotonic() - started, cursor, conn)
     return True
 
 

@@ -9,7 +9,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from time import monotonic
 from typing import TYPE_CHECKING, Any, Final
 
 from proxy.authio import drive_auth
@@ -83,6 +82,11 @@ POOL_SLACK_S = 10.0
 
 # Statements whose OK's affected-rows count says whether they changed anything.
 _ROW_DML: Final = frozenset({"insert", "update", "delete", "replace"})
+
+# Final: C globals in the compiled module. An imported name is looked up in the module's
+# dict at every use (about 130 instructions): these are used for every statement.
+monotonic: Final = time.monotonic
+_CAUSAL_LEVELS: Final = CAUSAL_LEVELS
 
 # Plain ints for the per-statement status checks: C globals, no enum attribute lookup.
 _AUTOCOMMIT: Final = int(ServerStatus.AUTOCOMMIT)
@@ -224,6 +228,7 @@ class Session:
         self._may_write = False  # ... and it is the running command's (for _client_gone)
         self._row_dml = False  # ... and is one INSERT/UPDATE/DELETE/REPLACE (0 rows: no change)
         self.exec_started = 0.0  # monotonic time the running statement was sent
+        self.command_at = 0.0  # monotonic time the running command came (start_command)
         self.running_read = False  # the running statement is a retryable read
         self.kill_sent: BackendConnection | None = None  # KILL QUERY sent for its statement
         self.killed = False  # by KILL [CONNECTION]: nothing more runs for it
@@ -240,16 +245,18 @@ class Session:
         client.on_lost = self._client_gone
 
     # -- state changes in one place ------------------------------------------------------------
-    def change_phase(self, phase: SessionPhase) -> None:
+    def change_phase(self, phase: SessionPhase, now: float = -1.0) -> None:
+        """now: monotonic() when the caller has just read it (one clock read per moment)."""
         if phase is not self.phase:
             self.phase = phase
-            self.phase_since = monotonic()
+            self.phase_since = monotonic() if now < 0.0 else now
 
     def start_command(self, payload: bytes) -> None:
         """A client command begins: busy until it is answered (not idle, not swept)."""
         self.command = payload
         self._may_write = False  # until route() says otherwise
-        self.change_phase(_EXECUTING)
+        self.command_at = now = monotonic()
+        self.change_phase(_EXECUTING, now)
 
     @property
     def is_executing(self) -> bool:
@@ -381,10 +388,11 @@ class Session:
         retry = stmt if cs is None and not self.pins and not self._in_transaction() else None
         scanner = ResponseScanner(_COM_QUERY if cs is None else _EXECUTE, conn.caps)
         sink = self._sink_for(retry)
-        self._begin(conn, target, read=retry is not None and retry.is_read)
+        # Sent in the callback start_command began the command in: its clock read serves.
+        self._begin(conn, target, retry is not None and retry.is_read, self.command_at)
         run = _Started(
             conn, target, scanner, sink, retry, frame, sql, digest, stmt, override, cs, stmt_id,
-            self.exec_started,  # set by _begin: no second clock read
+            self.command_at,
         )  # fmt: skip
         self._started = run
         self.client.task_held = True
@@ -416,11 +424,12 @@ class Session:
             if result is _RETRY:
                 self.hand_over(self._started_result(run, result))
                 return
-            self._account_started(run, scanner)
+            now = monotonic()  # the statement's end and the session's idle start
+            self._account_started(run, scanner, now - run.started)
         except Exception as error:
             self.hand_over(_raise(error))
             return
-        self.change_phase(_IDLE)
+        self.change_phase(_IDLE, now)
         self.client.task_held = False
         if self.client.reader.buffered or self.client.closed:
             self.on_command_data()  # the next command (pipelined), or the hang-up
@@ -455,14 +464,16 @@ class Session:
             result = None
             if new is not None:
                 result = await self.forward(new, _COM_QUERY, run.frame, override=run.override)
-        self._account_started(run, result)
+        self._account_started(run, result, monotonic() - run.started)
         return True
 
-    def _account_started(self, run: _Started, scanner: ResponseScanner | None) -> None:
+    def _account_started(
+        self, run: _Started, scanner: ResponseScanner | None, elapsed: float
+    ) -> None:
         if run.cs is None:
-            self.finish_query(run.target, run.digest, run.stmt, run.sql, scanner, run.started)
+            self.finish_query(run.target, run.digest, run.stmt, run.sql, scanner, elapsed)
         else:
-            run.cs.executed(self, run.target, run.stmt_id, scanner, run.started)
+            run.cs.executed(self, run.target, run.stmt_id, scanner, elapsed)
 
     def finish_query(
         self,
@@ -471,10 +482,11 @@ class Session:
         stmt: Classification,
         sql: str,
         scanner: ResponseScanner | None,
-        started: float,
+        elapsed: float,
     ) -> None:
-        """A text statement ended: counted, and what it changed in the session learnt."""
-        self.account(target, digest, stmt, scanner, monotonic() - started)
+        """A text statement ended elapsed seconds after it was sent: counted, and what it
+        changed in the session learnt."""
+        self.account(target, digest, stmt, scanner, elapsed)
         if scanner is not None:
             self.note_statement(stmt, sql, scanner)
 
@@ -780,7 +792,7 @@ class Session:
                 conn = got
                 scanner = ResponseScanner(command, conn.caps, cursor=cursor)
                 sink = self._sink_for(retry)
-                self._begin(conn, target, read=retry is not None and retry.is_read)
+                self._begin(conn, target, retry is not None and retry.is_read, monotonic())
                 try:
                     if gate is None:
                         await conn.relay(packet, scanner, sink)
@@ -1003,10 +1015,11 @@ class Session:
             self.client.write(sink.held)
         return scanner
 
-    def _begin(self, conn: BackendConnection, target: ServerState, read: bool) -> None:
+    def _begin(self, conn: BackendConnection, target: ServerState, read: bool, now: float) -> None:
+        """conn runs a statement for target from now (monotonic())."""
         self.current = conn
         self.last_server = conn.server_name
-        self.exec_started = monotonic()
+        self.exec_started = now
         self.kill_sent = None  # a KILL QUERY is for the statement it was sent for
         self.running_read = read
         target.outstanding += 1
@@ -1249,7 +1262,7 @@ class Session:
         if not stmt.is_read:
             return False
         level = self.consistency(stmt, router)
-        if not (self.last_gtid or self.read_floor or level in CAUSAL_LEVELS):
+        if not (self.last_gtid or self.read_floor or level in _CAUSAL_LEVELS):
             return False  # read_your_writes (the default) with no write to see yet, eventual
         if target.name == self.server.cluster.writer:
             return False

@@ -21,15 +21,6 @@ def _usable(server: ServerState) -> bool:
     return server.status is _ONLINE
 
 
-class _Turn:
-    """A server's smooth weighted round-robin counter (bumped in place: no int boxed)."""
-
-    __slots__ = ("current",)
-
-    def __init__(self) -> None:
-        self.current: int = 0
-
-
 class Router:
     """Maps a statement to a server of the cluster, given the session's situation."""
 
@@ -45,7 +36,6 @@ class Router:
         self.reads_fallback_to_writer = routing.reads_fallback_to_writer
         self.rules = QueryRules(config.query_rules)
         self.has_rules = bool(config.query_rules)  # QueryRules.__bool__ runs interpreted
-        self._turns: dict[str, _Turn] = {}  # smooth weighted round-robin state per server
         self.positions = PositionCache()  # servers' GTID positions as marks (causal reads)
 
     def writer(self) -> ServerState | None:
@@ -64,11 +54,9 @@ class Router:
     def reader(self) -> ServerState | None:
         """A healthy replica by weight (smooth weighted round-robin), fewest in flight on ties."""
         best: ServerState | None = None
-        best_turn: _Turn | None = None
         best_cur = 0
         total = 0
-        turns = self._turns
-        for server in self.cluster.servers.values():
+        for server in self.cluster.members:
             if server.status is not _ONLINE:
                 continue
             if server.replica:
@@ -79,20 +67,17 @@ class Router:
                 continue
             if weight <= 0:
                 continue
-            turn = turns.get(server.name)
-            if turn is None:
-                turn = turns[server.name] = _Turn()
-            cur = turn.current + weight
-            turn.current = cur
+            cur = server.turn + weight
+            server.turn = cur
             total += weight
             if (
                 best is None
                 or cur > best_cur
                 or (cur == best_cur and server.outstanding < best.outstanding)
             ):
-                best, best_turn, best_cur = server, turn, cur
-        if best_turn is not None:
-            best_turn.current -= total
+                best, best_cur = server, cur
+        if best is not None:
+            best.turn -= total
             return best
         return self.writer() if self.reads_fallback_to_writer else None
 

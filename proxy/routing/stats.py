@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from time import time as wall_clock  # a global, not a module attribute looked up
+from typing import Final
 
 
 @dataclass(slots=True)
@@ -33,6 +34,9 @@ class DigestStats:
             self.sum_rows_affected,
         ))  # fmt: skip
 
+
+# Final: a C global in the compiled module (an imported name is a module dict lookup per use).
+wall_clock: Final = time.time
 
 StatsKey = tuple[int, str, str, str, int]
 
