@@ -127,7 +127,7 @@ class Sink:
 
 
 # relay_gated's response until its gate reply chose a sink (no byte of it can come earlier).
-_NOWHERE = Sink(None)
+_NOWHERE: Final = Sink(None)
 
 
 # relay_gated's first reply, what picks the sink of the response after it, the reply's timer.

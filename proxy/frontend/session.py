@@ -139,7 +139,7 @@ class GtidGate:
 
 
 # Where a gated read's response goes when the wait timed out: scanned and dropped.
-_DISCARD = Sink(None)
+_DISCARD: Final = Sink(None)
 
 # forward(resend=...): the connection and framed command to run a gated read on the writer
 # instead, when the command is bound to the replica's connection (a prepared statement's id).
@@ -1723,8 +1723,8 @@ class _Retry(enum.Enum):
     FALLBACK = "fallback"  # a gated read whose replica did not catch up: to the writer
 
 
-_RETRY = _Retry.RETRY
-_FALLBACK = _Retry.FALLBACK
+_RETRY: Final = _Retry.RETRY
+_FALLBACK: Final = _Retry.FALLBACK
 
 _NO_CAUSAL_SERVER = (
     "pyproxy: no writer is available and no replica has every write this read must see "

@@ -39,18 +39,18 @@ STMT_ID_OFFSET: Final = 1
 # MariaDB sends progress reports as ERR packets with this code; they never end a response.
 PROGRESS_REPORT_CODE: Final = 0xFFFF
 
-_HEADER = struct.Struct("<I")  # 3-byte length and 1-byte sequence id read as one integer
+_HEADER: Final = struct.Struct("<I")  # 3-byte length and 1-byte sequence id read as one integer
 _U16 = struct.Struct("<H")
 _U64 = struct.Struct("<Q")
-_STATUS_WARNINGS = struct.Struct("<HH")
-_EOF = struct.Struct("<BHH")
-_ERR_HEAD = struct.Struct("<BH")
-_COLDEF_FIXED = struct.Struct("<HIBHB")  # charset, length, type, flags, decimals
+_STATUS_WARNINGS: Final = struct.Struct("<HH")
+_EOF: Final = struct.Struct("<BHH")
+_ERR_HEAD: Final = struct.Struct("<BH")
+_COLDEF_FIXED: Final = struct.Struct("<HIBHB")  # charset, length, type, flags, decimals
 
 _P41 = Capability.CLIENT_PROTOCOL_41
-_TRANSACTIONS = Capability.CLIENT_TRANSACTIONS
-_SESSION_TRACK = Capability.CLIENT_SESSION_TRACK
-_DEPRECATE_EOF = Capability.CLIENT_DEPRECATE_EOF
+_TRANSACTIONS: Final = Capability.CLIENT_TRANSACTIONS
+_SESSION_TRACK: Final = Capability.CLIENT_SESSION_TRACK
+_DEPRECATE_EOF: Final = Capability.CLIENT_DEPRECATE_EOF
 
 
 class ProtocolError(Exception):
