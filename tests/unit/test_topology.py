@@ -131,12 +131,15 @@ def test_servers_added_changed_and_removed() -> None:
     topology, heard = _topology()
     topology.apply(ServerConfigured(NEW_SERVER))
     assert topology.cluster.server("r2").config == NEW_SERVER
+    # members: the servers as the router walks them, kept with the dict
+    assert topology.cluster.members == tuple(topology.cluster.servers.values())
     moved = NEW_SERVER.model_copy(update={"port": 4000})
     topology.apply(ServerConfigured(moved, moved=True))
     assert topology.cluster.server("r2").config.port == 4000
     topology.apply(ServerRemoved("r2"))
     topology.apply(ServerRemoved("r2"))
     assert "r2" not in topology.cluster.servers
+    assert topology.cluster.members == tuple(topology.cluster.servers.values())
     assert [type(e).__name__ for e in heard] == [
         "ServerConfigured",
         "ServerConfigured",
