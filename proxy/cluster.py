@@ -31,7 +31,8 @@ class ServerState:
     reason: str = ""  # why the status is what it is (shunned: lag, stopped thread...)
     gtid_position: str = ""
     outstanding: int = 0  # statements in flight, for least-outstanding balancing
-    turn: int = 0  # the router's smooth weighted round-robin counter (Router.reader's alone)
+    # The router's smooth weighted round-robin counter (Router.reader's alone).
+    turn: int = field(default=0, repr=False, compare=False)
     # config's fields the data path reads for every statement, as plain attributes: a
     # pydantic model's attribute costs ~430 instructions (its __getattr__ hook), these (a
     # compiled module's native attributes) a few.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -48,10 +49,15 @@ def _compiled_file(root: Path, module: str) -> Path | None:
 
 
 def stale_modules(root: Path = _ROOT) -> list[str]:
-    """Hot modules whose compiled module was built before the last edit of any .py of the
-    package: mypyc copies other modules' Final constants and class layouts into each module
-    it builds, so an edit to constants.py alone dates them all."""
-    newest = max((p.stat().st_mtime for p in (root / "proxy").rglob("*.py")), default=0.0)
+    """Hot modules built before the last edit of any .py file of the package."""
+    if not (root / "setup.py").is_file():
+        return []  # an installed wheel: its files carry install times, and nobody edits them
+    # Any file, not only the module's own: mypyc copies other modules' Final constants and
+    # class layouts into each module it builds, so an edit to constants.py dates them all.
+    newest = 0.0
+    for path in (root / "proxy").rglob("*.py"):
+        with contextlib.suppress(OSError):  # a broken symlink (an editor's lock file)
+            newest = max(newest, path.stat().st_mtime)
     stale = []
     for module in HOT_MODULES:
         built = _compiled_file(root, module)

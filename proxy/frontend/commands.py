@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
-from time import monotonic
 from typing import Final
 
 from proxy.backend.sync import SessionState
@@ -18,6 +18,8 @@ from proxy.routing.digest import Digest
 
 Handler = Callable[[Session, Packet], Awaitable[bool]]
 
+# A C global in the compiled module (an imported name is a module dict lookup per call).
+monotonic: Final = time.monotonic
 _COM_QUERY: Final = int(Command.COM_QUERY)
 _COM_STMT_EXECUTE: Final = int(Command.COM_STMT_EXECUTE)
 
@@ -130,7 +132,7 @@ async def _run_query(
             target = await session.route_wait(stmt, override, gated=True)
             if target is None:
                 return True
-    started = monotonic()  # imported name: a global lookup, not a module attribute's
+    started = monotonic()
     scanner = await session.forward(target, _COM_QUERY, frame, stmt=stmt, override=override)
     session.finish_query(target, digest, stmt, sql, scanner, monotonic() - started)
     if (

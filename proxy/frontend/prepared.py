@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from time import monotonic
 from typing import TYPE_CHECKING, Final
 
 from proxy.backend.connection import (
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from proxy.frontend.session import Session
 
 # Backend statements kept per connection; the least recently used are closed beyond this.
+# A C global in the compiled module (an imported name is a module dict lookup per call).
+monotonic: Final = time.monotonic
 MAX_BACKEND_STMTS = 256
 _CURSOR_FLAGS = 0x07  # CURSOR_TYPE_READ_ONLY | FOR_UPDATE | SCROLLABLE
 _EXECUTE: Final = 0x17  # Command.COM_STMT_EXECUTE, a C constant when compiled (no enum lookup)
@@ -106,9 +108,8 @@ class ClientStmt:
         cursor: bool = False,
         conn: BackendConnection | None = None,
     ) -> None:
-        """An execute of it ended elapsed seconds after it was sent (scanner None: the client
-        got an error): counted, its cursor pinned to conn or its pins dropped, what it
-        changed learnt."""
+        """An execute of it ended (scanner None: the client got an error): counted, its
+        cursor pinned to conn or its pins dropped, what it changed learnt."""
         session.account(target, self.digest, self.stmt, scanner, elapsed)
         if scanner is None:
             self.pinned_conn = None

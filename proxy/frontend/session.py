@@ -484,8 +484,7 @@ class Session:
         scanner: ResponseScanner | None,
         elapsed: float,
     ) -> None:
-        """A text statement ended elapsed seconds after it was sent: counted, and what it
-        changed in the session learnt."""
+        """A text statement ended, elapsed seconds after it was sent: counted and learnt from."""
         self.account(target, digest, stmt, scanner, elapsed)
         if scanner is not None:
             self.note_statement(stmt, sql, scanner)

@@ -40,14 +40,14 @@ STMT_ID_OFFSET: Final = 1
 PROGRESS_REPORT_CODE: Final = 0xFFFF
 
 _HEADER: Final = struct.Struct("<I")  # 3-byte length and 1-byte sequence id read as one integer
-_U16 = struct.Struct("<H")
-_U64 = struct.Struct("<Q")
+_U16: Final = struct.Struct("<H")
+_U64: Final = struct.Struct("<Q")
 _STATUS_WARNINGS: Final = struct.Struct("<HH")
 _EOF: Final = struct.Struct("<BHH")
 _ERR_HEAD: Final = struct.Struct("<BH")
 _COLDEF_FIXED: Final = struct.Struct("<HIBHB")  # charset, length, type, flags, decimals
 
-_P41 = Capability.CLIENT_PROTOCOL_41
+_P41: Final = Capability.CLIENT_PROTOCOL_41
 _TRANSACTIONS: Final = Capability.CLIENT_TRANSACTIONS
 _SESSION_TRACK: Final = Capability.CLIENT_SESSION_TRACK
 _DEPRECATE_EOF: Final = Capability.CLIENT_DEPRECATE_EOF
