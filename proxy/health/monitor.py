@@ -457,6 +457,9 @@ class Monitor:
         deadline = started + self.config.health.failover_hold_ms / 1000
         server = self._server(name)
         result = self.results.get(name)
+        # First: the last transactions from its dead peer commit on it through its own binlog,
+        # each waiting out the semisync timeout for an acknowledgement the peer cannot send.
+        await self._suspend_semisync(name)
         # Semisync-acknowledged writes sit in its relay log: apply them before new writes.
         while result is not None and result.replica is not None:
             if result.replica.applied_all_received or time.monotonic() > deadline:
@@ -464,7 +467,6 @@ class Monitor:
             await asyncio.sleep(0.01)
             await self._check_once(server)
             result = self.results.get(name)
-        await self._suspend_semisync(name)
         if not await self._set_read_only(name, False):
             return False
         log.warning("%s promoted in %.0f ms", name, (time.monotonic() - started) * 1000)
