@@ -1,4 +1,4 @@
-"""Runtime view of the backend servers (read by everyone; changed only by proxy.topology)."""
+"""Runtime view of the backend servers (changed only by proxy.topology, but for counters)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,10 @@ class ServerState:
     last_error: str = ""
     reason: str = ""  # why the status is what it is (shunned: lag, stopped thread...)
     gtid_position: str = ""
-    outstanding: int = 0  # statements in flight, for least-outstanding balancing
-    # The router's smooth weighted round-robin counter (Router.reader's alone).
+    # The data path's counters (not proxy.topology's): statements in flight, for
+    # least-outstanding balancing (the sessions'), and the router's smooth weighted
+    # round-robin counter (Router.reader's alone).
+    outstanding: int = 0
     turn: int = field(default=0, repr=False, compare=False)
     # config's fields the data path reads for every statement, as plain attributes: a
     # pydantic model's attribute costs ~430 instructions (its __getattr__ hook), these (a
