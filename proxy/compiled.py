@@ -17,6 +17,7 @@ from types import ModuleType
 HOT_MODULES: tuple[str, ...] = (
     "proxy.protocol.packets",
     "proxy.protocol.response",
+    "proxy.routing.lru",
     "proxy.routing.tokens",
     "proxy.routing.sqllexer",
     "proxy.routing.digest",
@@ -32,6 +33,7 @@ HOT_MODULES: tuple[str, ...] = (
     "proxy.frontend.listener",
     "proxy.metrics",
     "proxy.cluster",
+    "proxy.view",
 )
 
 PURE_ENV = "PYPROXY_PURE"  # =1: run the .py files even where compiled modules exist
