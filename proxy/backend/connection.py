@@ -104,30 +104,45 @@ class BackendStmt:
 
 
 class Sink:
-    """Where relayed bytes go: a client transport, or nowhere once the client is gone.
+    """Where relayed bytes go, and who hears that start()'s response ended: this class drops
+    the bytes; a subclass's write sends them on. Methods, not stored callables: the compiled
+    data path calls them natively, three times per statement.
 
     hold_errors: a response that is one ERR packet is kept in `held` instead of being sent,
     so the session may retry the statement elsewhere (a write refused as read-only).
-    before_end: called with the finished scanner just before the response's last bytes are
-    sent (a commit's GTID is published before its client can act on the OK).
     """
 
-    __slots__ = ("before_end", "held", "hold_errors", "write")
-
-    def __init__(
-        self,
-        write: Callable[[bytes], object] | None,
-        hold_errors: bool = False,
-        before_end: Callable[[ResponseScanner], None] | None = None,
-    ) -> None:
-        self.write = write
+    def __init__(self, hold_errors: bool = False) -> None:
         self.hold_errors = hold_errors
-        self.before_end = before_end
         self.held: bytes | None = None
+        self.discards = True  # write drops the bytes (relay_gated then bounds the drop)
+
+    def write(self, data: bytes) -> None:
+        """Relayed bytes, in order."""
+
+    def before_end(self, scanner: ResponseScanner) -> None:
+        """The response ended: called before its last bytes are written (a commit's GTID is
+        published before its client can act on the OK)."""
+
+    def relay_done(self, exc: BaseException | None) -> None:
+        """start()'s response ended (exc None; also when the server asked for a LOCAL INFILE
+        file: scanner.infile), or its connection failed (exc)."""
+
+
+class BufferSink(Sink):
+    """Relayed bytes kept in a buffer: a reply the proxy reads itself."""
+
+    def __init__(self, buf: bytearray) -> None:
+        super().__init__()
+        self.buf = buf
+        self.discards = False
+
+    def write(self, data: bytes) -> None:
+        self.buf += data
 
 
 # relay_gated's response until its gate reply chose a sink (no byte of it can come earlier).
-_NOWHERE: Final = Sink(None)
+_NOWHERE: Final = Sink()
 
 
 # relay_gated's first reply, what picks the sink of the response after it, the reply's timer.
@@ -160,9 +175,9 @@ class BackendConnection(asyncio.Protocol):
         self._reader = PacketReader(max_payload=1 << 30)
         self._waiter: asyncio.Future[None] | None = None
         # The response being relayed: its scanner, sink, and the future that ends with it (None
-        # for start(): _done is called instead).
+        # for start(): the sink start() was given hears instead, _done).
         self._relay: tuple[ResponseScanner, Sink, asyncio.Future[None] | None] | None = None
-        self._done: Callable[[BaseException | None], None] | None = None
+        self._done: Sink | None = None
         self._gate: _Gate | None = None
         self._dropping: asyncio.TimerHandle | None = None  # relay_gated drops a response
         self._lost: BackendError | None = None
@@ -257,10 +272,7 @@ class BackendConnection(asyncio.Protocol):
             chunk = data if used == size else data[:used]
             done = scanner.done
             if done:
-                before_end = sink.before_end
-                if before_end is not None:
-                    before_end(scanner)
-            write = sink.write
+                sink.before_end(scanner)
             if (
                 done
                 and sink.hold_errors
@@ -268,8 +280,8 @@ class BackendConnection(asyncio.Protocol):
                 and scanner.consumed == used  # the whole response is this one chunk
             ):
                 sink.held = chunk
-            elif write is not None:
-                write(chunk)
+            else:
+                sink.write(chunk)
             if done or scanner.infile:
                 # infile: the server asked for the client's file; the session sends it and
                 # resumes the relay for the server's final answer.
@@ -305,7 +317,7 @@ class BackendConnection(asyncio.Protocol):
         self._gate = None
         scanner, _, fut = self._relay
         sink = choose(reply)
-        if sink.write is None:
+        if sink.discards:
             loop = self._loop or asyncio.get_running_loop()
             self._dropping = loop.call_later(DROP_TIMEOUT_S, self._drop_expired)
         self._relay = (scanner, sink, fut)
@@ -372,7 +384,7 @@ class BackendConnection(asyncio.Protocol):
     def _call_done(self, exc: BaseException | None) -> None:
         done, self._done = self._done, None
         if done is not None:
-            done(exc)
+            done.relay_done(exc)
 
     def _wake(self) -> None:
         w = self._waiter
@@ -484,12 +496,11 @@ class BackendConnection(asyncio.Protocol):
         command: bytes,
         scanner: ResponseScanner,
         sink: Sink,
-        done: Callable[[BaseException | None], None],
     ) -> BackendError | None:
-        """relay() for a caller that is not a task: done(None) is called when the response
-        ended (or the server asked for a LOCAL INFILE file: scanner.infile), done(error) when
-        the connection failed under it. An error returned instead means nothing was sent
-        (done is not called)."""
+        """relay() for a caller that is not a task: sink.relay_done(None) is called when the
+        response ended (or the server asked for a LOCAL INFILE file: scanner.infile),
+        sink.relay_done(error) when the connection failed under it. An error returned instead
+        means nothing was sent (relay_done is not called)."""
         if self._lost is None and self._reader.buffered:
             # The server spoke out of turn (e.g. an idle-timeout ERR before closing).
             self._fail(BackendError(f"{self.server_name} sent data between commands"))
@@ -497,7 +508,7 @@ class BackendConnection(asyncio.Protocol):
             return self._lost
         self._set_state(_RELAYING)  # raises ConnectionBusy if a command runs
         self._relay = (scanner, sink, None)
-        self._done = done
+        self._done = sink
         self.write(command)
         return None
 
@@ -546,7 +557,7 @@ class BackendConnection(asyncio.Protocol):
         """
         try:
             async with asyncio.timeout(INTERNAL_TIMEOUT_S):
-                await self.relay(command, scanner, Sink(None))
+                await self.relay(command, scanner, Sink())
         except TimeoutError:
             self._fail(
                 BackendError(f"{self.server_name} did not answer within {INTERNAL_TIMEOUT_S:.0f}s")
@@ -566,7 +577,7 @@ class BackendConnection(asyncio.Protocol):
         try:
             async with asyncio.timeout(INTERNAL_TIMEOUT_S + 5):
                 command = build_command(Command.COM_QUERY, sql.encode())
-                await self.relay(command, scanner, Sink(buf.extend))
+                await self.relay(command, scanner, BufferSink(buf))
         except TimeoutError:
             self._fail(BackendError(f"{self.server_name} did not answer {sql!r}"))
             assert self._lost is not None

@@ -9,7 +9,7 @@ from typing import Final
 from proxy.backend.sync import SessionState
 from proxy.cluster import ServerState
 from proxy.frontend import prepared, processlist
-from proxy.frontend.session import Session
+from proxy.frontend.session import Session, Starter
 from proxy.protocol.constants import Command, ErrorCode, ServerStatus
 from proxy.protocol.handshake import parse_change_user
 from proxy.protocol.packets import Packet, ProtocolError, build_command, build_packet
@@ -109,6 +109,16 @@ def start_fast(session: Session, packet: Packet) -> bool:
     else:
         session.start_statement(target, conn, frame, rewritten, digest, stmt, override)
     return True
+
+
+class FastStarter(Starter):
+    """start_fast as the session's Starter."""
+
+    def start(self, session: Session, packet: Packet) -> bool:
+        return start_fast(session, packet)
+
+
+FAST_START: Final = FastStarter()
 
 
 async def _run_query(
@@ -273,4 +283,4 @@ HANDLERS: dict[int, Handler] = {
     Command.COM_REGISTER_SLAVE: _unsupported("COM_REGISTER_SLAVE"),
 }
 
-__all__ = ["HANDLERS", "build_command", "dispatch", "start_fast"]
+__all__ = ["FAST_START", "HANDLERS", "build_command", "dispatch", "start_fast"]

@@ -191,7 +191,7 @@ class ProxyServer:
         self._handshaking[session.id] = session
         self.publish_counts()
         task = asyncio.get_running_loop().create_task(
-            session.run(commands.dispatch, commands.start_fast)
+            session.run(commands.dispatch, commands.FAST_START)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -11,7 +11,7 @@ from proxy.backend.connection import (
     BackendConnection,
     BackendError,
     BackendStmt,
-    Sink,
+    BufferSink,
 )
 from proxy.protocol.constants import MAX_PACKET_PAYLOAD, Command, ErrorCode, ServerStatus
 from proxy.protocol.packets import (
@@ -189,7 +189,7 @@ async def com_stmt_prepare(session: Session, packet: Packet) -> bool:
     buf = bytearray()
     scanner = ResponseScanner(Command.COM_STMT_PREPARE, conn.caps)
     try:
-        await conn.relay(build_packet(0, payload), scanner, Sink(buf.extend))
+        await conn.relay(build_packet(0, payload), scanner, BufferSink(buf))
     except BackendError as exc:
         session.detach(conn, broken=True)
         session.report_backend_failure(target, exc)

@@ -107,9 +107,15 @@ _EXECUTING: Final = SessionPhase.EXECUTING
 _COM_QUERY: Final = int(Command.COM_QUERY)
 _EXECUTE: Final = int(Command.COM_STMT_EXECUTE)
 
-# The start of a command run without the session's task (Session.on_command_data): True when
-# it was started (start_statement) or answered, False when the task is to run it.
-Starter = Callable[["Session", Packet], bool]
+
+class Starter:
+    """Starts a command without the session's task (Session.on_command_data): a class, so
+    that the compiled session calls it natively (commands.py has the one in use)."""
+
+    def start(self, session: Session, packet: Packet) -> bool:
+        """True when the command was started (start_statement) or answered, False when the
+        task is to run it."""
+        return False
 
 
 @dataclass
@@ -139,11 +145,32 @@ class GtidGate:
 
 
 # Where a gated read's response goes when the wait timed out: scanned and dropped.
-_DISCARD: Final = Sink(None)
+_DISCARD: Final = Sink()
 
 # forward(resend=...): the connection and framed command to run a gated read on the writer
 # instead, when the command is bound to the replica's connection (a prepared statement's id).
 Resend = Callable[[ServerState], Awaitable[tuple[BackendConnection, bytes] | None]]
+
+
+class ClientSink(Sink):
+    """A statement's response, relayed to the session's client: a commit's GTID is published
+    before its last bytes go (_before_reply), and the end of one start_statement sent is
+    finished by _started_done."""
+
+    def __init__(self, session: Session, hold_errors: bool = False) -> None:
+        super().__init__(hold_errors)
+        self.discards = False
+        self._session = session
+        self._client = session.client
+
+    def write(self, data: bytes) -> None:
+        self._client.write(data)
+
+    def before_end(self, scanner: ResponseScanner) -> None:
+        self._session._before_reply(scanner)
+
+    def relay_done(self, exc: BaseException | None) -> None:
+        self._session._started_done(exc)
 
 
 class _Started:
@@ -223,7 +250,7 @@ class Session:
         self.pins = Pins()
         self.stmts: dict[int, ClientStmt] = {}
         self.next_stmt_id = 1
-        self.sink = Sink(client.write, before_end=self._before_reply)
+        self.sink = ClientSink(self)
         self._writes = False  # the statement routed last may change data (for _before_reply)
         self._may_write = False  # ... and it is the running command's (for _client_gone)
         self._row_dml = False  # ... and is one INSERT/UPDATE/DELETE/REPLACE (0 rows: no change)
@@ -239,7 +266,6 @@ class Session:
         self._starter: Starter | None = None
         self._started: _Started | None = None
         self._handover: Coroutine[Any, Any, bool] | None = None
-        self._started_done_cb = self._started_done  # one bound method, not one per statement
         client.on_pause = self._pause_backend
         client.on_resume = self._resume_backend
         client.on_lost = self._client_gone
@@ -351,7 +377,7 @@ class Session:
             if packet is None:
                 return  # not whole yet
             assert self._starter is not None
-            if not self._starter(self, packet):
+            if not self._starter.start(self, packet):
                 client.give_back(packet)
                 client.wake_task()
             elif self._started is None and self._handover is None:
@@ -396,7 +422,7 @@ class Session:
         )  # fmt: skip
         self._started = run
         self.client.task_held = True
-        failed = conn.start(frame, scanner, sink, self._started_done_cb)
+        failed = conn.start(frame, scanner, sink)
         if failed is not None:
             self._started_done(failed)
 
@@ -829,7 +855,7 @@ class Session:
     def _sink_for(self, retry: Classification | None) -> Sink:
         """A write that may run elsewhere has a lone ERR held back (not sent) for the retry."""
         if retry is not None and retry.kind is StatementKind.WRITE:
-            return Sink(self.client.write, hold_errors=True, before_end=self._before_reply)
+            return ClientSink(self, hold_errors=True)
         return self.sink
 
     def _lost(
