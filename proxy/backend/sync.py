@@ -94,21 +94,27 @@ class SessionState:
         )
 
 
-def sync_steps(want: SessionState, have: SessionState, mariadb: bool) -> list[Step]:
-    """The commands that turn a connection's state `have` into the session's `want`.
-
-    A variable the connection has but the session does not (left by an earlier session)
-    cannot be unset one by one, so the connection is reset and everything replayed.
-    """
-    if (
+def in_sync(want: SessionState, have: SessionState) -> bool:
+    """A connection in state `have` runs the session's commands as they are (sync_steps
+    would return no step): the per-statement check, with no list built."""
+    return (
         want.variables == have.variables
         and not have.tainted
         and (not want.schema or want.schema == have.schema)
         and want.multi_statements == have.multi_statements
         and want.autocommit == have.autocommit
         and (want.collation == have.collation or "names" in want.variables)
-    ):
-        return []  # in sync: the usual case, checked before building anything
+    )
+
+
+def sync_steps(want: SessionState, have: SessionState, mariadb: bool) -> list[Step]:
+    """The commands that turn a connection's state `have` into the session's `want`.
+
+    A variable the connection has but the session does not (left by an earlier session)
+    cannot be unset one by one, so the connection is reset and everything replayed.
+    """
+    if in_sync(want, have):
+        return []  # the usual case, checked before building anything
     steps: list[Step] = []
     stale = have.tainted or any(
         name not in want.variables or want.variables[name] != sql

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from proxy.authio import drive_auth
 from proxy.backend.connection import INTERNAL_TIMEOUT_S, BackendConnection, BackendError, Sink
-from proxy.backend.sync import SessionState, sync_steps
+from proxy.backend.sync import SessionState, in_sync, sync_steps
 from proxy.cluster import Cluster, ServerState
 from proxy.config import Consistency, User
 from proxy.frontend.client import ClientConnection, ClientGone
@@ -662,7 +662,7 @@ class Session:
             conn is None
             or conn.broken
             or conn.kills_in_flight
-            or sync_steps(self.state, conn.session, conn.mariadb)
+            or not in_sync(self.state, conn.session)
         ):
             return None
         return conn

@@ -9,6 +9,7 @@ from proxy.backend.sync import (
     Step,
     StepKind,
     gtid_tracking_sql,
+    in_sync,
     set_names_sql,
     sync_steps,
 )
@@ -43,6 +44,29 @@ def test_in_sync_needs_nothing() -> None:
     assert sync_steps(state, state.copy(), mariadb=True) == []
     # No schema wanted: whatever the connection has is fine.
     assert sync_steps(SessionState(), SessionState(schema="other"), mariadb=True) == []
+
+
+@pytest.mark.parametrize(
+    ("want", "have"),
+    [
+        (SessionState(schema="db"), SessionState(schema="db")),
+        (SessionState(), SessionState(schema="other")),
+        (SessionState(schema="db"), SessionState(schema="other")),
+        (SessionState(schema="db"), SessionState(schema="db", tainted=True)),
+        (SessionState(autocommit=False), SessionState()),
+        (SessionState(multi_statements=False), SessionState()),
+        (SessionState(collation=46), SessionState()),
+        (
+            SessionState(collation=8, variables={"names": "SET NAMES latin1"}),
+            SessionState(collation=45, variables={"names": "SET NAMES latin1"}),
+        ),
+        (SessionState(variables={"sql_mode": "SET sql_mode=''"}), SessionState()),
+        (SessionState(), SessionState(variables={"sql_mode": "SET sql_mode=''"})),
+    ],
+)
+def test_in_sync_is_sync_steps_returning_nothing(want: SessionState, have: SessionState) -> None:
+    """ready_backend's per-statement check agrees with the steps backend_for would run."""
+    assert in_sync(want, have) == (sync_steps(want, have, mariadb=True) == [])
 
 
 def test_fresh_connection_gets_everything_in_order() -> None:
