@@ -8,6 +8,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
+from mypy_extensions import i64
+
 from proxy.protocol.constants import (
     DEFAULT_COLLATION,
     MAX_PACKET_PAYLOAD,
@@ -290,10 +292,10 @@ class PacketReader:
         self.max_payload = max_payload
         # Unread bytes: _chunk[_pos:] followed by _buf; one of the two is always empty.
         self._chunk = b""
-        self._pos = 0
+        self._pos: i64 = 0
         self._buf = bytearray()
         self._parts: list[bytes] = []
-        self._split_len = 0
+        self._split_len: i64 = 0
         self._first_seq = 0
         self._last_seq = 0
 
@@ -353,10 +355,10 @@ class PacketReader:
         """Next complete logical packet, or None until more bytes arrive."""
         chunk = self._chunk
         pos = self._pos
-        size = len(chunk)
+        size: i64 = len(chunk)
         if size - pos >= 4 and not self._parts:
             # Fast path: a whole single-fragment packet inside the kept chunk.
-            length = chunk[pos] | chunk[pos + 1] << 8 | chunk[pos + 2] << 16
+            length: i64 = chunk[pos] | chunk[pos + 1] << 8 | chunk[pos + 2] << 16
             end = pos + 4 + length
             if end <= size and length < MAX_PACKET_PAYLOAD and length <= self.max_payload:
                 seq = chunk[pos + 3]
@@ -670,7 +672,7 @@ def parse_eof_fields(payload: Buffer) -> tuple[int, int]:
     return payload[1] | payload[2] << 8, payload[3] | payload[4] << 8
 
 
-def eof_status_at(data: bytes, pos: int, length: int) -> int:
+def eof_status_at(data: bytes, pos: i64, length: i64) -> int:
     """The server status of the classic EOF packet whose *length* payload bytes start at
     *pos* in *data*: native arithmetic, no slice, tuple or struct (the end of every result
     set's definitions and rows)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Final
 
+from mypy_extensions import i64
+
 from proxy.protocol.constants import (
     Capability,
     Command,
@@ -183,26 +185,26 @@ class ResponseScanner:
         self._deprecate_eof = bool(caps & _DEPRECATE_EOF_CAP)
         # 0xFE packets shorter than this end a result set; longer ones are rows whose first
         # cell has an 8-byte length prefix.
-        self._eof_limit = _MAX if self._deprecate_eof else 9
+        self._eof_limit: i64 = _MAX if self._deprecate_eof else 9
         self._optional_metadata = bool(caps & _OPTIONAL_METADATA_CAP)
         self._cache_metadata = bool(int(mariadb_caps) & _CACHE_METADATA_CAP)
         self._cursor = cursor and command == _COM_STMT_EXECUTE
         self._multi = multi
         # Framing state.
         self._pending = b""  # a header split across chunks (rare: no buffer allocated)
-        self._hdr_len = -1  # header read, first payload byte not yet seen
-        self._remaining = 0  # payload bytes of the current fragment still to come
+        self._hdr_len: i64 = -1  # header read, first payload byte not yet seen
+        self._remaining: i64 = 0  # payload bytes of the current fragment still to come
         self._frag_full = False  # current fragment is 0xFFFFFF long: a continuation follows
         self._cont = False  # next fragment continues the current logical packet
         self._kind = _SKIP
         self._capture: bytearray | None = None
-        self._expect_seq = _NO_SEQ if first_seq is None else first_seq
-        self._count = 0  # definitions still expected in a counted state
+        self._expect_seq: i64 = _NO_SEQ if first_seq is None else first_seq
+        self._count: i64 = 0  # definitions still expected in a counted state
         # Results.
-        self.last_seq = -1
-        self.consumed = 0
-        self.packets = 0
-        self.rows = 0
+        self.last_seq: i64 = -1
+        self.consumed: i64 = 0
+        self.packets: i64 = 0
+        self.rows: i64 = 0
         self.columns = 0
         self.result_sets = 0
         self.status: int | None = None
@@ -213,7 +215,7 @@ class ResponseScanner:
         self.prepare: PrepareOk | None = None
         self.stmt_id_offset: int | None = None
         if multi:
-            self._state = _FIRST
+            self._state: i64 = _FIRST
         elif command in _NO_RESPONSE:
             self._state = _DONE
         elif command == _COM_STMT_PREPARE:
@@ -264,8 +266,8 @@ class ResponseScanner:
         # As bytes (what a transport delivers): compiled, indexing it and reading headers
         # from it are native operations, not calls.
         data = chunk if isinstance(chunk, bytes) else bytes(chunk)
-        n = len(data)
-        pos = 0
+        n: i64 = len(data)
+        pos: i64 = 0
         while pos < n and self._state != _DONE:
             rem = self._remaining
             if rem:
@@ -308,7 +310,7 @@ class ResponseScanner:
         self.consumed += pos
         return pos
 
-    def _header(self, length: int, seq: int, data: bytes, pos: int, n: int) -> None:
+    def _header(self, length: int, seq: int, data: bytes, pos: i64, n: i64) -> None:
         """A header was read; *pos* is where its payload starts in *data*."""
         expect = self._expect_seq
         if expect != _NO_SEQ and seq != expect:
@@ -322,7 +324,7 @@ class ResponseScanner:
         else:
             self._hdr_len = length  # classify once the first payload byte arrives
 
-    def _whole_packets(self, data: bytes, pos: int, n: int) -> int:
+    def _whole_packets(self, data: bytes, pos: i64, n: i64) -> i64:
         """Packets that lie whole in this chunk, in one loop with no per-packet calls for
         column definitions and rows. Stops, leaving the rest to the general path, at a
         packet cut by the chunk's end, an empty or 16 MiB one, a state other than a text or
@@ -335,7 +337,7 @@ class ResponseScanner:
                     break
             elif state not in (_FIRST, _COLUMNS, _COLUMNS_EOF, _SINGLE):
                 break
-            length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+            length: i64 = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
             seq = data[pos + 3]
             end = pos + 4 + length
             if end > n or length == 0 or length == _MAX:
@@ -365,14 +367,14 @@ class ResponseScanner:
                 break
         return pos
 
-    def _scan_rows(self, data: bytes, pos: int, n: int) -> int:
+    def _scan_rows(self, data: bytes, pos: i64, n: i64) -> i64:
         """Tight loop over ordinary rows; stops at anything that needs a closer look."""
         expect = self._expect_seq
-        limit = self._eof_limit
-        rows = 0
+        limit: i64 = self._eof_limit
+        rows: i64 = 0
         last = -1
         while n - pos >= 5:
-            length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+            length: i64 = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
             seq = data[pos + 3]
             if expect != _NO_SEQ and seq != expect:
                 break  # let the general path raise
