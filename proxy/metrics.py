@@ -67,25 +67,44 @@ class ErrorCount:
 
 
 @dataclass(slots=True)
+class Count:
+    """A counter bumped in place (no int boxed per bump): the values of dicts and lists of
+    counters."""
+
+    n: int = 0
+
+    def add(self, other: Count) -> None:
+        self.n += other.n
+
+
+@dataclass(slots=True)
 class Histogram:
     """A histogram cheap enough for every statement: a scan of its bounds, three additions."""
 
     buckets: tuple[float, ...]
-    counts: list[int] = field(default_factory=list)  # per bucket, then above the last
+    # Per bucket, then above the last: Count objects bumped in place (a list of ints boxes a
+    # new int, through a generic add, at every bump past 256).
+    slots: list[Count] = field(default_factory=list)
     sum: float = 0.0
     count: int = 0
 
     def __post_init__(self) -> None:
-        if not self.counts:
-            self.counts = [0] * (len(self.buckets) + 1)
+        if not self.slots:
+            self.slots = [Count() for _ in range(len(self.buckets) + 1)]
+
+    @property
+    def counts(self) -> list[int]:
+        """Observations per bucket, then above the last."""
+        return [slot.n for slot in self.slots]
 
     def observe(self, value: float) -> None:
-        self.counts[_bucket(self.buckets, value)] += 1
+        self.slots[_bucket(self.buckets, value)].n += 1
         self.sum += value
         self.count += 1
 
     def add(self, other: Histogram) -> None:
-        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        for mine, theirs in zip(self.slots, other.slots, strict=True):
+            mine.n += theirs.n
         self.sum += other.sum
         self.count += other.count
 
@@ -132,26 +151,20 @@ class CommandCounts:
 
     total_us: int = 0
     count: int = 0
-    buckets: list[int] = field(default_factory=lambda: [0] * (len(COMMAND_BUCKETS_US) + 1))
+    # Per COMMAND_BUCKETS_US bound, then above the last: bumped in place, as Histogram.slots.
+    buckets: list[Count] = field(
+        default_factory=lambda: [Count() for _ in range(len(COMMAND_BUCKETS_US) + 1)]
+    )
 
     def add(self, other: CommandCounts) -> None:
         self.total_us += other.total_us
         self.count += other.count
-        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
+        for mine, theirs in zip(self.buckets, other.buckets, strict=True):
+            mine.n += theirs.n
 
     def row(self) -> list[int]:
         """[total_time_us, total_cnt, cnt_100us..cnt_INFs]"""
-        return [self.total_us, self.count, *self.buckets]
-
-
-@dataclass(slots=True)
-class Count:
-    """A counter kept in a dict whose values are bumped in place (no int boxed per bump)."""
-
-    n: int = 0
-
-    def add(self, other: Count) -> None:
-        self.n += other.n
+        return [self.total_us, self.count, *(bucket.n for bucket in self.buckets)]
 
 
 _UNKNOWN: Final = COMMANDS.index("UNKNOWN")
@@ -256,7 +269,7 @@ class Metrics:
         us = int(seconds * 1e6)
         counts.total_us += us
         counts.count += 1
-        counts.buckets[_bucket_us(COMMAND_BUCKETS_US, us)] += 1
+        counts.buckets[_bucket_us(COMMAND_BUCKETS_US, us)].n += 1
 
     @property
     def queries(self) -> dict[tuple[str, str, str], int]:
