@@ -175,7 +175,9 @@ class Limits(_Model):
     # The whole login (handshake, TLS, auth exchange) must finish within this (MySQL's
     # connect_timeout).
     connect_timeout_s: float = Field(10.0, gt=0)
-    max_allowed_packet: int = Field(64 * 1024 * 1024, ge=1024)
+    # At most 1 GiB, MySQL's own ceiling for max_allowed_packet (the packet reader counts in
+    # 64-bit integers when compiled).
+    max_allowed_packet: int = Field(64 * 1024 * 1024, ge=1024, le=1 << 30)
     client_idle_timeout_s: float = Field(28_800.0, gt=0)
     # Prepared statements one client session may hold open (COM_STMT_PREPARE without
     # COM_STMT_CLOSE); one more gets error 1461, as from MariaDB's max_prepared_stmt_count.

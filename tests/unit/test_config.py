@@ -43,6 +43,10 @@ def test_env_substitution(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
         ({"servers": [{"name": "m1", "host": "h", "role": "boss"}]}, "servers[0].role:"),
         ({"surprise": 1}, "surprise: unknown key"),
+        (
+            {"limits": {"max_allowed_packet": 1 << 63}},
+            "limits.max_allowed_packet: Input should be less than or equal to 1073741824",
+        ),
         ({"users": [{"username": "app"}]}, "users[0].password: is required"),
         (
             {"servers": [{"name": "r", "host": "h", "role": "replica"}]},
