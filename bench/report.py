@@ -107,7 +107,9 @@ def _hop_lines(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
         f"as many threads as pyproxy runs worker processes ({workers}), since a relay spread "
         "over more threads or processes sleeps and wakes more often per statement. pyproxy: "
         f"{meta.get('build', '?')}; the interpreted figures come from a second pyproxy "
-        "process with PYPROXY_PURE=1 in the same pairs.",
+        "process with PYPROXY_PURE=1 in the same pairs. Under the table, QPS ÷ HAProxy QPS is "
+        "the median over pairs of the proxy's QPS over HAProxy's in the same pair (the ratio "
+        "columns' quotient without the direct run's swings).",
         "",
         "| workload | ps mode | thr | ratio: HAProxy TCP / pyproxy / interpreted | added µs/stmt: "
         "HAProxy TCP / pyproxy | CPU µs/stmt: HAProxy TCP / pyproxy / interpreted |",
@@ -132,6 +134,12 @@ def _hop_lines(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
             + (
                 f" (interpreted {_f(r.get('pure_cpu_vs_hop'), '.2f')} x)"
                 if r.get("pure_cpu_vs_hop") is not None
+                else ""
+            )
+            + f"; pyproxy QPS ÷ HAProxy QPS = **{_f(r.get('qps_vs_hop'), '.2f')} x**"
+            + (
+                f" (interpreted {_f(r.get('pure_qps_vs_hop'), '.2f')} x)"
+                if r.get("pure_qps_vs_hop") is not None
                 else ""
             )
         )
@@ -188,7 +196,7 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("sysbench"):
         out += [
             f"## sysbench: straight to the writer vs through pyproxy "
-            f"(median of {s['pairs']} alternating pairs x {s['time_s']} s)",
+            f"(median of {s['pairs']} pairs x {s['time_s']} s, in a rotating order)",
             "",
             *_sysbench_table(results["sysbench"]),
             "",

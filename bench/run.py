@@ -1,4 +1,4 @@
-"""Orchestration of `make bench`: lab, proxy, alternating sysbench pairs, idle, classifier."""
+"""Orchestration of `make bench`: lab, proxy, sysbench pairs, idle, classifier."""
 
 from __future__ import annotations
 
@@ -58,17 +58,16 @@ def _estimate_s(settings: Settings) -> float:
 
 
 def _measured_run(
-    scenario: sysbench.Scenario, port: int, proxy: ProxyProcess, user: str, pw: str, t: int
+    scenario: sysbench.Scenario,
+    port: int,
+    proxy: ProxyProcess | HopProxy,
+    user: str,
+    pw: str,
+    t: int,
 ) -> Measured:
     cpu0, wall0 = proxy.cpu_seconds(), time.monotonic()
     result = sysbench.run(scenario, port, user, pw, t)
     return Measured(result, proxy.cpu_seconds() - cpu0, time.monotonic() - wall0)
-
-
-def _hop_run(scenario: sysbench.Scenario, hop: HopProxy, user: str, pw: str, t: int) -> Measured:
-    cpu0, wall0 = hop.cpu_seconds(), time.monotonic()
-    result = sysbench.run(scenario, hop.port, user, pw, t)
-    return Measured(result, hop.cpu_seconds() - cpu0, time.monotonic() - wall0)
 
 
 def run_sysbench(
@@ -78,8 +77,8 @@ def run_sysbench(
     hop: HopProxy | None = None,
     pure: ProxyProcess | None = None,
 ) -> list[dict[str, Any]]:
-    """Alternating pairs per scenario; point selects also through `hop` and the interpreted
-    pyproxy `pure` (if given) each pair."""
+    """Pairs per scenario, direct and through pyproxy; point selects also through `hop` and
+    the interpreted pyproxy `pure` (if given) each pair, in an order that rotates."""
     user, pw = lab.app_user
     direct_port = lab.writer.port
     rows = []
@@ -97,23 +96,35 @@ def run_sysbench(
                     sysbench.run(scenario, port, user, pw, settings.warmup_s)
         runs = ScenarioRuns(scenario)
         for pair in range(settings.pairs):
+            # (name, port, the process whose CPU the run counts: pyproxy's idle CPU for direct)
+            order: list[tuple[str, int, ProxyProcess | HopProxy]] = [
+                ("direct", direct_port, proxy),
+                ("proxied", proxy.port, proxy),
+            ]
+            if hop_here is not None:
+                order.append(("hop", hop_here.port, hop_here))
+            if pure_here is not None:
+                order.append(("pure", pure_here.port, pure_here))
+            # Each pair starts one place further along the list: in a fixed order, the
+            # proxies' figures would also measure their place (after the direct run, which
+            # leaves the replica idle; after the other proxy).
+            start = pair % len(order)
             try:
-                d = _measured_run(scenario, direct_port, proxy, user, pw, settings.time_s)
-                p = _measured_run(scenario, proxy.port, proxy, user, pw, settings.time_s)
-                if hop_here is not None:
-                    runs.hop.append(_hop_run(scenario, hop_here, user, pw, settings.time_s))
-                if pure_here is not None:
-                    runs.pure.append(
-                        _measured_run(
-                            scenario, pure_here.port, pure_here, user, pw, settings.time_s
-                        )
-                    )
+                done = {
+                    name: _measured_run(scenario, port, process, user, pw, settings.time_s)
+                    for name, port, process in order[start:] + order[:start]
+                }
             except sysbench.SysbenchError as exc:  # report it and go on with the next scenario
                 runs.failure = str(exc)[:4000]
                 _say(f"[{i}/{total}] {scenario.key}: FAILED\n{runs.failure}")
                 break
+            d, p = done["direct"], done["proxied"]
             runs.direct.append(d)
             runs.proxied.append(p)
+            if "hop" in done:
+                runs.hop.append(done["hop"])
+            if "pure" in done:
+                runs.pure.append(done["pure"])
             _say(
                 f"[{i}/{total}] {scenario.key} pair {pair + 1}/{settings.pairs}: "
                 f"direct {d.result.qps:,.0f} qps, pyproxy {p.result.qps:,.0f} qps "

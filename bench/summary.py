@@ -178,10 +178,20 @@ def _vs_hop(cpu_us: float, runs: ScenarioRuns) -> dict[str, Any]:
     hop = _cpu_us(runs.hop) if runs.hop else math.nan
     if math.isnan(hop) or not hop:
         return {}
-    out = {"cpu_vs_hop": _r(cpu_us / hop, 2)}
+    out = {
+        "cpu_vs_hop": _r(cpu_us / hop, 2),
+        # The same pair's QPS over HAProxy's: the direct run's own swings cancel out.
+        "qps_vs_hop": _r(_qps_over(runs.proxied, runs.hop), 3),
+    }
     if runs.pure:
         out["pure_cpu_vs_hop"] = _r(_cpu_us(runs.pure) / hop, 2)
+        out["pure_qps_vs_hop"] = _r(_qps_over(runs.pure, runs.hop), 3)
     return out
+
+
+def _qps_over(runs: list[Measured], hop: list[Measured]) -> float:
+    """Median over pairs of a proxy's QPS / HAProxy's QPS in the same pair."""
+    return _median([p.result.qps / h.result.qps for p, h in zip(runs, hop, strict=False)])
 
 
 def _find(rows: list[dict[str, Any]], workload: str, ps: str, threads: int) -> dict[str, Any]:
