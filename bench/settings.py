@@ -42,7 +42,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
         "unless --out is given",
     )
     parser.add_argument("--time", type=int, help="seconds per sysbench run (BENCH_TIME, 4)")
-    parser.add_argument("--pairs", type=int, help="direct/proxied pairs (BENCH_PAIRS, 5)")
+    parser.add_argument("--pairs", type=int, help="direct/proxied pairs (BENCH_PAIRS, 8)")
     parser.add_argument("--warmup", type=int, help="warm-up seconds (BENCH_WARMUP, 2)")
     parser.add_argument(
         "--idle", type=int, help="idle client connections to hold (BENCH_IDLE, 5000)"
@@ -59,7 +59,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     args = parser.parse_args(argv)
     quick = bool(args.quick)
     time_s = args.time or _env_int("BENCH_TIME", 2 if quick else 4)
-    pairs = args.pairs or _env_int("BENCH_PAIRS", 1 if quick else 5)
+    pairs = args.pairs or _env_int("BENCH_PAIRS", 1 if quick else 8)
     warmup = args.warmup if args.warmup is not None else _env_int("BENCH_WARMUP", 1 if quick else 2)
     idle = args.idle if args.idle is not None else _env_int("BENCH_IDLE", 500 if quick else 5000)
     out: Path | None = args.out
