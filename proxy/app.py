@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 
 from proxy.admin.http import HttpServer
 from proxy.admin.layers import plan_start
@@ -15,7 +15,7 @@ from proxy.admin.sql import AdminServer
 from proxy.backend.connection import BackendError, read_greeting
 from proxy.backend.pool import BackendPool
 from proxy.cluster import Cluster, HostStatus
-from proxy.config import Config, ConfigError, load_config
+from proxy.config import Config, ConfigError, Listen, load_config
 from proxy.datapath import DataPath, DataPlane
 from proxy.frontend.listener import FALLBACK_VERSION, ProxyServer
 from proxy.frontend.session import Session
@@ -156,12 +156,12 @@ class Proxy:
             # Nothing to elect from: the config's first master is declared the writer.
             first = config.masters[0].name
             self.topology.apply(WriterChanged(None, first, "configured (health checks off)"))
-        await self.plane.start(self._server_version)
-        listeners = config.listeners
-        if listeners.admin.port >= 0:
-            await self.admin.start(listeners.admin.host, listeners.admin.port)
-        if listeners.http.port >= 0:
-            await self.http.start(listeners.http.host, listeners.http.port)
+        mysql, admin, http = config.listeners.mysql, config.listeners.admin, config.listeners.http
+        await _listening("mysql", mysql, self.plane.start(self._server_version))
+        if admin.port >= 0:
+            await _listening("admin", admin, self.admin.start(admin.host, admin.port))
+        if http.port >= 0:
+            await _listening("http", http, self.http.start(http.host, http.port))
 
     async def _backend_version(self) -> str:
         timeout = self.config.pool.connect_timeout_ms / 1000
@@ -300,3 +300,15 @@ class Proxy:
             done = True
         finally:
             self.topology.apply(SwitchoverEnded(old, target, done))
+
+
+async def _listening(key: str, listen: Listen, start: Awaitable[None]) -> None:
+    """Await a listener's start: an address it cannot bind (in use, not this host's) is a
+    ConfigError that names the listener, as the admin's port taken by a ProxySQL still
+    running must not read as the MySQL port's fault."""
+    try:
+        await start
+    except OSError as exc:
+        raise ConfigError(
+            f"listeners.{key}: cannot listen on {listen.host}:{listen.port}: {exc.strerror or exc}"
+        ) from None

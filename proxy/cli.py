@@ -163,12 +163,9 @@ async def _serve(config: Config, config_path: str | None) -> None:
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
         await server.start()
-    except OSError as exc:
+    except ConfigError:  # a listener could not bind: stop what did start, then say which
         await server.stop(0.0)
-        listen = config.listeners.mysql
-        raise ConfigError(
-            f"listeners.mysql: cannot listen on {listen.host}:{listen.port}: {exc.strerror}"
-        ) from None
+        raise
     log = logging.getLogger("pyproxy")
     log.info(
         "pyproxy listening on %s:%d (admin %s:%d, metrics http://%s:%d/metrics)",

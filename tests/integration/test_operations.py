@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from proxy.lab.lab import Lab
+from proxy.lab.servers import free_port
 from proxy.testing import ProxyThread
 from tests.support.endpoints import Endpoint
 from tests.support.proxyproc import lab_proxy
@@ -274,12 +275,6 @@ def test_offline_drain_finishes_running_statements(
         time.sleep(0.05)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start_cli(cfg: Path, data: dict[str, Any], log: Path) -> subprocess.Popen[bytes]:
     """`pyproxy --config cfg` (data written there) as users start it, its output in log."""
     cfg.write_text(yaml.safe_dump(data))
@@ -294,7 +289,7 @@ def _start_cli(cfg: Path, data: dict[str, Any], log: Path) -> subprocess.Popen[b
 
 def test_sighup_reload(lab: Lab, tmp_path: Path) -> None:
     data = lab.proxy_config()
-    ports = {k: _free_port() for k in ("mysql", "admin", "http")}
+    ports = {k: free_port() for k in ("mysql", "admin", "http")}
     for key, port in ports.items():
         data["listeners"][key]["port"] = port
     full = [dict(s) for s in data["servers"]]
@@ -365,7 +360,7 @@ def test_sighup_while_starting_is_a_reload(lab: Lab, tmp_path: Path) -> None:
     which runs once it has started. (Before its first line, Python itself is starting.)"""
     data = lab.proxy_config()
     for key in ("mysql", "admin", "http"):
-        data["listeners"][key]["port"] = _free_port()
+        data["listeners"][key]["port"] = free_port()
     cfg, log = tmp_path / "pyproxy.yaml", tmp_path / "proxy.log"
     proc = _start_cli(cfg, data, log)
     try:
@@ -396,6 +391,31 @@ def test_sighup_while_starting_is_a_reload(lab: Lab, tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("taken", ["mysql", "admin", "http"])
+def test_a_taken_listener_port_is_named(lab: Lab, tmp_path: Path, taken: str) -> None:
+    """A listener's port already taken (a ProxySQL still on 6032, say): pyproxy exits 1 with
+    one line naming that listener and its address, not another one's."""
+    data = lab.proxy_config()
+    for key in ("mysql", "admin", "http"):
+        data["listeners"][key]["port"] = free_port()
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        data["listeners"][taken]["port"] = port
+        log = tmp_path / "proxy.log"
+        proc = _start_cli(tmp_path / "pyproxy.yaml", data, log)
+        try:
+            returncode = proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    assert returncode == 1, text
+    assert f"pyproxy: listeners.{taken}: cannot listen on 127.0.0.1:{port}: " in text, text
+    assert "Traceback" not in text, text
 
 
 def test_docker_compose_agrees_with_config() -> None:
