@@ -3,6 +3,7 @@ read_your_writes, causal and causal_global, in alternating runs, with a stale-re
 
 from __future__ import annotations
 
+import functools
 import re
 import statistics
 import threading
@@ -14,8 +15,9 @@ import pymysql
 import yaml
 
 from bench import sysbench
-from bench.topology import BenchLab, free_port
-from proxy.testing import ProxyProcess
+from bench.topology import BenchLab
+from proxy.lab.servers import free_port
+from proxy.testing import ProxyProcess, start_on_free_ports
 
 MODES = ("eventual", "read_your_writes", "causal", "causal_global")
 SCENARIO = sysbench.Scenario(
@@ -135,11 +137,18 @@ def _say(text: str) -> None:
 def run_causal(lab: BenchLab, rounds: int, seconds: int) -> dict[str, Any]:
     """`rounds` rounds; each runs every mode once, the order rotating by one per round."""
     user, pw = lab.app_user
-    proxies = {mode: ModeProxy(lab, mode) for mode in MODES}
+    proxies: dict[str, ModeProxy] = {}
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+
+    def start(mode: str) -> ModeProxy:
+        # Each listening before the next picks its ports: free_port cannot hand out its ports.
+        p = ModeProxy(lab, mode)
+        p.process.start(user, pw)
+        return p
+
     try:
-        for p in proxies.values():
-            p.process.start(user, pw)
+        for mode in MODES:
+            proxies[mode] = start_on_free_ports(functools.partial(start, mode))
         for mode in MODES:  # warm-up: pools, caches, the replica's buffer pool
             sysbench.run(SCENARIO, proxies[mode].port, user, pw, 1)
         for r in range(rounds):

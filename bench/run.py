@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -21,11 +22,12 @@ from bench.idle import hold_idle_connections
 from bench.ryw import run_ryw
 from bench.settings import Settings, parse_settings
 from bench.summary import Measured, ScenarioRuns, public, summarise, targets
-from bench.topology import BenchLab, free_port
+from bench.topology import BenchLab
 from bench.workers import run_workers
 from proxy.compiled import PURE_ENV, compiled_modules, describe
 from proxy.config import load_config
-from proxy.testing import ProxyProcess, pyproxy_command, raise_nofile
+from proxy.lab.servers import free_port
+from proxy.testing import ProxyProcess, pyproxy_command, raise_nofile, start_on_free_ports
 
 IDLE_SETTLE_S = 2.0  # a session idle for 1 s hands its backend connection back
 
@@ -214,15 +216,19 @@ def _start_pure(lab: BenchLab, results: dict[str, Any]) -> ProxyProcess | None:
     if not compiled_modules():
         _say(f"pyproxy is {results['meta']['build']}: no compiled vs interpreted columns")
         return None
-    config, port = lab.write_proxy_config()
-    own = config.with_name("pyproxy-pure.yaml")  # the next write_proxy_config reuses the name
-    config.rename(own)
-    pure = ProxyProcess(
-        own, port, lab.tmp / "pyproxy-pure.log", ["env", f"{PURE_ENV}=1", *pyproxy_command()]
-    )
     user, pw = lab.app_user
-    pure.start(user, pw)
-    _say(f"pyproxy interpreted ({PURE_ENV}=1): pid {pure.pid} on port {port}")
+
+    def start() -> ProxyProcess:
+        config, port = lab.write_proxy_config()
+        own = config.with_name("pyproxy-pure.yaml")  # the next write_proxy_config reuses it
+        config.rename(own)
+        command = ["env", f"{PURE_ENV}=1", *pyproxy_command()]
+        pure = ProxyProcess(own, port, lab.tmp / "pyproxy-pure.log", command)
+        pure.start(user, pw)
+        return pure
+
+    pure = start_on_free_ports(start)
+    _say(f"pyproxy interpreted ({PURE_ENV}=1): pid {pure.pid} on port {pure.port}")
     return pure
 
 
@@ -262,10 +268,15 @@ def _bench(settings: Settings, results: dict[str, Any]) -> None:
             _say("workers: oltp_point_select, 32 threads, workers: 1 vs 2 ...")
             results["workers"] = run_workers(settings, lab, _say)
         if phases & {"sysbench", "ryw", "idle"}:
-            config, port = lab.write_proxy_config()
-            proxy = ProxyProcess(config, port, lab.tmp / "pyproxy.log")
-            proxy.start(user, pw)
-            _say(f"pyproxy: pid {proxy.pid} on port {port} (open files limit {proxy.nofile})")
+
+            def start() -> tuple[ProxyProcess, Path]:
+                config, port = lab.write_proxy_config()
+                proxy = ProxyProcess(config, port, lab.tmp / "pyproxy.log")
+                proxy.start(user, pw)
+                return proxy, config
+
+            proxy, config = start_on_free_ports(start)
+            _say(f"pyproxy: pid {proxy.pid} on port {proxy.port} (open files limit {proxy.nofile})")
         if proxy is not None and "sysbench" in phases:
             workers = load_config(config).worker_count
             results["meta"]["proxy_workers"] = workers

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,19 +14,13 @@ import pymysql
 import yaml
 
 from bench.settings import REPO
+from proxy.lab.servers import free_port
 
 PYPROXY = REPO / ".venv" / "bin" / "pyproxy"
 
 
 class LabFailed(RuntimeError):
     """The lab did not come up (or a node cannot be reached)."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import statistics
 import threading
-from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -15,8 +14,9 @@ import yaml
 from bench import sysbench
 from bench.hop import HopProxy
 from bench.settings import Settings
-from bench.topology import BenchLab, free_port
-from proxy.testing import ProxyProcess, admin_query
+from bench.topology import BenchLab
+from proxy.lab.servers import free_port
+from proxy.testing import ProxyProcess, admin_query, start_on_free_ports
 
 SCENARIO = sysbench.Scenario("oltp_point_select", "disable", 32)
 WORKER_COUNTS = (1, 2)
@@ -55,15 +55,21 @@ class CheckLatency:
             self.samples_ms += [int(r["Latency_us"]) / 1000 for r in rows if r["Latency_us"]]
 
 
-def _one_run(lab: BenchLab, base: Path, workers: int, seconds: int) -> dict[str, Any]:
-    config = yaml.safe_load(base.read_text())
-    config["workers"] = workers
-    path = base.with_name(f"pyproxy-workers{workers}.yaml")
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    port = int(config["listeners"]["mysql"]["port"])
-    proxy = ProxyProcess(path, port, lab.tmp / f"pyproxy-workers{workers}.log")
+def _one_run(lab: BenchLab, workers: int, seconds: int) -> dict[str, Any]:
     user, pw = lab.app_user
-    proxy.start(user, pw)
+
+    def start() -> tuple[ProxyProcess, dict[str, Any]]:
+        base, port = lab.write_proxy_config()
+        config = yaml.safe_load(base.read_text())
+        config["workers"] = workers
+        path = base.with_name(f"pyproxy-workers{workers}.yaml")
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        proxy = ProxyProcess(path, port, lab.tmp / f"pyproxy-workers{workers}.log")
+        proxy.start(user, pw)
+        return proxy, config
+
+    proxy, config = start_on_free_ports(start)
+    port = proxy.port
     try:
         before_rows = _admin(config, "SELECT worker, pid, statements FROM stats_pyproxy_workers")
         cpu0 = proxy.cpu_by_pid()
@@ -131,13 +137,12 @@ def proxy_pid(cpu: dict[int, float], rows: list[dict[str, Any]]) -> int:
 
 def run_workers(settings: Settings, lab: BenchLab, say: Any) -> dict[str, Any]:
     """Alternating runs (1, 2, 2, 1, ...) over settings.pairs; medians per worker count."""
-    base, _ = lab.write_proxy_config()
     runs: dict[int, list[dict[str, Any]]] = {n: [] for n in WORKER_COUNTS}
     hops: dict[int, list[dict[str, Any]]] = {n: [] for n in WORKER_COUNTS}
     for pair in range(settings.pairs):
         order = WORKER_COUNTS if pair % 2 == 0 else tuple(reversed(WORKER_COUNTS))
         for workers in order:
-            run = _one_run(lab, base, workers, settings.time_s)
+            run = _one_run(lab, workers, settings.time_s)
             runs[workers].append(run)
             say(
                 f"workers={workers} pair {pair + 1}/{settings.pairs}: {run['qps']:,} qps, "

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -112,6 +112,7 @@ class ProxyProcess:
         return self.proc.pid
 
     def start(self, user: str, password: str, timeout: float = 30) -> None:
+        """Start it and wait until it serves; stopped again when it does not (ProxyFailed)."""
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [*self.command, "--config", str(self.config)],
@@ -121,7 +122,11 @@ class ProxyProcess:
                 start_new_session=True,
                 preexec_fn=raise_nofile,  # thousands of client sockets need a high limit
             )
-        self._wait_ready(user, password, timeout)
+        try:
+            self._wait_ready(user, password, timeout)
+        except ProxyFailed:
+            self.stop()
+            raise
         self.nofile = _proc_nofile(self.pid)
 
     def _wait_ready(self, user: str, password: str, timeout: float) -> None:
@@ -227,6 +232,19 @@ class ProxyProcess:
             "stop_s": round(time.monotonic() - start, 2),
             "killed_after_sigterm_timeout": killed,
         }
+
+
+def start_on_free_ports(start: Callable[[], T], attempts: int = 3) -> T:
+    """start(): build a pyproxy on free ports and start it. A free port can be taken before
+    the proxy binds it (client sockets use the same ephemeral range): then start() runs again,
+    and picks new ports."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return start()
+        except ProxyFailed as exc:
+            if "address already in use" not in str(exc) or attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
 
 
 def children(pid: int) -> list[int]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.proxyproc import free_port
+from proxy.lab.servers import free_port
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"

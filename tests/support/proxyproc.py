@@ -19,21 +19,16 @@ import pymysql
 import yaml
 
 from proxy.lab.lab import Lab
+from proxy.lab.servers import free_port
 from proxy.protocol.auth import AuthDone, AuthFailed, AuthSend, ClientAuth
 from proxy.protocol.constants import Command
 from proxy.protocol.handshake import parse_handshake_v10
 from proxy.protocol.packets import Packet, PacketReader, build_command, is_err, parse_err
 from proxy.protocol.response import ResponseScanner
-from proxy.testing import ProxyFailed, ProxyProcess, admin_query
+from proxy.testing import ProxyProcess, admin_query, start_on_free_ports
 from tests.support.endpoints import Endpoint
 
 CURSOR_TYPE_READ_ONLY = 0x01
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _merge(data: dict[str, Any], sections: dict[str, Any]) -> None:
@@ -171,19 +166,14 @@ class LabProxy(ProxyProcess):
 
 
 def start_lab_proxy(lab: Lab, workdir: Path, **sections: Any) -> LabProxy:
-    """A started LabProxy. A free port can be taken before the proxy binds it (the tests'
-    own client sockets use the same ephemeral range): then again with other ports."""
-    for attempt in range(3):
+    """A started LabProxy, on other free ports if one was taken before it bound it."""
+
+    def start() -> LabProxy:
         proxy = LabProxy(lab, workdir, **sections)
-        try:
-            proxy.start(proxy.user, proxy.password)
-        except ProxyFailed as exc:
-            proxy.stop()
-            if "address already in use" not in str(exc) or attempt == 2:
-                raise
-            continue
+        proxy.start(proxy.user, proxy.password)
         return proxy
-    raise AssertionError("unreachable")
+
+    return start_on_free_ports(start)
 
 
 @contextmanager

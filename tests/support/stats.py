@@ -7,7 +7,8 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
-from tests.support.proxyproc import LabProxy, free_port
+from proxy.lab.servers import free_port
+from tests.support.proxyproc import LabProxy
 
 TABLE = "stats_probe"
 ERRNO_NO_SUCH_TABLE = 1146
