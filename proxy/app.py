@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 
@@ -309,6 +310,8 @@ async def _listening(key: str, listen: Listen, start: Awaitable[None]) -> None:
     try:
         await start
     except OSError as exc:
+        # os.strerror: uvloop's own text repeats the address
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise ConfigError(
-            f"listeners.{key}: cannot listen on {listen.host}:{listen.port}: {exc.strerror or exc}"
+            f"listeners.{key}: cannot listen on {listen.host}:{listen.port}: {reason}"
         ) from None
