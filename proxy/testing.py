@@ -124,10 +124,10 @@ class ProxyProcess:
             )
         try:
             self._wait_ready(user, password, timeout)
-        except ProxyFailed:
+            self.nofile = _proc_nofile(self.pid)
+        except BaseException:  # Ctrl-C or SIGTERM too: a process of its own session stays
             self.stop()
             raise
-        self.nofile = _proc_nofile(self.pid)
 
     def _wait_ready(self, user: str, password: str, timeout: float) -> None:
         """Listening and routing: a read and a write both answer through it."""
@@ -242,7 +242,8 @@ def start_on_free_ports(start: Callable[[], T], attempts: int = 3) -> T:
         try:
             return start()
         except ProxyFailed as exc:
-            if "address already in use" not in str(exc) or attempt == attempts:
+            # "Address already in use" (a plain bind) or "... address already in use" (uvloop)
+            if "address already in use" not in str(exc).lower() or attempt == attempts:
                 raise
     raise AssertionError("unreachable")
 
