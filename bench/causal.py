@@ -16,7 +16,6 @@ import yaml
 
 from bench import sysbench
 from bench.topology import BenchLab
-from proxy.lab.servers import free_port
 from proxy.testing import ProxyProcess, start_on_free_ports
 
 MODES = ("eventual", "read_your_writes", "causal", "causal_global")
@@ -36,17 +35,10 @@ class ModeProxy:
     """One pyproxy process with routing.consistency set to `mode`."""
 
     def __init__(self, lab: BenchLab, mode: str) -> None:
-        config = dict(lab.config)
-        ports = [free_port() for _ in range(3)]
-        config["listeners"] = {
-            name: {"host": "127.0.0.1", "port": port}
-            for name, port in zip(("mysql", "admin", "http"), ports, strict=True)
-        }
-        config["routing"] = {**config.get("routing", {}), "consistency": mode}
-        path = lab.tmp / f"pyproxy-{mode}.yaml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        routing = {**lab.config.get("routing", {}), "consistency": mode}
+        path, self.port = lab.write_proxy_config(f"pyproxy-{mode}.yaml", routing=routing)
+        self.http_port = int(yaml.safe_load(path.read_text())["listeners"]["http"]["port"])
         self.mode = mode
-        self.port, self.http_port = ports[0], ports[2]
         self.process = ProxyProcess(path, self.port, lab.tmp / f"pyproxy-{mode}.log")
 
     def reads(self) -> dict[str, float]:
@@ -141,7 +133,7 @@ def run_causal(lab: BenchLab, rounds: int, seconds: int) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
 
     def start(mode: str) -> ModeProxy:
-        # Each listening before the next picks its ports: free_port cannot hand out its ports.
+        # Each listening before the next picks its ports: free_port cannot hand them out again.
         p = ModeProxy(lab, mode)
         p.process.start(user, pw)
         return p

@@ -72,6 +72,20 @@ def _measured_run(
     return Measured(result, proxy.cpu_seconds() - cpu0, time.monotonic() - wall0)
 
 
+def run_order(sides: int, pair: int) -> list[int]:
+    """The order of a pair's runs. In a fixed order each proxy's figures would also measure
+    its place (right after the direct run, which leaves the replica idle; after the other
+    proxy). For an even number of sides, rows of a Williams square: over `sides` pairs each
+    side runs once in each place and once right after each other side; otherwise the start
+    rotates."""
+    if sides % 2:
+        return [(pair + i) % sides for i in range(sides)]
+    first = [0]  # 0, 1, n-1, 2, n-2, ...
+    for k in range(1, sides):
+        first.append((k + 1) // 2 if k % 2 else sides - k // 2)
+    return [(x + pair) % sides for x in first]
+
+
 def run_sysbench(
     settings: Settings,
     lab: BenchLab,
@@ -107,14 +121,10 @@ def run_sysbench(
                 order.append(("hop", hop_here.port, hop_here))
             if pure_here is not None:
                 order.append(("pure", pure_here.port, pure_here))
-            # Each pair starts one place further along the list: in a fixed order, the
-            # proxies' figures would also measure their place (after the direct run, which
-            # leaves the replica idle; after the other proxy).
-            start = pair % len(order)
             try:
                 done = {
                     name: _measured_run(scenario, port, process, user, pw, settings.time_s)
-                    for name, port, process in order[start:] + order[:start]
+                    for name, port, process in (order[i] for i in run_order(len(order), pair))
                 }
             except sysbench.SysbenchError as exc:  # report it and go on with the next scenario
                 runs.failure = str(exc)[:4000]
@@ -219,11 +229,9 @@ def _start_pure(lab: BenchLab, results: dict[str, Any]) -> ProxyProcess | None:
     user, pw = lab.app_user
 
     def start() -> ProxyProcess:
-        config, port = lab.write_proxy_config()
-        own = config.with_name("pyproxy-pure.yaml")  # the next write_proxy_config reuses it
-        config.rename(own)
+        config, port = lab.write_proxy_config("pyproxy-pure.yaml")
         command = ["env", f"{PURE_ENV}=1", *pyproxy_command()]
-        pure = ProxyProcess(own, port, lab.tmp / "pyproxy-pure.log", command)
+        pure = ProxyProcess(config, port, lab.tmp / "pyproxy-pure.log", command)
         pure.start(user, pw)
         return pure
 

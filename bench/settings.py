@@ -32,7 +32,7 @@ def _env_int(name: str, default: int) -> int:
 def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="sysbench straight to the writer and through pyproxy, alternating; "
+        description="sysbench straight to the writer and through pyproxy, in pairs; "
         "idle-connection footprint; classifier microbenchmark. Writes bench/results/latest.*",
     )
     parser.add_argument(
@@ -42,7 +42,11 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
         "unless --out is given",
     )
     parser.add_argument("--time", type=int, help="seconds per sysbench run (BENCH_TIME, 4)")
-    parser.add_argument("--pairs", type=int, help="direct/proxied pairs (BENCH_PAIRS, 8)")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        help="direct/proxied pairs, also the causal rounds and worker runs (BENCH_PAIRS, 8)",
+    )
     parser.add_argument("--warmup", type=int, help="warm-up seconds (BENCH_WARMUP, 2)")
     parser.add_argument(
         "--idle", type=int, help="idle client connections to hold (BENCH_IDLE, 5000)"

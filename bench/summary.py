@@ -191,7 +191,9 @@ def _vs_hop(cpu_us: float, runs: ScenarioRuns) -> dict[str, Any]:
 
 def _qps_over(runs: list[Measured], hop: list[Measured]) -> float:
     """Median over pairs of a proxy's QPS / HAProxy's QPS in the same pair."""
-    return _median([p.result.qps / h.result.qps for p, h in zip(runs, hop, strict=False)])
+    return _median(
+        [p.result.qps / h.result.qps for p, h in zip(runs, hop, strict=False) if h.result.qps]
+    )
 
 
 def _find(rows: list[dict[str, Any]], workload: str, ps: str, threads: int) -> dict[str, Any]:

@@ -117,14 +117,17 @@ class BenchLab:
         sql = f"SELECT COUNT(*) FROM information_schema.processlist WHERE user = '{user}'"
         return {n.name: int(self.scalar(n.name, sql)) for n in self.nodes}
 
-    def write_proxy_config(self) -> tuple[Path, int]:
-        """A copy of the lab's proxy config on free listener ports; returns (path, mysql port)."""
-        config = dict(self.config)
+    def write_proxy_config(
+        self, name: str = "pyproxy-bench.yaml", **overrides: Any
+    ) -> tuple[Path, int]:
+        """A copy of the lab's proxy config (top-level keys overridden) on free listener
+        ports, in its own file (a running proxy's is never rewritten): (path, mysql port)."""
+        config = {**self.config, **overrides}
         ports = [free_port() for _ in range(3)]
         config["listeners"] = {
             name: {"host": "127.0.0.1", "port": port}
             for name, port in zip(("mysql", "admin", "http"), ports, strict=True)
         }
-        path = self.tmp / "pyproxy-bench.yaml"
+        path = self.tmp / name
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path, ports[0]

@@ -59,11 +59,8 @@ def _one_run(lab: BenchLab, workers: int, seconds: int) -> dict[str, Any]:
     user, pw = lab.app_user
 
     def start() -> tuple[ProxyProcess, dict[str, Any]]:
-        base, port = lab.write_proxy_config()
-        config = yaml.safe_load(base.read_text())
-        config["workers"] = workers
-        path = base.with_name(f"pyproxy-workers{workers}.yaml")
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        path, port = lab.write_proxy_config(f"pyproxy-workers{workers}.yaml", workers=workers)
+        config: dict[str, Any] = yaml.safe_load(path.read_text())
         proxy = ProxyProcess(path, port, lab.tmp / f"pyproxy-workers{workers}.log")
         proxy.start(user, pw)
         return proxy, config
