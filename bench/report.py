@@ -196,7 +196,7 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("sysbench"):
         out += [
             f"## sysbench: straight to the writer vs through pyproxy "
-            f"(median of {s['pairs']} pairs x {s['time_s']} s, in a rotating order)",
+            f"(median of {s['pairs']} pairs x {s['time_s']} s, in an order that changes)",
             "",
             *_sysbench_table(results["sysbench"]),
             "",

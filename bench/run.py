@@ -94,7 +94,7 @@ def run_sysbench(
     pure: ProxyProcess | None = None,
 ) -> list[dict[str, Any]]:
     """Pairs per scenario, direct and through pyproxy; point selects also through `hop` and
-    the interpreted pyproxy `pure` (if given) each pair, in an order that rotates."""
+    the interpreted pyproxy `pure` (if given) each pair, in the order run_order gives."""
     user, pw = lab.app_user
     direct_port = lab.writer.port
     rows = []

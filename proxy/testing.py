@@ -112,7 +112,7 @@ class ProxyProcess:
         return self.proc.pid
 
     def start(self, user: str, password: str, timeout: float = 30) -> None:
-        """Start it and wait until it serves; stopped again when it does not (ProxyFailed)."""
+        """Start it and wait until it serves; stopped again if it does not (or the wait is cut)."""
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [*self.command, "--config", str(self.config)],
