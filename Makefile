@@ -90,8 +90,9 @@ clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info build *__mypyc*.so
 	find proxy -name '*.so' -delete
 
-# sysbench straight to the writer vs through pyproxy (pairs, their order changing), 5,000 idle clients and
-# the classifier microbenchmark; prints the table and writes bench/results/latest.{json,md}.
+# sysbench straight to the writer vs through pyproxy (pairs, their order changing), 5,000 idle
+# clients and the classifier microbenchmark; prints the table and writes
+# bench/results/latest.{json,md}.
 # BENCH_TIME / BENCH_PAIRS / BENCH_IDLE tune it; BENCH_ARGS=--quick for a 1-minute dev run.
 # Only what the benchmark needs from apt (not the client libraries of the test suite).
 BENCH_APT_PACKAGES := mariadb-server mariadb-client python3-venv sysbench haproxy

@@ -12,7 +12,6 @@ import uuid
 from typing import Any
 
 import pymysql
-import yaml
 
 from bench import sysbench
 from bench.topology import BenchLab
@@ -36,8 +35,9 @@ class ModeProxy:
 
     def __init__(self, lab: BenchLab, mode: str) -> None:
         routing = {**lab.config.get("routing", {}), "consistency": mode}
-        path, self.port = lab.write_proxy_config(f"pyproxy-{mode}.yaml", routing=routing)
-        self.http_port = int(yaml.safe_load(path.read_text())["listeners"]["http"]["port"])
+        path, config = lab.write_proxy_config(f"pyproxy-{mode}.yaml", routing=routing)
+        self.port = config["listeners"]["mysql"]["port"]
+        self.http_port = config["listeners"]["http"]["port"]
         self.mode = mode
         self.process = ProxyProcess(path, self.port, lab.tmp / f"pyproxy-{mode}.log")
 

@@ -229,9 +229,10 @@ def _start_pure(lab: BenchLab, results: dict[str, Any]) -> ProxyProcess | None:
     user, pw = lab.app_user
 
     def start() -> ProxyProcess:
-        config, port = lab.write_proxy_config("pyproxy-pure.yaml")
+        path, config = lab.write_proxy_config("pyproxy-pure.yaml")
+        port = config["listeners"]["mysql"]["port"]
         command = ["env", f"{PURE_ENV}=1", *pyproxy_command()]
-        pure = ProxyProcess(config, port, lab.tmp / "pyproxy-pure.log", command)
+        pure = ProxyProcess(path, port, lab.tmp / "pyproxy-pure.log", command)
         pure.start(user, pw)
         return pure
 
@@ -278,15 +279,16 @@ def _bench(settings: Settings, results: dict[str, Any]) -> None:
         if phases & {"sysbench", "ryw", "idle"}:
 
             def start() -> tuple[ProxyProcess, Path]:
-                config, port = lab.write_proxy_config()
-                proxy = ProxyProcess(config, port, lab.tmp / "pyproxy.log")
+                path, config = lab.write_proxy_config()
+                port = config["listeners"]["mysql"]["port"]
+                proxy = ProxyProcess(path, port, lab.tmp / "pyproxy.log")
                 proxy.start(user, pw)
-                return proxy, config
+                return proxy, path
 
-            proxy, config = start_on_free_ports(start)
+            proxy, config_path = start_on_free_ports(start)
             _say(f"pyproxy: pid {proxy.pid} on port {proxy.port} (open files limit {proxy.nofile})")
         if proxy is not None and "sysbench" in phases:
-            workers = load_config(config).worker_count
+            workers = load_config(config_path).worker_count
             results["meta"]["proxy_workers"] = workers
             hop = _start_hop(lab, results, workers)
             pure = _start_pure(lab, results)

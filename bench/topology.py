@@ -119,9 +119,9 @@ class BenchLab:
 
     def write_proxy_config(
         self, name: str = "pyproxy-bench.yaml", **overrides: Any
-    ) -> tuple[Path, int]:
+    ) -> tuple[Path, dict[str, Any]]:
         """A copy of the lab's proxy config (top-level keys overridden) on free listener
-        ports, in its own file (a running proxy's is never rewritten): (path, mysql port)."""
+        ports, in its own file (a running proxy's is never rewritten): (path, the config)."""
         config = {**self.config, **overrides}
         ports = [free_port() for _ in range(3)]
         config["listeners"] = {
@@ -130,4 +130,4 @@ class BenchLab:
         }
         path = self.tmp / name
         path.write_text(yaml.safe_dump(config, sort_keys=False))
-        return path, ports[0]
+        return path, config

@@ -9,7 +9,6 @@ import threading
 from typing import Any
 
 import pymysql
-import yaml
 
 from bench import sysbench
 from bench.hop import HopProxy
@@ -59,8 +58,8 @@ def _one_run(lab: BenchLab, workers: int, seconds: int) -> dict[str, Any]:
     user, pw = lab.app_user
 
     def start() -> tuple[ProxyProcess, dict[str, Any]]:
-        path, port = lab.write_proxy_config(f"pyproxy-workers{workers}.yaml", workers=workers)
-        config: dict[str, Any] = yaml.safe_load(path.read_text())
+        path, config = lab.write_proxy_config(f"pyproxy-workers{workers}.yaml", workers=workers)
+        port = config["listeners"]["mysql"]["port"]
         proxy = ProxyProcess(path, port, lab.tmp / f"pyproxy-workers{workers}.log")
         proxy.start(user, pw)
         return proxy, config
