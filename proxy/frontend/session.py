@@ -238,6 +238,9 @@ class Session:
         self.state = SessionState()
         self.status = int(ServerStatus.AUTOCOMMIT)
         self.attached: dict[str, BackendConnection] = {}  # server name -> connection
+        # attached's connections as a list, for the per-statement loops (a compiled loop over
+        # a dict's values makes a generic call per item); changed with it, in _attach, detach.
+        self._conns: list[BackendConnection] = []
         self.current: BackendConnection | None = None  # the one a statement runs on now
         self._paused: BackendConnection | None = None  # not read from: the client's is full
         self.last_server: str | None = None  # where the last statement ran
@@ -680,7 +683,7 @@ class Session:
             conn = await self.server.pool.acquire(
                 target.config, self.user, self.caps, self.state.collation, self.state.schema
             )
-            self.attached[target.name] = conn
+            self._attach(target.name, conn)
         steps = sync_steps(self.state, conn.session, conn.mariadb)
         if steps:
             err = await conn.apply(steps, self.state)
@@ -738,14 +741,19 @@ class Session:
         )
 
     def _in_transaction(self) -> bool:
-        for conn in self.attached.values():  # noqa: SIM110 - a loop: no generator per statement
+        for conn in self._conns:  # noqa: SIM110 - a loop: no generator per statement
             if conn.in_transaction:
                 return True
         return False
 
+    def _attach(self, name: str, conn: BackendConnection) -> None:
+        self.attached[name] = conn
+        self._conns = list(self.attached.values())
+
     def detach(self, conn: BackendConnection, broken: bool = False) -> None:
         if self.attached.get(conn.server_name) is conn:
             del self.attached[conn.server_name]
+            self._conns = list(self.attached.values())
         if broken or conn.broken or self.keeps_backends:
             self.server.pool.discard(conn)
         else:
@@ -1251,7 +1259,7 @@ class Session:
     ) -> ServerState | None:
         """The server for stmt given the session's situation; None when none is usable.
         router: the snapshot's, when the caller has it already."""
-        for conn in self.attached.values():
+        for conn in self._conns:
             if conn.in_transaction:  # a transaction stays where it began
                 return self.target_of(conn)
         if self.pinned_server is not None and self.pins:
