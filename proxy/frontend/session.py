@@ -417,6 +417,9 @@ class Session:
         retry = stmt if cs is None and not self.pins and not self._in_transaction() else None
         scanner = ResponseScanner(_COM_QUERY if cs is None else _EXECUTE, conn.caps)
         sink = self._sink_for(retry)
+        # Sent first: the rest is bookkeeping that no callback needs before this one returns
+        # (the response is read in a later one), kept off the statement's round trip.
+        failed = conn.start(frame, scanner, sink)
         # Sent in the callback start_command began the command in: its clock read serves.
         self._begin(conn, target, retry is not None and retry.is_read, self.command_at)
         run = _Started(
@@ -425,7 +428,6 @@ class Session:
         )  # fmt: skip
         self._started = run
         self.client.task_held = True
-        failed = conn.start(frame, scanner, sink)
         if failed is not None:
             self._started_done(failed)
 
