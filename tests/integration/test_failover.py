@@ -15,6 +15,7 @@ from proxy.cluster import HostStatus
 from proxy.lab.lab import Lab
 from proxy.testing import ProxyThread
 from tests.support.endpoints import proxy_config
+from tests.support.servers import root_execute
 
 
 @pytest.fixture(scope="module")
@@ -458,16 +459,6 @@ def _insert_until(lab: Lab, node: str, k: int, stop: threading.Event, acked: set
             conn.close()
 
 
-def _root_execute(lab: Lab, node: str, *statements: str) -> None:
-    conn = lab.connect_root(node)
-    try:
-        with conn.cursor() as cur:
-            for sql in statements:
-                cur.execute(sql)
-    finally:
-        conn.close()
-
-
 def _semisync_on(lab: Lab, node: str) -> bool:
     rows = _root_rows(lab, node, "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_status'")
     return rows[0]["Value"] == "ON"
@@ -488,7 +479,7 @@ def test_a_crashed_master_and_its_peer_converge(fo_lab: Lab) -> None:
     for round_ in range(3):  # each round has a fair chance of catching some in flight
         old = _writer_node(fo_lab)
         new = "master2" if old == "master1" else "master1"
-        _root_execute(
+        root_execute(
             fo_lab,
             old,
             "DROP TABLE IF EXISTS demo_db.fo_crash",
@@ -514,7 +505,7 @@ def test_a_crashed_master_and_its_peer_converge(fo_lab: Lab) -> None:
         assert not any(t.is_alive() for t in streams)
         _wait(lambda n=new: _relay_log_applied(fo_lab, n), 10, f"{new} to apply its relay log")
         at_promotion = _seqs(fo_lab, new, "fo_crash")
-        _root_execute(fo_lab, new, "SET GLOBAL read_only = OFF")  # what the failover does
+        root_execute(fo_lab, new, "SET GLOBAL read_only = OFF")  # what the failover does
         fo_lab.up(masters=2, replicas=2, semisync=True)  # the old master restarts
         final = _converged(fo_lab, "fo_crash", 20)
         came_back.append(len(final - at_promotion))

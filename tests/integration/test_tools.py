@@ -20,6 +20,7 @@ from proxy.lab.servers import free_port
 from proxy.testing import ProxyThread
 from proxy.tools.crud import statements
 from tests.support.endpoints import proxy_config
+from tests.support.servers import root_execute
 
 
 def _up(lab: Lab) -> None:
@@ -55,16 +56,6 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def _root(lab: Lab, node: str, *sql: str) -> None:
-    conn = lab.connect_root(node)
-    try:
-        with conn.cursor() as cur:
-            for s in sql:
-                cur.execute(s)
-    finally:
-        conn.close()
 
 
 def _through(port: int, *sql: str) -> None:
@@ -152,7 +143,7 @@ def test_verify_names_a_row_deleted_on_a_replica(
     assert code == 0, out
     assert "result: OK: 4 nodes match the writer" in out
 
-    _root(
+    root_execute(
         tools_lab,
         "replica2",
         "SET SESSION sql_log_bin = 0",

@@ -23,6 +23,17 @@ def root_rows(lab: Lab, node: str, sql: str) -> list[tuple[object, ...]]:
         conn.close()
 
 
+def root_execute(lab: Lab, node: str, *statements: str) -> None:
+    """statements run as root, in order, on one server of the lab."""
+    conn = lab.connect_root(node)
+    try:
+        with conn.cursor() as cur:
+            for sql in statements:
+                cur.execute(sql)
+    finally:
+        conn.close()
+
+
 def set_delay(lab: Lab, node: str, seconds: int) -> None:
     """The replica applies everything `seconds` late (MASTER_DELAY; 0: as soon as it can)."""
     root = lab.connect_root(node)
