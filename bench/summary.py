@@ -152,8 +152,15 @@ def _hop_figures(runs: ScenarioRuns) -> dict[str, Any]:
         "hop_cpu_us_per_statement": _r(
             sum(m.proxy_cpu_s for m in runs.hop) / queries * 1e6 if queries else math.nan, 1
         ),
+        "hop_cpu_pct_of_one_core": _r(_share(runs.hop), 1),
         "hop_runs": [_run_json("hop", m) for m in runs.hop],
     }
+
+
+def _share(runs: list[Measured]) -> float:
+    """The proxy's average share of one core over its runs, in %."""
+    wall = sum(m.wall_s for m in runs)
+    return sum(m.proxy_cpu_s for m in runs) / wall * 100 if wall else math.nan
 
 
 def _cpu_us(runs: list[Measured]) -> float:
