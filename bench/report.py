@@ -110,13 +110,12 @@ def _hop_lines(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
         "process with PYPROXY_PURE=1 in the same pairs. Under the table, QPS ÷ HAProxy QPS is "
         "the median over pairs of the proxy's QPS over HAProxy's in the same pair (the ratio "
         "columns' quotient without the direct run's swings). Share of a core: each proxy's "
-        "CPU over its runs' wall clock. Above one thread the two cores are saturated and the "
-        "proxies get about the same share of them, so a proxy's QPS is about its share ÷ its "
-        "CPU per statement: QPS ÷ HAProxy QPS ≈ 1 ÷ (CPU/stmt ÷ HAProxy CPU/stmt).",
+        "CPU over its runs' wall clock; share ÷ CPU per statement is its statements per "
+        "second, so QPS ÷ HAProxy QPS ≈ (share ÷ HAProxy's share) ÷ (CPU/stmt ÷ HAProxy's).",
         "",
         "| workload | ps mode | thr | ratio: HAProxy TCP / pyproxy / interpreted | added µs/stmt: "
         "HAProxy TCP / pyproxy | CPU µs/stmt: HAProxy TCP / pyproxy / interpreted "
-        "| share of a core: HAProxy TCP / pyproxy |",
+        "| share of a core: HAProxy TCP / pyproxy / interpreted |",
         "|---|---|--:|--:|--:|--:|--:|",
     ]
     summary = []
@@ -132,7 +131,7 @@ def _hop_lines(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
             f"| {_pair(r['hop_ratio'], r['ratio'], '.2f')} / {_f(r.get('pure_ratio'), '.2f')} "
             f"| {added} | {cpu} / {_f(r.get('pure_cpu_us_per_statement'), '.1f')} "
             f"| {_pair(r.get('hop_cpu_pct_of_one_core'), r['proxy_cpu_pct_of_one_core'], '.0f')}"
-            " % |"
+            f" / {_f(r.get('pure_cpu_pct_of_one_core'), '.0f')} % |"
         )
         summary.append(
             f"- {r['workload']} ps={r['ps_mode']} {r['threads']} thr: pyproxy CPU/stmt ÷ HAProxy "

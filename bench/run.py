@@ -355,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "executed through it",
             "proxy_cpu_us_per_statement_net_of_idle": "same, minus the proxy's CPU rate during "
             "the direct runs (health monitor) times the proxied runs' duration",
+            "proxy_cpu_pct_of_one_core": "proxy utime+stime over the proxied runs / their wall "
+            "clock, in % (hop_ and pure_: the same for HAProxy and the interpreted build)",
             "rss_per_connection_kb": "(RSS holding the idle clients - RSS before) / clients",
         },
         "settings": {

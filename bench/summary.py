@@ -110,9 +110,7 @@ def summarise(runs: ScenarioRuns) -> dict[str, Any]:
         "added_latency_us_per_statement": _r(_median(added_us), 1),
         "proxy_cpu_us_per_statement": _r(cpu_us, 1),
         "proxy_cpu_us_per_statement_net_of_idle": _r(net_cpu_us, 1),
-        "proxy_cpu_pct_of_one_core": _r(proxied_cpu / proxied_wall * 100, 1)
-        if proxied_wall
-        else None,
+        "proxy_cpu_pct_of_one_core": _r(_share(runs.proxied), 1),
         "proxy_idle_cpu_pct_of_one_core": round(idle_rate * 100, 2),
         "errors_direct": sum(m.result.errors for m in runs.direct),
         "errors_proxied": sum(m.result.errors for m in runs.proxied),
@@ -176,6 +174,7 @@ def _pure_figures(runs: ScenarioRuns) -> dict[str, Any]:
     return {
         "pure_ratio": _r(_median([p.result.qps / d.result.qps for d, p in pairs]), 3),
         "pure_cpu_us_per_statement": _r(_cpu_us(runs.pure), 1),
+        "pure_cpu_pct_of_one_core": _r(_share(runs.pure), 1),
         "pure_runs": [_run_json("pure", m) for m in runs.pure],
     }
 
