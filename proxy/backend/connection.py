@@ -166,6 +166,9 @@ class BackendConnection(asyncio.Protocol):
         self.session = SessionState()
         self.status = int(ServerStatus.AUTOCOMMIT)
         self.stmts: OrderedDict[str, BackendStmt] = OrderedDict()
+        # The statement last put or moved at the end of stmts (None, or one no longer in
+        # it, when unknown): executing it again needs no move_to_end, a generic method call.
+        self.last_stmt: BackendStmt | None = None
         self.last_used = time.monotonic()
         self.broken = False
         self.counted = False  # holds one of the pool's per-server slots

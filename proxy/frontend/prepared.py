@@ -218,6 +218,7 @@ def _remember(conn: BackendConnection, sql: str, scanner: ResponseScanner) -> Ba
         scanner.prepare.stmt_id, scanner.prepare.num_params, scanner.prepare.num_columns
     )
     conn.stmts[sql] = bs
+    conn.last_stmt = bs
     while len(conn.stmts) > MAX_BACKEND_STMTS:
         _, evicted = conn.stmts.popitem(last=False)
         conn.write(build_command(Command.COM_STMT_CLOSE, evicted.stmt_id.to_bytes(4, "little")))
@@ -263,8 +264,9 @@ def _ready_conn(session: Session, cs: ClientStmt, target: ServerState) -> Backen
 def _prepared_on(conn: BackendConnection, sql: str) -> BackendStmt | None:
     """The statement prepared for sql on conn, now its most recently used one."""
     bs = conn.stmts.get(sql)
-    if bs is not None:
+    if bs is not None and bs is not conn.last_stmt:
         conn.stmts.move_to_end(sql)
+        conn.last_stmt = bs
     return bs
 
 

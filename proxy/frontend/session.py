@@ -86,7 +86,6 @@ _ROW_DML: Final = frozenset({"insert", "update", "delete", "replace"})
 # Final: C globals in the compiled module. An imported name is looked up in the module's
 # dict at every use (about 130 instructions): these are used for every statement.
 monotonic: Final = time.monotonic
-_CAUSAL_LEVELS: Final = CAUSAL_LEVELS
 
 # Plain ints for the per-statement status checks: C globals, no enum attribute lookup.
 _AUTOCOMMIT: Final = int(ServerStatus.AUTOCOMMIT)
@@ -1202,7 +1201,8 @@ class Session:
         a replica to check for what the session must see. Callers write
         `session.route(stmt, o) or await session.route_wait(stmt, o)`."""
         self._writes = self._may_write = stmt.changes_data
-        self._row_dml = stmt.verb in _ROW_DML and not stmt.is_multi_statement
+        # Read only when the statement changes data (_before_reply): reads skip the set lookup.
+        self._row_dml = stmt.changes_data and stmt.verb in _ROW_DML and not stmt.is_multi_statement
         router = self.server.snapshot.router  # once per statement (a reload swaps it)
         target = self._choose(stmt, override, router)
         if target is None or self._must_check(stmt, target, override, router):
@@ -1297,7 +1297,8 @@ class Session:
         if not stmt.is_read:
             return False
         level = self.consistency(stmt, router)
-        if not (self.last_gtid or self.read_floor or level in _CAUSAL_LEVELS):
+        # level in CAUSAL_LEVELS as two string compares: cheaper than the set lookup.
+        if not (self.last_gtid or self.read_floor or level == "causal" or level == "causal_global"):
             return False  # read_your_writes (the default) with no write to see yet, eventual
         if target.name == self.server.cluster.writer:
             return False

@@ -12,9 +12,12 @@ import pymysql
 import pytest
 
 from proxy.lab.lab import Lab
+from proxy.protocol.constants import Command
 from proxy.routing.stats import DigestStats
 from proxy.testing import ProxyThread
 from tests.support.endpoints import Endpoint, proxy_config
+from tests.support.proxyproc import RawClient
+from tests.support.servers import root_rows
 
 WRITER, REPLICA1, REPLICA2 = 1, 101, 102
 
@@ -258,3 +261,28 @@ def test_prepared_reads_take_turns_on_equal_replicas(proxy_endpoint: Endpoint) -
         seen[int(cur.fetchall()[0][0])] += 1
     conn.close()
     assert set(seen) == {REPLICA1, REPLICA2} and min(seen.values()) >= 15, seen
+
+
+def _prepares(lab: Lab, node: str) -> int:
+    return int(str(root_rows(lab, node, "SHOW GLOBAL STATUS LIKE 'Com_stmt_prepare'")[0][1]))
+
+
+def test_a_prepared_statement_in_use_stays_prepared_on_its_backend(
+    split: ProxyThread, lab: Lab
+) -> None:
+    """A backend connection keeps its 256 most recently used prepared statements: one the
+    client executes between 300 new ones is never evicted, so never prepared again."""
+    hint = "/* pyproxy:server=replica1 */"
+    raw = RawClient(split.port)
+    try:
+        raw.login("app", "app-pass", "demo_db")
+        before = _prepares(lab, "replica1")
+        used = raw.prepare(f"SELECT {hint} 1")
+        execute = used.to_bytes(4, "little") + b"\x00\x01\x00\x00\x00"
+        for n in range(300):
+            raw.prepare(f"SELECT {hint} {n} + 1")
+            answer = raw.request(Command.COM_STMT_EXECUTE, execute)
+            assert answer.error is None, answer.error
+        assert _prepares(lab, "replica1") - before == 301
+    finally:
+        raw.close()
