@@ -11,6 +11,7 @@ from typing import Any
 import pymysql
 import pytest
 
+from proxy.frontend.prepared import MAX_BACKEND_STMTS
 from proxy.lab.lab import Lab
 from proxy.protocol.constants import Command
 from proxy.routing.stats import DigestStats
@@ -270,8 +271,10 @@ def _prepares(lab: Lab, node: str) -> int:
 def test_a_prepared_statement_in_use_stays_prepared_on_its_backend(
     split: ProxyThread, lab: Lab
 ) -> None:
-    """A backend connection keeps its 256 most recently used prepared statements: one the
-    client executes between 300 new ones is never evicted, so never prepared again."""
+    """A backend connection keeps its MAX_BACKEND_STMTS most recently used prepared
+    statements: one the client executes between more new ones than that is never evicted, so
+    never prepared again."""
+    new = MAX_BACKEND_STMTS + 44
     hint = "/* pyproxy:server=replica1 */"
     raw = RawClient(split.port)
     try:
@@ -279,10 +282,10 @@ def test_a_prepared_statement_in_use_stays_prepared_on_its_backend(
         before = _prepares(lab, "replica1")
         used = raw.prepare(f"SELECT {hint} 1")
         execute = used.to_bytes(4, "little") + b"\x00\x01\x00\x00\x00"
-        for n in range(300):
+        for n in range(new):
             raw.prepare(f"SELECT {hint} {n} + 1")
             answer = raw.request(Command.COM_STMT_EXECUTE, execute)
             assert answer.error is None, answer.error
-        assert _prepares(lab, "replica1") - before == 301
+        assert _prepares(lab, "replica1") - before == new + 1
     finally:
         raw.close()
