@@ -35,7 +35,7 @@ from tests.integration.clients._support import (
 )
 from tests.support.endpoints import Endpoint, proxy_config
 from tests.support.proxyproc import LabProxy, PoliteClients, RawClient, lab_proxy
-from tests.support.servers import delayed_replicas, root_rows
+from tests.support.servers import delayed_replicas, global_status, root_rows
 
 # CI runs fewer; the issue's figure is 1,000 (CAUSAL_ITERATIONS=1000).
 ITERATIONS = int(os.environ.get("CAUSAL_ITERATIONS", "200"))
@@ -202,10 +202,7 @@ NODES = ("master1", "master2", "replica1", "replica2")
 
 def _stmt_executes(lab: Lab) -> int:
     """COM_STMT_EXECUTEs the lab's servers ran (pyproxy's own queries are all text)."""
-    return sum(
-        int(root_rows(lab, node, "SHOW GLOBAL STATUS LIKE 'Com_stmt_execute'")[0][1])
-        for node in NODES
-    )
+    return sum(int(global_status(lab, node, "Com_stmt_execute")) for node in NODES)
 
 
 @pytest.mark.parametrize("client", list(SCRIPTS))

@@ -15,7 +15,7 @@ from proxy.cluster import HostStatus
 from proxy.lab.lab import Lab
 from proxy.testing import ProxyThread
 from tests.support.endpoints import proxy_config
-from tests.support.servers import root_execute
+from tests.support.servers import global_status, root_execute
 
 
 @pytest.fixture(scope="module")
@@ -460,14 +460,12 @@ def _insert_until(lab: Lab, node: str, k: int, stop: threading.Event, acked: set
 
 
 def _semisync_on(lab: Lab, node: str) -> bool:
-    rows = _root_rows(lab, node, "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_status'")
-    return rows[0]["Value"] == "ON"
+    return global_status(lab, node, "Rpl_semi_sync_master_status") == "ON"
 
 
 def _unacked_commits(lab: Lab, node: str) -> int:
     """Commits a semisync master made without a peer's ack (after its timeout, async)."""
-    rows = _root_rows(lab, node, "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_no_tx'")
-    return int(rows[0]["Value"])  # type: ignore[call-overload]
+    return int(global_status(lab, node, "Rpl_semi_sync_master_no_tx"))
 
 
 def test_a_crashed_master_and_its_peer_converge(fo_lab: Lab) -> None:

@@ -18,7 +18,7 @@ from proxy.routing.stats import DigestStats
 from proxy.testing import ProxyThread
 from tests.support.endpoints import Endpoint, proxy_config
 from tests.support.proxyproc import RawClient
-from tests.support.servers import root_rows
+from tests.support.servers import global_status
 
 WRITER, REPLICA1, REPLICA2 = 1, 101, 102
 
@@ -264,10 +264,6 @@ def test_prepared_reads_take_turns_on_equal_replicas(proxy_endpoint: Endpoint) -
     assert set(seen) == {REPLICA1, REPLICA2} and min(seen.values()) >= 15, seen
 
 
-def _prepares(lab: Lab, node: str) -> int:
-    return int(str(root_rows(lab, node, "SHOW GLOBAL STATUS LIKE 'Com_stmt_prepare'")[0][1]))
-
-
 def test_a_prepared_statement_in_use_stays_prepared_on_its_backend(
     split: ProxyThread, lab: Lab
 ) -> None:
@@ -279,13 +275,13 @@ def test_a_prepared_statement_in_use_stays_prepared_on_its_backend(
     raw = RawClient(split.port)
     try:
         raw.login("app", "app-pass", "demo_db")
-        before = _prepares(lab, "replica1")
+        before = int(global_status(lab, "replica1", "Com_stmt_prepare"))
         used = raw.prepare(f"SELECT {hint} 1")
         execute = used.to_bytes(4, "little") + b"\x00\x01\x00\x00\x00"
         for n in range(new):
             raw.prepare(f"SELECT {hint} {n} + 1")
             answer = raw.request(Command.COM_STMT_EXECUTE, execute)
             assert answer.error is None, answer.error
-        assert _prepares(lab, "replica1") - before == new + 1
+        assert int(global_status(lab, "replica1", "Com_stmt_prepare")) - before == new + 1
     finally:
         raw.close()

@@ -1,5 +1,5 @@
-"""Test helpers that act on the lab's servers directly, as root: a statement's rows, a delayed
-replica."""
+"""Test helpers that act on the lab's servers directly, as root: a statement's rows, a status
+variable, a delayed replica."""
 
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ def root_rows(lab: Lab, node: str, sql: str) -> list[tuple[object, ...]]:
             return list(cur.fetchall())
     finally:
         conn.close()
+
+
+def global_status(lab: Lab, node: str, name: str) -> str:
+    """One of a server's SHOW GLOBAL STATUS values (Com_stmt_prepare, ...), as root."""
+    return str(root_rows(lab, node, f"SHOW GLOBAL STATUS LIKE '{name}'")[0][1])
 
 
 def root_execute(lab: Lab, node: str, *statements: str) -> None:
