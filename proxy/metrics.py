@@ -249,6 +249,32 @@ class Metrics:
     ) -> None:
         """One statement run: on the writer or a reader, a read or a write, its outcome,
         latency, verb and server."""
+        self.count(
+            writer, read, ok, seconds, self.command_counter(verb), self.server_counter(server)
+        )
+
+    def command_counter(self, verb: str) -> CommandCounts:
+        """The stats_mysql_commands_counters row of a statement's verb."""
+        return self.command_counts[_command_index(verb)]
+
+    def server_counter(self, server: str) -> Count:
+        """The statement count of a server (made at its first statement)."""
+        count = self.servers.get(server)
+        if count is None:
+            count = self.servers[server] = Count()
+        return count
+
+    def count(
+        self,
+        writer: bool,
+        read: bool,
+        ok: bool,
+        seconds: float,
+        command: CommandCounts,
+        server: Count,
+    ) -> None:
+        """count_query with the verb's and server's counters found already: a session keeps
+        them from one statement to the next (no dict lookup per statement)."""
         route = self.writer_queries if writer else self.reader_queries
         if read:
             if ok:
@@ -260,16 +286,11 @@ class Metrics:
         else:
             route.write_error += 1
         route.latency.observe(seconds)
-        count = self.servers.get(server)
-        if count is None:
-            count = self.servers[server] = Count()
-        count.n += 1
-        index = _COMMAND_INDEX.get(verb)  # inlined _command_index: the usual verbs hit
-        counts = self.command_counts[_command_index(verb) if index is None else index]
+        server.n += 1
         us = int(seconds * 1e6)
-        counts.total_us += us
-        counts.count += 1
-        counts.buckets[_bucket_us(COMMAND_BUCKETS_US, us)].n += 1
+        command.total_us += us
+        command.count += 1
+        command.buckets[_bucket_us(COMMAND_BUCKETS_US, us)].n += 1
 
     @property
     def queries(self) -> dict[tuple[str, str, str], int]:

@@ -19,7 +19,7 @@ from proxy.config import Consistency, User
 from proxy.frontend.client import ClientConnection, ClientGone
 from proxy.frontend.positions import Asker
 from proxy.frontend.prepared import ClientStmt
-from proxy.metrics import Histogram, Metrics
+from proxy.metrics import CommandCounts, Count, Histogram, Metrics
 from proxy.protocol.auth import (
     DEFAULT_SERVER_CAPABILITIES,
     AuthDone,
@@ -197,11 +197,32 @@ class _Started:
         stmt_id: int,
         started: float,
     ) -> None:
+        self.scanner = scanner
+        self.fill(
+            conn, target, sink, retry, frame, sql, digest, stmt, override, cs, stmt_id, started
+        )
+
+    def fill(
+        self,
+        conn: BackendConnection,
+        target: ServerState,
+        sink: Sink,
+        retry: Classification | None,
+        frame: bytes,
+        sql: str,
+        digest: Digest,
+        stmt: Classification,
+        override: str | None,
+        cs: ClientStmt | None,
+        stmt_id: int,
+        started: float,
+    ) -> None:
+        """The statement this record is for (a session reuses its record and scanner from
+        one statement to the next: no objects built and freed per statement)."""
         self.conn = conn
         self.cs = cs
         self.stmt_id = stmt_id
         self.target = target
-        self.scanner = scanner
         self.sink = sink
         self.retry = retry
         self.frame = frame
@@ -224,6 +245,12 @@ class Session:
         self._cluster: Cluster = server.cluster
         self._metrics: Metrics = server.metrics
         self._digests: QueryDigests = server.digests
+        # account()'s counters for the last statement and server it counted.
+        # (Placeholders until the first statement: never counted in, as nothing matches None.)
+        self._counted_stmt: Classification | None = None
+        self._command_counter: CommandCounts = self._metrics.command_counts[0]
+        self._counted_target: ServerState | None = None
+        self._server_counter = Count()
         self.phase = SessionPhase.HANDSHAKE
         self.phase_since = time.monotonic()  # idle time, and SHOW PROCESSLIST's Time
         self.command = b""  # the payload of the command running now (or run last)
@@ -267,6 +294,8 @@ class Session:
         # sent, and the work left to the task when it could not finish it here.
         self._starter: Starter | None = None
         self._started: _Started | None = None
+        # A _Started done with (its scanner too), for start_statement to reuse.
+        self._spare: _Started | None = None
         self._handover: Coroutine[Any, Any, bool] | None = None
         client.on_pause = self._pause_backend
         client.on_resume = self._resume_backend
@@ -414,17 +443,30 @@ class Session:
         client's stmt_id) on a ready connection, without the task: sent now, finished by
         _started_done when the response ended. An execute runs once, as forward() runs one."""
         retry = stmt if cs is None and not self.pins and not self._in_transaction() else None
-        scanner = ResponseScanner(_COM_QUERY if cs is None else _EXECUTE, conn.caps)
+        command = _COM_QUERY if cs is None else _EXECUTE
+        run = self._spare
+        if run is None:
+            scanner = ResponseScanner(command, conn.caps)
+        else:
+            self._spare = None  # in use until _started_done gives it back
+            scanner = run.scanner
+            scanner.restart(command, conn.caps)
         sink = self._sink_for(retry)
         # Sent first: the rest is bookkeeping that no callback needs before this one returns
         # (the response is read in a later one), kept off the statement's round trip.
         failed = conn.start(frame, scanner, sink)
         # Sent in the callback start_command began the command in: its clock read serves.
         self._begin(conn, target, retry is not None and retry.is_read, self.command_at)
-        run = _Started(
-            conn, target, scanner, sink, retry, frame, sql, digest, stmt, override, cs, stmt_id,
-            self.command_at,
-        )  # fmt: skip
+        if run is None:
+            run = _Started(
+                conn, target, scanner, sink, retry, frame, sql, digest, stmt, override, cs,
+                stmt_id, self.command_at,
+            )  # fmt: skip
+        else:
+            run.fill(
+                conn, target, sink, retry, frame, sql, digest, stmt, override, cs, stmt_id,
+                self.command_at,
+            )  # fmt: skip
         self._started = run
         self.client.task_held = True
         if failed is not None:
@@ -459,6 +501,7 @@ class Session:
         except Exception as error:
             self.hand_over(_raise(error))
             return
+        self._spare = run  # nothing else kept it or its scanner: the next statement's
         self.change_phase(_IDLE, now)
         self.client.task_held = False
         if self.client.reader.buffered or self.client.closed:
@@ -1454,7 +1497,17 @@ class Session:
         name = target.name
         hostgroup = self._cluster.hostgroup_of(target)
         ok = scanner is not None and scanner.error is None
-        self._metrics.count_query(hostgroup == 0, stmt.is_read, ok, elapsed, stmt.verb, name)
+        metrics = self._metrics
+        # The counters of the last statement and server, kept: a session mostly repeats them.
+        if stmt is not self._counted_stmt:
+            self._command_counter = metrics.command_counter(stmt.verb)
+            self._counted_stmt = stmt
+        if target is not self._counted_target:
+            self._server_counter = metrics.server_counter(name)
+            self._counted_target = target
+        metrics.count(
+            hostgroup == 0, stmt.is_read, ok, elapsed, self._command_counter, self._server_counter
+        )
         if scanner is None:
             return
         error = scanner.error

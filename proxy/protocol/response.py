@@ -176,6 +176,16 @@ class ResponseScanner:
         mariadb_caps: int = 0,
         first_seq: int | None = None,
     ) -> None:
+        self._setup(command, caps, cursor, mariadb_caps, first_seq)
+
+    def restart(self, command: int, caps: int) -> None:
+        """Scan the response to a new command, as a new scanner would: a session reuses its
+        scanner from one statement to the next (no object built and freed per statement)."""
+        self._setup(command, caps, False, 0, None)
+
+    def _setup(
+        self, command: int, caps: int, cursor: bool, mariadb_caps: int, first_seq: int | None
+    ) -> None:
         # The commands of nearly every statement first: no set lookups for them.
         multi = command in (_COM_QUERY, _COM_STMT_EXECUTE) or command in _QUERY_LIKE
         if not multi and command in _UNSCANNABLE:

@@ -409,6 +409,27 @@ def test_response_shapes(name: str, chunking: str) -> None:
     assert scanner.last_seq == len(case.payloads)
 
 
+QUERY_LIKE = (Command.COM_QUERY, Command.COM_STMT_EXECUTE)
+
+
+def test_a_restarted_scanner_scans_as_a_new_one() -> None:
+    """A session reuses its scanner: restart leaves nothing of the last response behind."""
+    scanner = ResponseScanner(Command.COM_QUERY, BASE)
+    for name in CASES:
+        case = CASES[name]
+        if case.cursor or case.mariadb_caps or case.command not in QUERY_LIKE:
+            continue
+        wire = build_payloads(1, case.payloads)
+        scanner.restart(case.command, case.caps)
+        assert scan(scanner, wire + TRAILER, CHUNKERS["random"]) == len(wire), name
+        _check(case, scanner, wire)
+        fresh = ResponseScanner(case.command, case.caps)
+        scan(fresh, wire + TRAILER, CHUNKERS["random"])
+        # Every attribute, private ones too (a compiled class lists them in __mypyc_attrs__).
+        for slot in getattr(ResponseScanner, "__mypyc_attrs__", None) or ResponseScanner.__slots__:
+            assert getattr(scanner, slot) == getattr(fresh, slot), (name, slot)
+
+
 def test_ok_payload_keeps_session_state() -> None:
     case = CASES["select-session-track-dep"]
     scanner = ResponseScanner(case.command, case.caps)
