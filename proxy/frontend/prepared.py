@@ -60,13 +60,14 @@ class ClientStmt:
     frame_size: int = -1
     frame_head: bytes = b""
 
-    def frame(self, payload: bytes, bs: BackendStmt) -> bytes:
+    def frame(self, payload: bytes, bs: BackendStmt, wire: bytes | None = None) -> bytes:
         """The client's COM_STMT_EXECUTE framed for the backend statement bs, types bound.
 
         A client sends parameter types only when they change (new_params_bound_flag); a
         backend statement that got other types, or none, needs them again, so they are put
-        back in. Otherwise the payload is not parsed: its statement id is replaced (or kept,
-        when the backend's id is the client's) by one concatenation with a cached head.
+        back in. Otherwise the payload is not parsed: its statement id is replaced by one
+        concatenation with a cached head, or, when the backend's id is the client's, the
+        client's frame (wire: as it came, sequence 0, one fragment) goes as it is.
         """
         n = self.num_params
         if n:
@@ -95,7 +96,7 @@ class ClientStmt:
             header = size.to_bytes(4, "little")  # 3-byte length, sequence 0
             self.frame_head = header if self.same_id else header + _execute_head(bs.stmt_id)
         if self.same_id:
-            return self.frame_head + payload
+            return self.frame_head + payload if wire is None else wire
         return self.frame_head + payload[5:]
 
     def executed(
@@ -197,9 +198,10 @@ async def com_stmt_prepare(session: Session, packet: Packet) -> bool:
     if scanner.error is not None or scanner.prepare is None:
         session.client.write(bytes(buf))
         return True
-    _remember(conn, sql, scanner)
-    client_id = session.next_stmt_id
-    session.next_stmt_id += 1
+    backend_id = _remember(conn, sql, scanner).stmt_id
+    client_id = _client_id(session.stmts, session.next_stmt_id, backend_id)
+    if client_id != backend_id:
+        session.next_stmt_id = client_id + 1
     offset = scanner.stmt_id_offset if scanner.stmt_id_offset is not None else 5
     buf[offset : offset + 4] = client_id.to_bytes(4, "little")
     session.stmts[client_id] = ClientStmt(
@@ -207,6 +209,17 @@ async def com_stmt_prepare(session: Session, packet: Packet) -> bool:
     )
     session.client.write(bytes(buf))
     return True
+
+
+def _client_id(used: dict[int, ClientStmt], next_id: int, backend_id: int) -> int:
+    """The id a client gets for a new statement: the backend's own when the session uses no
+    statement by that id (the executes that run there then go as the client framed them,
+    see ClientStmt.frame), else next_id or the first unused one after it."""
+    if 0 < backend_id < 0xFFFFFFFF and backend_id not in used:
+        return backend_id
+    while next_id in used:
+        next_id += 1
+    return next_id
 
 
 def _remember(conn: BackendConnection, sql: str, scanner: ResponseScanner) -> BackendStmt:
@@ -362,7 +375,7 @@ def start_execute(session: Session, packet: Packet) -> bool:
         # Routed once only: asking route() again would take another replica's turn.
         session.hand_over(_execute(session, payload, client_id, cs, target, True))
         return True
-    frame = cs.frame(payload, bs)
+    frame = cs.frame(payload, bs, packet.wire if packet.seq == 0 else None)
     session.start_statement(target, conn, frame, cs.sql, cs.digest, cs.stmt, cs.override, cs,
                             client_id)  # fmt: skip
     return True

@@ -1,11 +1,14 @@
-"""ClientStmt.frame: a client's COM_STMT_EXECUTE framed for a backend statement."""
+"""ClientStmt.frame: a client's COM_STMT_EXECUTE framed for a backend statement; the id a
+new statement gets."""
 
 from __future__ import annotations
 
 import struct
 
+import pytest
+
 from proxy.backend.connection import BackendStmt
-from proxy.frontend.prepared import ClientStmt
+from proxy.frontend.prepared import ClientStmt, _client_id
 from proxy.protocol.constants import Command
 from proxy.protocol.packets import build_packet
 from proxy.routing.classifier import Classifier
@@ -97,6 +100,40 @@ def test_same_statement_id_relays_the_payload_as_it_came() -> None:
     # A backend statement with the client's id that never saw the types still gets them.
     fresh = BackendStmt(stmt_id=3, num_params=2, num_columns=1)
     assert _rewrite_execute(again, cs, fresh) == _execute(3, b"\x00", types, VALUES)
+
+
+def test_same_statement_id_sends_the_clients_own_frame() -> None:
+    cs, bs = _client_stmt(2), BackendStmt(stmt_id=3, num_params=2, num_columns=1)
+    types = LONGLONG + VAR_STRING
+    first = _execute(3, b"\x00", types, VALUES)
+    wire = build_packet(0, first)
+    assert cs.frame(first, bs, wire) is wire  # not copied
+    again = _execute(3, b"\x00", None, VALUES)
+    wire = build_packet(0, again)
+    assert cs.frame(again, bs, wire) is wire
+    # Types to put back, or another backend id: framed anew, the client's frame unused.
+    fresh = BackendStmt(stmt_id=3, num_params=2, num_columns=1)
+    assert cs.frame(again, fresh, wire) == build_packet(0, _execute(3, b"\x00", types, VALUES))
+    other = BackendStmt(stmt_id=4, num_params=2, num_columns=1)
+    other.bound_types = types
+    assert cs.frame(again, other, wire) == build_packet(0, _execute(4, b"\x00", None, VALUES))
+
+
+@pytest.mark.parametrize(
+    ("used", "next_id", "backend_id", "expected"),
+    [
+        ([], 1, 7, 7),  # the backend's id, free in the session: taken as is
+        ([7], 1, 7, 1),  # taken: the next unused one
+        ([1, 2, 7], 1, 7, 3),
+        ([], 5, 0, 5),  # 0 and 0xFFFFFFFF (MariaDB's "the last prepared") never go out
+        ([], 5, 0xFFFFFFFF, 5),
+    ],
+)
+def test_a_new_statement_gets_the_backends_id_when_it_is_free(
+    used: list[int], next_id: int, backend_id: int, expected: int
+) -> None:
+    stmts = {i: _client_stmt(0) for i in used}
+    assert _client_id(stmts, next_id, backend_id) == expected
 
 
 def test_cached_head_follows_the_payload_size_and_the_backend_statement() -> None:
