@@ -263,9 +263,11 @@ class ProxyServer:
         self.publish_counts()
 
     async def _sweep(self) -> None:
-        """Idle timeouts, and giving back idle sessions' backend connections."""
+        """Idle timeouts, giving back idle sessions' backend connections, and the digests'
+        clock."""
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_S)
+            self.digests.tick(time.time())
             now = time.monotonic()
             default = self.config.limits.client_idle_timeout_s
             query_timeout = self.config.routing.query_timeout_ms / 1000

@@ -60,6 +60,13 @@ class QueryDigests:
         # key tuple built and hashed per statement.
         self._by_digest: dict[int, list[DigestStats]] = {}
         self._text_bytes = 0  # of the texts in entries
+        # Unix time, the last_seen of what count() counts: set by tick() (the worker's sweeper,
+        # four times a second) rather than read per statement; last_seen is shown in seconds.
+        self.now = wall_clock()
+
+    def tick(self, now: float) -> None:
+        """The time passed (Unix time, from time.time())."""
+        self.now = now
 
     def count(
         self,
@@ -83,7 +90,7 @@ class QueryDigests:
                 and entry.username == user
                 and entry.schemaname == schema
             ):
-                _bump(entry, wall_clock(), elapsed_us, rows_sent, rows_affected)
+                _bump(entry, self.now, elapsed_us, rows_sent, rows_affected)
                 return True
         return False
 
@@ -102,7 +109,7 @@ class QueryDigests:
     ) -> None:
         key = (hostgroup, server, user, schema or "", digest_id)
         entry = self.entries.get(key)
-        now = wall_clock()
+        now = self.now = wall_clock()  # a new entry (or a full table): rare, read exactly
         if entry is None:
             if len(self.entries) >= self.max_entries:
                 return  # full: new digests are not tracked until a reset

@@ -74,3 +74,13 @@ def test_count_finds_only_the_entry_of_the_same_destination_user_and_schema() ->
     assert q.entries[(0, "master1", "app", "", 7)].min_time_us == 50
     q.reset()
     assert not q.count(7, 1, "replica1", "app", "demo_db", 100, 1, 0)  # gone with the entries
+
+
+def test_statements_counted_are_last_seen_at_the_ticked_time() -> None:
+    q = QueryDigests()
+    _record(q, 1, "select 1")  # a new entry reads the clock itself
+    entry = q.entries[(1, "replica1", "app", "demo_db", 1)]
+    assert entry.first_seen == entry.last_seen == q.now
+    q.tick(entry.first_seen + 3.0)
+    assert q.count(1, 1, "replica1", "app", "demo_db", 100, 1, 0)
+    assert (entry.count_star, entry.last_seen) == (2, entry.first_seen + 3.0)
