@@ -200,8 +200,7 @@ async def com_stmt_prepare(session: Session, packet: Packet) -> bool:
         return True
     backend_id = _remember(conn, sql, scanner).stmt_id
     client_id = _client_id(session.stmts, session.next_stmt_id, backend_id)
-    if client_id != backend_id:
-        session.next_stmt_id = client_id + 1
+    session.next_stmt_id = client_id + 1
     offset = scanner.stmt_id_offset if scanner.stmt_id_offset is not None else 5
     buf[offset : offset + 4] = client_id.to_bytes(4, "little")
     session.stmts[client_id] = ClientStmt(
@@ -212,10 +211,11 @@ async def com_stmt_prepare(session: Session, packet: Packet) -> bool:
 
 
 def _client_id(used: dict[int, ClientStmt], next_id: int, backend_id: int) -> int:
-    """The id a client gets for a new statement: the backend's own when the session uses no
-    statement by that id (the executes that run there then go as the client framed them,
-    see ClientStmt.frame), else next_id or the first unused one after it."""
-    if 0 < backend_id < 0xFFFFFFFF and backend_id not in used:
+    """The id a client gets for a new statement: the backend's own when it is not below
+    next_id (ids only grow in a session, as a server's do on a connection: a closed one is
+    never handed out again) and unused (the executes that run there then go as the client
+    framed them, see ClientStmt.frame), else next_id or the first unused one after it."""
+    if next_id <= backend_id < 0xFFFFFFFF and backend_id not in used:
         return backend_id
     while next_id in used:
         next_id += 1

@@ -501,7 +501,12 @@ class Session:
         except Exception as error:
             self.hand_over(_raise(error))
             return
-        self._spare = run  # nothing else kept it or its scanner: the next statement's
+        # Nothing else kept it or its scanner: the next statement's. What may be big is let go
+        # now, not at the next statement (an idle session holds little).
+        run.frame = b""
+        run.sql = ""
+        run.cs = None
+        self._spare = run
         self.change_phase(_IDLE, now)
         self.client.task_held = False
         if self.client.reader.buffered or self.client.closed:

@@ -14,6 +14,7 @@ import pytest
 from proxy.frontend.prepared import MAX_BACKEND_STMTS
 from proxy.lab.lab import Lab
 from proxy.protocol.constants import Command
+from proxy.protocol.packets import build_command
 from proxy.routing.stats import DigestStats
 from proxy.testing import ProxyThread
 from tests.support.endpoints import Endpoint, proxy_config
@@ -285,3 +286,35 @@ def test_a_prepared_statement_in_use_stays_prepared_on_its_backend(
         assert int(global_status(lab, "replica1", "Com_stmt_prepare")) - before == new + 1
     finally:
         raw.close()
+
+
+def test_statement_ids_only_grow_and_each_runs_its_own_statement(lab: Lab) -> None:
+    """pyproxy hands a new statement the backend's own id where it can (an execute then goes
+    as the client framed it); the client still sees what a server shows it: ids that only
+    grow, a closed one never handed out again, each id running its own statement wherever
+    it was prepared. A new proxy: its backend connections number their statements from 1
+    each, so replica2's and the writer's first ids are ids replica1's statements had."""
+    proxy = ProxyThread(proxy_config(lab)).start()
+    raw = RawClient(proxy.port)
+    try:
+        raw.login("app", "app-pass", "demo_db")
+        columns: dict[int, int] = {}  # statement id -> the columns of its statement
+        handed: list[int] = []
+        for n, where in enumerate(["server=replica1"] * 5 + ["server=replica2", "writer"] * 3):
+            if n == 5:  # close the first two: ids 1 and 2 must not come back
+                for closed in handed[:2]:
+                    raw.send(build_command(Command.COM_STMT_CLOSE, closed.to_bytes(4, "little")))
+                    del columns[closed]
+            cells = ", ".join(str(c) for c in range(n + 1))
+            stmt_id = raw.prepare(f"SELECT /* pyproxy:{where} */ {cells}")
+            handed.append(stmt_id)
+            columns[stmt_id] = n + 1
+        assert handed[:5] == [1, 2, 3, 4, 5], handed  # replica1's own ids
+        assert handed == sorted(set(handed)), handed
+        for stmt_id, n in columns.items():
+            execute = stmt_id.to_bytes(4, "little") + b"\x00\x01\x00\x00\x00"
+            answer = raw.request(Command.COM_STMT_EXECUTE, execute)
+            assert answer.error is None and answer.columns == n, (stmt_id, answer.error)
+    finally:
+        raw.close()
+        proxy.stop()
