@@ -181,26 +181,8 @@ class _Started:
         "started", "stmt", "stmt_id", "target",
     )  # fmt: skip
 
-    def __init__(
-        self,
-        conn: BackendConnection,
-        target: ServerState,
-        scanner: ResponseScanner,
-        sink: Sink,
-        retry: Classification | None,
-        frame: bytes,
-        sql: str,
-        digest: Digest,
-        stmt: Classification,
-        override: str | None,
-        cs: ClientStmt | None,
-        stmt_id: int,
-        started: float,
-    ) -> None:
-        self.scanner = scanner
-        self.fill(
-            conn, target, sink, retry, frame, sql, digest, stmt, override, cs, stmt_id, started
-        )
+    def __init__(self, scanner: ResponseScanner) -> None:
+        self.scanner = scanner  # the rest is set by fill(), before any use
 
     def fill(
         self,
@@ -446,27 +428,21 @@ class Session:
         command = _COM_QUERY if cs is None else _EXECUTE
         run = self._spare
         if run is None:
-            scanner = ResponseScanner(command, conn.caps)
+            run = _Started(ResponseScanner(command, conn.caps))
         else:
             self._spare = None  # in use until _started_done gives it back
-            scanner = run.scanner
-            scanner.restart(command, conn.caps)
+            run.scanner.restart(command, conn.caps)
+        scanner = run.scanner
         sink = self._sink_for(retry)
         # Sent first: the rest is bookkeeping that no callback needs before this one returns
         # (the response is read in a later one), kept off the statement's round trip.
         failed = conn.start(frame, scanner, sink)
         # Sent in the callback start_command began the command in: its clock read serves.
         self._begin(conn, target, retry is not None and retry.is_read, self.command_at)
-        if run is None:
-            run = _Started(
-                conn, target, scanner, sink, retry, frame, sql, digest, stmt, override, cs,
-                stmt_id, self.command_at,
-            )  # fmt: skip
-        else:
-            run.fill(
-                conn, target, sink, retry, frame, sql, digest, stmt, override, cs, stmt_id,
-                self.command_at,
-            )  # fmt: skip
+        run.fill(
+            conn, target, sink, retry, frame, sql, digest, stmt, override, cs, stmt_id,
+            self.command_at,
+        )  # fmt: skip
         self._started = run
         self.client.task_held = True
         if failed is not None:
