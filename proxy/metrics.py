@@ -209,8 +209,8 @@ def _bucket_us(bounds: tuple[int, ...], value: int) -> int:
 class Metrics:
     """Counters the data path bumps; everything else is read from live state at scrape."""
 
-    # pyproxy_queries and the query latency, per route: count_query bumps them (and
-    # command_counts, servers) for every statement, as native attributes where it can.
+    # pyproxy_queries and the query latency, per route: count (count_query, by name) bumps
+    # them (and command_counts, servers) for every statement, as native attributes where it can.
     writer_queries: RouteQueries = field(default_factory=RouteQueries)
     reader_queries: RouteQueries = field(default_factory=RouteQueries)
     accepted: int = 0
