@@ -10,13 +10,12 @@ from collections.abc import Mapping
 
 MAX_USERS = 4096  # users beyond this are limited per worker
 _TOTAL = 0  # slot of the logged-in clients
-_HANDSHAKES = 1  # slot of the connections still logging in
-_FIRST_USER = 2  # users have slots _FIRST_USER.. (MAX_USERS of them)
+_FIRST_USER = 1  # users have slots _FIRST_USER.. (MAX_USERS of them)
 _WIDTH = 8
 
 
 class SharedCounts:
-    """A table of workers x (2 + MAX_USERS) counters in a memfd mapped by every process."""
+    """A table of workers x (1 + MAX_USERS) counters in a memfd mapped by every process."""
 
     def __init__(self, fd: int, workers: int, row: int | None) -> None:
         """row: the row this process writes (a worker's index); None: read only."""
@@ -34,13 +33,11 @@ class SharedCounts:
         os.ftruncate(fd, workers * (_FIRST_USER + MAX_USERS) * _WIDTH)
         return cls(fd, workers, None)
 
-    def publish(self, total: int, handshakes: int, per_user: Mapping[str, int]) -> None:
-        """This worker's logged-in clients, in all and per user, and its handshakes (its row,
-        rewritten)."""
+    def publish(self, total: int, per_user: Mapping[str, int]) -> None:
+        """This worker's logged-in clients, in all and per user (its row, rewritten)."""
         assert self.row is not None
         base = self.row * self._width
         self._cells[base + _TOTAL] = total
-        self._cells[base + _HANDSHAKES] = handshakes
         for name, slot in self.slots.items():
             self._cells[base + slot] = per_user.get(name, 0)
 
@@ -51,9 +48,6 @@ class SharedCounts:
 
     def total(self) -> int:
         return self._sum(_TOTAL)
-
-    def handshakes(self) -> int:
-        return self._sum(_HANDSHAKES)
 
     def _sum(self, slot: int) -> int:
         return sum(self._cells[r * self._width + slot] for r in range(self.workers))

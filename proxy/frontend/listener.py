@@ -172,9 +172,9 @@ class ProxyServer:
             client.write(build_err(0, ErrorCode.ER_CON_COUNT_ERROR, "Too many connections"))
             client.close()
             return
-        if self._handshakes() >= limits.max_unauthenticated_connections and self._handshaking:
-            # Make room by dropping the oldest handshake: a real client logs in within
-            # milliseconds, so a flood of silent sockets only ever evicts itself.
+        if len(self._handshaking) >= self._handshake_share():
+            # Make room by dropping this worker's oldest handshake: a real client logs in
+            # within milliseconds, so a flood of silent sockets only ever evicts itself.
             oldest = next(iter(self._handshaking.values()))
             self._handshaking.pop(oldest.id)
             self.metrics.refused["handshake_evicted"] += 1
@@ -189,12 +189,18 @@ class ProxyServer:
         session = Session(self, client, self._new_session_id())
         self.sessions[session.id] = session
         self._handshaking[session.id] = session
-        self.publish_counts()
         task = asyncio.get_running_loop().create_task(
             session.run(commands.dispatch, commands.FAST_START)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _handshake_share(self) -> int:
+        """This worker's part of max_unauthenticated_connections. Each worker evicts only
+        its own handshakes, so it counts only its own: against the proxy's total, a worker
+        holding one young login while another holds a flood would drop that login."""
+        workers = self.shared.workers if self.shared is not None else 1
+        return max(1, self.config.limits.max_unauthenticated_connections // workers)
 
     def _new_session_id(self) -> int:
         while True:
@@ -220,9 +226,6 @@ class ProxyServer:
         self.publish_counts()
         return None
 
-    def _handshakes(self) -> int:
-        return self.shared.handshakes() if self.shared is not None else len(self._handshaking)
-
     def _clients(self) -> int:
         return self.shared.total() if self.shared is not None else len(self._admitted)
 
@@ -233,7 +236,7 @@ class ProxyServer:
     def publish_counts(self) -> None:
         """Tell the other workers how many clients this one has (after every change)."""
         if self.shared is not None:
-            self.shared.publish(len(self._admitted), len(self._handshaking), self._per_user)
+            self.shared.publish(len(self._admitted), self._per_user)
 
     def switch_user(self, session: Session, user: User) -> ErrPacket | None:
         """COM_CHANGE_USER to another user: it must have room under its max_connections."""
@@ -260,7 +263,7 @@ class ProxyServer:
             self._per_user[name] -= 1
             if not self._per_user[name]:
                 del self._per_user[name]
-        self.publish_counts()
+            self.publish_counts()
 
     async def _sweep(self) -> None:
         """Idle timeouts, giving back idle sessions' backend connections, and the digests'
