@@ -65,14 +65,16 @@ DELAY_STARTS = 20
 def _applied_after(lab: Lab, node: str, seconds: int) -> float:
     """Seconds the replica took to apply a change made on its master now (after a first
     change, which a replica may apply at once just after it started)."""
-    # Root connections autocommit: each poll sees what is applied now, not a snapshot.
-    replica = lab.connect_root(node)
-    with replica.cursor(pymysql.cursors.DictCursor) as cur:
-        cur.execute("SHOW SLAVE STATUS")
-        port = (cur.fetchone() or {}).get("Master_Port")
-    source = next(n.name for n in lab.topology().nodes if (n.advertised_port or n.port) == port)
-    master = lab.connect_root(source)
-    try:
+    with contextlib.ExitStack() as stack:
+        # Root connections autocommit: each poll sees what is applied now, not a snapshot.
+        replica = stack.enter_context(contextlib.closing(lab.connect_root(node)))
+        with replica.cursor(pymysql.cursors.DictCursor) as cur:
+            cur.execute("SHOW SLAVE STATUS")
+            port = (cur.fetchone() or {}).get("Master_Port")
+        nodes = lab.topology().nodes
+        source = next((n.name for n in nodes if (n.advertised_port or n.port) == port), None)
+        assert source is not None, f"{node} replicates from no lab node (port {port})"
+        master = stack.enter_context(contextlib.closing(lab.connect_root(source)))
         with master.cursor() as cur:
             cur.execute("CREATE DATABASE IF NOT EXISTS pyproxy_probe")
             cur.execute(
@@ -97,9 +99,6 @@ def _applied_after(lab: Lab, node: str, seconds: int) -> float:
                 assert elapsed < seconds * 2 + 30, f"{node} did not apply a change"
                 time.sleep(0.01)
         return elapsed
-    finally:
-        master.close()
-        replica.close()
 
 
 @contextlib.contextmanager
