@@ -174,7 +174,8 @@ class ProxyServer:
             return
         if len(self._handshaking) >= self._handshake_share():
             # Make room by dropping this worker's oldest handshake: a real client logs in
-            # within milliseconds, so a flood of silent sockets only ever evicts itself.
+            # within milliseconds, so in a flood it is a silent socket unless the share's
+            # worth of newer connections came before the client answered its greeting.
             oldest = next(iter(self._handshaking.values()))
             self._handshaking.pop(oldest.id)
             self.metrics.refused["handshake_evicted"] += 1
