@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
 from collections import Counter
@@ -15,6 +16,7 @@ from proxy.backend.pool import BackendPool
 from proxy.cluster import HostStatus, ServerState
 from proxy.config import Config, User
 from proxy.frontend import commands
+from proxy.frontend.acceptor import Acceptor, listen_sockets
 from proxy.frontend.client import ClientConnection
 from proxy.frontend.positions import Asker, WriterPositions
 from proxy.frontend.processlist import kill_target
@@ -47,6 +49,11 @@ SWEEP_INTERVAL_S = 0.25
 FALLBACK_VERSION = "8.0.36-pyproxy"
 # A schema confirmed to exist at a login is not asked of a backend again for this long.
 SCHEMA_CACHE_S = 5.0
+# Under a flood, each connection gets this long to answer its greeting before a newer one may
+# take its place; newer ones wait in the kernel's listen queue meanwhile. A client on a LAN
+# answers within milliseconds; a TLS login across a WAN within a few round trips.
+HANDSHAKE_CHANCE_S = 0.25
+LISTEN_BACKLOG = 1024
 # Session ids (the handshake's connection id, SHOW PROCESSLIST's Id) live far above the
 # backends' thread ids (what CONNECTION_ID() returns), so a KILL id names one or the other;
 # below 2**31 for clients that keep the id in a signed 32-bit int.
@@ -85,8 +92,9 @@ class ProxyServer:
         self.digests = QueryDigests()
         self.sessions: dict[int, Session] = {}
         # Sessions still logging in, oldest first, and the logged-in ones per user: changed
-        # only by _on_connected, admit and session_closed.
+        # only by _on_connected, _make_room, admit and session_closed.
         self._handshaking: dict[int, Session] = {}
+        self._starting = 0  # accepted, their session not made yet: they count as handshakes
         self._admitted: dict[int, str] = {}  # session id -> user name
         self._per_user: Counter[str] = Counter()
         self.tls = _frontend_tls(self.config)
@@ -99,8 +107,8 @@ class ProxyServer:
         self.shared = shared
         self._kill_elsewhere = kill_elsewhere
         self.server_version = self.config.server_version or FALLBACK_VERSION
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._acceptor: Acceptor | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._schemas: dict[tuple[str, str], float] = {}  # (user, schema) -> last confirmed
         self.watermark = watermark or Watermark()
@@ -124,22 +132,19 @@ class ProxyServer:
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
         """reuse_port: each worker process listens on the same port (SO_REUSEPORT)."""
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._new_client, host, port, reuse_address=True, reuse_port=reuse_port, backlog=1024
-        )
-        self._sweeper = loop.create_task(self._sweep())
+        sockets = await listen_sockets(host, port, reuse_port, LISTEN_BACKLOG)
+        self._acceptor = Acceptor(sockets, self._make_room, self._start_client)
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     @property
     def port(self) -> int:
-        server: Any = self._server  # uvloop's sockets is a list, typeshed says tuple: no check
-        assert server is not None
-        return int(server.sockets[0].getsockname()[1])
+        assert self._acceptor is not None
+        return int(self._acceptor.sockets[0].getsockname()[1])
 
     def close(self) -> None:
         """Stop accepting clients."""
-        if self._server is not None:
-            self._server.close()
+        if self._acceptor is not None:
+            self._acceptor.close()
 
     async def stop(self, grace_s: float) -> None:
         """Let running statements finish (up to grace_s), then close every session."""
@@ -160,6 +165,47 @@ class ProxyServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # -- clients ---------------------------------------------------------------------------------
+    def _make_room(self) -> float:
+        """The acceptor asks before it starts a connection: 0 when there is room for one more
+        handshake in this worker's share (made by dropping the oldest, if it has had its
+        chance to answer), else the seconds until the oldest has had it."""
+        if len(self._handshaking) + self._starting < self._handshake_share():
+            return 0.0
+        oldest = next(iter(self._handshaking.values()), None)
+        if oldest is None:  # all just accepted: room comes when a handshake ends
+            return HANDSHAKE_CHANCE_S
+        wait = oldest.phase_since + HANDSHAKE_CHANCE_S - time.monotonic()
+        if wait > 0:
+            return wait
+        self._handshaking.pop(oldest.id)
+        self.metrics.refused["handshake_evicted"] += 1
+        log.info(
+            "session %d (%s:%d): evicted, %d connections are logging in",
+            oldest.id,
+            *oldest.client.peer,
+            len(self._handshaking) + self._starting + 1,
+        )
+        oldest.client.close()
+        return 0.0
+
+    def _start_client(self, conn: socket.socket) -> None:
+        self._starting += 1
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(loop.connect_accepted_socket(self._new_client, conn))
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._client_started(t, conn))
+
+    def _client_started(self, task: asyncio.Task[Any], conn: socket.socket) -> None:
+        self._tasks.discard(task)
+        self._starting -= 1
+        if task.cancelled() or task.exception() is not None:
+            conn.close()
+        self._room_made()  # unless it is logging in now (refused at once, or failed)
+
+    def _room_made(self) -> None:
+        if self._acceptor is not None:
+            self._acceptor.room_made()
+
     def _new_client(self) -> ClientConnection:
         client = ClientConnection(self.config.limits.max_allowed_packet, self.metrics)
         client.on_connected = self._on_connected
@@ -172,20 +218,6 @@ class ProxyServer:
             client.write(build_err(0, ErrorCode.ER_CON_COUNT_ERROR, "Too many connections"))
             client.close()
             return
-        if len(self._handshaking) >= self._handshake_share():
-            # Make room by dropping this worker's oldest handshake: a real client logs in
-            # within milliseconds, so in a flood it is a silent socket unless the share's
-            # worth of newer connections came before the client answered its greeting.
-            oldest = next(iter(self._handshaking.values()))
-            self._handshaking.pop(oldest.id)
-            self.metrics.refused["handshake_evicted"] += 1
-            log.info(
-                "session %d (%s): evicted, %d connections are logging in",
-                oldest.id,
-                oldest.client.peer[0],
-                len(self._handshaking) + 1,
-            )
-            oldest.client.close()
         self.metrics.accepted += 1
         session = Session(self, client, self._new_session_id())
         self.sessions[session.id] = session
@@ -215,7 +247,8 @@ class ProxyServer:
     def admit(self, session: Session, user: User) -> ErrPacket | None:
         """A client has authenticated as user: it now counts against max_client_connections
         and the user's max_connections, or gets the error MySQL gives when one is full."""
-        self._handshaking.pop(session.id, None)
+        if self._handshaking.pop(session.id, None) is not None:
+            self._room_made()
         if self._clients() >= self.config.limits.max_client_connections:
             self.metrics.refused["max_connections"] += 1
             return ErrPacket(ErrorCode.ER_CON_COUNT_ERROR, "Too many connections", "08004")
@@ -258,7 +291,8 @@ class ProxyServer:
 
     def session_closed(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
-        self._handshaking.pop(session.id, None)
+        if self._handshaking.pop(session.id, None) is not None:
+            self._room_made()
         name = self._admitted.pop(session.id, None)
         if name is not None:
             self._per_user[name] -= 1

@@ -45,6 +45,7 @@ CAPPED = {"username": "capped", "password": "capped-pass", "max_connections": 3}
 SLOWEST_POLITE_S = 2.0
 BIG_RESULT = "SELECT seq, REPEAT('z', 200) FROM seq_1_to_200000"
 PING = build_command(0x0E)
+POLITE_ADDRESS = "127.0.0.2"
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +136,13 @@ def test_silent_and_trickling_clients_cannot_lock_others_out(proxy: LabProxy) ->
     def fresh_logins() -> None:  # a new client every few ms while the flood is on
         while not stop.is_set():
             try:
-                if not proxy.answers():
-                    logins.append("wrong answer")
+                # From their own address, to find them in the proxy's log.
+                conn = proxy.connect(bind_address=POLITE_ADDRESS)
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 41 + 1")
+                    if cur.fetchone() != (42,):
+                        logins.append("wrong answer")
+                conn.close()
             except pymysql.MySQLError as exc:
                 logins.append(str(exc))
             stop.wait(0.02)
@@ -163,12 +169,39 @@ def test_silent_and_trickling_clients_cannot_lock_others_out(proxy: LabProxy) ->
             login_thread.join(30)
     for s in silent + slow:
         s.close()
-    assert logins == [], logins[:5]
+    polite_lines = [line for line in proxy.log_text().splitlines() if POLITE_ADDRESS in line]
+    assert logins == [], (logins[:5], polite_lines[-10:])
     assert_unharmed(proxy, polite)
     assert proxy.refused("handshake_evicted") - evicted >= 1500 + 100 - 300
     # The 300 newest handshakes never finished: each was ended by the deadline.
     assert proxy.refused("connect_timeout") - timeouts >= 100
     assert "no login within connect_timeout_s" in proxy.log_text()
+
+
+def test_a_login_has_its_chance_to_answer_before_a_flood_takes_its_place(
+    proxy: LabProxy,
+) -> None:
+    """A burst of silent sockets, more than a worker holds, arrives right after a client's
+    connection and before its answer: the burst waits in the listen queue, the client logs in
+    (it was dropped for the burst when the newest connections evicted the oldest at once)."""
+    evicted = proxy.refused("handshake_evicted")
+    first = socket.create_connection(("127.0.0.1", proxy.port))
+    flood = [socket.create_connection(("127.0.0.1", proxy.port)) for _ in range(400)]
+    try:
+        time.sleep(0.05)  # well within HANDSHAKE_CHANCE_S of its accept
+        conn = proxy.connect(defer_connect=True)
+        conn.connect(first)
+        with conn.cursor() as cur:
+            cur.execute("SELECT 41 + 1")
+            assert cur.fetchone() == (42,)
+        conn.close()
+        # Each worker holds 150 handshakes: the burst's oldest are dropped for its newest
+        # once they had their chance, and the burst still gets in, late.
+        assert wait_until(lambda: proxy.refused("handshake_evicted") - evicted >= 400 - 300)
+    finally:
+        for s in flood:
+            s.close()
+        first.close()
 
 
 def test_huge_packets_before_and_after_login(proxy: LabProxy) -> None:
