@@ -13,20 +13,29 @@ log = logging.getLogger(__name__)
 # Out of file descriptors or kernel memory: accepting again at once would spin.
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 RESOURCES_PAUSE_S = 1.0
+# uvloop's timers count whole milliseconds and run shorter delays at once: a shorter wait
+# would poll make_room() every loop iteration.
+MIN_WAIT_S = 0.001
 
 
 async def listen_sockets(
     host: str, port: int, reuse_port: bool, backlog: int
 ) -> list[socket.socket]:
-    """Bound, listening, non-blocking sockets for every address host resolves to."""
+    """Bound, listening, non-blocking sockets for every address host resolves to (a family
+    this kernel lacks, such as IPv6 turned off, is skipped, as asyncio's servers do)."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(
         host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )
     sockets: list[socket.socket] = []
+    lacking: OSError | None = None
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError as exc:
+                lacking = exc
+                continue
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if reuse_port:
@@ -40,6 +49,8 @@ async def listen_sockets(
         for sock in sockets:
             sock.close()
         raise
+    if not sockets:
+        raise lacking or OSError(f"{host} has no address to listen on")
     return sockets
 
 
@@ -49,7 +60,8 @@ class Acceptor:
     When there is none, the listening sockets are not read: newer connections wait in the
     kernel's listen queue (a client sees a slow connect, not a dropped one), and at most one
     accepted connection is held here until room is made. room_made() (a handshake ended) and
-    a timer at the delay make_room() returned take up accepting again.
+    a timer at the delay make_room() returned take up accepting again; after running out of
+    file descriptors, only the timer does.
     """
 
     def __init__(
@@ -68,12 +80,13 @@ class Acceptor:
         self._held: socket.socket | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._reading = False
+        self._starved = False  # paused for RESOURCES_PAUSE_S: accept() failed for want of fds
         self._closed = False
         self._resume()
 
     def room_made(self) -> None:
         """A handshake ended: a connection waiting for room may start."""
-        if not self._reading and not self._closed:
+        if not self._reading and not self._starved and not self._closed:
             if self._timer is not None:
                 self._timer.cancel()
             self._resume()
@@ -93,6 +106,7 @@ class Acceptor:
 
     def _resume(self) -> None:
         self._timer = None
+        self._starved = False
         if self._closed:
             return
         held, self._held = self._held, None
@@ -124,17 +138,22 @@ class Acceptor:
                     raise
                 log.warning("cannot accept connections: %s; pausing", exc)
                 self._pause(RESOURCES_PAUSE_S)
+                self._starved = True
                 return
             self._try_start(conn)
 
     def _try_start(self, conn: socket.socket) -> bool:
-        """Start conn if make_room() finds room, else hold it and stop reading."""
-        delay = self._make_room()
-        if delay > 0:
-            self._held = conn
-            self._pause(delay)
-            return False
-        conn.setblocking(False)
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._start(conn)
-        return True
+        """Start conn if make_room() finds room, else hold it and stop reading. The transport
+        makes conn non-blocking and sets TCP_NODELAY."""
+        try:
+            delay = self._make_room()
+            if delay <= 0:
+                self._start(conn)
+                return True
+        except Exception:  # a bug: this connection is lost, accepting goes on
+            log.exception("cannot start a client connection")
+            conn.close()
+            return True
+        self._held = conn
+        self._pause(max(delay, MIN_WAIT_S))
+        return False

@@ -49,10 +49,11 @@ SWEEP_INTERVAL_S = 0.25
 FALLBACK_VERSION = "8.0.36-pyproxy"
 # A schema confirmed to exist at a login is not asked of a backend again for this long.
 SCHEMA_CACHE_S = 5.0
-# Under a flood, each connection gets this long to answer its greeting before a newer one may
-# take its place; newer ones wait in the kernel's listen queue meanwhile. A client on a LAN
-# answers within milliseconds; a TLS login across a WAN within a few round trips.
+# Under a flood, each connection gets this long to log in (TLS and auth exchange included)
+# before a newer one may take its place; newer ones wait in the kernel's listen queue
+# meanwhile. A client on a LAN logs in within milliseconds.
 HANDSHAKE_CHANCE_S = 0.25
+# The kernel caps it at net.core.somaxconn (4096 since Linux 5.4, 128 before).
 LISTEN_BACKLOG = 1024
 # Session ids (the handshake's connection id, SHOW PROCESSLIST's Id) live far above the
 # backends' thread ids (what CONNECTION_ID() returns), so a KILL id names one or the other;
@@ -94,7 +95,9 @@ class ProxyServer:
         # Sessions still logging in, oldest first, and the logged-in ones per user: changed
         # only by _on_connected, _make_room, admit and session_closed.
         self._handshaking: dict[int, Session] = {}
-        self._starting = 0  # accepted, their session not made yet: they count as handshakes
+        # Accepted, their session not made yet: they count as handshakes. Changed only by
+        # _start_client, _on_connected and _client_started.
+        self._starting: set[ClientConnection] = set()
         self._admitted: dict[int, str] = {}  # session id -> user name
         self._per_user: Counter[str] = Counter()
         self.tls = _frontend_tls(self.config)
@@ -169,10 +172,10 @@ class ProxyServer:
         """The acceptor asks before it starts a connection: 0 when there is room for one more
         handshake in this worker's share (made by dropping the oldest, if it has had its
         chance to answer), else the seconds until the oldest has had it."""
-        if len(self._handshaking) + self._starting < self._handshake_share():
+        if len(self._handshaking) + len(self._starting) < self._handshake_share():
             return 0.0
         oldest = next(iter(self._handshaking.values()), None)
-        if oldest is None:  # all just accepted: room comes when a handshake ends
+        if oldest is None:  # all just accepted: asked again when one starts or fails
             return HANDSHAKE_CHANCE_S
         wait = oldest.phase_since + HANDSHAKE_CHANCE_S - time.monotonic()
         if wait > 0:
@@ -180,43 +183,46 @@ class ProxyServer:
         self._handshaking.pop(oldest.id)
         self.metrics.refused["handshake_evicted"] += 1
         log.info(
-            "session %d (%s:%d): evicted, %d connections are logging in",
+            "session %d (%s): evicted, %d connections are logging in",
             oldest.id,
-            *oldest.client.peer,
-            len(self._handshaking) + self._starting + 1,
+            oldest.client.peer[0],
+            len(self._handshaking) + len(self._starting) + 1,
         )
         oldest.client.close()
         return 0.0
 
     def _start_client(self, conn: socket.socket) -> None:
-        self._starting += 1
+        client = ClientConnection(self.config.limits.max_allowed_packet, self.metrics)
+        client.on_connected = self._on_connected
+        self._starting.add(client)
         loop = asyncio.get_running_loop()
-        task = loop.create_task(loop.connect_accepted_socket(self._new_client, conn))
+        task = loop.create_task(loop.connect_accepted_socket(lambda: client, conn))
         self._tasks.add(task)
-        task.add_done_callback(lambda t: self._client_started(t, conn))
+        task.add_done_callback(lambda t: self._client_started(t, client, conn))
 
-    def _client_started(self, task: asyncio.Task[Any], conn: socket.socket) -> None:
+    def _client_started(
+        self, task: asyncio.Task[Any], client: ClientConnection, conn: socket.socket
+    ) -> None:
         self._tasks.discard(task)
-        self._starting -= 1
-        if task.cancelled() or task.exception() is not None:
+        if client in self._starting:  # it never got to _on_connected
+            self._starting.discard(client)
             conn.close()
-        self._room_made()  # unless it is logging in now (refused at once, or failed)
+            if not task.cancelled():
+                log.info("a client connection could not start: %r", task.exception())
+            self._room_made()
 
     def _room_made(self) -> None:
         if self._acceptor is not None:
             self._acceptor.room_made()
 
-    def _new_client(self) -> ClientConnection:
-        client = ClientConnection(self.config.limits.max_allowed_packet, self.metrics)
-        client.on_connected = self._on_connected
-        return client
-
     def _on_connected(self, client: ClientConnection) -> None:
+        self._starting.discard(client)
         limits = self.config.limits
         if len(self._admitted) >= limits.max_client_connections:
             self.metrics.refused["max_connections"] += 1
             client.write(build_err(0, ErrorCode.ER_CON_COUNT_ERROR, "Too many connections"))
             client.close()
+            self._room_made()
             return
         self.metrics.accepted += 1
         session = Session(self, client, self._new_session_id())

@@ -169,7 +169,7 @@ def test_silent_and_trickling_clients_cannot_lock_others_out(proxy: LabProxy) ->
             login_thread.join(30)
     for s in silent + slow:
         s.close()
-    polite_lines = [line for line in proxy.log_text().splitlines() if POLITE_ADDRESS in line]
+    polite_lines = [line for line in proxy.log_text().splitlines() if f"({POLITE_ADDRESS})" in line]
     assert logins == [], (logins[:5], polite_lines[-10:])
     assert_unharmed(proxy, polite)
     assert proxy.refused("handshake_evicted") - evicted >= 1500 + 100 - 300
@@ -182,21 +182,23 @@ def test_a_login_has_its_chance_to_answer_before_a_flood_takes_its_place(
     proxy: LabProxy,
 ) -> None:
     """A burst of silent sockets, more than a worker holds, arrives right after a client's
-    connection and before its answer: the burst waits in the listen queue, the client logs in
-    (it was dropped for the burst when the newest connections evicted the oldest at once)."""
+    connection and before its answer: the burst waits in the listen queue, the client logs in."""
     evicted = proxy.refused("handshake_evicted")
     first = socket.create_connection(("127.0.0.1", proxy.port))
+    started = time.monotonic()
     flood = [socket.create_connection(("127.0.0.1", proxy.port)) for _ in range(400)]
     try:
-        time.sleep(0.05)  # well within HANDSHAKE_CHANCE_S of its accept
         conn = proxy.connect(defer_connect=True)
-        conn.connect(first)
+        try:
+            conn.connect(first)
+        except pymysql.MySQLError as exc:  # a slow machine is not the proxy's fault
+            raise AssertionError(f"{exc} after {time.monotonic() - started:.3f}s") from None
         with conn.cursor() as cur:
             cur.execute("SELECT 41 + 1")
             assert cur.fetchone() == (42,)
         conn.close()
-        # Each worker holds 150 handshakes: the burst's oldest are dropped for its newest
-        # once they had their chance, and the burst still gets in, late.
+        # The workers hold 300 handshakes between them: the burst's oldest are dropped for
+        # its newest once they had their chance, and the whole burst gets in, late.
         assert wait_until(lambda: proxy.refused("handshake_evicted") - evicted >= 400 - 300)
     finally:
         for s in flood:

@@ -1,0 +1,138 @@
+"""The acceptor on a real listening socket under uvloop: it accepts while there is room,
+holds one connection and leaves the rest in the listen queue when there is none, and never
+stalls, spins or leaks a socket."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+
+import uvloop
+
+from proxy.frontend.acceptor import Acceptor, listen_sockets
+
+
+class Room:
+    """make_room() and start() for the acceptor: `free` connections may start, else wait."""
+
+    def __init__(self, free: int, wait: float = 0.05) -> None:
+        self.free = free
+        self.wait = wait
+        self.asked = 0
+        self.started: list[socket.socket] = []
+        self.fail: Exception | None = None
+
+    def make_room(self) -> float:
+        self.asked += 1
+        if self.fail is not None:
+            raise self.fail
+        if self.free > 0:
+            self.free -= 1
+            return 0.0
+        return self.wait
+
+    def start(self, conn: socket.socket) -> None:
+        self.started.append(conn)
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    uvloop.run(test())
+
+
+async def listening(room: Room) -> tuple[Acceptor, int]:
+    sockets = await listen_sockets("127.0.0.1", 0, reuse_port=False, backlog=64)
+    acceptor = Acceptor(sockets, room.make_room, room.start)
+    return acceptor, sockets[0].getsockname()[1]
+
+
+async def connect(port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return sock
+
+
+async def settle() -> None:
+    await asyncio.sleep(0.02)
+
+
+def test_accepts_while_there_is_room_and_queues_the_rest() -> None:
+    async def test() -> None:
+        room = Room(free=2, wait=10.0)  # the timer never fires within this test
+        acceptor, port = await listening(room)
+        clients = [await connect(port) for _ in range(5)]
+        await settle()
+        # Two started, one held, two left in the kernel's queue: asked three times, once
+        # for the held one; nothing polls while there is no room.
+        assert len(room.started) == 2
+        assert room.asked == 3
+        await asyncio.sleep(0.2)
+        assert room.asked == 3
+        # Room made: the held one starts first, then the queue, in the order they came.
+        room.free = 3
+        acceptor.room_made()
+        await settle()
+        assert [c.getpeername() for c in room.started] == [c.getsockname() for c in clients]
+        acceptor.close()
+        for sock in clients + room.started:
+            sock.close()
+
+    run(test)
+
+
+def test_a_timer_takes_up_accepting_without_a_busy_wait() -> None:
+    async def test() -> None:
+        room = Room(free=0, wait=0.0001)  # shorter than uvloop's timer resolution
+        acceptor, port = await listening(room)
+        client = await connect(port)
+        await asyncio.sleep(0.1)
+        asked = room.asked
+        assert 2 <= asked <= 110, asked  # at most once a millisecond, not every iteration
+        room.free = 1
+        await settle()
+        assert len(room.started) == 1
+        acceptor.close()
+        client.close()
+        room.started[0].close()
+
+    run(test)
+
+
+def test_close_closes_the_held_connection_and_stops_listening() -> None:
+    async def test() -> None:
+        room = Room(free=0, wait=10.0)
+        acceptor, port = await listening(room)
+        client = await connect(port)
+        await settle()
+        acceptor.close()
+        acceptor.room_made()  # after close: nothing happens
+        loop = asyncio.get_running_loop()
+        assert await asyncio.wait_for(loop.sock_recv(client, 1), 2) == b""  # closed by us
+        client.close()
+        refused = socket.socket()
+        assert refused.connect_ex(("127.0.0.1", port)) != 0
+        refused.close()
+        assert room.started == []
+
+    run(test)
+
+
+def test_a_failing_start_loses_that_connection_only() -> None:
+    async def test() -> None:
+        room = Room(free=5)
+        room.fail = RuntimeError("a bug")
+        acceptor, port = await listening(room)
+        first = await connect(port)
+        await settle()
+        loop = asyncio.get_running_loop()
+        assert await asyncio.wait_for(loop.sock_recv(first, 1), 2) == b""
+        room.fail = None
+        second = await connect(port)
+        await settle()
+        assert len(room.started) == 1
+        acceptor.close()
+        for sock in (first, second, *room.started):
+            sock.close()
+
+    run(test)
