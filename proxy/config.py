@@ -170,7 +170,7 @@ class Limits(_Model):
     max_client_connections: int = Field(10_000, ge=1)  # logged-in clients
     # Connections still in the handshake (not logged in yet) count here, not above; when
     # full, newer ones wait in the listen queue and the oldest handshake is dropped once it
-    # has had its chance to answer, so a flood of silent sockets cannot lock real clients out.
+    # has had its chance to log in, so a flood of silent sockets cannot lock real clients out.
     max_unauthenticated_connections: int = Field(1_000, ge=1)
     # The whole login (handshake, TLS, auth exchange) must finish within this (MySQL's
     # connect_timeout).

@@ -1,4 +1,4 @@
-"""Accepting client connections: limits, the session registry, services for sessions, KILL."""
+"""The MySQL port: client limits, the session registry, services for sessions, KILL."""
 
 from __future__ import annotations
 
@@ -171,11 +171,11 @@ class ProxyServer:
     def _make_room(self) -> float:
         """The acceptor asks before it starts a connection: 0 when there is room for one more
         handshake in this worker's share (made by dropping the oldest, if it has had its
-        chance to answer), else the seconds until the oldest has had it."""
+        HANDSHAKE_CHANCE_S to log in), else the seconds until the oldest has had them."""
         if len(self._handshaking) + len(self._starting) < self._handshake_share():
             return 0.0
         oldest = next(iter(self._handshaking.values()), None)
-        if oldest is None:  # all just accepted: asked again when one starts or fails
+        if oldest is None:  # all still starting: asked again then, or when one fails
             return HANDSHAKE_CHANCE_S
         wait = oldest.phase_since + HANDSHAKE_CHANCE_S - time.monotonic()
         if wait > 0:
