@@ -40,6 +40,10 @@ def root_execute(lab: Lab, node: str, *statements: str) -> None:
         conn.close()
 
 
+# START SLAVEs set_delay tries before it gives up (one in 100 comes out a second short).
+DELAY_STARTS = 20
+
+
 def set_delay(lab: Lab, node: str, seconds: int) -> None:
     """The replica applies everything `seconds` late (MASTER_DELAY; 0: as soon as it can).
 
@@ -57,9 +61,6 @@ def set_delay(lab: Lab, node: str, seconds: int) -> None:
     raise AssertionError(
         f"{node}: MASTER_DELAY = {seconds} not in force after {DELAY_STARTS} starts"
     )
-
-
-DELAY_STARTS = 20
 
 
 def _applied_after(lab: Lab, node: str, seconds: int) -> float:
