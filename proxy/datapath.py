@@ -3,6 +3,7 @@ deciding one in-process, a follower copy in a worker process)."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Protocol
 
@@ -56,16 +57,17 @@ class DataPath:
         *,
         index: int = 0,
         id_range: tuple[int, int] = (FIRST_SESSION_ID, LAST_SESSION_ID),
-        port: int | None = None,
+        sockets: list[socket.socket] | None = None,
         shared: SharedCounts | None = None,
         kill_elsewhere: KillElsewhere | None = None,
         watermark: Watermark | None = None,
     ) -> None:
-        """port: the MySQL port shared with other workers (SO_REUSEPORT); None: the config's,
-        this process alone. shared: the client counts of every worker (None: alone)."""
+        """sockets: the MySQL port's listening sockets, shared with the other workers; None:
+        the config's port, this process alone. shared: the client counts of every worker
+        (None: alone)."""
         self.index = index
         self.topology = topology
-        self._port = port
+        self._sockets = sockets
         self.metrics = Metrics()
         workers = shared.workers if shared is not None else 1
         self.pool = BackendPool(lambda: self.listener.snapshot.config.pool, workers)
@@ -95,8 +97,7 @@ class DataPath:
     async def start(self, server_version: str) -> None:
         self.listener.server_version = server_version
         listen = self.listener.config.listeners.mysql
-        port = listen.port if self._port is None else self._port
-        await self.listener.start(listen.host, port, reuse_port=self._port is not None)
+        await self.listener.start(listen.host, listen.port, self._sockets)
         self.pool.start()
 
     async def stop(self, grace_s: float) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from proxy import watermark
 from proxy.channel import Call, Channel, ChannelClosed
 from proxy.config import Config
+from proxy.frontend.acceptor import LISTEN_BACKLOG, listen_sockets
 from proxy.frontend.listener import FIRST_SESSION_ID, LAST_SESSION_ID
 from proxy.messages import (
     BusyOn,
@@ -82,7 +83,9 @@ class Workers:
         self.watermark = Watermark(self._watermark_fd, 0, count)
         self._span = (LAST_SESSION_ID - FIRST_SESSION_ID) // count
         self._server_version = ""
-        self._reserved: socket.socket | None = None
+        # The MySQL port's listening sockets: every worker, a restarted one too, takes
+        # connections from the same listen queue (none is lost with a worker).
+        self._listening: list[socket.socket] = []
         self._pending: list[Event] = []
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -91,13 +94,12 @@ class Workers:
     # -- lifecycle -------------------------------------------------------------------------------
     @property
     def port(self) -> int:
-        assert self._reserved is not None
-        return int(self._reserved.getsockname()[1])
+        return int(self._listening[0].getsockname()[1])
 
     async def start(self, server_version: str) -> None:
         self._server_version = server_version
-        self._reserved = _reserve_port(self._settings().listeners.mysql.host,
-                                       self._settings().listeners.mysql.port)  # fmt: skip
+        listen = self._settings().listeners.mysql
+        self._listening = await listen_sockets(listen.host, listen.port, LISTEN_BACKLOG)
         started = await asyncio.gather(
             *(self._spawn(w) for w in self.workers), return_exceptions=True
         )
@@ -124,9 +126,16 @@ class Workers:
                     str(theirs.fileno()),
                     "--counts-fd",
                     str(self.shared.fd),
+                    "--listen-fds",
+                    ",".join(str(sock.fileno()) for sock in self._listening),
                 ],
                 stdin=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(), self.shared.fd, self._watermark_fd),
+                pass_fds=(
+                    theirs.fileno(),
+                    self.shared.fd,
+                    self._watermark_fd,
+                    *(sock.fileno() for sock in self._listening),
+                ),
             )
         finally:
             theirs.close()
@@ -167,6 +176,8 @@ class Workers:
     async def stop(self, grace_s: float) -> None:
         """Every worker drains (listener closed, running statements finish within grace_s)."""
         self._stopping = True
+        for sock in self._listening:  # the port is closed once the workers close theirs
+            sock.close()
         for worker in self.workers:
             if worker.channel is not None:
                 with contextlib.suppress(ChannelClosed):
@@ -179,8 +190,6 @@ class Workers:
         for worker in self.workers:
             if worker.channel is not None:
                 worker.channel.close()
-        if self._reserved is not None:
-            self._reserved.close()
         self.watermark.close()
         watermark.release(self._watermark_fd)
 
@@ -348,18 +357,3 @@ async def _reap(proc: subprocess.Popen[bytes], timeout: float | None) -> None:
             proc.kill()
             deadline = None
         await asyncio.sleep(0.02)
-
-
-def _reserve_port(host: str, port: int) -> socket.socket:
-    """Bind (without listening: no connection is queued here) the MySQL port with
-    SO_REUSEPORT, so the workers bind the same port, and a port 0 is chosen once for all."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock

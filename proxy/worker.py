@@ -47,7 +47,9 @@ ORPHAN_GRACE_S = 5.0
 class Worker:
     """Applies what the topology process says to the follower topology and the data path."""
 
-    def __init__(self, channel: Channel, start: Start, shared: SharedCounts) -> None:
+    def __init__(
+        self, channel: Channel, start: Start, shared: SharedCounts, sockets: list[socket.socket]
+    ) -> None:
         self.channel = channel
         self.index = start.index
         self.topology = Topology(start.cluster)
@@ -58,7 +60,7 @@ class Worker:
             self._recheck,
             index=start.index,
             id_range=(start.first_id, start.last_id),
-            port=start.port,
+            sockets=sockets,
             shared=shared,
             kill_elsewhere=self._kill_elsewhere,
             watermark=Watermark(start.watermark, start.index, start.workers),
@@ -174,7 +176,7 @@ class Worker:
             self.channel.reply(call, None if err is None else Refused(err.code, err.message))
 
 
-async def _serve(channel_fd: int, counts_fd: int) -> None:
+async def _serve(channel_fd: int, counts_fd: int, listen_fds: list[int]) -> None:
     channel = await Channel.open(socket.socket(fileno=channel_fd))
     async with asyncio.timeout(30):
         start = await channel.recv()
@@ -185,7 +187,7 @@ async def _serve(channel_fd: int, counts_fd: int) -> None:
     setup_logging(start.config, f"worker{start.index}")
     shared = SharedCounts(counts_fd, start.workers, start.index)
     shared.slots = start.user_slots
-    worker = Worker(channel, start, shared)
+    worker = Worker(channel, start, shared, [socket.socket(fileno=fd) for fd in listen_fds])
     await worker.path.start(start.server_version)
     # What start-up built (modules, config, classifier tables) lives as long as the process:
     # out of the collector's reach, a full collection walks only what serving made.
@@ -213,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pyproxy-worker")
     parser.add_argument("--channel-fd", type=int, required=True)
     parser.add_argument("--counts-fd", type=int, required=True)
+    parser.add_argument(
+        "--listen-fds", type=lambda v: [int(fd) for fd in v.split(",")], required=True
+    )
     args = parser.parse_args(argv)
     parent = os.getppid()
     _die_with_parent()
@@ -225,9 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import uvloop
 
-        uvloop.run(_serve(args.channel_fd, args.counts_fd))
+        uvloop.run(_serve(args.channel_fd, args.counts_fd, args.listen_fds))
     except ImportError:  # pragma: no cover - uvloop is a dependency
-        asyncio.run(_serve(args.channel_fd, args.counts_fd))
+        asyncio.run(_serve(args.channel_fd, args.counts_fd, args.listen_fds))
     return 0
 
 

@@ -16,7 +16,7 @@ from proxy.backend.pool import BackendPool
 from proxy.cluster import HostStatus, ServerState
 from proxy.config import Config, User
 from proxy.frontend import commands
-from proxy.frontend.acceptor import Acceptor, listen_sockets
+from proxy.frontend.acceptor import LISTEN_BACKLOG, Acceptor, listen_sockets
 from proxy.frontend.client import ClientConnection
 from proxy.frontend.positions import Asker, WriterPositions
 from proxy.frontend.processlist import kill_target
@@ -53,8 +53,6 @@ SCHEMA_CACHE_S = 5.0
 # before a newer one may take its place; newer ones wait in the kernel's listen queue
 # meanwhile. A client on a LAN logs in within milliseconds.
 HANDSHAKE_CHANCE_S = 0.25
-# The kernel caps it at net.core.somaxconn (4096 since Linux 5.4, 128 before).
-LISTEN_BACKLOG = 1024
 # Session ids (the handshake's connection id, SHOW PROCESSLIST's Id) live far above the
 # backends' thread ids (what CONNECTION_ID() returns), so a KILL id names one or the other;
 # below 2**31 for clients that keep the id in a signed 32-bit int.
@@ -133,10 +131,13 @@ class ProxyServer:
         return self.snapshot.router
 
     # -- lifecycle -------------------------------------------------------------------------------
-    async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
-        """reuse_port: each worker process listens on the same port (SO_REUSEPORT)."""
-        sockets = await listen_sockets(host, port, reuse_port, LISTEN_BACKLOG)
-        self._acceptor = Acceptor(sockets, self._make_room, self._start_client)
+    async def start(self, host: str, port: int, sockets: list[socket.socket] | None = None) -> None:
+        """sockets: the listening sockets every worker process takes connections from (None:
+        this process alone listens, on host and port)."""
+        if sockets is None:
+            sockets = await listen_sockets(host, port, LISTEN_BACKLOG)
+        self._acceptor = Acceptor(sockets, self._make_room, self._start_client, self.shared)
+        self._publish_open()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     @property
@@ -148,6 +149,7 @@ class ProxyServer:
         """Stop accepting clients."""
         if self._acceptor is not None:
             self._acceptor.close()
+            self._publish_open()
 
     async def stop(self, grace_s: float) -> None:
         """Let running statements finish (up to grace_s), then close every session."""
@@ -191,10 +193,23 @@ class ProxyServer:
         oldest.client.close()
         return 0.0
 
+    def _open(self) -> int:
+        return len(self._starting) + len(self.sessions)
+
+    def _publish_open(self) -> None:
+        """Tell the other workers how many client connections this one holds (after every
+        change): a new connection goes to the worker holding the fewest."""
+        if self.shared is not None:
+            closed = self._acceptor is None or self._acceptor.closed
+            self.shared.set_open(-1 if closed else self._open())  # -1: leave none to it
+
     def _start_client(self, conn: socket.socket) -> None:
         client = ClientConnection(self.config.limits.max_allowed_packet, self.metrics)
         client.on_connected = self._on_connected
         self._starting.add(client)
+        if self.shared is not None:
+            self.shared.took_one()
+        self._publish_open()
         loop = asyncio.get_running_loop()
         task = loop.create_task(loop.connect_accepted_socket(lambda: client, conn))
         self._tasks.add(task)
@@ -206,6 +221,7 @@ class ProxyServer:
         self._tasks.discard(task)
         if client in self._starting:  # it never got to _on_connected
             self._starting.discard(client)
+            self._publish_open()
             conn.close()
             if not task.cancelled():
                 log.info("a client connection could not start: %r", task.exception())
@@ -222,6 +238,7 @@ class ProxyServer:
             self.metrics.refused["max_connections"] += 1
             client.write(build_err(0, ErrorCode.ER_CON_COUNT_ERROR, "Too many connections"))
             client.close()
+            self._publish_open()
             self._room_made()
             return
         self.metrics.accepted += 1
@@ -297,6 +314,7 @@ class ProxyServer:
 
     def session_closed(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
+        self._publish_open()
         if self._handshaking.pop(session.id, None) is not None:
             self._room_made()
         name = self._admitted.pop(session.id, None)

@@ -1,6 +1,7 @@
 """The acceptor on a real listening socket under uvloop: it accepts while there is room,
 holds one connection and leaves the rest in the listen queue when there is none, and never
-stalls, spins or leaks a socket."""
+stalls, spins or leaks a socket; it leaves a connection to another worker holding fewer, for a
+bounded while."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import uvloop
 
-from proxy.frontend.acceptor import Acceptor, listen_sockets
+from proxy.frontend.acceptor import BALANCE_WAIT_S, MIN_WAIT_S, Acceptor, listen_sockets
 
 
 class Room:
@@ -41,7 +42,7 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
 
 
 async def listening(room: Room) -> tuple[Acceptor, int]:
-    sockets = await listen_sockets("127.0.0.1", 0, reuse_port=False, backlog=64)
+    sockets = await listen_sockets("127.0.0.1", 0, backlog=64)
     acceptor = Acceptor(sockets, room.make_room, room.start)
     return acceptor, sockets[0].getsockname()[1]
 
@@ -134,5 +135,120 @@ def test_a_failing_start_loses_that_connection_only() -> None:
         acceptor.close()
         for sock in (first, second, *room.started):
             sock.close()
+
+    run(test)
+
+
+class Others:
+    """The acceptor's Balance: other workers holding fewer while `fewer`, taking what
+    their Room started (busy: always taking something, never stuck)."""
+
+    def __init__(self, fewer: bool, room: Room | None = None, busy: bool = False) -> None:
+        self.fewer = fewer
+        self.room = room
+        self.busy = busy
+        self.asked = 0
+
+    def crowded(self) -> bool:
+        self.asked += 1
+        return self.fewer
+
+    def taken_elsewhere(self) -> int:
+        if self.busy:
+            return self.asked
+        return 0 if self.room is None else len(self.room.started)
+
+
+def test_a_worker_holding_more_leaves_connections_to_the_others() -> None:
+    async def test() -> None:
+        sockets = await listen_sockets("127.0.0.1", 0, backlog=64)
+        port = sockets[0].getsockname()[1]
+        # The other worker, on the same listening socket (a descriptor of its own, as a worker
+        # process inherits it), holding fewer: it takes them, however long it takes.
+        other = Room(free=10)
+        room = Room(free=10)
+        others = Others(fewer=True, room=other)
+        acceptor = Acceptor(sockets, room.make_room, room.start, others)
+        other_acceptor = Acceptor([s.dup() for s in sockets], other.make_room, other.start)
+        clients = []
+        for _ in range(5):
+            clients.append(await connect(port))
+            await asyncio.sleep(BALANCE_WAIT_S * 2)
+        await settle()
+        assert len(other.started) == 5 and room.started == []
+        assert others.asked >= 1
+        # No longer crowded: it takes its turn again.
+        others.fewer = False
+        other_acceptor.close()
+        clients.append(await connect(port))
+        await settle()
+        assert len(room.started) == 1
+        acceptor.close()
+        for sock in clients + other.started + room.started:
+            sock.close()
+
+    run(test)
+
+
+def test_a_worker_no_longer_crowded_takes_its_turn_at_once() -> None:
+    async def test() -> None:
+        room = Room(free=10)
+        others = Others(fewer=True, busy=True)  # the others take connections, not this one
+        sockets = await listen_sockets("127.0.0.1", 0, backlog=64)
+        acceptor = Acceptor(sockets, room.make_room, room.start, others)
+        client = await connect(port=sockets[0].getsockname()[1])
+        await asyncio.sleep(BALANCE_WAIT_S * 4)
+        assert room.started == []  # left to the others as long as they take theirs
+        others.fewer = False
+        await settle()
+        assert len(room.started) == 1
+        acceptor.close()
+        client.close()
+        room.started[0].close()
+
+    run(test)
+
+
+def test_when_the_others_take_none_the_queue_is_taken_after_the_wait() -> None:
+    async def test() -> None:
+        room = Room(free=10)
+        others = Others(fewer=True)  # they hold fewer but take nothing (stopped)
+        sockets = await listen_sockets("127.0.0.1", 0, backlog=64)
+        acceptor = Acceptor(sockets, room.make_room, room.start, others)
+        port = sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        clients = [await connect(port) for _ in range(3)]
+        while len(room.started) < 3 and loop.time() - began < 2:
+            await asyncio.sleep(0.001)
+        waited = loop.time() - began
+        assert len(room.started) == 3 and waited >= BALANCE_WAIT_S * 0.9, waited
+        # Looked at about once a millisecond meanwhile, not at every loop iteration.
+        assert others.asked <= 2 * BALANCE_WAIT_S / MIN_WAIT_S + 5, others.asked
+        acceptor.close()
+        for sock in clients + room.started:
+            sock.close()
+
+    run(test)
+
+
+def test_a_connection_left_to_others_waits_for_no_handshake_to_end() -> None:
+    async def test() -> None:
+        room = Room(free=10)
+        others = Others(fewer=True)
+        sockets = await listen_sockets("127.0.0.1", 0, backlog=64)
+        acceptor = Acceptor(sockets, room.make_room, room.start, others)
+        port = sockets[0].getsockname()[1]
+        client = await connect(port)
+        await asyncio.sleep(0.001)
+        # Logins ending here must not make the wait start over, again and again: the
+        # connection is taken when the first wait is over.
+        for _ in range(20):
+            acceptor.room_made()
+            await asyncio.sleep(BALANCE_WAIT_S / 5)
+        assert len(room.started) == 1
+        acceptor.close()
+        client.close()
+        room.started[0].close()
 
     run(test)

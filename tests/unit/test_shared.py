@@ -29,3 +29,29 @@ def test_slots_are_kept_for_known_users_and_reused_when_free() -> None:
     second = assign_slots(first, ["c", "a", "d"])
     assert second["a"] == first["a"] and second["c"] == first["c"]
     assert second["d"] == first["b"]  # b's slot, free again
+
+
+def test_a_worker_is_crowded_when_another_serving_one_holds_fewer() -> None:
+    reader = SharedCounts.create(3)
+    workers = [SharedCounts(reader.fd, 3, row) for row in range(3)]
+    workers[0].set_open(5)
+    assert not workers[0].crowded()  # no other serves yet
+    workers[1].set_open(5)
+    assert not workers[0].crowded() and not workers[1].crowded()  # equal: either takes it
+    workers[1].set_open(4)
+    assert workers[0].crowded() and not workers[1].crowded()
+    reader.clear_row(1)  # dead: not counted until it serves again
+    assert not workers[0].crowded()
+    workers[2].set_open(-1)  # its listener closed (draining)
+    assert not workers[0].crowded()
+
+
+def test_taken_elsewhere_counts_the_other_workers_connections() -> None:
+    reader = SharedCounts.create(3)
+    workers = [SharedCounts(reader.fd, 3, row) for row in range(3)]
+    workers[0].took_one()
+    workers[2].took_one()
+    workers[2].took_one()
+    assert workers[0].taken_elsewhere() == 2
+    assert workers[2].taken_elsewhere() == 1
+    assert workers[1].taken_elsewhere() == 3
