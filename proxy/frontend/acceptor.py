@@ -1,4 +1,5 @@
-"""Accepting client connections only as fast as handshakes make room for them."""
+"""Accepting client connections only as fast as handshakes make room for them, and in the
+worker process holding the fewest."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ class Balance(Protocol):
         ...
 
     def taken_elsewhere(self) -> int:
-        """The connections the others have taken so far (it only grows)."""
+        """The connections the others have taken so far: a change says one took one."""
         ...
 
 
