@@ -193,12 +193,16 @@ class Acceptor:
         now = self._loop.time()
         if taken != self._taken_before:
             self._taken_before, self._taken_at = taken, now
-        if _queued(self.sockets) and self._balance.crowded():
+        self._balancing = False
+        if not _queued(self.sockets):
+            self._resume()  # readiness reports the next connection
+            return
+        if self._balance.crowded():
             if now - self._taken_at < BALANCE_WAIT_S:
+                self._balancing = True
                 self._timer = self._loop.call_later(MIN_WAIT_S, self._look_again)
                 return
             self._left_too_long = True
-        self._balancing = False
         try:
             self._resume()
             for sock in self.sockets:

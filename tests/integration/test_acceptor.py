@@ -177,6 +177,10 @@ def test_a_worker_holding_more_leaves_connections_to_the_others() -> None:
         await settle()
         assert len(other.started) == 5 and room.started == []
         assert others.asked >= 1
+        # Nothing queued: it waits for readiness, it does not keep looking.
+        asked = others.asked
+        await asyncio.sleep(BALANCE_WAIT_S * 2)
+        assert others.asked == asked
         # No longer crowded: it takes its turn again.
         others.fewer = False
         other_acceptor.close()
