@@ -11,7 +11,13 @@ from collections.abc import Awaitable, Callable
 
 import uvloop
 
-from proxy.frontend.acceptor import BALANCE_WAIT_S, MIN_WAIT_S, Acceptor, listen_sockets
+from proxy.frontend.acceptor import (
+    BALANCE_WAIT_S,
+    MIN_WAIT_S,
+    Acceptor,
+    Balance,
+    listen_sockets,
+)
 
 
 class Room:
@@ -41,9 +47,9 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
     uvloop.run(test())
 
 
-async def listening(room: Room) -> tuple[Acceptor, int]:
+async def listening(room: Room, balance: Balance | None = None) -> tuple[Acceptor, int]:
     sockets = await listen_sockets("127.0.0.1", 0, backlog=64)
-    acceptor = Acceptor(sockets, room.make_room, room.start)
+    acceptor = Acceptor(sockets, room.make_room, room.start, balance)
     return acceptor, sockets[0].getsockname()[1]
 
 
@@ -161,15 +167,14 @@ class Others:
 
 def test_a_worker_holding_more_leaves_connections_to_the_others() -> None:
     async def test() -> None:
-        sockets = await listen_sockets("127.0.0.1", 0, backlog=64)
-        port = sockets[0].getsockname()[1]
         # The other worker, on the same listening socket (a descriptor of its own, as a worker
         # process inherits it), holding fewer: it takes them, however long it takes.
         other = Room(free=10)
         room = Room(free=10)
         others = Others(fewer=True, room=other)
-        acceptor = Acceptor(sockets, room.make_room, room.start, others)
-        other_acceptor = Acceptor([s.dup() for s in sockets], other.make_room, other.start)
+        acceptor, port = await listening(room, others)
+        shared = [s.dup() for s in acceptor.sockets]
+        other_acceptor = Acceptor(shared, other.make_room, other.start)
         clients = []
         for _ in range(5):
             clients.append(await connect(port))
@@ -198,9 +203,8 @@ def test_a_worker_no_longer_crowded_takes_its_turn_at_once() -> None:
     async def test() -> None:
         room = Room(free=10)
         others = Others(fewer=True, busy=True)  # the others take connections, not this one
-        sockets = await listen_sockets("127.0.0.1", 0, backlog=64)
-        acceptor = Acceptor(sockets, room.make_room, room.start, others)
-        client = await connect(port=sockets[0].getsockname()[1])
+        acceptor, port = await listening(room, others)
+        client = await connect(port)
         await asyncio.sleep(BALANCE_WAIT_S * 4)
         assert room.started == []  # left to the others as long as they take theirs
         others.fewer = False
@@ -217,9 +221,7 @@ def test_when_the_others_take_none_the_queue_is_taken_after_the_wait() -> None:
     async def test() -> None:
         room = Room(free=10)
         others = Others(fewer=True)  # they hold fewer but take nothing (stopped)
-        sockets = await listen_sockets("127.0.0.1", 0, backlog=64)
-        acceptor = Acceptor(sockets, room.make_room, room.start, others)
-        port = sockets[0].getsockname()[1]
+        acceptor, port = await listening(room, others)
         loop = asyncio.get_running_loop()
         began = loop.time()
         clients = [await connect(port) for _ in range(3)]
@@ -240,9 +242,7 @@ def test_a_connection_left_to_others_waits_for_no_handshake_to_end() -> None:
     async def test() -> None:
         room = Room(free=10)
         others = Others(fewer=True)
-        sockets = await listen_sockets("127.0.0.1", 0, backlog=64)
-        acceptor = Acceptor(sockets, room.make_room, room.start, others)
-        port = sockets[0].getsockname()[1]
+        acceptor, port = await listening(room, others)
         client = await connect(port)
         await asyncio.sleep(0.001)
         # Logins ending here must not make the wait start over, again and again: the
