@@ -53,6 +53,13 @@ async def listening(room: Room, balance: Balance | None = None) -> tuple[Accepto
     return acceptor, sockets[0].getsockname()[1]
 
 
+def close_all(acceptor: Acceptor, *socks: socket.socket) -> None:
+    """A test's end: the acceptor closed, then every socket it opened or was handed."""
+    acceptor.close()
+    for sock in socks:
+        sock.close()
+
+
 async def connect(port: int) -> socket.socket:
     sock = socket.socket()
     sock.setblocking(False)
@@ -81,9 +88,7 @@ def test_accepts_while_there_is_room_and_queues_the_rest() -> None:
         acceptor.room_made()
         await settle()
         assert [c.getpeername() for c in room.started] == [c.getsockname() for c in clients]
-        acceptor.close()
-        for sock in clients + room.started:
-            sock.close()
+        close_all(acceptor, *clients, *room.started)
 
     run(test)
 
@@ -99,9 +104,7 @@ def test_a_timer_takes_up_accepting_without_a_busy_wait() -> None:
         room.free = 1
         await settle()
         assert len(room.started) == 1
-        acceptor.close()
-        client.close()
-        room.started[0].close()
+        close_all(acceptor, client, *room.started)
 
     run(test)
 
@@ -138,9 +141,7 @@ def test_a_failing_start_loses_that_connection_only() -> None:
         second = await connect(port)
         await settle()
         assert len(room.started) == 1
-        acceptor.close()
-        for sock in (first, second, *room.started):
-            sock.close()
+        close_all(acceptor, first, second, *room.started)
 
     run(test)
 
@@ -192,9 +193,7 @@ def test_a_worker_holding_more_leaves_connections_to_the_others() -> None:
         clients.append(await connect(port))
         await settle()
         assert len(room.started) == 1
-        acceptor.close()
-        for sock in clients + other.started + room.started:
-            sock.close()
+        close_all(acceptor, *clients, *other.started, *room.started)
 
     run(test)
 
@@ -210,9 +209,7 @@ def test_a_worker_no_longer_crowded_takes_its_turn_at_once() -> None:
         others.fewer = False
         await settle()
         assert len(room.started) == 1
-        acceptor.close()
-        client.close()
-        room.started[0].close()
+        close_all(acceptor, client, *room.started)
 
     run(test)
 
@@ -231,9 +228,7 @@ def test_when_the_others_take_none_the_queue_is_taken_after_the_wait() -> None:
         assert len(room.started) == 3 and waited >= BALANCE_WAIT_S * 0.9, waited
         # Looked at about once a millisecond meanwhile, not at every loop iteration.
         assert others.asked <= 2 * BALANCE_WAIT_S / MIN_WAIT_S + 5, others.asked
-        acceptor.close()
-        for sock in clients + room.started:
-            sock.close()
+        close_all(acceptor, *clients, *room.started)
 
     run(test)
 
@@ -251,8 +246,6 @@ def test_a_connection_left_to_others_waits_for_no_handshake_to_end() -> None:
             acceptor.room_made()
             await asyncio.sleep(BALANCE_WAIT_S / 5)
         assert len(room.started) == 1
-        acceptor.close()
-        client.close()
-        room.started[0].close()
+        close_all(acceptor, client, *room.started)
 
     run(test)
